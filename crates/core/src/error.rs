@@ -1,0 +1,78 @@
+//! Every way a profiler call can fail, in one typed enum with a stable C error code.
+
+use std::fmt;
+
+/// Result of a profiler operation.
+pub type Result<T, E = ProfilerError> = std::result::Result<T, E>;
+
+/// One enum for every failure the C ABI can report. `code()` is the stable negative number a
+/// C caller sees; `Display` is the message `vllm_profiler_last_error` returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProfilerError {
+    /// Profiling is off: nothing was recorded.
+    NotEnabled,
+    /// A NULL pointer, an empty name or a name that is not UTF-8.
+    InvalidArgument(&'static str),
+    /// The handle is unknown, already ended, or was begun on another thread.
+    UnknownHandle { kind: &'static str, handle: u64 },
+    /// A configuration JSON or value was rejected; nothing was changed.
+    InvalidConfig(String),
+    /// Writing a report failed.
+    Io(String),
+    /// The thread's buffer was full: the event is lost and counted in `lost_events`.
+    BufferFull,
+    /// A limit was reached (name length, number of distinct names).
+    LimitExceeded(&'static str),
+    /// The calling thread is exiting: its recorder is already gone.
+    ThreadExiting,
+    /// A bug inside the profiler was caught before it could reach the host.
+    Internal(String),
+}
+
+impl ProfilerError {
+    /// The negative C error code of this error (0 is success).
+    pub fn code(&self) -> i32 {
+        match self {
+            ProfilerError::NotEnabled => -1,
+            ProfilerError::InvalidArgument(_) => -2,
+            ProfilerError::UnknownHandle { .. } => -3,
+            ProfilerError::InvalidConfig(_) => -4,
+            ProfilerError::Io(_) => -5,
+            ProfilerError::BufferFull => -6,
+            ProfilerError::LimitExceeded(_) => -7,
+            ProfilerError::ThreadExiting => -8,
+            ProfilerError::Internal(_) => -9,
+        }
+    }
+}
+
+impl fmt::Display for ProfilerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProfilerError::NotEnabled => f.write_str("profiling is not enabled"),
+            ProfilerError::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
+            ProfilerError::UnknownHandle { kind, handle } => write!(
+                f,
+                "unknown {kind} handle {handle}: never begun, already ended, or begun on another thread"
+            ),
+            ProfilerError::InvalidConfig(msg) => write!(f, "invalid configuration: {msg}"),
+            ProfilerError::Io(msg) => write!(f, "export failed: {msg}"),
+            ProfilerError::BufferFull => f.write_str(
+                "the thread's event buffer was full; the event was dropped and counted in lost_events",
+            ),
+            ProfilerError::LimitExceeded(what) => write!(f, "limit exceeded: {what}"),
+            ProfilerError::ThreadExiting => {
+                f.write_str("the calling thread is exiting; nothing was recorded")
+            }
+            ProfilerError::Internal(msg) => write!(f, "internal profiler error: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for ProfilerError {}
+
+impl From<std::io::Error> for ProfilerError {
+    fn from(err: std::io::Error) -> Self {
+        ProfilerError::Io(err.to_string())
+    }
+}

@@ -1,0 +1,88 @@
+//! Atomic report writes: a temporary file in the same directory, then a rename.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nix::fcntl::OFlag;
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Writes `bytes` to `dir/name` so that a reader sees either the old file or the whole new one.
+/// Creates `dir` if missing. The temporary file is created new (never through a symlink), with
+/// mode 0644 before the umask; a symlink planted at the final name is replaced, not followed.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<PathBuf> {
+    fs::create_dir_all(dir).map_err(|err| {
+        io::Error::new(
+            err.kind(),
+            format!("cannot create output dir {}: {err}", dir.display()),
+        )
+    })?;
+    let final_path = dir.join(name);
+    let temp_path = dir.join(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
+            .open(&temp_path)?;
+        file.write_all(bytes)?;
+        drop(file);
+        fs::rename(&temp_path, &final_path)
+    })();
+    if let Err(err) = result {
+        let _ = fs::remove_file(&temp_path);
+        return Err(io::Error::new(
+            err.kind(),
+            format!("{}: {err}", final_path.display()),
+        ));
+    }
+    Ok(final_path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_the_dir_and_replaces_the_file_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("a/b");
+        let path = write_atomic(&dir, "x.json", b"{\"v\":1}").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"{\"v\":1}");
+        write_atomic(&dir, "x.json", b"{\"v\":2}").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"{\"v\":2}");
+        let leftovers: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from("x.json")]);
+    }
+
+    #[test]
+    fn a_planted_symlink_is_replaced_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("victim");
+        fs::write(&target, b"keep").unwrap();
+        std::os::unix::fs::symlink(&target, tmp.path().join("x.json")).unwrap();
+        write_atomic(tmp.path(), "x.json", b"new").unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"keep");
+        assert_eq!(fs::read(tmp.path().join("x.json")).unwrap(), b"new");
+    }
+
+    #[test]
+    fn a_file_in_place_of_the_dir_is_a_clear_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("not_a_dir");
+        fs::write(&file, b"").unwrap();
+        let err = write_atomic(&file, "x.json", b"{}").unwrap_err();
+        assert!(err.to_string().contains("not_a_dir"), "{err}");
+    }
+}

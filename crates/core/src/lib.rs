@@ -1,0 +1,17 @@
+//! The recorder of vllm-profiler: per-thread step and span recording into lock-free rings, the
+//! collector that turns them into totals and bounded histories, the sampler's parts, and the
+//! exporters. Safe Rust only; the agent crate owns the C ABI, the globals and the threads.
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod export;
+pub mod history;
+pub mod names;
+pub mod recorder;
+pub mod sampler;
+pub mod session;
+
+pub use error::{ProfilerError, Result};
+pub use recorder::ThreadRecorder;
+pub use sampler::{DeviceBackend, HostProbe, Sampler};
+pub use session::{Session, Settings};

@@ -1,0 +1,296 @@
+//! The per-thread hot path: step and span begin/end.
+//!
+//! Each recording thread owns a `ThreadRecorder`: open steps and spans live in thread-owned
+//! vectors that keep their capacity, and finished ones go as fixed-size events into the thread's
+//! own single-producer ring (`ringbuf`), which the collector drains. So a warm begin/end pair
+//! takes no lock and does not allocate; a full ring loses the event and counts it.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use ringbuf::traits::Producer;
+use ringbuf::HeapProd;
+use rustc_hash::FxHashMap;
+
+use crate::error::{ProfilerError, Result};
+use crate::names::NameId;
+use crate::session::Session;
+
+/// Most steps one thread may have open at once (overlapping async steps are allowed).
+pub const MAX_OPEN_STEPS: usize = 1024;
+/// Deepest span nesting on one thread.
+pub const MAX_OPEN_SPANS: usize = 4096;
+/// Events per thread ring.
+pub const RING_CAPACITY: usize = 4096;
+/// The collector is woken after this many events, well before the ring can fill.
+const WAKE_EVERY: u32 = (RING_CAPACITY / 4) as u32;
+
+/// A finished span or step, as handed from a recording thread to the collector.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Event {
+    Span(SpanEvent),
+    Step(StepEvent),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SpanEvent {
+    pub name: NameId,
+    pub parent: NameId,
+    pub depth: u32,
+    /// Sequence number of the step it belongs to, 0 when outside every step.
+    pub step_seq: u64,
+    pub duration_ns: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StepEvent {
+    pub seq: u64,
+    pub batch_size: u32,
+    pub num_tokens: u32,
+    pub start_ns: u64,
+    pub duration_ns: u64,
+    /// NaN when unknown.
+    pub memory_start_mb: f32,
+    pub memory_end_mb: f32,
+    pub utilization_start: f32,
+    pub utilization_end: f32,
+}
+
+struct OpenStep {
+    seq: u64,
+    start_ns: u64,
+    batch_size: u32,
+    num_tokens: u32,
+    utilization_start: f32,
+    memory_start_mb: f32,
+}
+
+struct OpenSpan {
+    seq: u64,
+    name: NameId,
+    parent: NameId,
+    depth: u32,
+    step_seq: u64,
+    start_ns: u64,
+}
+
+/// Recording state of one thread in one session. Not `Sync`: it is only touched by its thread.
+pub struct ThreadRecorder {
+    session: Arc<Session>,
+    producer: HeapProd<Event>,
+    next_seq: u64,
+    until_wake: u32,
+    open_steps: Vec<OpenStep>,
+    open_spans: Vec<OpenSpan>,
+    names: FxHashMap<Box<[u8]>, NameId>,
+}
+
+/// Handles carry the session generation in their top byte, so a handle from before a fork (or
+/// from another session) is never mistaken for one of this session's.
+const SEQ_BITS: u32 = 56;
+const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
+
+impl ThreadRecorder {
+    pub(crate) fn new(session: Arc<Session>, producer: HeapProd<Event>) -> Self {
+        ThreadRecorder {
+            session,
+            producer,
+            next_seq: 0,
+            until_wake: WAKE_EVERY,
+            open_steps: Vec::with_capacity(8),
+            open_spans: Vec::with_capacity(64),
+            names: FxHashMap::default(),
+        }
+    }
+
+    /// The session this recorder writes into.
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    fn handle(&self, seq: u64) -> u64 {
+        ((self.session.generation() & 0xff) << SEQ_BITS) | (seq & SEQ_MASK)
+    }
+
+    fn seq_of(&self, handle: u64, kind: &'static str) -> Result<u64> {
+        let seq = handle & SEQ_MASK;
+        if handle >> SEQ_BITS != self.session.generation() & 0xff || seq == 0 {
+            return Err(ProfilerError::UnknownHandle { kind, handle });
+        }
+        Ok(seq)
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.next_seq = (self.next_seq + 1) & SEQ_MASK;
+        if self.next_seq == 0 {
+            self.next_seq = 1;
+        }
+        self.next_seq
+    }
+
+    /// Opens a step; returns its handle (never 0).
+    pub fn step_begin(&mut self, batch_size: u32, num_tokens: u32) -> Result<u64> {
+        if self.open_steps.len() >= MAX_OPEN_STEPS {
+            return Err(ProfilerError::LimitExceeded(
+                "more than 1024 steps open on one thread",
+            ));
+        }
+        let start_ns = self.session.now_ns();
+        let (utilization_start, memory_start_mb) = self.session.latest().read();
+        let seq = self.next_seq();
+        self.open_steps.push(OpenStep {
+            seq,
+            start_ns,
+            batch_size,
+            num_tokens,
+            utilization_start,
+            memory_start_mb,
+        });
+        Ok(self.handle(seq))
+    }
+
+    /// Closes a step and every span still open inside it.
+    pub fn step_end(&mut self, handle: u64) -> Result<()> {
+        let seq = self.seq_of(handle, "step")?;
+        let index = self
+            .open_steps
+            .iter()
+            .rposition(|s| s.seq == seq)
+            .ok_or(ProfilerError::UnknownHandle {
+                kind: "step",
+                handle,
+            })?;
+        let end_ns = self.session.now_ns();
+        let spans_lost = self.close_spans_of_step(seq, end_ns);
+        let step = self.open_steps.remove(index);
+        let (utilization_end, memory_end_mb) = self.session.latest().read();
+        self.push(Event::Step(StepEvent {
+            seq,
+            batch_size: step.batch_size,
+            num_tokens: step.num_tokens,
+            start_ns: step.start_ns,
+            duration_ns: end_ns.saturating_sub(step.start_ns),
+            memory_start_mb: step.memory_start_mb,
+            memory_end_mb,
+            utilization_start: step.utilization_start,
+            utilization_end,
+        }))?;
+        if spans_lost {
+            return Err(ProfilerError::BufferFull);
+        }
+        Ok(())
+    }
+
+    /// Opens a span named by `name` (UTF-8 bytes, no NUL) inside the innermost open step.
+    pub fn span_begin(&mut self, name: &[u8]) -> Result<u64> {
+        if self.open_spans.len() >= MAX_OPEN_SPANS {
+            return Err(ProfilerError::LimitExceeded(
+                "spans nested more than 4096 deep on one thread",
+            ));
+        }
+        let name = match self.names.get(name) {
+            Some(id) => *id,
+            None => {
+                let id = self.session.interner().intern(name)?;
+                self.names.insert(name.into(), id);
+                id
+            }
+        };
+        let step_seq = self.open_steps.last().map_or(0, |s| s.seq);
+        let (parent, depth) = match self.open_spans.last() {
+            Some(top) if top.step_seq == step_seq => (top.name, top.depth + 1),
+            _ => (NameId::NONE, 0),
+        };
+        let start_ns = self.session.now_ns();
+        let seq = self.next_seq();
+        self.open_spans.push(OpenSpan {
+            seq,
+            name,
+            parent,
+            depth,
+            step_seq,
+            start_ns,
+        });
+        Ok(self.handle(seq))
+    }
+
+    /// Closes a span. Spans opened inside it and still open are closed at the same instant.
+    pub fn span_end(&mut self, handle: u64) -> Result<()> {
+        let seq = self.seq_of(handle, "span")?;
+        let index = self
+            .open_spans
+            .iter()
+            .rposition(|s| s.seq == seq)
+            .ok_or(ProfilerError::UnknownHandle {
+                kind: "span",
+                handle,
+            })?;
+        let end_ns = self.session.now_ns();
+        let mut lost = false;
+        while self.open_spans.len() > index {
+            let span = self.open_spans.pop().expect("len > index");
+            if self.open_spans.len() > index {
+                self.session
+                    .counters()
+                    .auto_closed_spans
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            lost |= self.push_span(&span, end_ns).is_err();
+        }
+        if lost {
+            return Err(ProfilerError::BufferFull);
+        }
+        Ok(())
+    }
+
+    /// Number of steps and spans this thread has open.
+    pub fn open_counts(&self) -> (usize, usize) {
+        (self.open_steps.len(), self.open_spans.len())
+    }
+
+    /// Closes, innermost first, the open spans that belong to step `seq`. Returns whether one
+    /// of them could not be handed over.
+    fn close_spans_of_step(&mut self, seq: u64, end_ns: u64) -> bool {
+        let mut lost = false;
+        let mut i = self.open_spans.len();
+        while i > 0 {
+            i -= 1;
+            if self.open_spans[i].step_seq == seq {
+                let span = self.open_spans.remove(i);
+                self.session
+                    .counters()
+                    .auto_closed_spans
+                    .fetch_add(1, Ordering::Relaxed);
+                lost |= self.push_span(&span, end_ns).is_err();
+            }
+        }
+        lost
+    }
+
+    fn push_span(&mut self, span: &OpenSpan, end_ns: u64) -> Result<()> {
+        self.push(Event::Span(SpanEvent {
+            name: span.name,
+            parent: span.parent,
+            depth: span.depth,
+            step_seq: span.step_seq,
+            duration_ns: end_ns.saturating_sub(span.start_ns),
+        }))
+    }
+
+    fn push(&mut self, event: Event) -> Result<()> {
+        if self.producer.try_push(event).is_err() {
+            self.session
+                .counters()
+                .lost_events
+                .fetch_add(1, Ordering::Relaxed);
+            self.session.wake_collector();
+            return Err(ProfilerError::BufferFull);
+        }
+        self.until_wake -= 1;
+        if self.until_wake == 0 {
+            self.until_wake = WAKE_EVERY;
+            self.session.wake_collector();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,686 @@
+//! One profiling session of one process: settings, the name table, the collector that drains
+//! the thread rings into aggregates and bounded histories, and the sample store.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender};
+use hdrhistogram::Histogram;
+use parking_lot::{Mutex, MutexGuard, RwLock};
+use ringbuf::traits::{Consumer, Observer, Split};
+use ringbuf::{HeapCons, HeapRb};
+use rustc_hash::FxHashMap;
+use vllm_profiler_format as format;
+
+use crate::error::{ProfilerError, Result};
+use crate::history::Bounded;
+use crate::names::{Interner, NameId};
+use crate::recorder::{Event, SpanEvent, StepEvent, ThreadRecorder, RING_CAPACITY};
+
+/// How long a report or summary waits for the collector before giving up, so that an exit can
+/// never hang on a stuck lock.
+pub const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// What a session is told by its configuration. Everything here can change while it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub output_dir: PathBuf,
+    pub sample_interval: Duration,
+    /// `None`: export only on request and at exit.
+    pub export_interval: Option<Duration>,
+    /// Detailed steps and samples per device kept.
+    pub max_history: usize,
+    pub gpu_monitoring: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            output_dir: PathBuf::from("./profiling_results"),
+            sample_interval: Duration::from_millis(100),
+            export_interval: None,
+            max_history: 10_000,
+            gpu_monitoring: true,
+        }
+    }
+}
+
+/// Counters bumped on rare paths of the recording threads.
+#[derive(Debug, Default)]
+pub struct HotCounters {
+    pub lost_events: AtomicU64,
+    pub auto_closed_spans: AtomicU64,
+}
+
+/// The newest sample's figures for the primary device, read by every step begin and end.
+/// Stored as `f32` bits; NaN means unknown.
+#[derive(Debug)]
+pub struct LatestMetrics {
+    utilization: AtomicU32,
+    memory_mb: AtomicU32,
+    source: AtomicU8,
+}
+
+impl Default for LatestMetrics {
+    fn default() -> Self {
+        LatestMetrics {
+            utilization: AtomicU32::new(f32::NAN.to_bits()),
+            memory_mb: AtomicU32::new(f32::NAN.to_bits()),
+            source: AtomicU8::new(0),
+        }
+    }
+}
+
+impl LatestMetrics {
+    /// (utilization %, memory MB); NaN where unknown.
+    #[inline]
+    pub fn read(&self) -> (f32, f32) {
+        (
+            f32::from_bits(self.utilization.load(Ordering::Relaxed)),
+            f32::from_bits(self.memory_mb.load(Ordering::Relaxed)),
+        )
+    }
+
+    pub fn publish(
+        &self,
+        utilization: Option<f64>,
+        memory_mb: Option<f64>,
+        source: format::MemorySource,
+    ) {
+        let bits = |v: Option<f64>| v.map_or(f32::NAN, |v| v as f32).to_bits();
+        self.utilization
+            .store(bits(utilization), Ordering::Relaxed);
+        self.memory_mb.store(bits(memory_mb), Ordering::Relaxed);
+        self.source.store(
+            match source {
+                format::MemorySource::None => 0,
+                format::MemorySource::HostRss => 1,
+                format::MemorySource::Gpu => 2,
+            },
+            Ordering::Relaxed,
+        );
+    }
+
+    pub fn memory_source(&self) -> format::MemorySource {
+        match self.source.load(Ordering::Relaxed) {
+            1 => format::MemorySource::HostRss,
+            2 => format::MemorySource::Gpu,
+            _ => format::MemorySource::None,
+        }
+    }
+}
+
+/// A step as kept in the bounded history: names as ids, times in nanoseconds.
+#[derive(Debug, Clone)]
+struct KeptStep {
+    step_id: u64,
+    thread_id: u32,
+    event: StepEvent,
+    layers: Box<[KeptLayer]>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct KeptLayer {
+    name: NameId,
+    parent: NameId,
+    depth: u32,
+    calls: u32,
+    total_ns: u64,
+}
+
+/// Span totals of one step, built while its spans arrive.
+#[derive(Default)]
+struct StepBuilder {
+    layers: Vec<KeptLayer>,
+    index: FxHashMap<NameId, usize>,
+}
+
+impl StepBuilder {
+    fn add(&mut self, span: &SpanEvent) {
+        match self.index.get(&span.name) {
+            Some(&i) => {
+                let layer = &mut self.layers[i];
+                layer.calls += 1;
+                layer.total_ns += span.duration_ns;
+            }
+            None => {
+                self.index.insert(span.name, self.layers.len());
+                self.layers.push(KeptLayer {
+                    name: span.name,
+                    parent: span.parent,
+                    depth: span.depth,
+                    calls: 1,
+                    total_ns: span.duration_ns,
+                });
+            }
+        }
+    }
+}
+
+/// Builders of steps whose end has not arrived, per thread. Bounded so that steps that are
+/// never ended cannot grow memory without limit.
+const MAX_PENDING_STEPS: usize = 1024;
+
+struct ThreadSource {
+    consumer: HeapCons<Event>,
+    thread_id: u32,
+    pending: FxHashMap<u64, StepBuilder>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct LayerTotals {
+    calls: u64,
+    total_ns: u64,
+}
+
+/// Running totals over every step and span ever collected.
+struct Aggregates {
+    total_steps: u64,
+    total_ns: u128,
+    min_ns: u64,
+    max_ns: u64,
+    histogram: Histogram<u64>,
+    total_tokens: u64,
+    total_batch: u64,
+    first_start_ns: u64,
+    last_end_ns: u64,
+    memory_sum: f64,
+    memory_count: u64,
+    memory_max: f64,
+    layers: Vec<LayerTotals>,
+    total_spans: u64,
+}
+
+impl Aggregates {
+    fn new() -> Self {
+        Aggregates {
+            total_steps: 0,
+            total_ns: 0,
+            min_ns: u64::MAX,
+            max_ns: 0,
+            histogram: Histogram::new(3).expect("3 significant figures is valid"),
+            total_tokens: 0,
+            total_batch: 0,
+            first_start_ns: u64::MAX,
+            last_end_ns: 0,
+            memory_sum: 0.0,
+            memory_count: 0,
+            memory_max: f64::MIN,
+            layers: Vec::new(),
+            total_spans: 0,
+        }
+    }
+
+    fn add_step(&mut self, step: &StepEvent) {
+        let d = step.duration_ns;
+        self.total_steps += 1;
+        self.total_ns += u128::from(d);
+        self.min_ns = self.min_ns.min(d);
+        self.max_ns = self.max_ns.max(d);
+        self.histogram.saturating_record(d.max(1));
+        self.total_tokens += u64::from(step.num_tokens);
+        self.total_batch += u64::from(step.batch_size);
+        self.first_start_ns = self.first_start_ns.min(step.start_ns);
+        self.last_end_ns = self.last_end_ns.max(step.start_ns + d);
+        if !step.memory_end_mb.is_nan() {
+            let m = f64::from(step.memory_end_mb);
+            self.memory_sum += m;
+            self.memory_count += 1;
+            self.memory_max = self.memory_max.max(m);
+        }
+    }
+
+    fn add_layer(&mut self, name: NameId, calls: u64, total_ns: u64) {
+        let i = name.0 as usize;
+        if self.layers.len() <= i {
+            self.layers.resize(i + 1, LayerTotals::default());
+        }
+        self.layers[i].calls += calls;
+        self.layers[i].total_ns += total_ns;
+        self.total_spans += calls;
+    }
+}
+
+struct Collector {
+    sources: Vec<ThreadSource>,
+    totals: Aggregates,
+    history: Bounded<KeptStep>,
+    next_step_id: u64,
+}
+
+struct SampleStore {
+    detector: String,
+    host: Bounded<format::HostSample>,
+    /// One history per sampled device, in the order the backend reports them.
+    devices: Vec<(u32, Bounded<format::GpuSample>)>,
+}
+
+/// Everything one process records between its start (or fork) and its exit.
+pub struct Session {
+    pid: u32,
+    generation: u64,
+    started: Instant,
+    started_unix: f64,
+    settings: RwLock<Settings>,
+    interner: Interner,
+    counters: HotCounters,
+    latest: LatestMetrics,
+    collector: Mutex<Collector>,
+    samples: Mutex<SampleStore>,
+    /// Serialises exports so that files are replaced in order.
+    export_lock: Mutex<()>,
+    wake_tx: Sender<()>,
+    wake_rx: Receiver<()>,
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+fn finite(v: f32) -> Option<f64> {
+    (!v.is_nan()).then_some(f64::from(v))
+}
+
+impl Session {
+    /// A new session for process `pid`; `generation` tells it apart from earlier sessions of
+    /// the same address space (before a fork).
+    pub fn new(pid: u32, generation: u64, settings: Settings) -> Arc<Session> {
+        let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
+        let max = settings.max_history;
+        Arc::new(Session {
+            pid,
+            generation,
+            started: Instant::now(),
+            started_unix: unix_now(),
+            settings: RwLock::new(settings),
+            interner: Interner::default(),
+            counters: HotCounters::default(),
+            latest: LatestMetrics::default(),
+            collector: Mutex::new(Collector {
+                sources: Vec::new(),
+                totals: Aggregates::new(),
+                history: Bounded::new(max),
+                next_step_id: 0,
+            }),
+            samples: Mutex::new(SampleStore {
+                detector: "none".to_owned(),
+                host: Bounded::new(max),
+                devices: Vec::new(),
+            }),
+            export_lock: Mutex::new(()),
+            wake_tx,
+            wake_rx,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn interner(&self) -> &Interner {
+        &self.interner
+    }
+
+    pub fn counters(&self) -> &HotCounters {
+        &self.counters
+    }
+
+    pub fn latest(&self) -> &LatestMetrics {
+        &self.latest
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.settings.read().clone()
+    }
+
+    /// Replaces the settings; a smaller history drops (and counts) its oldest entries.
+    pub fn set_settings(&self, settings: Settings) {
+        let max = settings.max_history;
+        *self.settings.write() = settings;
+        self.collector.lock().history.set_capacity(max);
+        let mut samples = self.samples.lock();
+        samples.host.set_capacity(max);
+        for (_, h) in &mut samples.devices {
+            h.set_capacity(max);
+        }
+    }
+
+    /// Nanoseconds since the session started, from the monotonic clock.
+    #[inline]
+    pub fn now_ns(&self) -> u64 {
+        self.started.elapsed().as_nanos() as u64
+    }
+
+    fn unix_at(&self, ns: u64) -> f64 {
+        self.started_unix + ns as f64 / 1e9
+    }
+
+    /// Asks the collector thread to drain soon. Never blocks.
+    pub fn wake_collector(&self) {
+        let _ = self.wake_tx.try_send(());
+    }
+
+    /// The channel the collector thread waits on.
+    pub fn collector_wakeups(&self) -> &Receiver<()> {
+        &self.wake_rx
+    }
+
+    /// Creates the recorder of the calling thread: its ring, registered with the collector.
+    pub fn register_thread(self: &Arc<Self>, thread_id: u32) -> ThreadRecorder {
+        let (producer, consumer) = HeapRb::<Event>::new(RING_CAPACITY).split();
+        self.collector.lock().sources.push(ThreadSource {
+            consumer,
+            thread_id,
+            pending: FxHashMap::default(),
+        });
+        ThreadRecorder::new(self.clone(), producer)
+    }
+
+    fn lock_collector(&self) -> Result<MutexGuard<'_, Collector>> {
+        self.collector
+            .try_lock_for(LOCK_WAIT)
+            .ok_or_else(|| ProfilerError::Internal("the collector stayed busy for 2 s".into()))
+    }
+
+    /// Moves every finished event from the thread rings into the totals and the history.
+    pub fn drain(&self) -> Result<()> {
+        let mut collector = self.lock_collector()?;
+        Self::drain_locked(&mut collector);
+        Ok(())
+    }
+
+    fn drain_locked(collector: &mut Collector) {
+        let Collector {
+            sources,
+            totals,
+            history,
+            next_step_id,
+        } = collector;
+        for source in sources.iter_mut() {
+            while let Some(event) = source.consumer.try_pop() {
+                match event {
+                    Event::Span(span) => {
+                        totals.add_layer(span.name, 1, span.duration_ns);
+                        if span.step_seq != 0 {
+                            if source.pending.len() >= MAX_PENDING_STEPS
+                                && !source.pending.contains_key(&span.step_seq)
+                            {
+                                // A step that is never ended keeps its builder: forget the
+                                // oldest one (smallest sequence number).
+                                if let Some(&oldest) = source.pending.keys().min() {
+                                    source.pending.remove(&oldest);
+                                }
+                            }
+                            source.pending.entry(span.step_seq).or_default().add(&span);
+                        }
+                    }
+                    Event::Step(step) => {
+                        totals.add_step(&step);
+                        let layers = source
+                            .pending
+                            .remove(&step.seq)
+                            .map(|b| b.layers.into_boxed_slice())
+                            .unwrap_or_default();
+                        history.push(KeptStep {
+                            step_id: *next_step_id,
+                            thread_id: source.thread_id,
+                            event: step,
+                            layers,
+                        });
+                        *next_step_id += 1;
+                    }
+                }
+            }
+        }
+        // A thread that has exited and whose events are all in can be forgotten.
+        sources.retain(|s| s.consumer.write_is_held() || !s.consumer.is_empty());
+    }
+
+    /// Adds one tick of samples: the host, and every sampled device.
+    pub fn record_samples(
+        &self,
+        detector: &str,
+        host: format::HostSample,
+        devices: &[format::GpuSample],
+    ) {
+        let max = self.settings.read().max_history;
+        let mut store = self.samples.lock();
+        if store.detector != detector {
+            store.detector = detector.to_owned();
+        }
+        store.host.push(host);
+        for sample in devices {
+            let position = store
+                .devices
+                .iter()
+                .position(|(id, _)| *id == sample.device_id);
+            let history = match position {
+                Some(i) => &mut store.devices[i].1,
+                None => {
+                    store.devices.push((sample.device_id, Bounded::new(max)));
+                    &mut store.devices.last_mut().expect("just pushed").1
+                }
+            };
+            history.push(sample.clone());
+        }
+    }
+
+    /// The performance summary over every step ever recorded, or over the last `n` kept steps.
+    pub fn summary(&self, last_n_steps: Option<u64>) -> Result<format::PerformanceSummary> {
+        let mut collector = self.lock_collector()?;
+        Self::drain_locked(&mut collector);
+        Ok(self.summary_locked(&collector, last_n_steps))
+    }
+
+    fn summary_locked(
+        &self,
+        collector: &Collector,
+        last_n_steps: Option<u64>,
+    ) -> format::PerformanceSummary {
+        let names = self.interner.snapshot();
+        let window;
+        let totals = match last_n_steps {
+            None => &collector.totals,
+            Some(n) => {
+                let mut agg = Aggregates::new();
+                for kept in collector.history.last(n as usize) {
+                    agg.add_step(&kept.event);
+                    for layer in kept.layers.iter() {
+                        agg.add_layer(layer.name, u64::from(layer.calls), layer.total_ns);
+                    }
+                }
+                window = agg;
+                &window
+            }
+        };
+        let steps = totals.total_steps;
+        let any = steps > 0;
+        let quantile = |q: f64| any.then(|| ms(totals.histogram.value_at_quantile(q)));
+        let window_ns = totals.last_end_ns.saturating_sub(totals.first_start_ns);
+        let window_seconds = (any && window_ns > 0).then(|| window_ns as f64 / 1e9);
+        let layer_performance = totals
+            .layers
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.calls > 0)
+            .filter_map(|(i, l)| {
+                let name = names.get(i)?;
+                Some((
+                    name.to_string(),
+                    format::LayerPerformance {
+                        avg_duration_ms: ms(l.total_ns) / l.calls as f64,
+                        call_count: l.calls,
+                        total_duration_ms: ms(l.total_ns),
+                    },
+                ))
+            })
+            .collect();
+        let c = &self.counters;
+        format::PerformanceSummary {
+            schema_version: format::SCHEMA_VERSION,
+            pid: self.pid,
+            generated_at: unix_now(),
+            last_n_steps,
+            total_steps: steps,
+            avg_duration_ms: any.then(|| totals.total_ns as f64 / 1e6 / steps as f64),
+            min_duration_ms: any.then(|| ms(totals.min_ns)),
+            max_duration_ms: any.then(|| ms(totals.max_ns)),
+            p50_duration_ms: quantile(0.50),
+            p90_duration_ms: quantile(0.90),
+            p99_duration_ms: quantile(0.99),
+            total_tokens: totals.total_tokens,
+            total_batch_size: totals.total_batch,
+            tokens_per_second: window_seconds.map(|w| totals.total_tokens as f64 / w),
+            window_seconds,
+            avg_memory_mb: (totals.memory_count > 0)
+                .then(|| totals.memory_sum / totals.memory_count as f64),
+            max_memory_mb: (totals.memory_count > 0).then_some(totals.memory_max),
+            memory_source: self.latest.memory_source(),
+            layer_performance,
+            counters: format::Counters {
+                kept_steps: collector.history.len() as u64,
+                dropped_steps: collector.history.dropped(),
+                dropped_samples: self.dropped_samples(),
+                lost_events: c.lost_events.load(Ordering::Relaxed),
+                auto_closed_spans: c.auto_closed_spans.load(Ordering::Relaxed),
+                total_spans: collector.totals.total_spans,
+            },
+        }
+    }
+
+    fn dropped_samples(&self) -> u64 {
+        let store = self.samples.lock();
+        store.host.dropped() + store.devices.iter().map(|(_, h)| h.dropped()).sum::<u64>()
+    }
+
+    fn detailed_steps_locked(&self, collector: &Collector) -> format::DetailedSteps {
+        let names = self.interner.snapshot();
+        let name_of = |id: NameId| names.get(id.0 as usize).map(|n| n.to_string());
+        let detailed_steps = collector
+            .history
+            .iter()
+            .map(|kept| {
+                let e = &kept.event;
+                format::StepRecord {
+                    step_id: kept.step_id,
+                    batch_size: e.batch_size,
+                    num_tokens: e.num_tokens,
+                    start_time: self.unix_at(e.start_ns),
+                    duration_ms: ms(e.duration_ns),
+                    memory_used_mb: finite(e.memory_end_mb),
+                    memory_start_mb: finite(e.memory_start_mb),
+                    thread_id: kept.thread_id,
+                    layer_timings: kept
+                        .layers
+                        .iter()
+                        .filter_map(|l| {
+                            Some((
+                                name_of(l.name)?,
+                                format::LayerTiming {
+                                    duration_ms: ms(l.total_ns),
+                                    call_count: l.calls,
+                                    parent: name_of(l.parent),
+                                    depth: l.depth,
+                                },
+                            ))
+                        })
+                        .collect(),
+                    gpu_metrics: format::StepGpuMetrics {
+                        start_utilization: finite(e.utilization_start),
+                        end_utilization: finite(e.utilization_end),
+                    },
+                }
+            })
+            .collect();
+        format::DetailedSteps {
+            schema_version: format::SCHEMA_VERSION,
+            pid: self.pid,
+            memory_source: self.latest.memory_source(),
+            dropped_steps: collector.history.dropped(),
+            detailed_steps,
+        }
+    }
+
+    fn gpu_history(&self) -> Option<format::GpuHistory> {
+        let sample_interval_s = self.settings.read().sample_interval.as_secs_f64();
+        let store = self.samples.lock();
+        if store.host.is_empty() && store.devices.iter().all(|(_, h)| h.is_empty()) {
+            return None;
+        }
+        let mut gpu_history: Vec<format::GpuSample> = store
+            .devices
+            .iter()
+            .flat_map(|(_, h)| h.iter().cloned())
+            .collect();
+        gpu_history.sort_by(|a, b| a.timestamp.total_cmp(&b.timestamp));
+        Some(format::GpuHistory {
+            schema_version: format::SCHEMA_VERSION,
+            pid: self.pid,
+            detector: store.detector.clone(),
+            sample_interval_s,
+            gpu_history,
+            host_history: store.host.iter().cloned().collect(),
+            dropped_samples: store.host.dropped()
+                + store.devices.iter().map(|(_, h)| h.dropped()).sum::<u64>(),
+        })
+    }
+
+    /// Writes the report files into `dir` (created if missing); returns the paths written.
+    /// A session that recorded nothing and sampled nothing writes nothing.
+    pub fn export(&self, dir: &std::path::Path) -> Result<Vec<PathBuf>> {
+        let _serial = self
+            .export_lock
+            .try_lock_for(LOCK_WAIT)
+            .ok_or_else(|| ProfilerError::Internal("another export stayed busy for 2 s".into()))?;
+        let (summary, steps) = {
+            let mut collector = self.lock_collector()?;
+            Self::drain_locked(&mut collector);
+            if collector.totals.total_steps == 0 && collector.totals.total_spans == 0 {
+                (None, None)
+            } else {
+                (
+                    Some(self.summary_locked(&collector, None)),
+                    Some(self.detailed_steps_locked(&collector)),
+                )
+            }
+        };
+        let history = self.gpu_history();
+        let mut written = Vec::new();
+        let mut write = |name: String, bytes: Result<Vec<u8>, serde_json::Error>| -> Result<()> {
+            let bytes = bytes.map_err(|e| ProfilerError::Internal(e.to_string()))?;
+            written.push(crate::export::write_atomic(dir, &name, &bytes)?);
+            Ok(())
+        };
+        if let Some(summary) = summary {
+            write(
+                format::summary_file_name(self.pid),
+                serde_json::to_vec(&summary),
+            )?;
+        }
+        if let Some(steps) = steps {
+            write(
+                format::detailed_steps_file_name(self.pid),
+                serde_json::to_vec(&steps),
+            )?;
+        }
+        if let Some(history) = history {
+            write(
+                format::gpu_history_file_name(self.pid),
+                serde_json::to_vec(&history),
+            )?;
+        }
+        Ok(written)
+    }
+}

@@ -1,0 +1,248 @@
+//! The recorder and collector, driven directly: exact counts, nesting, drops and errors.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use vllm_profiler_core::{ProfilerError, Session, Settings};
+
+fn session(max_history: usize) -> Arc<Session> {
+    Session::new(
+        4242,
+        1,
+        Settings {
+            max_history,
+            ..Settings::default()
+        },
+    )
+}
+
+fn sleep_ms(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+#[test]
+fn steps_and_nested_spans_reach_summary_and_history() {
+    let s = session(100);
+    let mut rec = s.register_thread(7);
+    for i in 0..3u32 {
+        let step = rec.step_begin(4 + i, 100 * (i + 1)).unwrap();
+        let outer = rec.span_begin(b"model.layers.0").unwrap();
+        let inner = rec.span_begin(b"model.layers.0.attn").unwrap();
+        sleep_ms(2);
+        rec.span_end(inner).unwrap();
+        rec.span_end(outer).unwrap();
+        rec.step_end(step).unwrap();
+    }
+    let summary = s.summary(None).unwrap();
+    assert_eq!(summary.total_steps, 3);
+    assert_eq!(summary.total_tokens, 600);
+    assert_eq!(summary.total_batch_size, 15);
+    assert!(summary.min_duration_ms.unwrap() >= 2.0);
+    assert_eq!(summary.layer_performance["model.layers.0"].call_count, 3);
+    assert_eq!(summary.layer_performance["model.layers.0.attn"].call_count, 3);
+    assert!(summary.layer_performance["model.layers.0.attn"].avg_duration_ms >= 2.0);
+    assert_eq!(summary.counters.total_spans, 6);
+    assert_eq!(summary.counters.auto_closed_spans, 0);
+
+    let dir = tempfile::tempdir().unwrap();
+    let files = s.export(dir.path()).unwrap();
+    assert_eq!(files.len(), 2, "no samples, so no gpu history: {files:?}");
+    let steps: vllm_profiler_format::DetailedSteps =
+        serde_json::from_slice(&std::fs::read(dir.path().join("detailed_steps_4242.json")).unwrap())
+            .unwrap();
+    let ids: Vec<u64> = steps.detailed_steps.iter().map(|s| s.step_id).collect();
+    assert_eq!(ids, vec![0, 1, 2]);
+    let first = &steps.detailed_steps[0];
+    assert_eq!((first.batch_size, first.num_tokens, first.thread_id), (4, 100, 7));
+    let attn = &first.layer_timings["model.layers.0.attn"];
+    assert_eq!(attn.parent.as_deref(), Some("model.layers.0"));
+    assert_eq!(attn.depth, 1);
+    assert_eq!(first.layer_timings["model.layers.0"].depth, 0);
+    assert!(first.layer_timings["model.layers.0"].parent.is_none());
+    assert!(first.memory_used_mb.is_none(), "nothing sampled: null, not 0");
+}
+
+#[test]
+fn history_is_bounded_but_totals_cover_every_step() {
+    let s = session(5);
+    let mut rec = s.register_thread(1);
+    for _ in 0..12 {
+        let h = rec.step_begin(1, 10).unwrap();
+        rec.step_end(h).unwrap();
+    }
+    let summary = s.summary(None).unwrap();
+    assert_eq!(summary.total_steps, 12);
+    assert_eq!(summary.total_tokens, 120);
+    assert_eq!(summary.counters.kept_steps, 5);
+    assert_eq!(summary.counters.dropped_steps, 7);
+    let last = s.summary(Some(3)).unwrap();
+    assert_eq!(last.total_steps, 3);
+    assert_eq!(last.last_n_steps, Some(3));
+}
+
+#[test]
+fn bad_handles_are_errors_and_change_nothing() {
+    let s = session(10);
+    let mut rec = s.register_thread(1);
+    assert!(matches!(rec.step_end(0), Err(ProfilerError::UnknownHandle { .. })));
+    assert!(matches!(rec.step_end(12345), Err(ProfilerError::UnknownHandle { .. })));
+    assert!(matches!(rec.span_end(99), Err(ProfilerError::UnknownHandle { .. })));
+    let step = rec.step_begin(1, 1).unwrap();
+    let span = rec.span_begin(b"x").unwrap();
+    assert!(
+        matches!(rec.step_end(span), Err(ProfilerError::UnknownHandle { kind: "step", .. })),
+        "a span handle is not a step handle"
+    );
+    rec.span_end(span).unwrap();
+    assert!(matches!(rec.span_end(span), Err(ProfilerError::UnknownHandle { .. })), "ended twice");
+    rec.step_end(step).unwrap();
+    assert!(matches!(rec.step_end(step), Err(ProfilerError::UnknownHandle { .. })));
+    assert_eq!(rec.span_begin(b"").unwrap_err().code(), -2);
+    assert_eq!(rec.span_begin(&[0xc3, 0x28]).unwrap_err().code(), -2);
+    assert_eq!(s.summary(None).unwrap().total_steps, 1);
+}
+
+#[test]
+fn handles_of_another_generation_are_rejected() {
+    let old = Session::new(1, 1, Settings::default());
+    let new = Session::new(1, 2, Settings::default());
+    let mut old_rec = old.register_thread(1);
+    let mut new_rec = new.register_thread(1);
+    let h_old = old_rec.step_begin(1, 1).unwrap();
+    let _h_new = new_rec.step_begin(1, 1).unwrap();
+    assert!(new_rec.step_end(h_old).is_err(), "same sequence, other generation");
+}
+
+#[test]
+fn unclosed_spans_are_closed_by_their_parent_or_step_and_counted() {
+    let s = session(10);
+    let mut rec = s.register_thread(1);
+    let step = rec.step_begin(1, 1).unwrap();
+    let outer = rec.span_begin(b"outer").unwrap();
+    let _leaked_inner = rec.span_begin(b"inner").unwrap();
+    rec.span_end(outer).unwrap();
+    let _leaked = rec.span_begin(b"tail").unwrap();
+    rec.step_end(step).unwrap();
+    assert_eq!(rec.open_counts(), (0, 0));
+    let summary = s.summary(None).unwrap();
+    assert_eq!(summary.counters.auto_closed_spans, 2);
+    assert_eq!(summary.counters.total_spans, 3);
+    assert_eq!(summary.layer_performance["inner"].call_count, 1);
+}
+
+#[test]
+fn overlapping_steps_on_one_thread_keep_their_own_spans() {
+    let s = session(10);
+    let mut rec = s.register_thread(1);
+    let a = rec.step_begin(1, 1).unwrap();
+    let span_a = rec.span_begin(b"in_a").unwrap();
+    rec.span_end(span_a).unwrap();
+    let b = rec.step_begin(2, 2).unwrap();
+    let span_b = rec.span_begin(b"in_b").unwrap();
+    rec.span_end(span_b).unwrap();
+    rec.step_end(a).unwrap();
+    rec.step_end(b).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    s.export(dir.path()).unwrap();
+    let steps: vllm_profiler_format::DetailedSteps =
+        serde_json::from_slice(&std::fs::read(dir.path().join("detailed_steps_4242.json")).unwrap())
+            .unwrap();
+    let names = |i: usize| steps.detailed_steps[i].layer_timings.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(steps.detailed_steps[0].batch_size, 1);
+    assert_eq!(names(0), vec!["in_a"]);
+    assert_eq!(names(1), vec!["in_b"]);
+}
+
+#[test]
+fn spans_outside_steps_count_in_layer_performance_only() {
+    let s = session(10);
+    let mut rec = s.register_thread(1);
+    let span = rec.span_begin(b"load_model").unwrap();
+    rec.span_end(span).unwrap();
+    let summary = s.summary(None).unwrap();
+    assert_eq!(summary.total_steps, 0);
+    assert!(summary.avg_duration_ms.is_none());
+    assert_eq!(summary.layer_performance["load_model"].call_count, 1);
+}
+
+#[test]
+fn a_full_ring_loses_events_and_counts_each_one() {
+    let s = session(100_000);
+    let mut rec = s.register_thread(1);
+    // Nobody drains: the ring holds RING_CAPACITY events, the rest are lost and counted.
+    let total = vllm_profiler_core::recorder::RING_CAPACITY as u64 + 500;
+    let mut lost = 0;
+    for _ in 0..total {
+        let h = rec.step_begin(1, 1).unwrap();
+        if rec.step_end(h).is_err() {
+            lost += 1;
+        }
+    }
+    assert_eq!(lost, 500);
+    let summary = s.summary(None).unwrap();
+    assert_eq!(summary.counters.lost_events, 500);
+    assert_eq!(summary.total_steps, total - 500);
+}
+
+#[test]
+fn threads_record_concurrently_with_exact_totals() {
+    let s = session(1_000);
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let mut rec = s.register_thread(t);
+                for i in 0..20_000u32 {
+                    let h = rec.step_begin(1, 2).unwrap();
+                    let span = rec.span_begin(b"layer").unwrap();
+                    rec.span_end(span).unwrap();
+                    while rec.step_end(h).is_err() {
+                        unreachable!("drained below; step {i} lost");
+                    }
+                    if i % 512 == 0 {
+                        s.drain().unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let summary = s.summary(None).unwrap();
+    assert_eq!(summary.counters.lost_events, 0);
+    assert_eq!(summary.total_steps, 80_000);
+    assert_eq!(summary.total_tokens, 160_000);
+    assert_eq!(summary.layer_performance["layer"].call_count, 80_000);
+}
+
+#[test]
+fn nothing_recorded_writes_nothing() {
+    let s = session(10);
+    let dir = tempfile::tempdir().unwrap();
+    assert!(s.export(&dir.path().join("out")).unwrap().is_empty());
+    assert!(!dir.path().join("out").exists());
+}
+
+#[test]
+fn sampler_tick_feeds_history_and_step_memory() {
+    let s = session(10);
+    let mut sampler = vllm_profiler_core::Sampler::new(None);
+    sampler.tick(&s);
+    let mut rec = s.register_thread(1);
+    let h = rec.step_begin(1, 1).unwrap();
+    rec.step_end(h).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let files = s.export(dir.path()).unwrap();
+    assert_eq!(files.len(), 3);
+    let history: vllm_profiler_format::GpuHistory =
+        serde_json::from_slice(&std::fs::read(dir.path().join("gpu_history_4242.json")).unwrap())
+            .unwrap();
+    assert_eq!(history.detector, "CPUDetector");
+    assert!(history.gpu_history.is_empty(), "no GPU: no made-up device samples");
+    assert_eq!(history.host_history.len(), 1);
+    let summary = s.summary(None).unwrap();
+    assert_eq!(summary.memory_source, vllm_profiler_format::MemorySource::HostRss);
+    let rss = history.host_history[0].process_rss_mb.unwrap();
+    assert!((summary.avg_memory_mb.unwrap() - rss).abs() < 1.0);
+}

@@ -1,0 +1,235 @@
+//! The schema of every file vllm-profiler exports.
+//!
+//! This crate is the single definition of the report formats: the agent writes these types and
+//! the CLI reads them. It does no I/O. Field names marked "seed 004" are part of the external
+//! contract in SPEC.md and never change; everything else may grow, and readers must ignore fields
+//! they do not know (serde does by default).
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped whenever a field changes meaning or is removed. Adding a field does not bump it.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// File name of the performance summary written by process `pid`.
+pub fn summary_file_name(pid: u32) -> String {
+    format!("performance_summary_{pid}.json")
+}
+
+/// File name of the GPU (and host) sample history written by process `pid`.
+pub fn gpu_history_file_name(pid: u32) -> String {
+    format!("gpu_history_{pid}.json")
+}
+
+/// File name of the detailed per-step records written by process `pid`.
+pub fn detailed_steps_file_name(pid: u32) -> String {
+    format!("detailed_steps_{pid}.json")
+}
+
+/// Where the per-step `memory_used_mb` figures come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MemorySource {
+    /// GPU memory in use, read from the GPU backend.
+    Gpu,
+    /// No GPU was sampled: the resident set size of this process.
+    HostRss,
+    /// Nothing was sampled (monitoring off): memory figures are null.
+    #[default]
+    None,
+}
+
+/// `performance_summary_<pid>.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PerformanceSummary {
+    pub schema_version: u32,
+    pub pid: u32,
+    /// Unix seconds when this summary was made.
+    pub generated_at: f64,
+    /// `None` for the whole run; `Some(n)` when summarising only the last `n` kept steps.
+    #[serde(default)]
+    pub last_n_steps: Option<u64>,
+    /// seed 004: every step recorded (not only the kept history).
+    pub total_steps: u64,
+    /// seed 004. `null` when no step was recorded.
+    pub avg_duration_ms: Option<f64>,
+    /// seed 004.
+    pub min_duration_ms: Option<f64>,
+    /// seed 004.
+    pub max_duration_ms: Option<f64>,
+    pub p50_duration_ms: Option<f64>,
+    pub p90_duration_ms: Option<f64>,
+    pub p99_duration_ms: Option<f64>,
+    pub total_tokens: u64,
+    pub total_batch_size: u64,
+    /// Tokens over the window from the first step's start to the last step's end.
+    pub tokens_per_second: Option<f64>,
+    /// Length of that window in seconds.
+    pub window_seconds: Option<f64>,
+    /// seed 004: mean of the steps' `memory_used_mb`.
+    pub avg_memory_mb: Option<f64>,
+    /// seed 004.
+    pub max_memory_mb: Option<f64>,
+    pub memory_source: MemorySource,
+    /// seed 004: per span name, over every span ever recorded.
+    pub layer_performance: BTreeMap<String, LayerPerformance>,
+    pub counters: Counters,
+}
+
+/// seed 004 `layer_performance` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerPerformance {
+    pub avg_duration_ms: f64,
+    pub call_count: u64,
+    pub total_duration_ms: f64,
+}
+
+/// What was lost or repaired, so that no count is silently wrong.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Detailed steps kept in the history now.
+    pub kept_steps: u64,
+    /// Oldest detailed steps evicted from the bounded history (still in the totals).
+    pub dropped_steps: u64,
+    /// Samples evicted from the bounded sample histories.
+    pub dropped_samples: u64,
+    /// Step or span ends that could not be handed to the collector because a thread's buffer was
+    /// full; these are missing from every total.
+    pub lost_events: u64,
+    /// Spans still open when an enclosing span or their step ended; closed at that moment.
+    pub auto_closed_spans: u64,
+    /// Spans recorded (closed), inside or outside steps.
+    pub total_spans: u64,
+}
+
+/// `gpu_history_<pid>.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpuHistory {
+    pub schema_version: u32,
+    pub pid: u32,
+    /// Name of the detector that answered (seed 001), for example `CPUDetector`.
+    pub detector: String,
+    pub sample_interval_s: f64,
+    /// seed 004: one entry per device per sample.
+    pub gpu_history: Vec<GpuSample>,
+    /// Host-side samples taken at the same ticks: process CPU, RSS and host memory.
+    pub host_history: Vec<HostSample>,
+    pub dropped_samples: u64,
+}
+
+/// One device at one instant. A metric the device cannot give is `null`, never a made-up 0.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GpuSample {
+    /// seed 004: Unix seconds.
+    pub timestamp: f64,
+    pub device_id: u32,
+    /// seed 004: percent of time a kernel was running.
+    pub gpu_utilization: Option<f64>,
+    /// seed 004: percent of memory capacity in use.
+    pub memory_utilization: Option<f64>,
+    /// seed 004: degrees Celsius.
+    pub temperature: Option<f64>,
+    /// seed 004: watts.
+    pub power_draw: Option<f64>,
+    pub memory_used_mb: Option<f64>,
+    pub memory_total_mb: Option<f64>,
+}
+
+/// The host at one instant.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostSample {
+    pub timestamp: f64,
+    /// CPU time of this process over the last interval, in percent of one core (can pass 100).
+    pub process_cpu_percent: Option<f64>,
+    pub process_rss_mb: Option<f64>,
+    pub host_memory_used_mb: Option<f64>,
+    pub host_memory_total_mb: Option<f64>,
+}
+
+/// `detailed_steps_<pid>.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DetailedSteps {
+    pub schema_version: u32,
+    pub pid: u32,
+    pub memory_source: MemorySource,
+    /// Oldest steps evicted from the bounded history before this file was written.
+    pub dropped_steps: u64,
+    /// seed 004: the kept history, oldest first.
+    pub detailed_steps: Vec<StepRecord>,
+}
+
+/// seed 004 detailed step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// seed 004: 0, 1, 2, ... in the order the steps completed in this process.
+    pub step_id: u64,
+    pub batch_size: u32,
+    pub num_tokens: u32,
+    /// Unix seconds when the step began.
+    pub start_time: f64,
+    pub duration_ms: f64,
+    /// seed 004: memory in use at the end of the step; see `memory_source`.
+    pub memory_used_mb: Option<f64>,
+    /// Memory in use at the start of the step.
+    pub memory_start_mb: Option<f64>,
+    /// OS thread id that ran the step.
+    pub thread_id: u32,
+    /// seed 004: per span name inside this step.
+    pub layer_timings: BTreeMap<String, LayerTiming>,
+    pub gpu_metrics: StepGpuMetrics,
+}
+
+/// seed 004 `layer_timings` entry: one name inside one step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerTiming {
+    /// Total time of every call of this name in the step.
+    pub duration_ms: f64,
+    pub call_count: u32,
+    /// Name of the enclosing span at its first call, `null` at the top of the step.
+    pub parent: Option<String>,
+    /// Nesting depth under the step at its first call (0 = directly inside the step).
+    pub depth: u32,
+}
+
+/// seed 004 `gpu_metrics` of a step: utilization of the sampled device at its start and end.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepGpuMetrics {
+    pub start_utilization: Option<f64>,
+    pub end_utilization: Option<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_metric_serialises_as_null_not_zero() {
+        let sample = GpuSample {
+            timestamp: 1.5,
+            device_id: 0,
+            gpu_utilization: Some(80.0),
+            ..GpuSample::default()
+        };
+        let json: serde_json::Value = serde_json::to_value(&sample).unwrap();
+        assert_eq!(json["gpu_utilization"], 80.0);
+        assert!(json["temperature"].is_null());
+        assert!(json["power_draw"].is_null());
+    }
+
+    #[test]
+    fn memory_source_names_are_snake_case() {
+        assert_eq!(
+            serde_json::to_string(&MemorySource::HostRss).unwrap(),
+            "\"host_rss\""
+        );
+    }
+
+    #[test]
+    fn file_names_carry_the_pid() {
+        assert_eq!(summary_file_name(42), "performance_summary_42.json");
+        assert_eq!(gpu_history_file_name(7), "gpu_history_7.json");
+        assert_eq!(detailed_steps_file_name(9), "detailed_steps_9.json");
+    }
+}
