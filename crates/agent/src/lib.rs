@@ -1,1 +1,15 @@
+//! `libvllm_profiler.so`: the in-process agent of vllm-profiler.
+//!
+//! - `ffi`: every `extern "C"` function, the constructor and the process hooks (the only
+//!   unsafe code);
+//! - `config`: the environment and the JSON configuration;
+//! - `runtime`: the gate, the session, enable/disable/export, fork and exit;
+//! - `threads`: the collector and sampler threads.
+#![deny(unsafe_code)]
 
+mod config;
+mod ffi;
+mod runtime;
+mod threads;
+
+pub use ffi::*;

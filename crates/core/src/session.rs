@@ -219,7 +219,8 @@ impl Aggregates {
         self.total_ns += u128::from(d);
         self.min_ns = self.min_ns.min(d);
         self.max_ns = self.max_ns.max(d);
-        self.histogram.saturating_record(d.max(1));
+        // `record` grows the auto-resizing histogram; `saturating_record` would clamp.
+        let _ = self.histogram.record(d.max(1));
         self.total_tokens += u64::from(step.num_tokens);
         self.total_batch += u64::from(step.batch_size);
         self.first_start_ns = self.first_start_ns.min(step.start_ns);

@@ -37,7 +37,13 @@ fn steps_and_nested_spans_reach_summary_and_history() {
     assert_eq!(summary.total_steps, 3);
     assert_eq!(summary.total_tokens, 600);
     assert_eq!(summary.total_batch_size, 15);
-    assert!(summary.min_duration_ms.unwrap() >= 2.0);
+    let (min, max) = (summary.min_duration_ms.unwrap(), summary.max_duration_ms.unwrap());
+    assert!(min >= 2.0);
+    for p in [summary.p50_duration_ms, summary.p90_duration_ms, summary.p99_duration_ms] {
+        let p = p.unwrap();
+        // hdrhistogram keeps 3 significant figures.
+        assert!(p >= min * 0.999 && p <= max * 1.001, "{p} not in [{min}, {max}]");
+    }
     assert_eq!(summary.layer_performance["model.layers.0"].call_count, 3);
     assert_eq!(summary.layer_performance["model.layers.0.attn"].call_count, 3);
     assert!(summary.layer_performance["model.layers.0.attn"].avg_duration_ms >= 2.0);

@@ -1,0 +1,341 @@
+//! Every `extern "C"` function of `libvllm_profiler.so`, the library constructor and the
+//! process hooks. This is the only module of the agent with `unsafe` code.
+//!
+//! Contract: every function is safe to call from any thread at any time with any argument.
+//! Errors come back as negative codes (handles: 0) and a message in the thread's last error;
+//! no panic crosses this boundary.
+#![allow(unsafe_code)]
+
+use std::cell::RefCell;
+use std::ffi::{c_char, CStr, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+
+use vllm_profiler_core::{ProfilerError, Result};
+
+use crate::runtime;
+
+/// Success.
+pub const VLLM_PROFILER_OK: i32 = 0;
+/// Profiling is not enabled; nothing was recorded.
+pub const VLLM_PROFILER_E_NOT_ENABLED: i32 = -1;
+/// A NULL pointer, an empty name, or a string that is not UTF-8.
+pub const VLLM_PROFILER_E_INVALID_ARGUMENT: i32 = -2;
+/// The handle is unknown, already ended, or was begun on another thread.
+pub const VLLM_PROFILER_E_UNKNOWN_HANDLE: i32 = -3;
+/// The configuration JSON was rejected; nothing was changed.
+pub const VLLM_PROFILER_E_INVALID_CONFIG: i32 = -4;
+/// Writing a report failed.
+pub const VLLM_PROFILER_E_IO: i32 = -5;
+/// The thread's event buffer was full: the event was dropped and counted.
+pub const VLLM_PROFILER_E_BUFFER_FULL: i32 = -6;
+/// A limit was reached (name length, distinct names, nesting depth, open steps).
+pub const VLLM_PROFILER_E_LIMIT: i32 = -7;
+/// The calling thread is exiting.
+pub const VLLM_PROFILER_E_THREAD_EXITING: i32 = -8;
+/// An internal error was caught before it could reach the host.
+pub const VLLM_PROFILER_E_INTERNAL: i32 = -9;
+
+const LAST_ERROR_CAPACITY: usize = 512;
+
+struct LastError {
+    len: usize,
+    buf: [u8; LAST_ERROR_CAPACITY],
+}
+
+thread_local! {
+    // No destructor: readable even while the thread's other thread-locals are being destroyed.
+    static LAST_ERROR: RefCell<LastError> = const {
+        RefCell::new(LastError { len: 0, buf: [0; LAST_ERROR_CAPACITY] })
+    };
+}
+
+fn set_last_error(err: &ProfilerError) {
+    use std::io::Write;
+    let _ = LAST_ERROR.try_with(|cell| {
+        if let Ok(mut last) = cell.try_borrow_mut() {
+            let mut cursor: &mut [u8] = &mut last.buf;
+            let _ = write!(cursor, "{err}");
+            let written = LAST_ERROR_CAPACITY - cursor.len();
+            // Never cut a UTF-8 sequence in half.
+            let valid = match std::str::from_utf8(&last.buf[..written]) {
+                Ok(_) => written,
+                Err(e) => e.valid_up_to(),
+            };
+            last.len = valid;
+        }
+    });
+}
+
+/// Runs `body`; an error or a panic becomes the thread's last error and `on_error(code)`.
+fn guard<T>(on_error: impl FnOnce(i32) -> T, body: impl FnOnce() -> Result<T>) -> T {
+    let err = match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(value)) => return value,
+        Ok(Err(err)) => err,
+        Err(_) => ProfilerError::Internal("a panic was caught at the C boundary".into()),
+    };
+    set_last_error(&err);
+    on_error(err.code())
+}
+
+fn status(body: impl FnOnce() -> Result<()>) -> i32 {
+    guard(|code| code, || body().map(|()| VLLM_PROFILER_OK))
+}
+
+/// Reads an optional C string. NULL is `None`.
+fn c_str<'a>(ptr: *const c_char) -> Option<&'a CStr> {
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: the caller passes NULL or a NUL-terminated string that stays valid for the call,
+    // as the header documents; we checked NULL above.
+    Some(unsafe { CStr::from_ptr(ptr) })
+}
+
+/// snprintf-style copy: writes at most `len - 1` bytes and a NUL; returns `src.len()`.
+fn copy_out(src: &[u8], buf: *mut c_char, len: usize) -> usize {
+    if !buf.is_null() && len > 0 {
+        let n = src.len().min(len - 1);
+        // SAFETY: the caller gives a writable buffer of `len` bytes (checked non-NULL, len > 0);
+        // we write n + 1 <= len bytes and the source does not overlap a caller buffer.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), buf.cast::<u8>(), n);
+            *buf.add(n) = 0;
+        }
+    }
+    src.len()
+}
+
+/// Turns profiling on. `config_json` is NULL to take the environment, or a JSON object whose
+/// keys override it: `enable_gpu_monitoring`, `enable_layer_profiling`, `output_dir`,
+/// `sample_interval`, `export_interval` (or `auto_export_interval`), `max_history`, `devices`.
+/// Works whether or not `VLLM_ENABLE_PROFILING` is set. Returns 0 or a negative error code.
+#[no_mangle]
+pub extern "C" fn vllm_profiler_enable(config_json: *const c_char) -> i32 {
+    status(|| {
+        let json = match c_str(config_json) {
+            None => None,
+            Some(s) => Some(s.to_str().map_err(|_| {
+                ProfilerError::InvalidConfig("the configuration is not UTF-8".into())
+            })?),
+        };
+        runtime::enable(json)
+    })
+}
+
+/// Stops recording and the agent's threads, then writes the final reports.
+/// Returns 0, or a negative error code (VLLM_PROFILER_E_NOT_ENABLED when it was not on).
+#[no_mangle]
+pub extern "C" fn vllm_profiler_disable() -> i32 {
+    status(|| runtime::disable().map(drop))
+}
+
+/// 1 when recording is on, else 0.
+#[no_mangle]
+pub extern "C" fn vllm_profiler_is_enabled() -> i32 {
+    guard(|_| 0, || Ok(i32::from(runtime::is_enabled())))
+}
+
+/// Opens an inference step on the calling thread. Returns its handle, or 0 when nothing is
+/// recorded (see vllm_profiler_last_error).
+#[no_mangle]
+pub extern "C" fn vllm_profiler_step_begin(batch_size: u32, num_tokens: u32) -> u64 {
+    guard(
+        |_| 0,
+        || runtime::with_recorder(|r| r.step_begin(batch_size, num_tokens)),
+    )
+}
+
+/// Closes a step opened on this thread, and any span still open inside it.
+/// Returns 0 or a negative error code.
+#[no_mangle]
+pub extern "C" fn vllm_profiler_step_end(step: u64) -> i32 {
+    status(|| runtime::with_recorder(|r| r.step_end(step)))
+}
+
+/// Opens a span (a layer) named by a NUL-terminated UTF-8 string; it nests in the innermost
+/// open span and step of this thread. Returns its handle, or 0 when nothing is recorded.
+#[no_mangle]
+pub extern "C" fn vllm_profiler_span_begin(name: *const c_char) -> u64 {
+    guard(
+        |_| 0,
+        || {
+            let name =
+                c_str(name).ok_or(ProfilerError::InvalidArgument("span name is NULL"))?;
+            runtime::with_recorder(|r| r.span_begin(name.to_bytes()))
+        },
+    )
+}
+
+/// Closes a span opened on this thread; spans opened inside it and still open are closed too.
+/// Returns 0 or a negative error code.
+#[no_mangle]
+pub extern "C" fn vllm_profiler_span_end(span: u64) -> i32 {
+    status(|| runtime::with_recorder(|r| r.span_end(span)))
+}
+
+/// Writes the reports now into `dir` (created if missing), or the configured dir when NULL.
+/// Returns the number of files written (0 when nothing was recorded or sampled), or a negative
+/// error code.
+#[no_mangle]
+pub extern "C" fn vllm_profiler_export(dir: *const c_char) -> i32 {
+    guard(
+        |code| code,
+        || {
+            let dir = c_str(dir).map(|d| Path::new(OsStr::from_bytes(d.to_bytes())));
+            if dir.is_some_and(|d| d.as_os_str().is_empty()) {
+                return Err(ProfilerError::InvalidArgument("export dir is empty"));
+            }
+            Ok(runtime::export(dir)?.len() as i32)
+        },
+    )
+}
+
+/// The performance summary as JSON, over every step (`last_n_steps` = 0) or the last n kept
+/// steps. Copies at most `len - 1` bytes and a NUL into `buf` (may be NULL), like snprintf, and
+/// returns the full length in bytes; call again with a larger buffer when it is >= `len`.
+/// Negative: an error code.
+#[no_mangle]
+pub extern "C" fn vllm_profiler_summary_json(
+    last_n_steps: u32,
+    buf: *mut c_char,
+    len: usize,
+) -> i64 {
+    guard(
+        i64::from,
+        || {
+            let last_n = (last_n_steps > 0).then_some(u64::from(last_n_steps));
+            let json = runtime::summary_json(last_n)?;
+            Ok(copy_out(&json, buf, len) as i64)
+        },
+    )
+}
+
+/// The message of the calling thread's last error. Copies at most `len - 1` bytes and a NUL
+/// into `buf` (may be NULL) and returns the message length; 0 when no call has failed yet.
+#[no_mangle]
+pub extern "C" fn vllm_profiler_last_error(buf: *mut c_char, len: usize) -> i32 {
+    guard(
+        |code| code,
+        || {
+            let n = LAST_ERROR
+                .try_with(|cell| {
+                    let last = cell.borrow();
+                    copy_out(&last.buf[..last.len], buf, len)
+                })
+                .unwrap_or(0);
+            Ok(n as i32)
+        },
+    )
+}
+
+/// The library version, a static NUL-terminated string.
+#[no_mangle]
+pub extern "C" fn vllm_profiler_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+#[ctor::ctor(unsafe)]
+fn vllm_profiler_on_load() {
+    // Only reads the environment and decides; never waits for a thread (loader lock).
+    let _ = catch_unwind(runtime::on_load);
+}
+
+/// Writes each warning as one `vllm-profiler: ...` line to stderr (fd 2), without the Rust
+/// stderr lock, so it is usable from the constructor and exit hooks.
+pub(crate) fn print_warnings(lines: &[String]) {
+    for line in lines {
+        let text = format!("vllm-profiler: {line}\n");
+        let mut bytes = text.as_bytes();
+        while !bytes.is_empty() {
+            // SAFETY: writes from a valid buffer of the given length to fd 2.
+            let n = unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
+            if n <= 0 {
+                break;
+            }
+            bytes = &bytes[n as usize..];
+        }
+    }
+}
+
+extern "C" fn at_exit() {
+    let _ = catch_unwind(runtime::on_exit);
+}
+
+extern "C" fn before_fork() {
+    // Hold CONTROL across fork() so that the child never inherits it locked by a thread that
+    // does not exist there; both sides release it right after.
+    std::mem::forget(runtime::CONTROL.lock());
+}
+
+extern "C" fn after_fork_in_parent() {
+    // SAFETY: before_fork locked CONTROL on this thread and leaked the guard.
+    unsafe { runtime::CONTROL.force_unlock() };
+}
+
+extern "C" fn after_fork_in_child() {
+    // SAFETY: the forking thread locked CONTROL in before_fork and leaked the guard; in the
+    // child that thread is this one.
+    unsafe { runtime::CONTROL.force_unlock() };
+    let _ = catch_unwind(runtime::after_fork_in_child);
+}
+
+/// Registers the exit hook (final export) and the fork hooks. Called once, at activation.
+pub(crate) fn install_process_hooks() {
+    // SAFETY: registers extern "C" functions that catch every panic and live as long as the
+    // process (the library is never unloaded while profiling).
+    unsafe {
+        libc::atexit(at_exit);
+        libc::pthread_atfork(
+            Some(before_fork),
+            Some(after_fork_in_parent),
+            Some(after_fork_in_child),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_codes_match_the_error_enum() {
+        let cases = [
+            (ProfilerError::NotEnabled, VLLM_PROFILER_E_NOT_ENABLED),
+            (ProfilerError::InvalidArgument(""), VLLM_PROFILER_E_INVALID_ARGUMENT),
+            (
+                ProfilerError::UnknownHandle { kind: "", handle: 0 },
+                VLLM_PROFILER_E_UNKNOWN_HANDLE,
+            ),
+            (ProfilerError::InvalidConfig(String::new()), VLLM_PROFILER_E_INVALID_CONFIG),
+            (ProfilerError::Io(String::new()), VLLM_PROFILER_E_IO),
+            (ProfilerError::BufferFull, VLLM_PROFILER_E_BUFFER_FULL),
+            (ProfilerError::LimitExceeded(""), VLLM_PROFILER_E_LIMIT),
+            (ProfilerError::ThreadExiting, VLLM_PROFILER_E_THREAD_EXITING),
+            (ProfilerError::Internal(String::new()), VLLM_PROFILER_E_INTERNAL),
+        ];
+        for (err, code) in cases {
+            assert_eq!(err.code(), code, "{err:?}");
+        }
+    }
+
+    #[test]
+    fn copy_out_truncates_like_snprintf() {
+        let mut buf = [0x55 as c_char; 4];
+        assert_eq!(copy_out(b"hello", buf.as_mut_ptr(), 4), 5);
+        assert_eq!(&buf, &[b'h' as c_char, b'e' as c_char, b'l' as c_char, 0]);
+        assert_eq!(copy_out(b"hello", std::ptr::null_mut(), 0), 5);
+    }
+
+    #[test]
+    fn last_error_keeps_whole_utf8_characters() {
+        set_last_error(&ProfilerError::InvalidConfig("é".repeat(400)));
+        let n = LAST_ERROR.with(|c| c.borrow().len);
+        assert!(n <= LAST_ERROR_CAPACITY);
+        LAST_ERROR.with(|c| {
+            let last = c.borrow();
+            assert!(std::str::from_utf8(&last.buf[..last.len]).is_ok());
+        });
+    }
+}

@@ -1,0 +1,331 @@
+//! The agent's process-wide state and its lifecycle: load, enable, record, export, disable,
+//! fork and exit.
+//!
+//! The hot path reads one atomic word, `GATE`, and then touches only its own thread's recorder.
+//! Everything else (sessions, threads, configuration) changes under `CONTROL`, off the hot path.
+//!
+//! Fork: a forked child owns none of its parent's threads, and any lock of the parent's session
+//! may have been held by one of them. So the child never touches the parent's session: the fork
+//! hook leaves the gate "armed", and the child's first call builds a new session under its own
+//! pid. The parent's session is leaked, never dropped, in the child.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use parking_lot::Mutex;
+use vllm_profiler_core::{ProfilerError, Result, Session, ThreadRecorder};
+
+use crate::config::{self, Config};
+use crate::{ffi, threads};
+
+/// Recording is on.
+const ENABLED: u64 = 1;
+/// Not on yet, but the first call turns it on from the stored configuration (a process that
+/// did not match `VLLM_PROFILING_PROCESSES`, or a forked child of a profiled process).
+const ARMED: u64 = 2;
+/// The rest of the word is the generation of the current session.
+const GENERATION_SHIFT: u32 = 8;
+
+static GATE: AtomicU64 = AtomicU64::new(0);
+static SESSION: ArcSwapOption<Session> = ArcSwapOption::const_empty();
+
+/// What changes only off the hot path.
+pub(crate) struct Control {
+    /// The configuration a first call or a forked child starts with.
+    config: Option<Config>,
+    /// Warnings not printed yet; printed once, when the process is actually profiled.
+    warnings: Vec<String>,
+    threads: Option<threads::Running>,
+    hooks_installed: bool,
+}
+
+pub(crate) static CONTROL: Mutex<Control> = Mutex::new(Control {
+    config: None,
+    warnings: Vec::new(),
+    threads: None,
+    hooks_installed: false,
+});
+
+thread_local! {
+    static RECORDER: RefCell<Option<ThreadRecorder>> = const { RefCell::new(None) };
+}
+
+fn generation_of(gate: u64) -> u64 {
+    gate >> GENERATION_SHIFT
+}
+
+/// Called by the library constructor: reads the environment and decides. Starts the agent's
+/// threads (without waiting for them) only in a process that matches the process filter.
+pub fn on_load() {
+    let Some(raw) = std::env::var_os(config::ENABLE_PROFILING) else {
+        return;
+    };
+    let switch = raw.to_str().and_then(config::parse_bool);
+    if switch == Some(false) || (switch.is_none() && raw.is_empty()) {
+        return;
+    }
+    let (config, mut warnings) = Config::from_env();
+    let matches = current_exe_name().is_some_and(|name| config.matches_process(&name));
+    if switch.is_none() {
+        // Malformed master switch: say so only where the process would have been profiled.
+        if matches {
+            warnings.push(format!(
+                "{}={:?} is not a boolean (1/true/yes/on or 0/false/no/off); using off",
+                config::ENABLE_PROFILING,
+                raw.to_string_lossy()
+            ));
+            ffi::print_warnings(&warnings);
+        }
+        return;
+    }
+    let mut control = CONTROL.lock();
+    control.config = Some(config.clone());
+    control.warnings = warnings;
+    GATE.store(ARMED, Ordering::Release);
+    if matches {
+        let outcome = activate(&mut control, config);
+        drop(control);
+        if let Err(err) = report(outcome) {
+            ffi::print_warnings(&[format!("could not start: {err}")]);
+        }
+    }
+}
+
+/// Prints the warnings an activation left (after `CONTROL` is released: stderr may block).
+fn report(outcome: Result<Vec<String>>) -> Result<()> {
+    match outcome {
+        Ok(warnings) => {
+            ffi::print_warnings(&warnings);
+            Ok(())
+        }
+        Err(err) => Err(err),
+    }
+}
+
+fn current_exe_name() -> Option<String> {
+    let exe = std::env::current_exe().ok()?;
+    Some(exe.file_name()?.to_str()?.to_owned())
+}
+
+/// Makes recording possible in this process with `config`: a session of this pid, its
+/// threads, the exit and fork hooks. Idempotent; a running session takes the new settings.
+/// Returns the warnings still to print.
+fn activate(control: &mut Control, mut config: Config) -> Result<Vec<String>> {
+    resolve_output_dir(&mut config.settings.output_dir);
+    let pid = std::process::id();
+    let gate = GATE.load(Ordering::Acquire);
+    let current = SESSION.load_full();
+    let session = match current {
+        Some(session) if session.pid() == pid => {
+            session.set_settings(config.settings.clone());
+            session
+        }
+        inherited => {
+            let session = Session::new(pid, generation_of(gate) + 1, config.settings.clone());
+            let parent = SESSION.swap(Some(session.clone()));
+            // A forked child: the parent's session may hold locks of threads that do not exist
+            // here. Never drop it.
+            std::mem::forget(parent);
+            std::mem::forget(inherited);
+            session
+        }
+    };
+    if !control.hooks_installed {
+        ffi::install_process_hooks();
+        control.hooks_installed = true;
+    }
+    let keep_threads = control.threads.as_ref().is_some_and(|running| {
+        running.generation() == session.generation()
+            && running.gpu_monitoring() == config.settings.gpu_monitoring
+    });
+    if !keep_threads {
+        match control.threads.take() {
+            Some(running) if running.generation() == session.generation() => drop(running),
+            // Threads of a parent process (after fork) do not exist here; their handles must
+            // not be dropped either, for the same reason as the session.
+            stale => std::mem::forget(stale),
+        }
+        control.threads = Some(threads::start(&session, &config.settings));
+    }
+    control.config = Some(config);
+    GATE.store(
+        (session.generation() << GENERATION_SHIFT) | ENABLED | ARMED,
+        Ordering::Release,
+    );
+    Ok(std::mem::take(&mut control.warnings))
+}
+
+/// A relative output dir is taken relative to the working directory at enable time, so that a
+/// later `chdir` of the host does not move the reports.
+fn resolve_output_dir(dir: &mut PathBuf) {
+    if dir.is_relative() {
+        if let Ok(cwd) = std::env::current_dir() {
+            *dir = cwd.join(&*dir);
+        }
+    }
+}
+
+/// The slow path of a call made while the gate is armed but not enabled.
+fn activate_armed() -> Result<()> {
+    let mut control = CONTROL.lock();
+    let gate = GATE.load(Ordering::Acquire);
+    if gate & ENABLED != 0 {
+        return Ok(());
+    }
+    if gate & ARMED == 0 {
+        return Err(ProfilerError::NotEnabled);
+    }
+    let config = match control.config.clone() {
+        Some(config) => config,
+        None => {
+            let (config, warnings) = Config::from_env();
+            control.warnings.extend(warnings);
+            config
+        }
+    };
+    let outcome = activate(&mut control, config);
+    drop(control);
+    report(outcome)
+}
+
+/// `vllm_profiler_enable`: `None` takes the environment; a JSON object overrides it.
+pub fn enable(config_json: Option<&str>) -> Result<()> {
+    let mut control = CONTROL.lock();
+    let gate = GATE.load(Ordering::Acquire);
+    let mut config = match (&control.config, gate & ENABLED != 0) {
+        (Some(current), true) => current.clone(),
+        _ => {
+            let (config, warnings) = Config::from_env();
+            control.warnings.extend(warnings);
+            config
+        }
+    };
+    if let Some(json) = config_json {
+        config.apply_json(json)?;
+    } else if gate & ENABLED != 0 {
+        return Ok(());
+    }
+    let outcome = activate(&mut control, config);
+    drop(control);
+    report(outcome)
+}
+
+/// `vllm_profiler_disable`: stops recording and the threads, then writes the final reports.
+pub fn disable() -> Result<Vec<PathBuf>> {
+    let mut control = CONTROL.lock();
+    let gate = GATE.load(Ordering::Acquire);
+    if gate & ENABLED == 0 {
+        return Err(ProfilerError::NotEnabled);
+    }
+    GATE.store(gate & !(ENABLED | ARMED), Ordering::Release);
+    drop(control.threads.take());
+    drop(control);
+    let session = own_session()?;
+    session.export(&session.settings().output_dir)
+}
+
+pub fn is_enabled() -> bool {
+    GATE.load(Ordering::Relaxed) & ENABLED != 0
+}
+
+/// The session of this process, if it ever recorded; starts an armed one.
+fn own_session() -> Result<Arc<Session>> {
+    if GATE.load(Ordering::Acquire) & (ENABLED | ARMED) == ARMED {
+        activate_armed()?;
+    }
+    match SESSION.load_full() {
+        Some(session) if session.pid() == std::process::id() => Ok(session),
+        _ => Err(ProfilerError::NotEnabled),
+    }
+}
+
+/// `vllm_profiler_export`: writes the reports now, into `dir` or the configured dir.
+pub fn export(dir: Option<&Path>) -> Result<Vec<PathBuf>> {
+    let session = own_session()?;
+    match dir {
+        Some(dir) => {
+            let mut dir = dir.to_path_buf();
+            resolve_output_dir(&mut dir);
+            session.export(&dir)
+        }
+        None => session.export(&session.settings().output_dir),
+    }
+}
+
+/// `vllm_profiler_summary_json`: the summary as JSON bytes.
+pub fn summary_json(last_n_steps: Option<u64>) -> Result<Vec<u8>> {
+    let summary = own_session()?.summary(last_n_steps)?;
+    serde_json::to_vec(&summary).map_err(|e| ProfilerError::Internal(e.to_string()))
+}
+
+/// Runs `f` on the calling thread's recorder: one atomic load, then thread-local state.
+#[inline]
+pub fn with_recorder<T>(f: impl FnOnce(&mut ThreadRecorder) -> Result<T>) -> Result<T> {
+    let gate = GATE.load(Ordering::Acquire);
+    if gate & ENABLED == 0 {
+        if gate & ARMED == 0 {
+            return Err(ProfilerError::NotEnabled);
+        }
+        activate_armed()?;
+        return with_recorder(f);
+    }
+    let generation = generation_of(gate);
+    RECORDER
+        .try_with(|cell| {
+            let mut slot = cell
+                .try_borrow_mut()
+                .map_err(|_| ProfilerError::Internal("re-entrant call on one thread".into()))?;
+            match slot.as_mut() {
+                Some(recorder) if recorder.session().generation() == generation => f(recorder),
+                _ => {
+                    let recorder = register_thread(generation)?;
+                    // A recorder of another generation belongs to a parent process's session.
+                    std::mem::forget(slot.replace(recorder));
+                    f(slot.as_mut().expect("just set"))
+                }
+            }
+        })
+        .unwrap_or(Err(ProfilerError::ThreadExiting))
+}
+
+fn register_thread(generation: u64) -> Result<ThreadRecorder> {
+    let session = SESSION.load_full().ok_or(ProfilerError::NotEnabled)?;
+    if session.generation() != generation {
+        return Err(ProfilerError::NotEnabled);
+    }
+    let thread_id = nix::unistd::gettid().as_raw() as u32;
+    Ok(session.register_thread(thread_id))
+}
+
+/// Exit hook: the final export. Late calls after it are no-ops.
+pub fn on_exit() {
+    let gate = GATE.load(Ordering::Acquire);
+    if gate & ENABLED == 0 {
+        return;
+    }
+    GATE.store(gate & !(ENABLED | ARMED), Ordering::Release);
+    let Some(session) = SESSION.load_full() else {
+        return;
+    };
+    if session.pid() != std::process::id() {
+        return;
+    }
+    if let Err(err) = session.export(&session.settings().output_dir) {
+        ffi::print_warnings(&[format!("final export failed: {err}")]);
+    }
+}
+
+/// Fork hook, in the child: whatever was on becomes armed, so the child starts its own session
+/// if (and only if) it records.
+pub(crate) fn after_fork_in_child() {
+    let gate = GATE.load(Ordering::Relaxed);
+    if gate & (ENABLED | ARMED) != 0 {
+        GATE.store(
+            (generation_of(gate) << GENERATION_SHIFT) | ARMED,
+            Ordering::Relaxed,
+        );
+    }
+}
