@@ -1,1 +1,190 @@
+//! Shared helpers of the end-to-end tests and benches: build the real `libvllm_profiler.so`,
+//! compile C programs against its header, run processes with a time bound, read reports back.
 
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Path of `libvllm_profiler.so`, built once per test binary with the same profile.
+pub fn agent_library() -> &'static Path {
+    static LIBRARY: OnceLock<PathBuf> = OnceLock::new();
+    LIBRARY.get_or_init(build_agent)
+}
+
+fn build_agent() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace_root()).args([
+        "build",
+        "-p",
+        "vllm-profiler-agent",
+        "--lib",
+        "--message-format=json-render-diagnostics",
+    ]);
+    if !cfg!(debug_assertions) {
+        cmd.arg("--release");
+    }
+    let output = cmd.stderr(Stdio::inherit()).output().expect("cargo runs");
+    assert!(output.status.success(), "building the agent failed");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|msg| msg["reason"] == "compiler-artifact")
+        .flat_map(|msg| msg["filenames"].as_array().cloned().unwrap_or_default())
+        .filter_map(|f| f.as_str().map(PathBuf::from))
+        .find(|f| f.file_name().is_some_and(|n| n == "libvllm_profiler.so"))
+        .expect("cargo reported libvllm_profiler.so")
+}
+
+/// Directory of the generated `vllm_profiler.h`.
+pub fn include_dir() -> PathBuf {
+    workspace_root().join("crates/agent/include")
+}
+
+/// Compiles a C program against the header, linked with the agent library.
+pub fn compile_c(source: &Path, out_dir: &Path) -> PathBuf {
+    let lib_dir = agent_library().parent().expect("library has a dir");
+    let exe = out_dir.join(source.file_stem().expect("source has a name"));
+    let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args([
+            "-std=c11",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-O1",
+            "-D_POSIX_C_SOURCE=200809L",
+        ])
+        .arg("-I")
+        .arg(include_dir())
+        .arg(source)
+        .arg("-o")
+        .arg(&exe)
+        .arg("-L")
+        .arg(lib_dir)
+        .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
+        .arg("-lvllm_profiler")
+        .status()
+        .expect("a C compiler (cc) is installed");
+    assert!(status.success(), "compiling {} failed", source.display());
+    exe
+}
+
+/// A command with every inherited `VLLM_*` variable and `LD_PRELOAD` removed.
+pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    for (key, _) in std::env::vars_os() {
+        let key_text = key.to_string_lossy();
+        if key_text.starts_with("VLLM_") || key_text == "LD_PRELOAD" {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd
+}
+
+/// `clean_command` with the agent preloaded and profiling on, reporting into `out_dir`.
+pub fn profiled_command(program: impl AsRef<std::ffi::OsStr>, out_dir: &Path) -> Command {
+    let mut cmd = clean_command(program);
+    cmd.env("LD_PRELOAD", agent_library())
+        .env("VLLM_ENABLE_PROFILING", "1")
+        .env("VLLM_PROFILING_OUTPUT_DIR", out_dir);
+    cmd
+}
+
+/// What a finished process left.
+#[derive(Debug)]
+pub struct Finished {
+    pub pid: u32,
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `cmd` to completion, killing it and failing the test if it outlives `limit`.
+pub fn run(cmd: &mut Command, limit: Duration) -> Finished {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("process starts");
+    let pid = child.id();
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait works") {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} ran longer than {limit:?}; killed");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Finished {
+        pid,
+        status,
+        stdout: out.join().expect("reader"),
+        stderr: err.join().expect("reader"),
+    }
+}
+
+/// Parses a report file.
+pub fn read_json(path: &Path) -> Value {
+    let bytes =
+        std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("{} is not valid JSON: {e}", path.display()))
+}
+
+/// The three report files of process `pid` in `dir`, parsed with the format crate's types.
+pub struct Reports {
+    pub summary: vllm_profiler_format::PerformanceSummary,
+    pub steps: vllm_profiler_format::DetailedSteps,
+    pub history: vllm_profiler_format::GpuHistory,
+}
+
+pub fn read_reports(dir: &Path, pid: u32) -> Reports {
+    use vllm_profiler_format as f;
+    let typed = |name: String| read_json(&dir.join(name));
+    Reports {
+        summary: serde_json::from_value(typed(f::summary_file_name(pid))).expect("summary schema"),
+        steps: serde_json::from_value(typed(f::detailed_steps_file_name(pid)))
+            .expect("detailed steps schema"),
+        history: serde_json::from_value(typed(f::gpu_history_file_name(pid)))
+            .expect("gpu history schema"),
+    }
+}
+
+/// Names of the files in `dir` (empty when it does not exist), sorted.
+pub fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}

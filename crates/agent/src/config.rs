@@ -92,7 +92,12 @@ impl<F: Fn(&str) -> Option<OsString>> EnvReader<F> {
             Some(v) => v,
             None => {
                 let used = if default { "on" } else { "off" };
-                self.warn(var, &raw, "a boolean (1/true/yes/on or 0/false/no/off)", used);
+                self.warn(
+                    var,
+                    &raw,
+                    "a boolean (1/true/yes/on or 0/false/no/off)",
+                    used,
+                );
                 default
             }
         }
@@ -101,7 +106,11 @@ impl<F: Fn(&str) -> Option<OsString>> EnvReader<F> {
     /// `None` when unset or malformed (with a warning saying `used` instead).
     fn seconds(&mut self, var: &str, range: (f64, f64), used: &str) -> Option<Duration> {
         let (raw, text) = self.string(var)?;
-        match text.as_deref().map(str::trim).and_then(|t| t.parse::<f64>().ok()) {
+        match text
+            .as_deref()
+            .map(str::trim)
+            .and_then(|t| t.parse::<f64>().ok())
+        {
             Some(v) if v.is_finite() && v >= range.0 && v <= range.1 => {
                 Some(Duration::from_secs_f64(v))
             }
@@ -148,9 +157,14 @@ impl Config {
         if let Some(d) = env.seconds(SAMPLE_INTERVAL, SAMPLE_INTERVAL_RANGE, "0.1") {
             s.sample_interval = d;
         }
-        s.export_interval = env.seconds(EXPORT_INTERVAL, EXPORT_INTERVAL_RANGE, "no periodic export");
+        s.export_interval =
+            env.seconds(EXPORT_INTERVAL, EXPORT_INTERVAL_RANGE, "no periodic export");
         if let Some((raw, text)) = env.string(MAX_HISTORY) {
-            match text.as_deref().map(str::trim).and_then(|t| t.parse::<u64>().ok()) {
+            match text
+                .as_deref()
+                .map(str::trim)
+                .and_then(|t| t.parse::<u64>().ok())
+            {
                 Some(n) if (MAX_HISTORY_RANGE.0..=MAX_HISTORY_RANGE.1).contains(&n) => {
                     s.max_history = n as usize
                 }
@@ -444,7 +458,10 @@ mod tests {
             .unwrap();
         assert_eq!(config.settings.output_dir, PathBuf::from("/x"));
         assert_eq!(config.settings.sample_interval, Duration::from_millis(500));
-        assert_eq!(config.settings.export_interval, Some(Duration::from_secs(3)));
+        assert_eq!(
+            config.settings.export_interval,
+            Some(Duration::from_secs(3))
+        );
         assert!(!config.settings.gpu_monitoring);
         assert_eq!(config.settings.max_history, 7);
         assert_eq!(config.devices, Some(vec![1]));

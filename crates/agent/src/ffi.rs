@@ -161,8 +161,7 @@ pub extern "C" fn vllm_profiler_span_begin(name: *const c_char) -> u64 {
     guard(
         |_| 0,
         || {
-            let name =
-                c_str(name).ok_or(ProfilerError::InvalidArgument("span name is NULL"))?;
+            let name = c_str(name).ok_or(ProfilerError::InvalidArgument("span name is NULL"))?;
             runtime::with_recorder(|r| r.span_begin(name.to_bytes()))
         },
     )
@@ -202,14 +201,11 @@ pub extern "C" fn vllm_profiler_summary_json(
     buf: *mut c_char,
     len: usize,
 ) -> i64 {
-    guard(
-        i64::from,
-        || {
-            let last_n = (last_n_steps > 0).then_some(u64::from(last_n_steps));
-            let json = runtime::summary_json(last_n)?;
-            Ok(copy_out(&json, buf, len) as i64)
-        },
-    )
+    guard(i64::from, || {
+        let last_n = (last_n_steps > 0).then_some(u64::from(last_n_steps));
+        let json = runtime::summary_json(last_n)?;
+        Ok(copy_out(&json, buf, len) as i64)
+    })
 }
 
 /// The message of the calling thread's last error. Copies at most `len - 1` bytes and a NUL
@@ -303,17 +299,29 @@ mod tests {
     fn header_codes_match_the_error_enum() {
         let cases = [
             (ProfilerError::NotEnabled, VLLM_PROFILER_E_NOT_ENABLED),
-            (ProfilerError::InvalidArgument(""), VLLM_PROFILER_E_INVALID_ARGUMENT),
             (
-                ProfilerError::UnknownHandle { kind: "", handle: 0 },
+                ProfilerError::InvalidArgument(""),
+                VLLM_PROFILER_E_INVALID_ARGUMENT,
+            ),
+            (
+                ProfilerError::UnknownHandle {
+                    kind: "",
+                    handle: 0,
+                },
                 VLLM_PROFILER_E_UNKNOWN_HANDLE,
             ),
-            (ProfilerError::InvalidConfig(String::new()), VLLM_PROFILER_E_INVALID_CONFIG),
+            (
+                ProfilerError::InvalidConfig(String::new()),
+                VLLM_PROFILER_E_INVALID_CONFIG,
+            ),
             (ProfilerError::Io(String::new()), VLLM_PROFILER_E_IO),
             (ProfilerError::BufferFull, VLLM_PROFILER_E_BUFFER_FULL),
             (ProfilerError::LimitExceeded(""), VLLM_PROFILER_E_LIMIT),
             (ProfilerError::ThreadExiting, VLLM_PROFILER_E_THREAD_EXITING),
-            (ProfilerError::Internal(String::new()), VLLM_PROFILER_E_INTERNAL),
+            (
+                ProfilerError::Internal(String::new()),
+                VLLM_PROFILER_E_INTERNAL,
+            ),
         ];
         for (err, code) in cases {
             assert_eq!(err.code(), code, "{err:?}");

@@ -152,14 +152,12 @@ impl ThreadRecorder {
     /// Closes a step and every span still open inside it.
     pub fn step_end(&mut self, handle: u64) -> Result<()> {
         let seq = self.seq_of(handle, "step")?;
-        let index = self
-            .open_steps
-            .iter()
-            .rposition(|s| s.seq == seq)
-            .ok_or(ProfilerError::UnknownHandle {
+        let index = self.open_steps.iter().rposition(|s| s.seq == seq).ok_or(
+            ProfilerError::UnknownHandle {
                 kind: "step",
                 handle,
-            })?;
+            },
+        )?;
         let end_ns = self.session.now_ns();
         let spans_lost = self.close_spans_of_step(seq, end_ns);
         let step = self.open_steps.remove(index);
@@ -217,14 +215,12 @@ impl ThreadRecorder {
     /// Closes a span. Spans opened inside it and still open are closed at the same instant.
     pub fn span_end(&mut self, handle: u64) -> Result<()> {
         let seq = self.seq_of(handle, "span")?;
-        let index = self
-            .open_spans
-            .iter()
-            .rposition(|s| s.seq == seq)
-            .ok_or(ProfilerError::UnknownHandle {
+        let index = self.open_spans.iter().rposition(|s| s.seq == seq).ok_or(
+            ProfilerError::UnknownHandle {
                 kind: "span",
                 handle,
-            })?;
+            },
+        )?;
         let end_ns = self.session.now_ns();
         let mut lost = false;
         while self.open_spans.len() > index {

@@ -142,11 +142,11 @@ impl Sampler {
             devices.sample(timestamp, &mut self.buf);
         }
         match self.buf.first() {
-            Some(gpu) => session.latest().publish(
-                gpu.gpu_utilization,
-                gpu.memory_used_mb,
-                MemorySource::Gpu,
-            ),
+            Some(gpu) => {
+                session
+                    .latest()
+                    .publish(gpu.gpu_utilization, gpu.memory_used_mb, MemorySource::Gpu)
+            }
             None => session
                 .latest()
                 .publish(None, host.process_rss_mb, MemorySource::HostRss),

@@ -90,8 +90,7 @@ impl LatestMetrics {
         source: format::MemorySource,
     ) {
         let bits = |v: Option<f64>| v.map_or(f32::NAN, |v| v as f32).to_bits();
-        self.utilization
-            .store(bits(utilization), Ordering::Relaxed);
+        self.utilization.store(bits(utilization), Ordering::Relaxed);
         self.memory_mb.store(bits(memory_mb), Ordering::Relaxed);
         self.source.store(
             match source {

@@ -37,15 +37,28 @@ fn steps_and_nested_spans_reach_summary_and_history() {
     assert_eq!(summary.total_steps, 3);
     assert_eq!(summary.total_tokens, 600);
     assert_eq!(summary.total_batch_size, 15);
-    let (min, max) = (summary.min_duration_ms.unwrap(), summary.max_duration_ms.unwrap());
+    let (min, max) = (
+        summary.min_duration_ms.unwrap(),
+        summary.max_duration_ms.unwrap(),
+    );
     assert!(min >= 2.0);
-    for p in [summary.p50_duration_ms, summary.p90_duration_ms, summary.p99_duration_ms] {
+    for p in [
+        summary.p50_duration_ms,
+        summary.p90_duration_ms,
+        summary.p99_duration_ms,
+    ] {
         let p = p.unwrap();
         // hdrhistogram keeps 3 significant figures.
-        assert!(p >= min * 0.999 && p <= max * 1.001, "{p} not in [{min}, {max}]");
+        assert!(
+            p >= min * 0.999 && p <= max * 1.001,
+            "{p} not in [{min}, {max}]"
+        );
     }
     assert_eq!(summary.layer_performance["model.layers.0"].call_count, 3);
-    assert_eq!(summary.layer_performance["model.layers.0.attn"].call_count, 3);
+    assert_eq!(
+        summary.layer_performance["model.layers.0.attn"].call_count,
+        3
+    );
     assert!(summary.layer_performance["model.layers.0.attn"].avg_duration_ms >= 2.0);
     assert_eq!(summary.counters.total_spans, 6);
     assert_eq!(summary.counters.auto_closed_spans, 0);
@@ -53,19 +66,26 @@ fn steps_and_nested_spans_reach_summary_and_history() {
     let dir = tempfile::tempdir().unwrap();
     let files = s.export(dir.path()).unwrap();
     assert_eq!(files.len(), 2, "no samples, so no gpu history: {files:?}");
-    let steps: vllm_profiler_format::DetailedSteps =
-        serde_json::from_slice(&std::fs::read(dir.path().join("detailed_steps_4242.json")).unwrap())
-            .unwrap();
+    let steps: vllm_profiler_format::DetailedSteps = serde_json::from_slice(
+        &std::fs::read(dir.path().join("detailed_steps_4242.json")).unwrap(),
+    )
+    .unwrap();
     let ids: Vec<u64> = steps.detailed_steps.iter().map(|s| s.step_id).collect();
     assert_eq!(ids, vec![0, 1, 2]);
     let first = &steps.detailed_steps[0];
-    assert_eq!((first.batch_size, first.num_tokens, first.thread_id), (4, 100, 7));
+    assert_eq!(
+        (first.batch_size, first.num_tokens, first.thread_id),
+        (4, 100, 7)
+    );
     let attn = &first.layer_timings["model.layers.0.attn"];
     assert_eq!(attn.parent.as_deref(), Some("model.layers.0"));
     assert_eq!(attn.depth, 1);
     assert_eq!(first.layer_timings["model.layers.0"].depth, 0);
     assert!(first.layer_timings["model.layers.0"].parent.is_none());
-    assert!(first.memory_used_mb.is_none(), "nothing sampled: null, not 0");
+    assert!(
+        first.memory_used_mb.is_none(),
+        "nothing sampled: null, not 0"
+    );
 }
 
 #[test]
@@ -90,19 +110,37 @@ fn history_is_bounded_but_totals_cover_every_step() {
 fn bad_handles_are_errors_and_change_nothing() {
     let s = session(10);
     let mut rec = s.register_thread(1);
-    assert!(matches!(rec.step_end(0), Err(ProfilerError::UnknownHandle { .. })));
-    assert!(matches!(rec.step_end(12345), Err(ProfilerError::UnknownHandle { .. })));
-    assert!(matches!(rec.span_end(99), Err(ProfilerError::UnknownHandle { .. })));
+    assert!(matches!(
+        rec.step_end(0),
+        Err(ProfilerError::UnknownHandle { .. })
+    ));
+    assert!(matches!(
+        rec.step_end(12345),
+        Err(ProfilerError::UnknownHandle { .. })
+    ));
+    assert!(matches!(
+        rec.span_end(99),
+        Err(ProfilerError::UnknownHandle { .. })
+    ));
     let step = rec.step_begin(1, 1).unwrap();
     let span = rec.span_begin(b"x").unwrap();
     assert!(
-        matches!(rec.step_end(span), Err(ProfilerError::UnknownHandle { kind: "step", .. })),
+        matches!(
+            rec.step_end(span),
+            Err(ProfilerError::UnknownHandle { kind: "step", .. })
+        ),
         "a span handle is not a step handle"
     );
     rec.span_end(span).unwrap();
-    assert!(matches!(rec.span_end(span), Err(ProfilerError::UnknownHandle { .. })), "ended twice");
+    assert!(
+        matches!(rec.span_end(span), Err(ProfilerError::UnknownHandle { .. })),
+        "ended twice"
+    );
     rec.step_end(step).unwrap();
-    assert!(matches!(rec.step_end(step), Err(ProfilerError::UnknownHandle { .. })));
+    assert!(matches!(
+        rec.step_end(step),
+        Err(ProfilerError::UnknownHandle { .. })
+    ));
     assert_eq!(rec.span_begin(b"").unwrap_err().code(), -2);
     assert_eq!(rec.span_begin(&[0xc3, 0x28]).unwrap_err().code(), -2);
     assert_eq!(s.summary(None).unwrap().total_steps, 1);
@@ -116,7 +154,10 @@ fn handles_of_another_generation_are_rejected() {
     let mut new_rec = new.register_thread(1);
     let h_old = old_rec.step_begin(1, 1).unwrap();
     let _h_new = new_rec.step_begin(1, 1).unwrap();
-    assert!(new_rec.step_end(h_old).is_err(), "same sequence, other generation");
+    assert!(
+        new_rec.step_end(h_old).is_err(),
+        "same sequence, other generation"
+    );
 }
 
 #[test]
@@ -150,10 +191,17 @@ fn overlapping_steps_on_one_thread_keep_their_own_spans() {
     rec.step_end(b).unwrap();
     let dir = tempfile::tempdir().unwrap();
     s.export(dir.path()).unwrap();
-    let steps: vllm_profiler_format::DetailedSteps =
-        serde_json::from_slice(&std::fs::read(dir.path().join("detailed_steps_4242.json")).unwrap())
-            .unwrap();
-    let names = |i: usize| steps.detailed_steps[i].layer_timings.keys().cloned().collect::<Vec<_>>();
+    let steps: vllm_profiler_format::DetailedSteps = serde_json::from_slice(
+        &std::fs::read(dir.path().join("detailed_steps_4242.json")).unwrap(),
+    )
+    .unwrap();
+    let names = |i: usize| {
+        steps.detailed_steps[i]
+            .layer_timings
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+    };
     assert_eq!(steps.detailed_steps[0].batch_size, 1);
     assert_eq!(names(0), vec!["in_a"]);
     assert_eq!(names(1), vec!["in_b"]);
@@ -245,10 +293,16 @@ fn sampler_tick_feeds_history_and_step_memory() {
         serde_json::from_slice(&std::fs::read(dir.path().join("gpu_history_4242.json")).unwrap())
             .unwrap();
     assert_eq!(history.detector, "CPUDetector");
-    assert!(history.gpu_history.is_empty(), "no GPU: no made-up device samples");
+    assert!(
+        history.gpu_history.is_empty(),
+        "no GPU: no made-up device samples"
+    );
     assert_eq!(history.host_history.len(), 1);
     let summary = s.summary(None).unwrap();
-    assert_eq!(summary.memory_source, vllm_profiler_format::MemorySource::HostRss);
+    assert_eq!(
+        summary.memory_source,
+        vllm_profiler_format::MemorySource::HostRss
+    );
     let rss = history.host_history[0].process_rss_mb.unwrap();
     assert!((summary.avg_memory_mb.unwrap() - rss).abs() < 1.0);
 }

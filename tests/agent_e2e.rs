@@ -1,0 +1,305 @@
+//! End to end: the real `libvllm_profiler.so`, preloaded or loaded into real C and Python
+//! processes, with the reports read back from disk.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use vllm_profiler_format::MemorySource;
+use vllm_profiler_tests::*;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn python_script() -> PathBuf {
+    workspace_root().join("tests/data/record_steps.py")
+}
+
+fn c_program(dir: &Path) -> PathBuf {
+    compile_c(&workspace_root().join("tests/data/record_steps.c"), dir)
+}
+
+fn assert_success(run: &Finished) {
+    assert!(
+        run.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        run.status,
+        run.stdout,
+        run.stderr
+    );
+}
+
+/// Checks the reports of the workload both record_steps programs run: step i (from 0) has
+/// batch size i + 1, i * 10 + 10 tokens, and spans model > model.layers.{0,1} sleeping 2 and
+/// 1 ms.
+fn check_workload(dir: &Path, pid: u32, steps: u64, max_history: u64) {
+    let r = read_reports(dir, pid);
+    let s = &r.summary;
+    assert_eq!(s.pid, pid);
+    assert_eq!(s.total_steps, steps);
+    assert_eq!(s.total_tokens, 10 * steps * (steps + 1) / 2);
+    assert_eq!(s.total_batch_size, steps * (steps + 1) / 2);
+    assert!(s.min_duration_ms.unwrap() >= 3.0, "{:?}", s.min_duration_ms);
+    assert!(s.avg_duration_ms.unwrap() >= 3.0);
+    for name in ["model", "model.layers.0", "model.layers.1"] {
+        assert_eq!(s.layer_performance[name].call_count, steps, "{name}");
+    }
+    assert!(s.layer_performance["model.layers.0"].avg_duration_ms >= 2.0);
+    assert!(s.layer_performance["model.layers.1"].avg_duration_ms >= 1.0);
+    let kept = steps.min(max_history);
+    assert_eq!(s.counters.kept_steps, kept);
+    assert_eq!(s.counters.dropped_steps, steps - kept);
+    assert_eq!(s.counters.lost_events, 0);
+    assert_eq!(s.memory_source, MemorySource::HostRss);
+
+    assert_eq!(r.steps.detailed_steps.len() as u64, kept);
+    assert_eq!(r.steps.dropped_steps, steps - kept);
+    for (step, i) in r.steps.detailed_steps.iter().zip(steps - kept..) {
+        assert_eq!(step.step_id, i);
+        assert_eq!(u64::from(step.batch_size), i + 1);
+        assert_eq!(u64::from(step.num_tokens), 10 * (i + 1));
+        assert!(step.duration_ms >= 3.0);
+        let layer0 = &step.layer_timings["model.layers.0"];
+        assert_eq!(layer0.call_count, 1);
+        assert_eq!(layer0.parent.as_deref(), Some("model"));
+        assert_eq!(layer0.depth, 1);
+        assert!(layer0.duration_ms >= 2.0);
+        assert!(step.layer_timings["model"].duration_ms >= 3.0);
+        assert!(
+            step.memory_used_mb.is_some_and(|m| m > 0.0),
+            "host RSS per step"
+        );
+        assert!(step.gpu_metrics.start_utilization.is_none(), "no GPU: null");
+    }
+    assert_eq!(r.history.detector, "CPUDetector");
+    assert!(r.history.gpu_history.is_empty());
+    assert!(!r.history.host_history.is_empty());
+}
+
+#[test]
+fn c_program_under_ld_preload_writes_exact_reports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = c_program(tmp.path());
+    let out = tmp.path().join("reports");
+    let mut cmd = profiled_command(&exe, &out);
+    cmd.arg("25").env("VLLM_PROFILING_MAX_HISTORY", "10");
+    let child = run(&mut cmd, LIMIT);
+    assert_success(&child);
+    assert_eq!(child.stdout, "", "the agent prints nothing to stdout");
+    assert_eq!(pid_from_files(&out), child.pid);
+    check_workload(&out, child.pid, 25, 10);
+}
+
+#[test]
+fn python_ctypes_under_ld_preload_writes_the_same_reports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = profiled_command("python3", tmp.path());
+    cmd.arg(python_script())
+        .args(["record", "25"])
+        .env("VLLM_PROFILING_MAX_HISTORY", "10");
+    let child = run(&mut cmd, LIMIT);
+    assert_success(&child);
+    assert_eq!(child.stdout, "");
+    assert_eq!(pid_from_files(tmp.path()), child.pid);
+    check_workload(tmp.path(), child.pid, 25, 10);
+}
+
+/// The one pid whose summary is in `dir`.
+fn pid_from_files(dir: &Path) -> u32 {
+    let names = file_names(dir);
+    let pids: Vec<u32> = names
+        .iter()
+        .filter_map(|n| {
+            n.strip_prefix("performance_summary_")?
+                .strip_suffix(".json")
+        })
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    assert_eq!(
+        pids.len(),
+        1,
+        "expected one process's reports, found {names:?}"
+    );
+    assert_eq!(
+        names.len(),
+        3,
+        "three files, no temporaries left: {names:?}"
+    );
+    pids[0]
+}
+
+#[test]
+fn bad_calls_return_error_codes_with_messages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = c_program(tmp.path());
+    let mut cmd = profiled_command(&exe, &tmp.path().join("reports"));
+    cmd.arg("errors");
+    assert_success(&run(&mut cmd, LIMIT));
+}
+
+#[test]
+fn ctypes_cdll_then_enable_null_takes_the_environment() {
+    // No VLLM_ENABLE_PROFILING: the library loads inert, and enable(NULL) starts it.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = clean_command("python3");
+    cmd.arg(python_script())
+        .args(["cdll-enable"])
+        .arg(agent_library())
+        .env("VLLM_PROFILING_OUTPUT_DIR", tmp.path());
+    let child = run(&mut cmd, LIMIT);
+    assert_success(&child);
+    let pid = pid_from_files(tmp.path());
+    assert_eq!(read_reports(tmp.path(), pid).summary.total_steps, 4);
+}
+
+#[test]
+fn ctypes_cdll_with_profiling_env_does_not_deadlock_and_json_config_wins() {
+    // With the env var set, the constructor runs under the loader lock of dlopen and starts
+    // the agent there: it must not wait for its threads. enable(JSON) then moves the output.
+    let tmp = tempfile::tempdir().unwrap();
+    let json_dir = tmp.path().join("from_json");
+    let env_dir = tmp.path().join("from_env");
+    let config = format!(r#"{{"output_dir": "{}"}}"#, json_dir.display());
+    let mut cmd = clean_command("python3");
+    cmd.arg(python_script())
+        .arg("cdll-enable")
+        .arg(agent_library())
+        .arg(config)
+        .env("VLLM_ENABLE_PROFILING", "1")
+        .env("VLLM_PROFILING_OUTPUT_DIR", &env_dir);
+    let child = run(&mut cmd, Duration::from_secs(30));
+    assert_success(&child);
+    let pid = pid_from_files(&json_dir);
+    assert_eq!(read_reports(&json_dir, pid).summary.total_steps, 4);
+    assert!(
+        file_names(&env_dir).is_empty(),
+        "{:?}",
+        file_names(&env_dir)
+    );
+}
+
+#[test]
+fn periodic_export_writes_valid_files_while_the_process_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let interval = Duration::from_millis(200);
+    let mut cmd = profiled_command("python3", tmp.path());
+    cmd.arg(python_script())
+        .args(["periodic", "7"])
+        .env("VLLM_PROFILING_EXPORT_INTERVAL", "0.2")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "recorded\n");
+    std::thread::sleep(interval * 2);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let summary_path = tmp.path().join(format!("performance_summary_{pid}.json"));
+    let total = loop {
+        let total = summary_path
+            .exists()
+            .then(|| read_json(&summary_path)["total_steps"].as_u64())
+            .flatten();
+        if total == Some(7) || Instant::now() > deadline {
+            break total;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let still_running = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        still_running,
+        "the files must come from the periodic export, not the exit"
+    );
+    assert_eq!(total, Some(7));
+    let steps = read_json(&tmp.path().join(format!("detailed_steps_{pid}.json")));
+    assert_eq!(steps["detailed_steps"].as_array().unwrap().len(), 7);
+    let history = read_json(&tmp.path().join(format!("gpu_history_{pid}.json")));
+    assert!(!history["host_history"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn non_matching_process_is_untouched_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("reports");
+    let script = "echo $(cat /etc/hostname)";
+    let plain = run(clean_command("/bin/sh").args(["-c", script]), LIMIT);
+    let mut cmd = profiled_command("/bin/sh", &out);
+    cmd.args(["-c", script]);
+    let preloaded = run(&mut cmd, LIMIT);
+    assert_success(&preloaded);
+    assert!(!plain.stdout.is_empty());
+    assert_eq!(preloaded.stdout, plain.stdout);
+    assert_eq!(preloaded.stderr, "");
+    assert!(!out.exists(), "no files, not even the dir");
+}
+
+#[test]
+fn malformed_env_value_is_one_stderr_line_and_stdout_is_untouched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = profiled_command("python3", tmp.path());
+    cmd.args(["-c", "print('hello')"])
+        .env("VLLM_PROFILING_SAMPLE_INTERVAL", "fast");
+    let child = run(&mut cmd, LIMIT);
+    assert_success(&child);
+    assert_eq!(child.stdout, "hello\n");
+    let lines: Vec<&str> = child.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{:?}", child.stderr);
+    assert!(lines[0].contains("VLLM_PROFILING_SAMPLE_INTERVAL"));
+    assert!(lines[0].contains("\"fast\""));
+    assert!(lines[0].contains("using 0.1"));
+}
+
+#[test]
+fn forked_child_writes_only_its_own_steps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = profiled_command("python3", tmp.path());
+    cmd.arg(python_script()).arg("fork");
+    let parent = run(&mut cmd, LIMIT);
+    assert_success(&parent);
+    let pids: Vec<u32> = parent
+        .stdout
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let (child, quiet) = (pids[0], pids[1]);
+    let parent_pid = parent.pid;
+
+    let parent_reports = read_reports(tmp.path(), parent_pid);
+    assert_eq!(
+        parent_reports.summary.total_steps, 4,
+        "3 before the fork, 1 after"
+    );
+    let batches: Vec<u32> = parent_reports
+        .steps
+        .detailed_steps
+        .iter()
+        .map(|s| s.batch_size)
+        .collect();
+    assert_eq!(batches, vec![1, 2, 3, 4]);
+
+    let child_reports = read_reports(tmp.path(), child);
+    assert_eq!(
+        child_reports.summary.total_steps, 2,
+        "none of the parent's steps"
+    );
+    let batches: Vec<u32> = child_reports
+        .steps
+        .detailed_steps
+        .iter()
+        .map(|s| s.batch_size)
+        .collect();
+    assert_eq!(batches, vec![101, 102]);
+    assert_eq!(child_reports.summary.pid, child);
+
+    let names = file_names(tmp.path());
+    assert!(
+        !names.iter().any(|n| n.contains(&quiet.to_string())),
+        "a child that recorded nothing writes nothing: {names:?}"
+    );
+    assert_eq!(names.len(), 6, "{names:?}");
+}

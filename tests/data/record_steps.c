@@ -1,0 +1,117 @@
+/* Records a known workload through the C ABI; run under LD_PRELOAD by tests/agent_e2e.rs.
+ * Usage: record_steps STEPS       record STEPS steps with nested spans, then exit normally
+ *        record_steps errors      check that bad calls return error codes with messages
+ * Prints nothing on success; on a failed check, one line on stderr and exit status 1. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "vllm_profiler.h"
+
+static int failures = 0;
+
+#define CHECK(cond, ...)                                      \
+    do {                                                      \
+        if (!(cond)) {                                        \
+            fprintf(stderr, "check failed at line %d: ", __LINE__); \
+            fprintf(stderr, __VA_ARGS__);                     \
+            fprintf(stderr, "\n");                            \
+            failures++;                                       \
+        }                                                     \
+    } while (0)
+
+static void sleep_ms(long ms) {
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static void last_error_contains(const char *needle, int line) {
+    char message[512];
+    int32_t n = vllm_profiler_last_error(message, sizeof message);
+    if (n <= 0 || strstr(message, needle) == NULL) {
+        fprintf(stderr, "line %d: last error \"%s\" lacks \"%s\"\n", line, n > 0 ? message : "", needle);
+        failures++;
+    }
+}
+
+static int record(int steps) {
+    for (int i = 0; i < steps; i++) {
+        uint64_t step = vllm_profiler_step_begin((uint32_t)(i + 1), (uint32_t)(10 * (i + 1)));
+        CHECK(step != 0, "step_begin returned 0");
+        uint64_t model = vllm_profiler_span_begin("model");
+        uint64_t layer0 = vllm_profiler_span_begin("model.layers.0");
+        sleep_ms(2);
+        CHECK(vllm_profiler_span_end(layer0) == VLLM_PROFILER_OK, "span_end layer0");
+        uint64_t layer1 = vllm_profiler_span_begin("model.layers.1");
+        sleep_ms(1);
+        CHECK(vllm_profiler_span_end(layer1) == VLLM_PROFILER_OK, "span_end layer1");
+        CHECK(vllm_profiler_span_end(model) == VLLM_PROFILER_OK, "span_end model");
+        CHECK(vllm_profiler_step_end(step) == VLLM_PROFILER_OK, "step_end");
+    }
+    return failures == 0 ? 0 : 1;
+}
+
+static int errors(void) {
+    CHECK(vllm_profiler_step_end(0) == VLLM_PROFILER_E_UNKNOWN_HANDLE, "end without begin");
+    last_error_contains("unknown step handle", __LINE__);
+    CHECK(vllm_profiler_step_end(123456789) == VLLM_PROFILER_E_UNKNOWN_HANDLE, "unknown step id");
+    CHECK(vllm_profiler_span_end(42) == VLLM_PROFILER_E_UNKNOWN_HANDLE, "unknown span id");
+    last_error_contains("unknown span handle", __LINE__);
+
+    CHECK(vllm_profiler_span_begin(NULL) == 0, "NULL name is not recorded");
+    last_error_contains("NULL", __LINE__);
+    CHECK(vllm_profiler_span_begin("") == 0, "empty name");
+    last_error_contains("empty", __LINE__);
+    CHECK(vllm_profiler_span_begin("bad \xff\xfe utf8") == 0, "invalid UTF-8");
+    last_error_contains("UTF-8", __LINE__);
+
+    uint64_t step = vllm_profiler_step_begin(1, 1);
+    uint64_t span = vllm_profiler_span_begin("x");
+    CHECK(vllm_profiler_step_end(span) == VLLM_PROFILER_E_UNKNOWN_HANDLE, "span id as step id");
+    CHECK(vllm_profiler_span_end(span) == VLLM_PROFILER_OK, "span_end");
+    CHECK(vllm_profiler_span_end(span) == VLLM_PROFILER_E_UNKNOWN_HANDLE, "span ended twice");
+    CHECK(vllm_profiler_step_end(step) == VLLM_PROFILER_OK, "step_end");
+    CHECK(vllm_profiler_step_end(step) == VLLM_PROFILER_E_UNKNOWN_HANDLE, "step ended twice");
+    last_error_contains("already ended", __LINE__);
+
+    CHECK(vllm_profiler_enable("{\"colour\": 1}") == VLLM_PROFILER_E_INVALID_CONFIG, "bad config key");
+    last_error_contains("colour", __LINE__);
+    CHECK(vllm_profiler_enable("{") == VLLM_PROFILER_E_INVALID_CONFIG, "bad JSON");
+    CHECK(vllm_profiler_export("") == VLLM_PROFILER_E_INVALID_ARGUMENT, "empty export dir");
+
+    /* The summary, snprintf-style: its length can change between calls (new steps, the
+     * generated_at timestamp), so grow the buffer until it fits. */
+    char small[8];
+    CHECK(vllm_profiler_summary_json(0, small, sizeof small) >= (int64_t)sizeof small, "does not fit");
+    CHECK(strlen(small) == sizeof small - 1, "truncated and terminated");
+    char *buf = NULL;
+    int64_t got = 0;
+    size_t len = 0;
+    for (int attempt = 0; attempt < 5; attempt++) {
+        int64_t need = vllm_profiler_summary_json(0, NULL, 0);
+        CHECK(need > 0, "summary size %lld", (long long)need);
+        len = (size_t)need + 64;
+        buf = realloc(buf, len);
+        got = vllm_profiler_summary_json(0, buf, len);
+        if (got >= 0 && (size_t)got < len) break;
+    }
+    CHECK(got > 0 && (size_t)got < len && strlen(buf) == (size_t)got, "full summary");
+    CHECK(strstr(buf, "\"total_steps\":1,") != NULL, "summary counts the one step: %s", buf);
+    free(buf);
+
+    CHECK(vllm_profiler_disable() == VLLM_PROFILER_OK, "disable");
+    CHECK(vllm_profiler_is_enabled() == 0, "disabled");
+    CHECK(vllm_profiler_disable() == VLLM_PROFILER_E_NOT_ENABLED, "disable twice");
+    CHECK(vllm_profiler_step_begin(1, 1) == 0, "no step while disabled");
+    last_error_contains("not enabled", __LINE__);
+    CHECK(vllm_profiler_span_end(7) == VLLM_PROFILER_E_NOT_ENABLED, "span_end while disabled");
+    return failures == 0 ? 0 : 1;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 2 && strcmp(argv[1], "errors") == 0) return errors();
+    if (argc == 2) return record(atoi(argv[1]));
+    fprintf(stderr, "usage: record_steps STEPS | errors\n");
+    return 2;
+}

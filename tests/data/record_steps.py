@@ -1,0 +1,72 @@
+"""Python side of tests/agent_e2e.rs: drives libvllm_profiler.so through ctypes.
+
+Usage: record_steps.py MODE [ARGS...]; prints only what a mode says it prints.
+"""
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "examples"))
+import vllm_profiler_abi as abi  # noqa: E402
+
+
+def record(lib, steps, first=0):
+    for i in range(first, first + steps):
+        step = lib.vllm_profiler_step_begin(i + 1, 10 * (i + 1))
+        assert step != 0, abi.last_error(lib)
+        assert step > 2**32, "handles are 64-bit and must not be truncated"
+        model = lib.vllm_profiler_span_begin(b"model")
+        layer0 = lib.vllm_profiler_span_begin(b"model.layers.0")
+        time.sleep(0.002)
+        assert lib.vllm_profiler_span_end(layer0) == 0
+        layer1 = lib.vllm_profiler_span_begin(b"model.layers.1")
+        time.sleep(0.001)
+        assert lib.vllm_profiler_span_end(layer1) == 0
+        assert lib.vllm_profiler_span_end(model) == 0
+        assert lib.vllm_profiler_step_end(step) == 0, abi.last_error(lib)
+
+
+def main():
+    mode = sys.argv[1]
+    if mode == "record":
+        # Preloaded; started by the environment.
+        lib = abi.load()
+        record(lib, int(sys.argv[2]))
+    elif mode == "cdll-enable":
+        # Loaded with ctypes.CDLL (constructor under the loader lock), then enabled explicitly.
+        lib = abi.load(sys.argv[2])
+        config = sys.argv[3].encode() if len(sys.argv) > 3 else None
+        rc = lib.vllm_profiler_enable(config)
+        assert rc == 0, abi.last_error(lib)
+        assert lib.vllm_profiler_is_enabled() == 1
+        record(lib, 4)
+        s = abi.summary(lib)
+        assert s["total_steps"] == 4, s
+        assert abi.summary(lib, 2)["total_steps"] == 2
+        assert lib.vllm_profiler_disable() == 0, abi.last_error(lib)
+    elif mode == "periodic":
+        lib = abi.load()
+        record(lib, int(sys.argv[2]))
+        print("recorded", flush=True)
+        time.sleep(60)
+    elif mode == "fork":
+        lib = abi.load()
+        record(lib, 3)
+        child = os.fork()
+        if child == 0:
+            record(lib, 2, first=100)
+            sys.exit(0)  # runs exit handlers: the child writes its own files
+        quiet = os.fork()
+        if quiet == 0:
+            sys.exit(0)  # records nothing: writes nothing
+        for pid in (child, quiet):
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+        record(lib, 1, first=3)
+        print(child, quiet, flush=True)
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+
+
+main()
