@@ -303,3 +303,35 @@ fn forked_child_writes_only_its_own_steps() {
     );
     assert_eq!(names.len(), 6, "{names:?}");
 }
+
+#[test]
+fn example_serving_loop_is_profiled_without_changing_its_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let example = workspace_root().join("examples/serving_loop.py");
+    let args = ["--requests", "12", "--decode-tokens", "4"];
+    let plain = run(clean_command("python3").arg(&example).args(args), LIMIT);
+    let mut cmd = profiled_command("python3", tmp.path());
+    cmd.arg(&example).args(args);
+    let profiled = run(&mut cmd, LIMIT);
+    assert_success(&profiled);
+    assert_eq!(
+        profiled.stdout, plain.stdout,
+        "the agent changes nothing the host prints"
+    );
+    // "served 12 reviews in N engine steps"
+    let engine_steps: u64 = profiled
+        .stdout
+        .split_whitespace()
+        .skip_while(|w| *w != "in")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("the loop reports its step count");
+    let summary = read_reports(tmp.path(), profiled.pid).summary;
+    assert_eq!(summary.total_steps, engine_steps);
+    for layer in ["model.embed_tokens", "model.layers.1.mlp", "sampler"] {
+        assert_eq!(
+            summary.layer_performance[layer].call_count, engine_steps,
+            "{layer}"
+        );
+    }
+}
