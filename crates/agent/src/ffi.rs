@@ -39,15 +39,26 @@ pub const VLLM_PROFILER_E_INTERNAL: i32 = -9;
 
 const LAST_ERROR_CAPACITY: usize = 512;
 
+/// The last error of a thread: a static message, or one formatted into `buf`.
 struct LastError {
+    static_message: Option<&'static str>,
     len: usize,
     buf: [u8; LAST_ERROR_CAPACITY],
+}
+
+impl LastError {
+    fn message(&self) -> &[u8] {
+        match self.static_message {
+            Some(message) => message.as_bytes(),
+            None => &self.buf[..self.len],
+        }
+    }
 }
 
 thread_local! {
     // No destructor: readable even while the thread's other thread-locals are being destroyed.
     static LAST_ERROR: RefCell<LastError> = const {
-        RefCell::new(LastError { len: 0, buf: [0; LAST_ERROR_CAPACITY] })
+        RefCell::new(LastError { static_message: None, len: 0, buf: [0; LAST_ERROR_CAPACITY] })
     };
 }
 
@@ -55,6 +66,10 @@ fn set_last_error(err: &ProfilerError) {
     use std::io::Write;
     let _ = LAST_ERROR.try_with(|cell| {
         if let Ok(mut last) = cell.try_borrow_mut() {
+            last.static_message = err.static_message();
+            if last.static_message.is_some() {
+                return;
+            }
             let mut cursor: &mut [u8] = &mut last.buf;
             let _ = write!(cursor, "{err}");
             let written = LAST_ERROR_CAPACITY - cursor.len();
@@ -216,10 +231,7 @@ pub extern "C" fn vllm_profiler_last_error(buf: *mut c_char, len: usize) -> i32 
         |code| code,
         || {
             let n = LAST_ERROR
-                .try_with(|cell| {
-                    let last = cell.borrow();
-                    copy_out(&last.buf[..last.len], buf, len)
-                })
+                .try_with(|cell| copy_out(cell.borrow().message(), buf, len))
                 .unwrap_or(0);
             Ok(n as i32)
         },
@@ -339,11 +351,22 @@ mod tests {
     #[test]
     fn last_error_keeps_whole_utf8_characters() {
         set_last_error(&ProfilerError::InvalidConfig("é".repeat(400)));
-        let n = LAST_ERROR.with(|c| c.borrow().len);
-        assert!(n <= LAST_ERROR_CAPACITY);
         LAST_ERROR.with(|c| {
             let last = c.borrow();
-            assert!(std::str::from_utf8(&last.buf[..last.len]).is_ok());
+            assert!(last.len <= LAST_ERROR_CAPACITY && last.len > 100);
+            assert!(std::str::from_utf8(last.message()).is_ok());
         });
+    }
+
+    #[test]
+    fn frequent_errors_store_their_static_message() {
+        set_last_error(&ProfilerError::InvalidConfig("x".into()));
+        set_last_error(&ProfilerError::NotEnabled);
+        let mut buf = [0 as c_char; 64];
+        let n = vllm_profiler_last_error(buf.as_mut_ptr(), buf.len());
+        // SAFETY: vllm_profiler_last_error NUL-terminated the buffer.
+        let text = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_str().unwrap();
+        assert_eq!(text, "profiling is not enabled");
+        assert_eq!(n as usize, text.len());
     }
 }

@@ -29,7 +29,23 @@ pub enum ProfilerError {
     Internal(String),
 }
 
+const NOT_ENABLED: &str = "profiling is not enabled";
+const BUFFER_FULL: &str =
+    "the thread's event buffer was full; the event was dropped and counted in lost_events";
+const THREAD_EXITING: &str = "the calling thread is exiting; nothing was recorded";
+
 impl ProfilerError {
+    /// The message when it needs no formatting: the errors a hot loop can meet on every call
+    /// (profiling off, a full buffer) cost a pointer store, not a `format!`.
+    pub fn static_message(&self) -> Option<&'static str> {
+        match self {
+            ProfilerError::NotEnabled => Some(NOT_ENABLED),
+            ProfilerError::BufferFull => Some(BUFFER_FULL),
+            ProfilerError::ThreadExiting => Some(THREAD_EXITING),
+            _ => None,
+        }
+    }
+
     /// The negative C error code of this error (0 is success).
     pub fn code(&self) -> i32 {
         match self {
@@ -49,7 +65,9 @@ impl ProfilerError {
 impl fmt::Display for ProfilerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ProfilerError::NotEnabled => f.write_str("profiling is not enabled"),
+            ProfilerError::NotEnabled
+            | ProfilerError::BufferFull
+            | ProfilerError::ThreadExiting => f.write_str(self.static_message().unwrap_or_default()),
             ProfilerError::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
             ProfilerError::UnknownHandle { kind, handle } => write!(
                 f,
@@ -57,13 +75,7 @@ impl fmt::Display for ProfilerError {
             ),
             ProfilerError::InvalidConfig(msg) => write!(f, "invalid configuration: {msg}"),
             ProfilerError::Io(msg) => write!(f, "export failed: {msg}"),
-            ProfilerError::BufferFull => f.write_str(
-                "the thread's event buffer was full; the event was dropped and counted in lost_events",
-            ),
             ProfilerError::LimitExceeded(what) => write!(f, "limit exceeded: {what}"),
-            ProfilerError::ThreadExiting => {
-                f.write_str("the calling thread is exiting; nothing was recorded")
-            }
             ProfilerError::Internal(msg) => write!(f, "internal profiler error: {msg}"),
         }
     }
