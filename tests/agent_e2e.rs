@@ -267,34 +267,20 @@ fn forked_child_writes_only_its_own_steps() {
         .map(|p| p.parse().unwrap())
         .collect();
     let (child, quiet) = (pids[0], pids[1]);
-    let parent_pid = parent.pid;
-
-    let parent_reports = read_reports(tmp.path(), parent_pid);
-    assert_eq!(
-        parent_reports.summary.total_steps, 4,
-        "3 before the fork, 1 after"
-    );
-    let batches: Vec<u32> = parent_reports
-        .steps
-        .detailed_steps
-        .iter()
-        .map(|s| s.batch_size)
-        .collect();
-    assert_eq!(batches, vec![1, 2, 3, 4]);
-
-    let child_reports = read_reports(tmp.path(), child);
-    assert_eq!(
-        child_reports.summary.total_steps, 2,
-        "none of the parent's steps"
-    );
-    let batches: Vec<u32> = child_reports
-        .steps
-        .detailed_steps
-        .iter()
-        .map(|s| s.batch_size)
-        .collect();
-    assert_eq!(batches, vec![101, 102]);
-    assert_eq!(child_reports.summary.pid, child);
+    let batch_sizes = |pid: u32| -> (u64, Vec<u32>) {
+        let r = read_reports(tmp.path(), pid);
+        assert_eq!(r.summary.pid, pid);
+        let batches = r
+            .steps
+            .detailed_steps
+            .iter()
+            .map(|s| s.batch_size)
+            .collect();
+        (r.summary.total_steps, batches)
+    };
+    // 3 steps before the fork and 1 after; the child's 2 steps and none of the parent's.
+    assert_eq!(batch_sizes(parent.pid), (4, vec![1, 2, 3, 4]));
+    assert_eq!(batch_sizes(child), (2, vec![101, 102]));
 
     let names = file_names(tmp.path());
     assert!(
