@@ -1,0 +1,36 @@
+//! The per-step hot path does not allocate once warm: counted with a counting global
+//! allocator (allocation-counter), which is why this test has a binary of its own.
+
+use vllm_profiler_core::{Session, Settings};
+
+#[test]
+fn warm_steps_and_spans_do_not_allocate() {
+    let session = Session::new(1, 1, Settings::default());
+    let mut recorder = session.register_thread(1);
+    let mut round = |recorder: &mut vllm_profiler_core::ThreadRecorder| {
+        let step = recorder.step_begin(8, 128).unwrap();
+        let outer = recorder.span_begin(b"model.layers.0").unwrap();
+        let inner = recorder.span_begin(b"model.layers.0.mlp").unwrap();
+        recorder.span_end(inner).unwrap();
+        recorder.span_end(outer).unwrap();
+        // Left open on purpose: closed by the step (the auto-close path).
+        recorder.span_begin(b"sampler").unwrap();
+        recorder.step_end(step).unwrap();
+    };
+    // Warm up: the first call interns the names and sizes the vectors.
+    round(&mut recorder);
+    session.drain().unwrap();
+
+    let counts = allocation_counter::measure(|| {
+        for _ in 0..500 {
+            round(&mut recorder);
+        }
+    });
+    assert_eq!(counts.count_total, 0, "{counts:?}");
+
+    session.drain().unwrap();
+    let summary = session.summary(None).unwrap();
+    assert_eq!(summary.total_steps, 501);
+    assert_eq!(summary.counters.auto_closed_spans, 501);
+    assert_eq!(summary.counters.lost_events, 0);
+}
