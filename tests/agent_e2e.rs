@@ -138,6 +138,30 @@ fn bad_calls_return_error_codes_with_messages() {
 }
 
 #[test]
+fn threads_record_concurrently_with_exports_and_every_event_is_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = c_program(tmp.path());
+    let out = tmp.path().join("reports");
+    let mut cmd = profiled_command(&exe, &out);
+    cmd.arg("threads");
+    let child = run(&mut cmd, LIMIT);
+    assert_success(&child);
+    let lost: u64 = child
+        .stdout
+        .trim()
+        .strip_prefix("lost ")
+        .and_then(|n| n.parse().ok())
+        .expect("the program reports what came back as lost");
+    let s = read_reports(&out, child.pid).summary;
+    // 4 threads x 5000 steps, one span each: every event is either recorded or counted lost,
+    // and the count matches what the calls returned.
+    assert_eq!(s.counters.lost_events, lost);
+    assert_eq!(s.total_steps + s.counters.total_spans + lost, 40_000);
+    assert_eq!(s.total_tokens, 3 * s.total_steps);
+    assert_eq!(s.counters.auto_closed_spans, 0);
+}
+
+#[test]
 fn ctypes_cdll_then_enable_null_takes_the_environment() {
     // No VLLM_ENABLE_PROFILING: the library loads inert, and enable(NULL) starts it.
     let tmp = tempfile::tempdir().unwrap();

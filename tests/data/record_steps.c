@@ -1,7 +1,12 @@
 /* Records a known workload through the C ABI; run under LD_PRELOAD by tests/agent_e2e.rs.
  * Usage: record_steps STEPS       record STEPS steps with nested spans, then exit normally
  *        record_steps errors      check that bad calls return error codes with messages
- * Prints nothing on success; on a failed check, one line on stderr and exit status 1. */
+ *        record_steps threads     4 threads record 20000 steps with a span each while the
+ *                                 main thread exports; prints "lost N", the events that
+ *                                 came back VLLM_PROFILER_E_BUFFER_FULL
+ * Prints nothing else on success; on a failed check, one line on stderr and exit status 1. */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,9 +114,48 @@ static int errors(void) {
     return failures == 0 ? 0 : 1;
 }
 
+#define THREADS 4
+#define STEPS_PER_THREAD 5000
+
+static atomic_long lost;
+static atomic_int done;
+
+static void *record_thread(void *arg) {
+    (void)arg;
+    for (int i = 0; i < STEPS_PER_THREAD; i++) {
+        uint64_t step = vllm_profiler_step_begin(2, 3);
+        CHECK(step != 0, "step_begin returned 0");
+        uint64_t span = vllm_profiler_span_begin("layer");
+        int32_t rc = vllm_profiler_span_end(span);
+        CHECK(rc == VLLM_PROFILER_OK || rc == VLLM_PROFILER_E_BUFFER_FULL, "span_end %d", rc);
+        if (rc == VLLM_PROFILER_E_BUFFER_FULL) atomic_fetch_add(&lost, 1);
+        rc = vllm_profiler_step_end(step);
+        CHECK(rc == VLLM_PROFILER_OK || rc == VLLM_PROFILER_E_BUFFER_FULL, "step_end %d", rc);
+        if (rc == VLLM_PROFILER_E_BUFFER_FULL) atomic_fetch_add(&lost, 1);
+    }
+    atomic_fetch_add(&done, 1);
+    return NULL;
+}
+
+static int threads(void) {
+    pthread_t workers[THREADS];
+    for (int t = 0; t < THREADS; t++) pthread_create(&workers[t], NULL, record_thread, NULL);
+    int exports = 0;
+    while (atomic_load(&done) < THREADS) {
+        CHECK(vllm_profiler_export(NULL) >= 0, "export while recording");
+        exports++;
+        sleep_ms(1);
+    }
+    for (int t = 0; t < THREADS; t++) pthread_join(workers[t], NULL);
+    CHECK(exports > 0, "exported at least once while the threads ran");
+    printf("lost %ld\n", atomic_load(&lost));
+    return failures == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
     if (argc == 2 && strcmp(argv[1], "errors") == 0) return errors();
+    if (argc == 2 && strcmp(argv[1], "threads") == 0) return threads();
     if (argc == 2) return record(atoi(argv[1]));
-    fprintf(stderr, "usage: record_steps STEPS | errors\n");
+    fprintf(stderr, "usage: record_steps STEPS | errors | threads\n");
     return 2;
 }

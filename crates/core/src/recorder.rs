@@ -20,14 +20,16 @@ use crate::session::Session;
 pub const MAX_OPEN_STEPS: usize = 1024;
 /// Deepest span nesting on one thread.
 pub const MAX_OPEN_SPANS: usize = 4096;
-/// Events per thread ring.
-pub const RING_CAPACITY: usize = 4096;
+/// Events per thread ring (56 bytes each: about 460 KB per recording thread). Sized for bursts:
+/// a forward pass with layer profiling emits hundreds of spans in a few milliseconds.
+pub const RING_CAPACITY: usize = 8192;
 /// The collector is woken after this many events, well before the ring can fill.
-const WAKE_EVERY: u32 = (RING_CAPACITY / 4) as u32;
+const WAKE_EVERY: u32 = (RING_CAPACITY / 8) as u32;
 
 /// A finished span or step, as handed from a recording thread to the collector.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Event {
+    // Keep events small: the ring is preallocated, RING_CAPACITY of them per thread.
     Span(SpanEvent),
     Step(StepEvent),
 }
@@ -288,5 +290,19 @@ impl ThreadRecorder {
             self.session.wake_collector();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_stay_small() {
+        assert!(
+            std::mem::size_of::<Event>() <= 56,
+            "{}",
+            std::mem::size_of::<Event>()
+        );
     }
 }

@@ -117,7 +117,8 @@ struct KeptStep {
     step_id: u64,
     thread_id: u32,
     event: StepEvent,
-    layers: Box<[KeptLayer]>,
+    /// Shared, so that an export's snapshot of the history is a reference-count bump per step.
+    layers: Arc<[KeptLayer]>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -431,7 +432,7 @@ impl Session {
                         let layers = source
                             .pending
                             .remove(&step.seq)
-                            .map(|b| b.layers.into_boxed_slice())
+                            .map(|b| Arc::from(b.layers))
                             .unwrap_or_default();
                         history.push(KeptStep {
                             step_id: *next_step_id,
@@ -565,11 +566,12 @@ impl Session {
         store.host.dropped() + store.devices.iter().map(|(_, h)| h.dropped()).sum::<u64>()
     }
 
-    fn detailed_steps_locked(&self, collector: &Collector) -> format::DetailedSteps {
+    /// Builds the detailed-steps report from a snapshot of the history, outside the collector
+    /// lock: the collector keeps draining while this formats.
+    fn detailed_steps(&self, kept: &[KeptStep], dropped_steps: u64) -> format::DetailedSteps {
         let names = self.interner.snapshot();
         let name_of = |id: NameId| names.get(id.0 as usize).map(|n| n.to_string());
-        let detailed_steps = collector
-            .history
+        let detailed_steps = kept
             .iter()
             .map(|kept| {
                 let e = &kept.event;
@@ -608,7 +610,7 @@ impl Session {
             schema_version: format::SCHEMA_VERSION,
             pid: self.pid,
             memory_source: self.latest.memory_source(),
-            dropped_steps: collector.history.dropped(),
+            dropped_steps,
             detailed_steps,
         }
     }
@@ -644,17 +646,24 @@ impl Session {
             .export_lock
             .try_lock_for(LOCK_WAIT)
             .ok_or_else(|| ProfilerError::Internal("another export stayed busy for 2 s".into()))?;
-        let (summary, steps) = {
+        // Under the lock: drain, the summary (cheap: totals) and a shallow copy of the history.
+        let recorded = {
             let mut collector = self.lock_collector()?;
             Self::drain_locked(&mut collector);
-            if collector.totals.total_steps == 0 && collector.totals.total_spans == 0 {
-                (None, None)
-            } else {
+            let totals = &collector.totals;
+            (totals.total_steps > 0 || totals.total_spans > 0).then(|| {
                 (
-                    Some(self.summary_locked(&collector, None)),
-                    Some(self.detailed_steps_locked(&collector)),
+                    self.summary_locked(&collector, None),
+                    collector.history.iter().cloned().collect::<Vec<_>>(),
+                    collector.history.dropped(),
                 )
+            })
+        };
+        let (summary, steps) = match recorded {
+            Some((summary, kept, dropped)) => {
+                (Some(summary), Some(self.detailed_steps(&kept, dropped)))
             }
+            None => (None, None),
         };
         let history = self.gpu_history();
         let mut written = Vec::new();

@@ -7,7 +7,7 @@ use vllm_profiler_core::{Session, Settings};
 fn warm_steps_and_spans_do_not_allocate() {
     let session = Session::new(1, 1, Settings::default());
     let mut recorder = session.register_thread(1);
-    let mut round = |recorder: &mut vllm_profiler_core::ThreadRecorder| {
+    let round = |recorder: &mut vllm_profiler_core::ThreadRecorder| {
         let step = recorder.step_begin(8, 128).unwrap();
         let outer = recorder.span_begin(b"model.layers.0").unwrap();
         let inner = recorder.span_begin(b"model.layers.0.mlp").unwrap();
