@@ -162,6 +162,21 @@ fn threads_record_concurrently_with_exports_and_every_event_is_counted() {
 }
 
 #[test]
+fn concurrent_forks_while_reconfiguring_never_hang_a_child() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = c_program(tmp.path());
+    let out = tmp.path().join("reports");
+    let mut cmd = profiled_command(&exe, &out);
+    cmd.arg("forks");
+    let parent = run(&mut cmd, Duration::from_secs(120));
+    assert_success(&parent);
+    // The children _exit: only the parent may have written reports.
+    let suffix = format!("_{}.json", parent.pid);
+    let names = file_names(&out);
+    assert!(names.iter().all(|n| n.ends_with(&suffix)), "{names:?}");
+}
+
+#[test]
 fn ctypes_cdll_then_enable_null_takes_the_environment() {
     // No VLLM_ENABLE_PROFILING: the library loads inert, and enable(NULL) starts it.
     let tmp = tempfile::tempdir().unwrap();

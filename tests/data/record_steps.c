@@ -4,10 +4,15 @@
  *        record_steps threads     4 threads record 20000 steps with a span each while the
  *                                 main thread exports; prints "lost N", the events that
  *                                 came back VLLM_PROFILER_E_BUFFER_FULL
+ *        record_steps forks       3 threads fork 400 times each while another reconfigures;
+ *                                 every child records one step and _exits; none may hang
  * Prints nothing else on success; on a failed check, one line on stderr and exit status 1. */
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -57,6 +62,11 @@ static int record(int steps) {
     return failures == 0 ? 0 : 1;
 }
 
+static void *begin_step_elsewhere(void *out) {
+    *(uint64_t *)out = vllm_profiler_step_begin(1, 1);
+    return NULL;
+}
+
 static int errors(void) {
     CHECK(vllm_profiler_step_end(0) == VLLM_PROFILER_E_UNKNOWN_HANDLE, "end without begin");
     last_error_contains("unknown step handle", __LINE__);
@@ -80,6 +90,18 @@ static int errors(void) {
     CHECK(vllm_profiler_step_end(step) == VLLM_PROFILER_E_UNKNOWN_HANDLE, "step ended twice");
     last_error_contains("already ended", __LINE__);
 
+    /* A handle from another thread is not this thread's, even with the same sequence. */
+    uint64_t mine = vllm_profiler_step_begin(7, 7);
+    pthread_t other;
+    uint64_t theirs = 0;
+    pthread_create(&other, NULL, begin_step_elsewhere, &theirs);
+    pthread_join(other, NULL);
+    CHECK(theirs != 0 && theirs != mine, "distinct handles: %llx %llx",
+          (unsigned long long)theirs, (unsigned long long)mine);
+    CHECK(vllm_profiler_step_end(theirs) == VLLM_PROFILER_E_UNKNOWN_HANDLE, "cross-thread end");
+    last_error_contains("another thread", __LINE__);
+    CHECK(vllm_profiler_step_end(mine) == VLLM_PROFILER_OK, "own step still open");
+
     CHECK(vllm_profiler_enable("{\"colour\": 1}") == VLLM_PROFILER_E_INVALID_CONFIG, "bad config key");
     last_error_contains("colour", __LINE__);
     CHECK(vllm_profiler_enable("{") == VLLM_PROFILER_E_INVALID_CONFIG, "bad JSON");
@@ -102,7 +124,7 @@ static int errors(void) {
         if (got >= 0 && (size_t)got < len) break;
     }
     CHECK(got > 0 && (size_t)got < len && strlen(buf) == (size_t)got, "full summary");
-    CHECK(strstr(buf, "\"total_steps\":1,") != NULL, "summary counts the one step: %s", buf);
+    CHECK(strstr(buf, "\"total_steps\":2,") != NULL, "summary counts the two steps: %s", buf);
     free(buf);
 
     CHECK(vllm_profiler_disable() == VLLM_PROFILER_OK, "disable");
@@ -138,6 +160,8 @@ static void *record_thread(void *arg) {
 }
 
 static int threads(void) {
+    /* Exports only read: they do not start an armed process, so start it first. */
+    CHECK(vllm_profiler_enable(NULL) == VLLM_PROFILER_OK, "enable");
     pthread_t workers[THREADS];
     for (int t = 0; t < THREADS; t++) pthread_create(&workers[t], NULL, record_thread, NULL);
     int exports = 0;
@@ -152,10 +176,59 @@ static int threads(void) {
     return failures == 0 ? 0 : 1;
 }
 
+#define FORKERS 3
+#define FORKS_EACH 400
+
+static atomic_int hung, bad_children, forkers_done;
+
+static void *forker(void *arg) {
+    (void)arg;
+    for (int i = 0; i < FORKS_EACH; i++) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            uint64_t step = vllm_profiler_step_begin(1, 1);
+            int ok = step != 0 && vllm_profiler_step_end(step) == VLLM_PROFILER_OK;
+            _exit(ok ? 0 : 3);
+        }
+        CHECK(pid > 0, "fork");
+        int status = 0, waited_ms = 0;
+        while (waitpid(pid, &status, WNOHANG) == 0) {
+            if (++waited_ms > 10000) {
+                kill(pid, SIGKILL);
+                waitpid(pid, &status, 0);
+                atomic_fetch_add(&hung, 1);
+                break;
+            }
+            sleep_ms(1);
+        }
+        if (waited_ms <= 10000 && (!WIFEXITED(status) || WEXITSTATUS(status) != 0))
+            atomic_fetch_add(&bad_children, 1);
+    }
+    atomic_fetch_add(&forkers_done, 1);
+    return NULL;
+}
+
+static int forks(void) {
+    pthread_t forkers[FORKERS];
+    for (int t = 0; t < FORKERS; t++) pthread_create(&forkers[t], NULL, forker, NULL);
+    /* Keep CONTROL busy while the others fork. */
+    int reconfigured = 0;
+    while (atomic_load(&forkers_done) < FORKERS) {
+        CHECK(vllm_profiler_enable("{\"sample_interval\": 0.05}") == VLLM_PROFILER_OK, "enable");
+        reconfigured++;
+    }
+    for (int t = 0; t < FORKERS; t++) pthread_join(forkers[t], NULL);
+    CHECK(atomic_load(&hung) == 0, "%d children hung", atomic_load(&hung));
+    CHECK(atomic_load(&bad_children) == 0, "%d children failed", atomic_load(&bad_children));
+    CHECK(reconfigured > 0, "reconfigured while forking");
+    return failures == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 2 && strcmp(argv[1], "forks") == 0) return forks();
     if (argc == 2 && strcmp(argv[1], "errors") == 0) return errors();
     if (argc == 2 && strcmp(argv[1], "threads") == 0) return threads();
     if (argc == 2) return record(atoi(argv[1]));
-    fprintf(stderr, "usage: record_steps STEPS | errors | threads\n");
+    fprintf(stderr, "usage: record_steps STEPS | errors | threads | forks\n");
     return 2;
 }

@@ -326,6 +326,9 @@ fn json_seconds(key: &str, value: &Value, range: (f64, f64)) -> Result<Duration>
 fn json_devices(key: &str, value: &Value) -> Result<Option<Vec<u32>>> {
     match value {
         Value::Null => Ok(None),
+        Value::Array(items) if items.is_empty() => Err(ProfilerError::InvalidConfig(format!(
+            "{key} must list at least one GPU index (null: every device)"
+        ))),
         Value::Array(items) => items
             .iter()
             .map(|v| {
@@ -475,6 +478,7 @@ mod tests {
             r#"{"max_history": 0}"#,
             r#"{"enable_gpu_monitoring": "yes"}"#,
             r#"{"devices": ["a"]}"#,
+            r#"{"devices": []}"#,
         ] {
             let err = config.apply_json(bad).unwrap_err();
             assert_eq!(err.code(), -4, "{bad}");

@@ -272,24 +272,19 @@ extern "C" fn at_exit() {
 }
 
 extern "C" fn before_fork() {
-    // Hold CONTROL across fork() so that the child never inherits it locked by a thread that
-    // does not exist there; both sides release it right after.
-    std::mem::forget(runtime::CONTROL.lock());
+    let _ = catch_unwind(runtime::before_fork);
 }
 
 extern "C" fn after_fork_in_parent() {
-    // SAFETY: before_fork locked CONTROL on this thread and leaked the guard.
-    unsafe { runtime::CONTROL.force_unlock() };
+    let _ = catch_unwind(runtime::after_fork_in_parent);
 }
 
 extern "C" fn after_fork_in_child() {
-    // SAFETY: the forking thread locked CONTROL in before_fork and leaked the guard; in the
-    // child that thread is this one.
-    unsafe { runtime::CONTROL.force_unlock() };
     let _ = catch_unwind(runtime::after_fork_in_child);
 }
 
-/// Registers the exit hook (final export) and the fork hooks. Called once, at activation.
+/// Registers the exit hook (final export) and the fork hooks. Called once per process: at load
+/// when profiling is switched on, or at the first enable.
 pub(crate) fn install_process_hooks() {
     // SAFETY: registers extern "C" functions that catch every panic and live as long as the
     // process (the library is never unloaded while profiling).

@@ -11,11 +11,10 @@
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwapOption;
-use parking_lot::Mutex;
 use vllm_profiler_core::{ProfilerError, Result, Session, ThreadRecorder};
 
 use crate::config::{self, Config};
@@ -38,19 +37,54 @@ pub(crate) struct Control {
     config: Option<Config>,
     /// Warnings not printed yet; printed once, when the process is actually profiled.
     warnings: Vec<String>,
+    /// The environment's warnings were queued once; later parses do not repeat them.
+    env_warned: bool,
     threads: Option<threads::Running>,
-    hooks_installed: bool,
 }
 
-pub(crate) static CONTROL: Mutex<Control> = Mutex::new(Control {
+/// A `std` mutex on purpose: its unlock hands the lock to nobody, so the guard held across
+/// fork() can be released in the child even if parent threads were waiting (a fair lock could
+/// hand it to a thread that does not exist in the child).
+static CONTROL: Mutex<Control> = Mutex::new(Control {
     config: None,
     warnings: Vec::new(),
+    env_warned: false,
     threads: None,
-    hooks_installed: false,
 });
+
+/// Whether the exit and fork hooks are registered. A flag, not a `Once`: a fork that caught
+/// a `Once` mid-run would leave the child waiting on it forever.
+static HOOKS_INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// Registers the exit and fork hooks, once per process, before CONTROL is first taken: a fork
+/// must never copy CONTROL locked into a child that has no hook to release it.
+fn install_hooks() {
+    if !HOOKS_INSTALLED.swap(true, Ordering::AcqRel) {
+        ffi::install_process_hooks();
+    }
+}
 
 thread_local! {
     static RECORDER: RefCell<Option<ThreadRecorder>> = const { RefCell::new(None) };
+    /// `CONTROL`, locked by the thread that forks, from just before fork() to just after.
+    static HELD_ACROSS_FORK: RefCell<Option<MutexGuard<'static, Control>>> =
+        const { RefCell::new(None) };
+}
+
+fn control() -> MutexGuard<'static, Control> {
+    CONTROL.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Control {
+    /// The environment's configuration; its warnings are queued the first time only.
+    fn env_config(&mut self) -> Config {
+        let (config, warnings) = Config::from_env();
+        if !self.env_warned {
+            self.env_warned = true;
+            self.warnings.extend(warnings);
+        }
+        config
+    }
 }
 
 fn generation_of(gate: u64) -> u64 {
@@ -81,9 +115,11 @@ pub fn on_load() {
         }
         return;
     }
-    let mut control = CONTROL.lock();
+    install_hooks();
+    let mut control = control();
     control.config = Some(config.clone());
     control.warnings = warnings;
+    control.env_warned = true;
     GATE.store(ARMED, Ordering::Release);
     if matches {
         let outcome = activate(&mut control, config);
@@ -133,13 +169,9 @@ fn activate(control: &mut Control, mut config: Config) -> Result<Vec<String>> {
             session
         }
     };
-    if !control.hooks_installed {
-        ffi::install_process_hooks();
-        control.hooks_installed = true;
-    }
     let keep_threads = control.threads.as_ref().is_some_and(|running| {
         running.generation() == session.generation()
-            && running.gpu_monitoring() == config.settings.gpu_monitoring
+            && running.shape() == threads::Shape::of(&config.settings)
     });
     if !keep_threads {
         match control.threads.take() {
@@ -170,7 +202,7 @@ fn resolve_output_dir(dir: &mut PathBuf) {
 
 /// The slow path of a call made while the gate is armed but not enabled.
 fn activate_armed() -> Result<()> {
-    let mut control = CONTROL.lock();
+    let mut control = control();
     let gate = GATE.load(Ordering::Acquire);
     if gate & ENABLED != 0 {
         return Ok(());
@@ -180,11 +212,7 @@ fn activate_armed() -> Result<()> {
     }
     let config = match control.config.clone() {
         Some(config) => config,
-        None => {
-            let (config, warnings) = Config::from_env();
-            control.warnings.extend(warnings);
-            config
-        }
+        None => control.env_config(),
     };
     let outcome = activate(&mut control, config);
     drop(control);
@@ -193,15 +221,12 @@ fn activate_armed() -> Result<()> {
 
 /// `vllm_profiler_enable`: `None` takes the environment; a JSON object overrides it.
 pub fn enable(config_json: Option<&str>) -> Result<()> {
-    let mut control = CONTROL.lock();
+    install_hooks();
+    let mut control = control();
     let gate = GATE.load(Ordering::Acquire);
     let mut config = match (&control.config, gate & ENABLED != 0) {
         (Some(current), true) => current.clone(),
-        _ => {
-            let (config, warnings) = Config::from_env();
-            control.warnings.extend(warnings);
-            config
-        }
+        _ => control.env_config(),
     };
     if let Some(json) = config_json {
         config.apply_json(json)?;
@@ -215,7 +240,7 @@ pub fn enable(config_json: Option<&str>) -> Result<()> {
 
 /// `vllm_profiler_disable`: stops recording and the threads, then writes the final reports.
 pub fn disable() -> Result<Vec<PathBuf>> {
-    let mut control = CONTROL.lock();
+    let mut control = control();
     let gate = GATE.load(Ordering::Acquire);
     if gate & ENABLED == 0 {
         return Err(ProfilerError::NotEnabled);
@@ -231,11 +256,9 @@ pub fn is_enabled() -> bool {
     GATE.load(Ordering::Relaxed) & ENABLED != 0
 }
 
-/// The session of this process, if it ever recorded; starts an armed one.
+/// The session of this process, if it was ever active. Reading (a summary, an export) does
+/// not start an armed process.
 fn own_session() -> Result<Arc<Session>> {
-    if GATE.load(Ordering::Acquire) & (ENABLED | ARMED) == ARMED {
-        activate_armed()?;
-    }
     match SESSION.load_full() {
         Some(session) if session.pid() == std::process::id() => Ok(session),
         _ => Err(ProfilerError::NotEnabled),
@@ -300,7 +323,8 @@ fn register_thread(generation: u64) -> Result<ThreadRecorder> {
     Ok(session.register_thread(thread_id))
 }
 
-/// Exit hook: the final export. Late calls after it are no-ops.
+/// Exit hook: stops the threads and writes the final reports; the session is closed after it,
+/// so late calls are no-ops and no periodic export replaces the final files.
 pub fn on_exit() {
     let gate = GATE.load(Ordering::Acquire);
     if gate & ENABLED == 0 {
@@ -313,14 +337,30 @@ pub fn on_exit() {
     if session.pid() != std::process::id() {
         return;
     }
-    if let Err(err) = session.export(&session.settings().output_dir) {
+    // Stop the threads if nobody else holds CONTROL; never wait for it at exit.
+    if let Ok(mut control) = CONTROL.try_lock() {
+        drop(control.threads.take());
+    }
+    if let Err(err) = session.close_and_export(&session.settings().output_dir) {
         ffi::print_warnings(&[format!("final export failed: {err}")]);
     }
 }
 
-/// Fork hook, in the child: whatever was on becomes armed, so the child starts its own session
-/// if (and only if) it records.
+/// Fork hook, before fork(): hold CONTROL so the child never inherits it mid-change.
+pub(crate) fn before_fork() {
+    let guard = control();
+    let _ = HELD_ACROSS_FORK.try_with(|held| *held.borrow_mut() = Some(guard));
+}
+
+/// Fork hook, after fork() in the parent: release CONTROL.
+pub(crate) fn after_fork_in_parent() {
+    let _ = HELD_ACROSS_FORK.try_with(|held| held.borrow_mut().take());
+}
+
+/// Fork hook, in the child: release CONTROL; whatever was on becomes armed, so the child
+/// starts its own session if (and only if) it records.
 pub(crate) fn after_fork_in_child() {
+    let _ = HELD_ACROSS_FORK.try_with(|held| held.borrow_mut().take());
     let gate = GATE.load(Ordering::Relaxed);
     if gate & (ENABLED | ARMED) != 0 {
         GATE.store(

@@ -1,12 +1,16 @@
-//! The agent's two background threads: the collector (drains the thread rings, periodic export)
-//! and the sampler (host and GPU metrics at the sample interval). Both are detached and stop
-//! when their `Running` is dropped; nothing ever waits for them.
+//! The agent's background threads, all detached and stopped when their `Running` is dropped
+//! (nothing ever waits for them):
+//! - the collector drains the thread rings; recording threads wake it with a lock-free unpark;
+//! - the sampler takes host (and GPU) samples at the sample interval;
+//! - the exporter, when an export interval is set, writes the reports periodically, apart from
+//!   the collector so that draining never pauses while a large report is written.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread;
+use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use vllm_profiler_core::{Sampler, Session, Settings};
 
 use crate::ffi;
@@ -14,11 +18,30 @@ use crate::ffi;
 /// How often the collector drains when no thread asked it to.
 const DRAIN_PERIOD: Duration = Duration::from_millis(50);
 
-/// The threads of one session. Dropping it stops them (their stop channel disconnects).
+/// The threads of one session. Dropping it stops them.
 pub(crate) struct Running {
     generation: u64,
-    gpu_monitoring: bool,
+    shape: Shape,
+    collector_stop: Arc<AtomicBool>,
+    collector: Option<Thread>,
+    /// Dropping it disconnects the channel the sampler and exporter wait on.
     _stop: Sender<()>,
+}
+
+/// Which threads a configuration needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Shape {
+    sampler: bool,
+    exporter: bool,
+}
+
+impl Shape {
+    pub(crate) fn of(settings: &Settings) -> Shape {
+        Shape {
+            sampler: settings.gpu_monitoring,
+            exporter: settings.export_interval.is_some(),
+        }
+    }
 }
 
 impl Running {
@@ -26,70 +49,68 @@ impl Running {
         self.generation
     }
 
-    pub(crate) fn gpu_monitoring(&self) -> bool {
-        self.gpu_monitoring
+    pub(crate) fn shape(&self) -> Shape {
+        self.shape
     }
 }
 
-/// Starts the collector, and the sampler when monitoring is on.
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.collector_stop.store(true, Ordering::Release);
+        if let Some(collector) = &self.collector {
+            collector.unpark();
+        }
+    }
+}
+
+/// Starts the threads `settings` needs.
 pub(crate) fn start(session: &Arc<Session>, settings: &Settings) -> Running {
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
-    {
-        let session = session.clone();
-        let stop = stop_rx.clone();
-        spawn("vllm-prof-collect", move || collect_loop(&session, &stop));
+    let shape = Shape::of(settings);
+    let collector_stop = Arc::new(AtomicBool::new(false));
+    let collector = {
+        let (session, stop) = (session.clone(), collector_stop.clone());
+        spawn("vprof-collector", move || collect_loop(&session, &stop))
+    };
+    session.set_collector_thread(collector.clone());
+    if shape.sampler {
+        let (session, stop) = (session.clone(), stop_rx.clone());
+        spawn("vprof-sampler", move || sample_loop(&session, &stop));
     }
-    if settings.gpu_monitoring {
+    if shape.exporter {
         let session = session.clone();
-        spawn("vllm-prof-sample", move || sample_loop(&session, &stop_rx));
+        spawn("vprof-exporter", move || export_loop(&session, &stop_rx));
     }
     Running {
         generation: session.generation(),
-        gpu_monitoring: settings.gpu_monitoring,
+        shape,
+        collector_stop,
+        collector,
         _stop: stop_tx,
     }
 }
 
-fn spawn(name: &str, body: impl FnOnce() + Send + 'static) {
-    if let Err(err) = thread::Builder::new().name(name.to_owned()).spawn(body) {
-        ffi::print_warnings(&[format!("could not start thread {name}: {err}")]);
+fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Option<Thread> {
+    match thread::Builder::new().name(name.to_owned()).spawn(body) {
+        // The join handle is dropped: the thread is detached.
+        Ok(handle) => Some(handle.thread().clone()),
+        Err(err) => {
+            ffi::print_warnings(&[format!("could not start thread {name}: {err}")]);
+            None
+        }
     }
 }
 
-fn collect_loop(session: &Session, stop: &Receiver<()>) {
-    let mut next_export: Option<Instant> = None;
-    let mut export_failed = false;
-    loop {
-        let settings = session.settings();
-        let now = Instant::now();
-        next_export = match (settings.export_interval, next_export) {
-            (None, _) => None,
-            (Some(interval), None) => Some(now + interval),
-            (Some(_), due) => due,
-        };
-        let timeout = next_export.map_or(DRAIN_PERIOD, |due| {
-            DRAIN_PERIOD.min(due.saturating_duration_since(now))
-        });
-        select! {
-            recv(stop) -> _ => return,
-            recv(session.collector_wakeups()) -> _ => {}
-            default(timeout) => {}
-        }
+fn collect_loop(session: &Session, stop: &AtomicBool) {
+    while !stop.load(Ordering::Acquire) {
         let _ = session.drain();
-        if let (Some(due), Some(interval)) = (next_export, settings.export_interval) {
-            if Instant::now() >= due {
-                match session.export(&settings.output_dir) {
-                    Ok(_) => export_failed = false,
-                    Err(err) if !export_failed => {
-                        export_failed = true;
-                        ffi::print_warnings(&[format!("periodic export failed: {err}")]);
-                    }
-                    Err(_) => {}
-                }
-                next_export = Some(Instant::now() + interval);
-            }
-        }
+        thread::park_timeout(DRAIN_PERIOD);
     }
+}
+
+/// Waits until `deadline` or until the stop channel disconnects; false when stopped.
+fn wait_until(stop: &Receiver<()>, deadline: Instant) -> bool {
+    matches!(stop.recv_deadline(deadline), Err(RecvTimeoutError::Timeout))
 }
 
 fn sample_loop(session: &Session, stop: &Receiver<()>) {
@@ -104,9 +125,29 @@ fn sample_loop(session: &Session, stop: &Receiver<()>) {
             // Fell behind (a slow backend call): skip the missed ticks instead of bursting.
             next = now + interval;
         }
-        match stop.recv_deadline(next) {
-            Err(RecvTimeoutError::Timeout) => {}
-            _ => return,
+        if !wait_until(stop, next) {
+            return;
+        }
+    }
+}
+
+fn export_loop(session: &Session, stop: &Receiver<()>) {
+    let mut failed = false;
+    loop {
+        let settings = session.settings();
+        let Some(interval) = settings.export_interval else {
+            return;
+        };
+        if !wait_until(stop, Instant::now() + interval) {
+            return;
+        }
+        match session.export(&settings.output_dir) {
+            Ok(_) => failed = false,
+            Err(err) if !failed => {
+                failed = true;
+                ffi::print_warnings(&[format!("periodic export failed: {err}")]);
+            }
+            Err(_) => {}
         }
     }
 }

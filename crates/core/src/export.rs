@@ -1,7 +1,7 @@
 //! Atomic report writes: a temporary file in the same directory, then a rename.
 
 use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,10 +10,34 @@ use nix::fcntl::OFlag;
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Writes `bytes` to `dir/name` so that a reader sees either the old file or the whole new one.
-/// Creates `dir` if missing. The temporary file is created new (never through a symlink), with
-/// mode 0644 before the umask; a symlink planted at the final name is replaced, not followed.
+/// Writes `value` as JSON to `dir/name` atomically (see `write_atomic_with`), streaming: a large
+/// report is never held in memory whole.
+pub fn write_json_atomic(
+    dir: &Path,
+    name: &str,
+    value: &impl serde::Serialize,
+) -> io::Result<PathBuf> {
+    write_atomic_with(dir, name, |file| {
+        let mut out = BufWriter::with_capacity(1 << 16, file);
+        serde_json::to_writer(&mut out, value).map_err(io::Error::other)?;
+        out.flush()
+    })
+}
+
+/// Writes `bytes` to `dir/name` atomically (see `write_atomic_with`).
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<PathBuf> {
+    write_atomic_with(dir, name, |file| file.write_all(bytes))
+}
+
+/// Writes `dir/name` through `write` so that a reader sees either the old file or the whole new
+/// one: a temporary file in the same directory, then a rename. Creates `dir` if missing. The
+/// temporary file is created new (never through a symlink), with mode 0644 before the umask; a
+/// symlink planted at the final name is replaced, not followed.
+pub fn write_atomic_with(
+    dir: &Path,
+    name: &str,
+    write: impl FnOnce(&mut fs::File) -> io::Result<()>,
+) -> io::Result<PathBuf> {
     fs::create_dir_all(dir).map_err(|err| {
         io::Error::new(
             err.kind(),
@@ -33,7 +57,7 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<PathBuf>
             .mode(0o644)
             .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
             .open(&temp_path)?;
-        file.write_all(bytes)?;
+        write(&mut file)?;
         drop(file);
         fs::rename(&temp_path, &final_path)
     })();

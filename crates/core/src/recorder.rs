@@ -80,6 +80,8 @@ struct OpenSpan {
 pub struct ThreadRecorder {
     session: Arc<Session>,
     producer: HeapProd<Event>,
+    /// This thread's slot in the session, part of every handle it gives out.
+    slot: u16,
     next_seq: u64,
     until_wake: u32,
     open_steps: Vec<OpenStep>,
@@ -87,16 +89,20 @@ pub struct ThreadRecorder {
     names: FxHashMap<Box<[u8]>, NameId>,
 }
 
-/// Handles carry the session generation in their top byte, so a handle from before a fork (or
-/// from another session) is never mistaken for one of this session's.
-const SEQ_BITS: u32 = 56;
+/// A handle is `generation (8 bits) | thread slot (16) | sequence (40)`: a handle from before a
+/// fork, from another session or from another thread is never mistaken for one of this
+/// thread's.
+const SEQ_BITS: u32 = 40;
 const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
+const SLOT_SHIFT: u32 = SEQ_BITS;
+const GENERATION_SHIFT: u32 = 56;
 
 impl ThreadRecorder {
-    pub(crate) fn new(session: Arc<Session>, producer: HeapProd<Event>) -> Self {
+    pub(crate) fn new(session: Arc<Session>, producer: HeapProd<Event>, slot: u16) -> Self {
         ThreadRecorder {
             session,
             producer,
+            slot,
             next_seq: 0,
             until_wake: WAKE_EVERY,
             open_steps: Vec::with_capacity(8),
@@ -111,12 +117,14 @@ impl ThreadRecorder {
     }
 
     fn handle(&self, seq: u64) -> u64 {
-        ((self.session.generation() & 0xff) << SEQ_BITS) | (seq & SEQ_MASK)
+        ((self.session.generation() & 0xff) << GENERATION_SHIFT)
+            | (u64::from(self.slot) << SLOT_SHIFT)
+            | (seq & SEQ_MASK)
     }
 
     fn seq_of(&self, handle: u64, kind: &'static str) -> Result<u64> {
         let seq = handle & SEQ_MASK;
-        if handle >> SEQ_BITS != self.session.generation() & 0xff || seq == 0 {
+        if handle & !SEQ_MASK != self.handle(0) || seq == 0 {
             return Err(ProfilerError::UnknownHandle { kind, handle });
         }
         Ok(seq)
@@ -290,6 +298,18 @@ impl ThreadRecorder {
             self.session.wake_collector();
         }
         Ok(())
+    }
+}
+
+impl Drop for ThreadRecorder {
+    /// A thread that exits with steps open: they are counted, not silently lost.
+    fn drop(&mut self) {
+        if !self.open_steps.is_empty() {
+            self.session
+                .counters()
+                .unfinished_steps
+                .fetch_add(self.open_steps.len() as u64, Ordering::Relaxed);
+        }
     }
 }
 

@@ -1,12 +1,13 @@
 //! One profiling session of one process: settings, the name table, the collector that drains
 //! the thread rings into aggregates and bounded histories, and the sample store.
 
+use std::cell::RefCell;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, Sender};
+use arc_swap::ArcSwapOption;
 use hdrhistogram::Histogram;
 use parking_lot::{Mutex, MutexGuard, RwLock};
 use ringbuf::traits::{Consumer, Observer, Split};
@@ -15,6 +16,7 @@ use rustc_hash::FxHashMap;
 use vllm_profiler_format as format;
 
 use crate::error::{ProfilerError, Result};
+use crate::export::write_json_atomic;
 use crate::history::Bounded;
 use crate::names::{Interner, NameId};
 use crate::recorder::{Event, SpanEvent, StepEvent, ThreadRecorder, RING_CAPACITY};
@@ -22,6 +24,19 @@ use crate::recorder::{Event, SpanEvent, StepEvent, ThreadRecorder, RING_CAPACITY
 /// How long a report or summary waits for the collector before giving up, so that an exit can
 /// never hang on a stuck lock.
 pub const LOCK_WAIT: Duration = Duration::from_secs(2);
+/// How long an export waits for another one in progress (a large history takes seconds).
+pub const EXPORT_WAIT: Duration = Duration::from_secs(10);
+
+/// Serialises a sequence of step records as they are produced, without collecting them.
+struct StreamedSteps<I> {
+    records: RefCell<I>,
+}
+
+impl<I: Iterator<Item = format::StepRecord>> serde::Serialize for StreamedSteps<I> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(&mut *self.records.borrow_mut())
+    }
+}
 
 /// What a session is told by its configuration. Everything here can change while it runs.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +67,8 @@ impl Default for Settings {
 pub struct HotCounters {
     pub lost_events: AtomicU64,
     pub auto_closed_spans: AtomicU64,
+    /// Steps still open when their thread exited.
+    pub unfinished_steps: AtomicU64,
 }
 
 /// The newest sample's figures for the primary device, read by every step begin and end.
@@ -272,8 +289,11 @@ pub struct Session {
     samples: Mutex<SampleStore>,
     /// Serialises exports so that files are replaced in order.
     export_lock: Mutex<()>,
-    wake_tx: Sender<()>,
-    wake_rx: Receiver<()>,
+    /// The collector thread, unparked by recording threads: lock-free, unlike a channel send.
+    collector_thread: ArcSwapOption<std::thread::Thread>,
+    next_thread_slot: AtomicU32,
+    /// Set by the final export at exit: later exports do nothing.
+    closed: AtomicBool,
 }
 
 fn unix_now() -> f64 {
@@ -294,7 +314,6 @@ impl Session {
     /// A new session for process `pid`; `generation` tells it apart from earlier sessions of
     /// the same address space (before a fork).
     pub fn new(pid: u32, generation: u64, settings: Settings) -> Arc<Session> {
-        let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
         let max = settings.max_history;
         Arc::new(Session {
             pid,
@@ -317,8 +336,9 @@ impl Session {
                 devices: Vec::new(),
             }),
             export_lock: Mutex::new(()),
-            wake_tx,
-            wake_rx,
+            collector_thread: ArcSwapOption::const_empty(),
+            next_thread_slot: AtomicU32::new(0),
+            closed: AtomicBool::new(false),
         })
     }
 
@@ -368,25 +388,31 @@ impl Session {
         self.started_unix + ns as f64 / 1e9
     }
 
-    /// Asks the collector thread to drain soon. Never blocks.
+    /// Asks the collector thread to drain soon: an unpark, lock-free, never blocks.
     pub fn wake_collector(&self) {
-        let _ = self.wake_tx.try_send(());
+        if let Some(thread) = &*self.collector_thread.load() {
+            thread.unpark();
+        }
     }
 
-    /// The channel the collector thread waits on.
-    pub fn collector_wakeups(&self) -> &Receiver<()> {
-        &self.wake_rx
+    /// Names the thread `wake_collector` unparks (it waits with `std::thread::park_timeout`).
+    pub fn set_collector_thread(&self, thread: Option<std::thread::Thread>) {
+        self.collector_thread.store(thread.map(Arc::new));
     }
 
     /// Creates the recorder of the calling thread: its ring, registered with the collector.
     pub fn register_thread(self: &Arc<Self>, thread_id: u32) -> ThreadRecorder {
         let (producer, consumer) = HeapRb::<Event>::new(RING_CAPACITY).split();
+        // Slots 1..=0xffff, reused after 65535 threads: they tell handles of threads apart.
+        let slot = (self.next_thread_slot.fetch_add(1, Ordering::Relaxed) % 0xffff) as u16 + 1;
+        // arc-swap gives each thread a node at its first load: take it now, not on the hot path.
+        drop(self.collector_thread.load());
         self.collector.lock().sources.push(ThreadSource {
             consumer,
             thread_id,
             pending: FxHashMap::default(),
         });
-        ThreadRecorder::new(self.clone(), producer)
+        ThreadRecorder::new(self.clone(), producer, slot)
     }
 
     fn lock_collector(&self) -> Result<MutexGuard<'_, Collector>> {
@@ -508,7 +534,13 @@ impl Session {
         };
         let steps = totals.total_steps;
         let any = steps > 0;
-        let quantile = |q: f64| any.then(|| ms(totals.histogram.value_at_quantile(q)));
+        // hdrhistogram answers with the highest value of a bucket: keep it within [min, max].
+        let quantile = |q: f64| {
+            any.then(|| {
+                let v = totals.histogram.value_at_quantile(q);
+                ms(v.clamp(totals.min_ns, totals.max_ns))
+            })
+        };
         let window_ns = totals.last_end_ns.saturating_sub(totals.first_start_ns);
         let window_seconds = (any && window_ns > 0).then(|| window_ns as f64 / 1e9);
         let layer_performance = totals
@@ -556,7 +588,8 @@ impl Session {
                 dropped_samples: self.dropped_samples(),
                 lost_events: c.lost_events.load(Ordering::Relaxed),
                 auto_closed_spans: c.auto_closed_spans.load(Ordering::Relaxed),
-                total_spans: collector.totals.total_spans,
+                unfinished_steps: c.unfinished_steps.load(Ordering::Relaxed),
+                total_spans: totals.total_spans,
             },
         }
     }
@@ -566,52 +599,38 @@ impl Session {
         store.host.dropped() + store.devices.iter().map(|(_, h)| h.dropped()).sum::<u64>()
     }
 
-    /// Builds the detailed-steps report from a snapshot of the history, outside the collector
-    /// lock: the collector keeps draining while this formats.
-    fn detailed_steps(&self, kept: &[KeptStep], dropped_steps: u64) -> format::DetailedSteps {
-        let names = self.interner.snapshot();
+    /// One kept step as its report record.
+    fn step_record(&self, kept: &KeptStep, names: &[Arc<str>]) -> format::StepRecord {
         let name_of = |id: NameId| names.get(id.0 as usize).map(|n| n.to_string());
-        let detailed_steps = kept
-            .iter()
-            .map(|kept| {
-                let e = &kept.event;
-                format::StepRecord {
-                    step_id: kept.step_id,
-                    batch_size: e.batch_size,
-                    num_tokens: e.num_tokens,
-                    start_time: self.unix_at(e.start_ns),
-                    duration_ms: ms(e.duration_ns),
-                    memory_used_mb: finite(e.memory_end_mb),
-                    memory_start_mb: finite(e.memory_start_mb),
-                    thread_id: kept.thread_id,
-                    layer_timings: kept
-                        .layers
-                        .iter()
-                        .filter_map(|l| {
-                            Some((
-                                name_of(l.name)?,
-                                format::LayerTiming {
-                                    duration_ms: ms(l.total_ns),
-                                    call_count: l.calls,
-                                    parent: name_of(l.parent),
-                                    depth: l.depth,
-                                },
-                            ))
-                        })
-                        .collect(),
-                    gpu_metrics: format::StepGpuMetrics {
-                        start_utilization: finite(e.utilization_start),
-                        end_utilization: finite(e.utilization_end),
-                    },
-                }
-            })
-            .collect();
-        format::DetailedSteps {
-            schema_version: format::SCHEMA_VERSION,
-            pid: self.pid,
-            memory_source: self.latest.memory_source(),
-            dropped_steps,
-            detailed_steps,
+        let e = &kept.event;
+        format::StepRecord {
+            step_id: kept.step_id,
+            batch_size: e.batch_size,
+            num_tokens: e.num_tokens,
+            start_time: self.unix_at(e.start_ns),
+            duration_ms: ms(e.duration_ns),
+            memory_used_mb: finite(e.memory_end_mb),
+            memory_start_mb: finite(e.memory_start_mb),
+            thread_id: kept.thread_id,
+            layer_timings: kept
+                .layers
+                .iter()
+                .filter_map(|l| {
+                    Some((
+                        name_of(l.name)?,
+                        format::LayerTiming {
+                            duration_ms: ms(l.total_ns),
+                            call_count: l.calls,
+                            parent: name_of(l.parent),
+                            depth: l.depth,
+                        },
+                    ))
+                })
+                .collect(),
+            gpu_metrics: format::StepGpuMetrics {
+                start_utilization: finite(e.utilization_start),
+                end_utilization: finite(e.utilization_end),
+            },
         }
     }
 
@@ -640,12 +659,33 @@ impl Session {
     }
 
     /// Writes the report files into `dir` (created if missing); returns the paths written.
-    /// A session that recorded nothing and sampled nothing writes nothing.
+    /// A session that recorded nothing and sampled nothing writes nothing, and so does a closed
+    /// one.
     pub fn export(&self, dir: &std::path::Path) -> Result<Vec<PathBuf>> {
-        let _serial = self
-            .export_lock
-            .try_lock_for(LOCK_WAIT)
-            .ok_or_else(|| ProfilerError::Internal("another export stayed busy for 2 s".into()))?;
+        let _serial = self.lock_exports()?;
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(Vec::new());
+        }
+        self.export_locked(dir)
+    }
+
+    /// The final export: waits for one in progress, writes, and closes the session so that no
+    /// periodic export replaces (or half-writes) the final files afterwards.
+    pub fn close_and_export(&self, dir: &std::path::Path) -> Result<Vec<PathBuf>> {
+        let _serial = self.lock_exports()?;
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(Vec::new());
+        }
+        self.export_locked(dir)
+    }
+
+    fn lock_exports(&self) -> Result<MutexGuard<'_, ()>> {
+        self.export_lock
+            .try_lock_for(EXPORT_WAIT)
+            .ok_or_else(|| ProfilerError::Internal("another export stayed busy for 10 s".into()))
+    }
+
+    fn export_locked(&self, dir: &std::path::Path) -> Result<Vec<PathBuf>> {
         // Under the lock: drain, the summary (cheap: totals) and a shallow copy of the history.
         let recorded = {
             let mut collector = self.lock_collector()?;
@@ -659,36 +699,37 @@ impl Session {
                 )
             })
         };
-        let (summary, steps) = match recorded {
-            Some((summary, kept, dropped)) => {
-                (Some(summary), Some(self.detailed_steps(&kept, dropped)))
-            }
-            None => (None, None),
-        };
         let history = self.gpu_history();
         let mut written = Vec::new();
-        let mut write = |name: String, bytes: Result<Vec<u8>, serde_json::Error>| -> Result<()> {
-            let bytes = bytes.map_err(|e| ProfilerError::Internal(e.to_string()))?;
-            written.push(crate::export::write_atomic(dir, &name, &bytes)?);
-            Ok(())
-        };
-        if let Some(summary) = summary {
-            write(
-                format::summary_file_name(self.pid),
-                serde_json::to_vec(&summary),
-            )?;
-        }
-        if let Some(steps) = steps {
-            write(
-                format::detailed_steps_file_name(self.pid),
-                serde_json::to_vec(&steps),
-            )?;
+        if let Some((summary, kept, dropped_steps)) = recorded {
+            written.push(write_json_atomic(
+                dir,
+                &format::summary_file_name(self.pid),
+                &summary,
+            )?);
+            let names = self.interner.snapshot();
+            let steps = format::DetailedSteps {
+                schema_version: format::SCHEMA_VERSION,
+                pid: self.pid,
+                memory_source: self.latest.memory_source(),
+                dropped_steps,
+                // Streamed: one record is built and written at a time.
+                detailed_steps: StreamedSteps {
+                    records: RefCell::new(kept.iter().map(|k| self.step_record(k, &names))),
+                },
+            };
+            written.push(write_json_atomic(
+                dir,
+                &format::detailed_steps_file_name(self.pid),
+                &steps,
+            )?);
         }
         if let Some(history) = history {
-            write(
-                format::gpu_history_file_name(self.pid),
-                serde_json::to_vec(&history),
-            )?;
+            written.push(write_json_atomic(
+                dir,
+                &format::gpu_history_file_name(self.pid),
+                &history,
+            )?);
         }
         Ok(written)
     }

@@ -304,3 +304,62 @@ fn sampler_tick_feeds_history_and_step_memory() {
     let rss = history.host_history[0].process_rss_mb.unwrap();
     assert!((summary.avg_memory_mb.unwrap() - rss).abs() < 1.0);
 }
+
+#[test]
+fn a_handle_from_another_thread_is_rejected_even_with_the_same_sequence() {
+    let s = session(10);
+    let mut a = s.register_thread(1);
+    let mut b = s.register_thread(2);
+    let from_a = a.step_begin(1, 1).unwrap();
+    let from_b = b.step_begin(2, 2).unwrap();
+    assert_ne!(
+        from_a, from_b,
+        "same sequence number, different thread slots"
+    );
+    assert!(matches!(
+        b.step_end(from_a),
+        Err(ProfilerError::UnknownHandle { .. })
+    ));
+    b.step_end(from_b).unwrap();
+    a.step_end(from_a).unwrap();
+    assert_eq!(s.summary(None).unwrap().total_steps, 2);
+}
+
+#[test]
+fn steps_left_open_by_an_exiting_thread_are_counted() {
+    let s = session(10);
+    let s2 = s.clone();
+    std::thread::spawn(move || {
+        let mut rec = s2.register_thread(9);
+        rec.step_begin(1, 1).unwrap();
+        rec.step_begin(1, 1).unwrap();
+    })
+    .join()
+    .unwrap();
+    let summary = s.summary(None).unwrap();
+    assert_eq!(summary.total_steps, 0);
+    assert_eq!(summary.counters.unfinished_steps, 2);
+}
+
+#[test]
+fn percentiles_stay_within_min_and_max_and_last_n_counts_its_own_spans() {
+    let s = session(100);
+    let mut rec = s.register_thread(1);
+    for i in 0..10u64 {
+        let h = rec.step_begin(1, 1).unwrap();
+        for _ in 0..i {
+            let span = rec.span_begin(b"layer").unwrap();
+            rec.span_end(span).unwrap();
+        }
+        sleep_ms(1 + i % 3);
+        rec.step_end(h).unwrap();
+    }
+    let all = s.summary(None).unwrap();
+    let max = all.max_duration_ms.unwrap();
+    assert!(all.p99_duration_ms.unwrap() <= max, "{all:?}");
+    assert!(all.p50_duration_ms.unwrap() >= all.min_duration_ms.unwrap());
+    assert_eq!(all.counters.total_spans, 45);
+    let last = s.summary(Some(2)).unwrap();
+    assert_eq!(last.counters.total_spans, 8 + 9);
+    assert_eq!(last.layer_performance["layer"].call_count, 17);
+}

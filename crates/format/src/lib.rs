@@ -100,7 +100,11 @@ pub struct Counters {
     pub lost_events: u64,
     /// Spans still open when an enclosing span or their step ended; closed at that moment.
     pub auto_closed_spans: u64,
-    /// Spans recorded (closed), inside or outside steps.
+    /// Steps still open when their thread exited; they are in no total.
+    #[serde(default)]
+    pub unfinished_steps: u64,
+    /// Spans recorded (closed), inside or outside steps (within the last n steps when the
+    /// summary is of the last n).
     pub total_spans: u64,
 }
 
@@ -148,16 +152,18 @@ pub struct HostSample {
     pub host_memory_total_mb: Option<f64>,
 }
 
-/// `detailed_steps_<pid>.json`.
+/// `detailed_steps_<pid>.json`. `Steps` is how the writer holds the records: readers get a
+/// `Vec<StepRecord>`; a writer may pass anything that serialises as a sequence of
+/// `StepRecord`, so that a large history streams to disk one record at a time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DetailedSteps {
+pub struct DetailedSteps<Steps = Vec<StepRecord>> {
     pub schema_version: u32,
     pub pid: u32,
     pub memory_source: MemorySource,
     /// Oldest steps evicted from the bounded history before this file was written.
     pub dropped_steps: u64,
     /// seed 004: the kept history, oldest first.
-    pub detailed_steps: Vec<StepRecord>,
+    pub detailed_steps: Steps,
 }
 
 /// seed 004 detailed step.
