@@ -46,7 +46,7 @@
 #define VLLM_PROFILER_E_BUFFER_FULL -6
 
 /**
- * A limit was reached (name length, distinct names, nesting depth, open steps).
+ * A limit was reached (span name longer than 1024 bytes, more than 65536 distinct names).
  */
 #define VLLM_PROFILER_E_LIMIT -7
 

@@ -30,7 +30,7 @@ pub const VLLM_PROFILER_E_INVALID_CONFIG: i32 = -4;
 pub const VLLM_PROFILER_E_IO: i32 = -5;
 /// The thread's event buffer was full: the event was dropped and counted.
 pub const VLLM_PROFILER_E_BUFFER_FULL: i32 = -6;
-/// A limit was reached (name length, distinct names, nesting depth, open steps).
+/// A limit was reached (span name longer than 1024 bytes, more than 65536 distinct names).
 pub const VLLM_PROFILER_E_LIMIT: i32 = -7;
 /// The calling thread is exiting.
 pub const VLLM_PROFILER_E_THREAD_EXITING: i32 = -8;
@@ -272,14 +272,23 @@ extern "C" fn at_exit() {
 }
 
 extern "C" fn before_fork() {
-    let _ = catch_unwind(runtime::before_fork);
+    // Hold CONTROL across fork() so that the child never copies it mid-change; both sides
+    // release it right after. The guard is leaked: no thread-local is needed, so this works
+    // even for a fork from a thread-local destructor.
+    std::mem::forget(runtime::CONTROL.lock());
 }
 
 extern "C" fn after_fork_in_parent() {
-    let _ = catch_unwind(runtime::after_fork_in_parent);
+    // SAFETY: before_fork locked CONTROL on this thread and leaked the guard; nothing else can
+    // hold it now, and the guard will never be used.
+    unsafe { runtime::CONTROL.force_unlock() };
 }
 
 extern "C" fn after_fork_in_child() {
+    // SAFETY: the forking thread (this one, the only thread of the child) locked CONTROL in
+    // before_fork and leaked the guard. A spin lock has no waiter queue, so the plain unlock
+    // leaves it free here.
+    unsafe { runtime::CONTROL.force_unlock() };
     let _ = catch_unwind(runtime::after_fork_in_child);
 }
 

@@ -12,7 +12,7 @@
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use vllm_profiler_core::{ProfilerError, Result, Session, ThreadRecorder};
@@ -42,10 +42,12 @@ pub(crate) struct Control {
     threads: Option<threads::Running>,
 }
 
-/// A `std` mutex on purpose: its unlock hands the lock to nobody, so the guard held across
-/// fork() can be released in the child even if parent threads were waiting (a fair lock could
-/// hand it to a thread that does not exist in the child).
-static CONTROL: Mutex<Control> = Mutex::new(Control {
+/// A spin lock that yields, on purpose: it has no queue of waiters, so the lock the fork hooks
+/// hold across fork() is released in the child by a plain store, even if parent threads were
+/// waiting (a parking lock could hand it to a thread that does not exist in the child), and
+/// without any thread-local (a fork may come from a thread-local destructor). It is taken only
+/// off the hot path, briefly.
+pub(crate) static CONTROL: ControlLock = ControlLock::new(Control {
     config: None,
     warnings: Vec::new(),
     env_warned: false,
@@ -64,15 +66,14 @@ fn install_hooks() {
     }
 }
 
+pub(crate) type ControlLock = spin::mutex::SpinMutex<Control, spin::relax::Yield>;
+
 thread_local! {
     static RECORDER: RefCell<Option<ThreadRecorder>> = const { RefCell::new(None) };
-    /// `CONTROL`, locked by the thread that forks, from just before fork() to just after.
-    static HELD_ACROSS_FORK: RefCell<Option<MutexGuard<'static, Control>>> =
-        const { RefCell::new(None) };
 }
 
-fn control() -> MutexGuard<'static, Control> {
-    CONTROL.lock().unwrap_or_else(PoisonError::into_inner)
+fn control() -> spin::mutex::SpinMutexGuard<'static, Control, spin::relax::Yield> {
+    CONTROL.lock()
 }
 
 impl Control {
@@ -338,7 +339,7 @@ pub fn on_exit() {
         return;
     }
     // Stop the threads if nobody else holds CONTROL; never wait for it at exit.
-    if let Ok(mut control) = CONTROL.try_lock() {
+    if let Some(mut control) = CONTROL.try_lock() {
         drop(control.threads.take());
     }
     if let Err(err) = session.close_and_export(&session.settings().output_dir) {
@@ -346,21 +347,9 @@ pub fn on_exit() {
     }
 }
 
-/// Fork hook, before fork(): hold CONTROL so the child never inherits it mid-change.
-pub(crate) fn before_fork() {
-    let guard = control();
-    let _ = HELD_ACROSS_FORK.try_with(|held| *held.borrow_mut() = Some(guard));
-}
-
-/// Fork hook, after fork() in the parent: release CONTROL.
-pub(crate) fn after_fork_in_parent() {
-    let _ = HELD_ACROSS_FORK.try_with(|held| held.borrow_mut().take());
-}
-
-/// Fork hook, in the child: release CONTROL; whatever was on becomes armed, so the child
-/// starts its own session if (and only if) it records.
+/// Fork hook, in the child (after ffi released CONTROL): whatever was on becomes armed, so the
+/// child starts its own session if (and only if) it records.
 pub(crate) fn after_fork_in_child() {
-    let _ = HELD_ACROSS_FORK.try_with(|held| held.borrow_mut().take());
     let gate = GATE.load(Ordering::Relaxed);
     if gate & (ENABLED | ARMED) != 0 {
         GATE.store(

@@ -81,7 +81,7 @@ pub struct ThreadRecorder {
     session: Arc<Session>,
     producer: HeapProd<Event>,
     /// This thread's slot in the session, part of every handle it gives out.
-    slot: u16,
+    slot: u32,
     next_seq: u64,
     until_wake: u32,
     open_steps: Vec<OpenStep>,
@@ -89,16 +89,16 @@ pub struct ThreadRecorder {
     names: FxHashMap<Box<[u8]>, NameId>,
 }
 
-/// A handle is `generation (8 bits) | thread slot (16) | sequence (40)`: a handle from before a
-/// fork, from another session or from another thread is never mistaken for one of this
-/// thread's.
-const SEQ_BITS: u32 = 40;
+/// A handle is `generation (8 bits) | thread slot (20) | sequence (36)`: a handle from before a
+/// fork, from another session or from another live thread is never mistaken for one of this
+/// thread's (slots are reused only after their thread exits).
+const SEQ_BITS: u32 = 36;
 const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
 const SLOT_SHIFT: u32 = SEQ_BITS;
 const GENERATION_SHIFT: u32 = 56;
 
 impl ThreadRecorder {
-    pub(crate) fn new(session: Arc<Session>, producer: HeapProd<Event>, slot: u16) -> Self {
+    pub(crate) fn new(session: Arc<Session>, producer: HeapProd<Event>, slot: u32) -> Self {
         ThreadRecorder {
             session,
             producer,
@@ -138,12 +138,16 @@ impl ThreadRecorder {
         self.next_seq
     }
 
-    /// Opens a step; returns its handle (never 0).
+    /// Opens a step; returns its handle (never 0). At the open-steps limit the oldest open step
+    /// is abandoned (counted in `unfinished_steps`): a code path that leaks steps must not stop
+    /// recording for good.
     pub fn step_begin(&mut self, batch_size: u32, num_tokens: u32) -> Result<u64> {
         if self.open_steps.len() >= MAX_OPEN_STEPS {
-            return Err(ProfilerError::LimitExceeded(
-                "more than 1024 steps open on one thread",
-            ));
+            self.open_steps.remove(0);
+            self.session
+                .counters()
+                .unfinished_steps
+                .fetch_add(1, Ordering::Relaxed);
         }
         let start_ns = self.session.now_ns();
         let (utilization_start, memory_start_mb) = self.session.latest().read();
@@ -189,12 +193,15 @@ impl ThreadRecorder {
         Ok(())
     }
 
-    /// Opens a span named by `name` (UTF-8 bytes, no NUL) inside the innermost open step.
+    /// Opens a span named by `name` (UTF-8 bytes, no NUL) inside the innermost open step. At
+    /// the nesting limit the outermost open span is abandoned (counted in `unfinished_spans`).
     pub fn span_begin(&mut self, name: &[u8]) -> Result<u64> {
         if self.open_spans.len() >= MAX_OPEN_SPANS {
-            return Err(ProfilerError::LimitExceeded(
-                "spans nested more than 4096 deep on one thread",
-            ));
+            self.open_spans.remove(0);
+            self.session
+                .counters()
+                .unfinished_spans
+                .fetch_add(1, Ordering::Relaxed);
         }
         let name = match self.names.get(name) {
             Some(id) => *id,
@@ -302,14 +309,17 @@ impl ThreadRecorder {
 }
 
 impl Drop for ThreadRecorder {
-    /// A thread that exits with steps open: they are counted, not silently lost.
+    /// The thread exits: steps and spans it left open are counted, not silently lost, and its
+    /// slot becomes free for a new thread.
     fn drop(&mut self) {
-        if !self.open_steps.is_empty() {
-            self.session
-                .counters()
-                .unfinished_steps
-                .fetch_add(self.open_steps.len() as u64, Ordering::Relaxed);
-        }
+        let counters = self.session.counters();
+        counters
+            .unfinished_steps
+            .fetch_add(self.open_steps.len() as u64, Ordering::Relaxed);
+        counters
+            .unfinished_spans
+            .fetch_add(self.open_spans.len() as u64, Ordering::Relaxed);
+        self.session.release_thread_slot(self.slot);
     }
 }
 

@@ -67,8 +67,10 @@ impl Default for Settings {
 pub struct HotCounters {
     pub lost_events: AtomicU64,
     pub auto_closed_spans: AtomicU64,
-    /// Steps still open when their thread exited.
+    /// Steps never ended: open when their thread exited, or abandoned at the open-steps limit.
     pub unfinished_steps: AtomicU64,
+    /// Spans never ended: open when their thread exited, or abandoned at the nesting limit.
+    pub unfinished_spans: AtomicU64,
 }
 
 /// The newest sample's figures for the primary device, read by every step begin and end.
@@ -291,7 +293,9 @@ pub struct Session {
     export_lock: Mutex<()>,
     /// The collector thread, unparked by recording threads: lock-free, unlike a channel send.
     collector_thread: ArcSwapOption<std::thread::Thread>,
+    /// Thread slots: the next never-used one, and those freed by exited threads.
     next_thread_slot: AtomicU32,
+    free_thread_slots: Mutex<Vec<u32>>,
     /// Set by the final export at exit: later exports do nothing.
     closed: AtomicBool,
 }
@@ -337,7 +341,8 @@ impl Session {
             }),
             export_lock: Mutex::new(()),
             collector_thread: ArcSwapOption::const_empty(),
-            next_thread_slot: AtomicU32::new(0),
+            next_thread_slot: AtomicU32::new(1),
+            free_thread_slots: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
         })
     }
@@ -403,8 +408,7 @@ impl Session {
     /// Creates the recorder of the calling thread: its ring, registered with the collector.
     pub fn register_thread(self: &Arc<Self>, thread_id: u32) -> ThreadRecorder {
         let (producer, consumer) = HeapRb::<Event>::new(RING_CAPACITY).split();
-        // Slots 1..=0xffff, reused after 65535 threads: they tell handles of threads apart.
-        let slot = (self.next_thread_slot.fetch_add(1, Ordering::Relaxed) % 0xffff) as u16 + 1;
+        let slot = self.take_thread_slot();
         // arc-swap gives each thread a node at its first load: take it now, not on the hot path.
         drop(self.collector_thread.load());
         self.collector.lock().sources.push(ThreadSource {
@@ -413,6 +417,21 @@ impl Session {
             pending: FxHashMap::default(),
         });
         ThreadRecorder::new(self.clone(), producer, slot)
+    }
+
+    /// A slot no live thread of this session has: a freed one, or a new one. Slots tell the
+    /// handles of threads apart; past 2^20 live threads they would repeat.
+    fn take_thread_slot(&self) -> u32 {
+        if let Some(slot) = self.free_thread_slots.lock().pop() {
+            return slot;
+        }
+        let slot = self.next_thread_slot.fetch_add(1, Ordering::Relaxed) & 0xf_ffff;
+        slot.max(1)
+    }
+
+    /// Called when a recording thread exits.
+    pub(crate) fn release_thread_slot(&self, slot: u32) {
+        self.free_thread_slots.lock().push(slot);
     }
 
     fn lock_collector(&self) -> Result<MutexGuard<'_, Collector>> {
@@ -589,6 +608,7 @@ impl Session {
                 lost_events: c.lost_events.load(Ordering::Relaxed),
                 auto_closed_spans: c.auto_closed_spans.load(Ordering::Relaxed),
                 unfinished_steps: c.unfinished_steps.load(Ordering::Relaxed),
+                unfinished_spans: c.unfinished_spans.load(Ordering::Relaxed),
                 total_spans: totals.total_spans,
             },
         }

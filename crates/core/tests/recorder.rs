@@ -363,3 +363,52 @@ fn percentiles_stay_within_min_and_max_and_last_n_counts_its_own_spans() {
     assert_eq!(last.counters.total_spans, 8 + 9);
     assert_eq!(last.layer_performance["layer"].call_count, 17);
 }
+
+#[test]
+fn leaked_steps_and_spans_never_stop_recording() {
+    let s = session(10);
+    let mut rec = s.register_thread(1);
+    let limit = vllm_profiler_core::recorder::MAX_OPEN_STEPS as u64;
+    for _ in 0..limit + 5 {
+        rec.step_begin(1, 1).unwrap(); // an exception path that never ends its step
+    }
+    let depth = vllm_profiler_core::recorder::MAX_OPEN_SPANS as u64;
+    for _ in 0..depth + 3 {
+        rec.span_begin(b"leaked").unwrap();
+    }
+    let step = rec.step_begin(4, 4).unwrap();
+    rec.step_end(step).unwrap();
+    let summary = s.summary(None).unwrap();
+    assert_eq!(summary.total_steps, 1);
+    assert_eq!(
+        summary.counters.unfinished_steps, 6,
+        "5 over the limit + 1 for the new one"
+    );
+    assert_eq!(summary.counters.unfinished_spans, 3);
+}
+
+#[test]
+fn thread_slots_are_reused_only_after_their_thread_exits() {
+    let s = session(10);
+    let mut main = s.register_thread(1);
+    let main_step = main.step_begin(1, 1).unwrap();
+    let mut handles = Vec::new();
+    for _ in 0..3 {
+        let s2 = s.clone();
+        handles.push(
+            std::thread::spawn(move || {
+                let mut rec = s2.register_thread(2);
+                let h = rec.step_begin(1, 1).unwrap();
+                rec.step_end(h).unwrap();
+                h
+            })
+            .join()
+            .unwrap(),
+        );
+    }
+    // Each exited thread gave its slot back: the next one got the same slot.
+    assert_eq!(handles[0], handles[1]);
+    assert_eq!(handles[1], handles[2]);
+    assert_ne!(handles[0], main_step, "never the slot of a live thread");
+    main.step_end(main_step).unwrap();
+}

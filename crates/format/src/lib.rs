@@ -100,9 +100,14 @@ pub struct Counters {
     pub lost_events: u64,
     /// Spans still open when an enclosing span or their step ended; closed at that moment.
     pub auto_closed_spans: u64,
-    /// Steps still open when their thread exited; they are in no total.
+    /// Steps never ended (open when their thread exited, or abandoned at the limit of 1024
+    /// open steps per thread); they are in no total.
     #[serde(default)]
     pub unfinished_steps: u64,
+    /// Spans never ended (open when their thread exited, or abandoned at the nesting limit of
+    /// 4096 per thread); they are in no total.
+    #[serde(default)]
+    pub unfinished_spans: u64,
     /// Spans recorded (closed), inside or outside steps (within the last n steps when the
     /// summary is of the last n).
     pub total_spans: u64,
