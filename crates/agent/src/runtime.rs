@@ -172,7 +172,7 @@ fn activate(control: &mut Control, mut config: Config) -> Result<Vec<String>> {
     };
     let keep_threads = control.threads.as_ref().is_some_and(|running| {
         running.generation() == session.generation()
-            && running.shape() == threads::Shape::of(&config.settings)
+            && *running.shape() == threads::Shape::of(&config)
     });
     if !keep_threads {
         match control.threads.take() {
@@ -181,7 +181,7 @@ fn activate(control: &mut Control, mut config: Config) -> Result<Vec<String>> {
             // not be dropped either, for the same reason as the session.
             stale => std::mem::forget(stale),
         }
-        control.threads = Some(threads::start(&session, &config.settings));
+        control.threads = Some(threads::start(&session, &config));
     }
     control.config = Some(config);
     GATE.store(

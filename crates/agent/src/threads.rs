@@ -11,8 +11,9 @@ use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use vllm_profiler_core::{Sampler, Session, Settings};
+use vllm_profiler_core::{Sampler, Session};
 
+use crate::config::Config;
 use crate::ffi;
 
 /// How often the collector drains when no thread asked it to.
@@ -28,18 +29,26 @@ pub(crate) struct Running {
     _stop: Sender<()>,
 }
 
-/// Which threads a configuration needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which threads a configuration needs, and what the sampler detects with.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Shape {
-    sampler: bool,
+    /// `None`: no sampler.
+    sampler: Option<vllm_profiler_gpu::Options>,
     exporter: bool,
 }
 
 impl Shape {
-    pub(crate) fn of(settings: &Settings) -> Shape {
+    pub(crate) fn of(config: &Config) -> Shape {
         Shape {
-            sampler: settings.gpu_monitoring,
-            exporter: settings.export_interval.is_some(),
+            sampler: config
+                .settings
+                .gpu_monitoring
+                .then(|| vllm_profiler_gpu::Options {
+                    nvml_library: config.nvml_library.clone(),
+                    amdsmi_library: config.amdsmi_library.clone(),
+                    devices: config.devices.clone(),
+                }),
+            exporter: config.settings.export_interval.is_some(),
         }
     }
 }
@@ -49,8 +58,8 @@ impl Running {
         self.generation
     }
 
-    pub(crate) fn shape(&self) -> Shape {
-        self.shape
+    pub(crate) fn shape(&self) -> &Shape {
+        &self.shape
     }
 }
 
@@ -63,19 +72,21 @@ impl Drop for Running {
     }
 }
 
-/// Starts the threads `settings` needs.
-pub(crate) fn start(session: &Arc<Session>, settings: &Settings) -> Running {
+/// Starts the threads `config` needs.
+pub(crate) fn start(session: &Arc<Session>, config: &Config) -> Running {
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
-    let shape = Shape::of(settings);
+    let shape = Shape::of(config);
     let collector_stop = Arc::new(AtomicBool::new(false));
     let collector = {
         let (session, stop) = (session.clone(), collector_stop.clone());
         spawn("vprof-collector", move || collect_loop(&session, &stop))
     };
     session.set_collector_thread(collector.clone());
-    if shape.sampler {
+    if let Some(options) = shape.sampler.clone() {
         let (session, stop) = (session.clone(), stop_rx.clone());
-        spawn("vprof-sampler", move || sample_loop(&session, &stop));
+        spawn("vprof-sampler", move || {
+            sample_loop(&session, &options, &stop)
+        });
     }
     if shape.exporter {
         let session = session.clone();
@@ -113,11 +124,19 @@ fn wait_until(stop: &Receiver<()>, deadline: Instant) -> bool {
     matches!(stop.recv_deadline(deadline), Err(RecvTimeoutError::Timeout))
 }
 
-fn sample_loop(session: &Session, stop: &Receiver<()>) {
-    let mut sampler = Sampler::new(None);
+/// Detects the GPUs here, on the sampler thread (loading NVML or amd-smi can take long and
+/// must never happen in the constructor), then samples until stopped.
+fn sample_loop(session: &Session, options: &vllm_profiler_gpu::Options, stop: &Receiver<()>) {
+    let detection = vllm_profiler_gpu::detect(options);
+    ffi::print_warnings(&detection.warnings);
+    let mut sampler = Sampler::new(detection.backend);
     let mut next = Instant::now();
     loop {
         sampler.tick(session);
+        let warnings = sampler.take_warnings();
+        if !warnings.is_empty() {
+            ffi::print_warnings(&warnings);
+        }
         let interval = session.settings().sample_interval;
         next += interval;
         let now = Instant::now();

@@ -13,5 +13,5 @@ pub mod session;
 
 pub use error::{ProfilerError, Result};
 pub use recorder::ThreadRecorder;
-pub use sampler::{DeviceBackend, HostProbe, Sampler};
+pub use sampler::{DeviceBackend, HostProbe, Sampler, CPU_DETECTOR};
 pub use session::{Session, Settings};

@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::resource::{getrusage, UsageWho};
-use vllm_profiler_format::{GpuSample, HostSample, MemorySource};
+use vllm_profiler_format::{GpuDevice, GpuSample, HostSample, MemorySource};
 
 use crate::session::Session;
 
@@ -17,9 +17,15 @@ pub const CPU_DETECTOR: &str = "CPUDetector";
 /// A source of per-device GPU samples.
 pub trait DeviceBackend: Send {
     /// Name of the detector that answered, as seed 001 reports it (`NVMLDetector`, ...).
-    fn detector_name(&self) -> &str;
+    fn detector_name(&self) -> &'static str;
+    /// The sampled devices, in the order `sample` reports them.
+    fn devices(&self) -> &[GpuDevice];
     /// Appends one sample per sampled device. A metric that cannot be read is `None`.
     fn sample(&mut self, timestamp: f64, out: &mut Vec<GpuSample>);
+    /// Messages for the user gathered since the last call (each problem is reported once).
+    fn take_warnings(&mut self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Reads this process's CPU time and RSS and the host's memory. Keeps its `/proc` files open
@@ -113,6 +119,7 @@ pub struct Sampler {
     host: HostProbe,
     devices: Option<Box<dyn DeviceBackend>>,
     buf: Vec<GpuSample>,
+    described: bool,
 }
 
 impl Sampler {
@@ -121,18 +128,25 @@ impl Sampler {
             host: HostProbe::default(),
             devices,
             buf: Vec::new(),
+            described: false,
         }
     }
 
-    pub fn detector_name(&self) -> &str {
+    pub fn detector_name(&self) -> &'static str {
         self.devices
             .as_ref()
             .map_or(CPU_DETECTOR, |d| d.detector_name())
     }
 
     /// Takes one sample of everything, stores it in `session` and publishes the figures that
-    /// steps read: the first device's utilization and memory, or the process RSS with no GPU.
+    /// steps read from this process's device (see [`primary_device`]), or the process RSS
+    /// with no GPU.
     pub fn tick(&mut self, session: &Session) {
+        if !self.described {
+            self.described = true;
+            let devices = self.devices.as_ref().map_or(&[][..], |d| d.devices());
+            session.describe_devices(self.detector_name(), devices.to_vec());
+        }
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
@@ -141,27 +155,63 @@ impl Sampler {
         if let Some(devices) = self.devices.as_mut() {
             devices.sample(timestamp, &mut self.buf);
         }
-        match self.buf.first() {
-            Some(gpu) => {
-                session
-                    .latest()
-                    .publish(gpu.gpu_utilization, gpu.memory_used_mb, MemorySource::Gpu)
-            }
+        match primary_device(&self.buf) {
+            Some(gpu) => match gpu.process_memory_used_mb {
+                Some(own) => session.latest().publish(
+                    gpu.gpu_utilization,
+                    Some(own),
+                    MemorySource::GpuProcess,
+                ),
+                None => session.latest().publish(
+                    gpu.gpu_utilization,
+                    gpu.memory_used_mb,
+                    MemorySource::Gpu,
+                ),
+            },
             None => session
                 .latest()
                 .publish(None, host.process_rss_mb, MemorySource::HostRss),
         }
-        let detector = match self.devices.as_ref() {
-            Some(d) => d.detector_name(),
-            None => CPU_DETECTOR,
-        };
-        session.record_samples(detector, host, &self.buf);
+        session.record_samples(host, &self.buf);
     }
+
+    /// The backend's messages since the last call.
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        self.devices
+            .as_mut()
+            .map_or_else(Vec::new, |d| d.take_warnings())
+    }
+}
+
+/// The device whose figures steps carry: the first one on which this process holds memory
+/// (a vLLM worker uses one GPU of several), else the first sampled device.
+pub fn primary_device(samples: &[GpuSample]) -> Option<&GpuSample> {
+    samples
+        .iter()
+        .find(|s| s.process_memory_used_mb.is_some_and(|mb| mb > 0.0))
+        .or_else(|| samples.first())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn gpu(device_id: u32, own_mb: Option<f64>) -> GpuSample {
+        GpuSample {
+            device_id,
+            process_memory_used_mb: own_mb,
+            ..GpuSample::default()
+        }
+    }
+
+    #[test]
+    fn primary_device_is_the_one_holding_this_process_memory() {
+        let samples = [gpu(0, Some(0.0)), gpu(1, Some(512.0)), gpu(2, Some(64.0))];
+        assert_eq!(primary_device(&samples).unwrap().device_id, 1);
+        let none_held = [gpu(3, None), gpu(4, Some(0.0))];
+        assert_eq!(primary_device(&none_held).unwrap().device_id, 3);
+        assert!(primary_device(&[]).is_none());
+    }
 
     #[test]
     fn parses_proc_kb_fields() {

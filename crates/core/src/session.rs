@@ -116,6 +116,7 @@ impl LatestMetrics {
                 format::MemorySource::None => 0,
                 format::MemorySource::HostRss => 1,
                 format::MemorySource::Gpu => 2,
+                format::MemorySource::GpuProcess => 3,
             },
             Ordering::Relaxed,
         );
@@ -125,6 +126,7 @@ impl LatestMetrics {
         match self.source.load(Ordering::Relaxed) {
             1 => format::MemorySource::HostRss,
             2 => format::MemorySource::Gpu,
+            3 => format::MemorySource::GpuProcess,
             _ => format::MemorySource::None,
         }
     }
@@ -271,7 +273,9 @@ struct Collector {
 }
 
 struct SampleStore {
-    detector: String,
+    /// `None` until the sampler's first tick.
+    detector: Option<&'static str>,
+    described_devices: Vec<format::GpuDevice>,
     host: Bounded<format::HostSample>,
     /// One history per sampled device, in the order the backend reports them.
     devices: Vec<(u32, Bounded<format::GpuSample>)>,
@@ -335,7 +339,8 @@ impl Session {
                 next_step_id: 0,
             }),
             samples: Mutex::new(SampleStore {
-                detector: "none".to_owned(),
+                detector: None,
+                described_devices: Vec::new(),
                 host: Bounded::new(max),
                 devices: Vec::new(),
             }),
@@ -494,18 +499,17 @@ impl Session {
         sources.retain(|s| s.consumer.write_is_held() || !s.consumer.is_empty());
     }
 
-    /// Adds one tick of samples: the host, and every sampled device.
-    pub fn record_samples(
-        &self,
-        detector: &str,
-        host: format::HostSample,
-        devices: &[format::GpuSample],
-    ) {
+    /// Records which detector answered and the devices it found, for the reports.
+    pub fn describe_devices(&self, detector: &'static str, devices: Vec<format::GpuDevice>) {
+        let mut store = self.samples.lock();
+        store.detector = Some(detector);
+        store.described_devices = devices;
+    }
+
+    /// Adds one tick of samples: the host, and every sampled device (one bounded history each).
+    pub fn record_samples(&self, host: format::HostSample, devices: &[format::GpuSample]) {
         let max = self.settings.read().max_history;
         let mut store = self.samples.lock();
-        if store.detector != detector {
-            store.detector = detector.to_owned();
-        }
         store.host.push(host);
         for sample in devices {
             let position = store
@@ -536,6 +540,7 @@ impl Session {
         last_n_steps: Option<u64>,
     ) -> format::PerformanceSummary {
         let names = self.interner.snapshot();
+        let detector = self.samples.lock().detector.map(str::to_owned);
         let window;
         let totals = match last_n_steps {
             None => &collector.totals,
@@ -600,6 +605,7 @@ impl Session {
                 .then(|| totals.memory_sum / totals.memory_count as f64),
             max_memory_mb: (totals.memory_count > 0).then_some(totals.memory_max),
             memory_source: self.latest.memory_source(),
+            detector,
             layer_performance,
             counters: format::Counters {
                 kept_steps: collector.history.len() as u64,
@@ -669,8 +675,12 @@ impl Session {
         Some(format::GpuHistory {
             schema_version: format::SCHEMA_VERSION,
             pid: self.pid,
-            detector: store.detector.clone(),
+            detector: store
+                .detector
+                .unwrap_or(crate::sampler::CPU_DETECTOR)
+                .to_owned(),
             sample_interval_s,
+            devices: store.described_devices.clone(),
             gpu_history,
             host_history: store.host.iter().cloned().collect(),
             dropped_samples: store.host.dropped()

@@ -32,7 +32,10 @@ pub fn detailed_steps_file_name(pid: u32) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum MemorySource {
-    /// GPU memory in use, read from the GPU backend.
+    /// GPU memory used by this process on its device (NVML's running compute processes).
+    GpuProcess,
+    /// GPU memory in use on the device, all processes: this process's own figure was not
+    /// readable.
     Gpu,
     /// No GPU was sampled: the resident set size of this process.
     HostRss,
@@ -73,6 +76,10 @@ pub struct PerformanceSummary {
     /// seed 004.
     pub max_memory_mb: Option<f64>,
     pub memory_source: MemorySource,
+    /// The detector that answered (seed 001): `AMDSMIDetector`, `NVMLDetector`, `CPUDetector`;
+    /// `null` before the sampler's first sample or with GPU monitoring off.
+    #[serde(default)]
+    pub detector: Option<String>,
     /// seed 004: per span name, over every span ever recorded.
     pub layer_performance: BTreeMap<String, LayerPerformance>,
     pub counters: Counters,
@@ -121,6 +128,9 @@ pub struct GpuHistory {
     /// Name of the detector that answered (seed 001), for example `CPUDetector`.
     pub detector: String,
     pub sample_interval_s: f64,
+    /// The sampled devices, as the detector found them.
+    #[serde(default)]
+    pub devices: Vec<GpuDevice>,
     /// seed 004: one entry per device per sample.
     pub gpu_history: Vec<GpuSample>,
     /// Host-side samples taken at the same ticks: process CPU, RSS and host memory.
@@ -142,8 +152,59 @@ pub struct GpuSample {
     pub temperature: Option<f64>,
     /// seed 004: watts.
     pub power_draw: Option<f64>,
+    /// MiB (2^20 bytes), as seed 001 counts them.
     pub memory_used_mb: Option<f64>,
     pub memory_total_mb: Option<f64>,
+    #[serde(default)]
+    pub memory_free_mb: Option<f64>,
+    /// Percent of time the memory controller was busy (NVML's "memory" utilization, AMD's UMC
+    /// activity). Not the same as `memory_utilization`.
+    #[serde(default)]
+    pub memory_controller_utilization: Option<f64>,
+    /// Watts.
+    #[serde(default)]
+    pub power_limit: Option<f64>,
+    #[serde(default)]
+    pub sm_clock_mhz: Option<f64>,
+    #[serde(default)]
+    pub memory_clock_mhz: Option<f64>,
+    /// GPU memory used by the profiled process on this device, MiB.
+    #[serde(default)]
+    pub process_memory_used_mb: Option<f64>,
+}
+
+/// A device as the detector found it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GpuDevice {
+    /// The index the vendor library gives it (NVML's, amd-smi's enumeration order).
+    pub index: u32,
+    pub name: Option<String>,
+    pub uuid: Option<String>,
+    /// `nvidia`, `amd` or `cpu`, as in seed 001.
+    pub gpu_type: String,
+    pub memory_total_mb: Option<f64>,
+}
+
+/// Seed 001's GPU list (`GET /api/management/gpus`), printed by `vllm-profiler gpus`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpuList {
+    pub gpus: Vec<GpuListEntry>,
+    pub total: usize,
+    /// `AMDSMIDetector`, `NVMLDetector` or `CPUDetector`.
+    pub detector: String,
+}
+
+/// One entry of seed 001's GPU list. Memory in whole MiB, as the seed's `// (1024 * 1024)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpuListEntry {
+    pub index: u32,
+    pub name: String,
+    pub gpu_type: String,
+    pub total_memory_mb: Option<u64>,
+    pub used_memory_mb: Option<u64>,
+    pub free_memory_mb: Option<u64>,
+    /// `null` where it cannot be read (seed 001's torch fallbacks).
+    pub utilization_percent: Option<f64>,
 }
 
 /// The host at one instant.

@@ -1,0 +1,185 @@
+//! GPU backends and seed 001's detector chain: amd-smi, then NVML, then the CPU.
+//!
+//! Unsafe code is denied here except in `amdsmi`, the one native loader written by hand; NVML
+//! goes through `nvml-wrapper`'s safe API.
+#![deny(unsafe_code)]
+
+mod amdsmi;
+pub mod cpu;
+mod health;
+pub mod nvml;
+
+use std::path::PathBuf;
+
+use vllm_profiler_core::DeviceBackend;
+use vllm_profiler_format::{GpuList, GpuListEntry};
+
+pub use amdsmi::{AmdSmiBackend, AMDSMI_DETECTOR};
+pub use cpu::{CpuProbe, CPU_DETECTOR};
+pub use nvml::{NvmlBackend, NVML_DETECTOR};
+
+/// What detection is told: library paths and which devices to sample.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// NVML to load instead of `libnvidia-ml.so.1` / `libnvidia-ml.so`.
+    pub nvml_library: Option<PathBuf>,
+    /// amd-smi to load instead of `libamd_smi.so`.
+    pub amdsmi_library: Option<PathBuf>,
+    /// Device indices to sample; `None` = all.
+    pub devices: Option<Vec<u32>>,
+}
+
+impl Options {
+    /// The indices to open among `count` devices; an unknown index is reported and skipped.
+    fn selected(&self, count: u32, library: &str, health: &mut health::Health) -> Vec<u32> {
+        match &self.devices {
+            None => (0..count).collect(),
+            Some(wanted) => {
+                let mut chosen = Vec::new();
+                for &index in wanted {
+                    if index >= count {
+                        health.warn(format!(
+                            "VLLM_PROFILING_DEVICES names device {index}, but {library} has \
+                             {count} device(s): ignored"
+                        ));
+                    } else if !chosen.contains(&index) {
+                        chosen.push(index);
+                    }
+                }
+                chosen
+            }
+        }
+    }
+}
+
+/// Bytes to MiB, the unit of every `_mb` field (exact in f64 below 2^53 bytes).
+pub(crate) fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// The outcome of the detector chain.
+pub struct Detection {
+    /// The GPU backend that answered; `None` when the CPU fallback did.
+    pub backend: Option<Box<dyn DeviceBackend>>,
+    /// Why each earlier detector did not answer, in chain order.
+    pub skipped: Vec<String>,
+    /// Problems the user asked for and should hear about: a library path they named that
+    /// does not load, a device index that does not exist.
+    pub warnings: Vec<String>,
+}
+
+impl Detection {
+    pub fn detector_name(&self) -> &'static str {
+        self.backend
+            .as_ref()
+            .map_or(CPU_DETECTOR, |b| b.detector_name())
+    }
+}
+
+/// Seed 001's chain: the first of amd-smi and NVML that loads and has at least one device
+/// answers; otherwise the CPU does. Loads libraries, so call it off the constructor.
+pub fn detect(options: &Options) -> Detection {
+    let mut detection = Detection {
+        backend: None,
+        skipped: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let amd = AmdSmiBackend::open(options);
+    if let Some(backend) = accept(
+        &mut detection,
+        "amd-smi",
+        amd,
+        options.amdsmi_library.is_some(),
+    ) {
+        detection.backend = Some(Box::new(backend));
+        return detection;
+    }
+    let nvidia = NvmlBackend::open(options);
+    if let Some(backend) = accept(
+        &mut detection,
+        "NVML",
+        nvidia,
+        options.nvml_library.is_some(),
+    ) {
+        detection.backend = Some(Box::new(backend));
+    }
+    detection
+}
+
+/// A backend answers when it opened with at least one device found by the library (even if
+/// `VLLM_PROFILING_DEVICES` then selected none of them).
+fn accept<B: DeviceBackend + Found>(
+    detection: &mut Detection,
+    library: &str,
+    opened: Result<B, String>,
+    named_by_user: bool,
+) -> Option<B> {
+    match opened {
+        Ok(backend) if backend.found() > 0 => Some(backend),
+        Ok(_) => {
+            detection.skipped.push(format!("{library}: no device"));
+            None
+        }
+        Err(why) => {
+            if named_by_user {
+                detection
+                    .warnings
+                    .push(format!("{library} library not usable, skipped: {why}"));
+            }
+            detection.skipped.push(format!("{library}: {why}"));
+            None
+        }
+    }
+}
+
+/// How many devices the library reported, before `VLLM_PROFILING_DEVICES` selected some.
+pub(crate) trait Found {
+    fn found(&self) -> u32;
+}
+
+/// Seed 001's GPU list from one sample of every device (or of the host, for the CPU).
+pub fn gpu_list(detection: &mut Detection, cpu: &mut CpuProbe) -> GpuList {
+    let detector = detection.detector_name().to_owned();
+    let gpus = match detection.backend.as_mut() {
+        None => vec![cpu.entry()],
+        Some(backend) => {
+            let mut samples = Vec::new();
+            backend.sample(unix_now(), &mut samples);
+            backend
+                .devices()
+                .iter()
+                .zip(&samples)
+                .map(|(device, sample)| {
+                    let whole = |mb: Option<f64>| mb.map(|mb| mb.floor() as u64);
+                    let total = sample.memory_total_mb.or(device.memory_total_mb);
+                    let free = sample
+                        .memory_free_mb
+                        .or_else(|| Some(total? - sample.memory_used_mb?));
+                    GpuListEntry {
+                        index: device.index,
+                        name: device.name.clone().unwrap_or_else(|| {
+                            format!("{} GPU {}", device.gpu_type.to_uppercase(), device.index)
+                        }),
+                        gpu_type: device.gpu_type.clone(),
+                        total_memory_mb: whole(total),
+                        used_memory_mb: whole(sample.memory_used_mb),
+                        free_memory_mb: whole(free),
+                        utilization_percent: sample.gpu_utilization,
+                    }
+                })
+                .collect()
+        }
+    };
+    GpuList {
+        total: gpus.len(),
+        gpus,
+        detector,
+    }
+}
+
+/// Unix seconds, the timestamp of every sample.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}

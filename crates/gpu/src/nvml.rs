@@ -1,0 +1,221 @@
+//! NVIDIA GPUs through NVML, with `nvml-wrapper`'s safe API (no unsafe here).
+//!
+//! NVML is loaded lazily, by the first detection (on the sampler thread or in the CLI), and is
+//! initialised once per process and library path, then kept for the life of the process: it is
+//! never shut down, because nvml-wrapper's `Drop` panics when the library lacks `nvmlShutdown`,
+//! and because a shutdown at exit would race with a sampler still running.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
+use nvml_wrapper::enums::device::UsedGpuMemory;
+use nvml_wrapper::error::NvmlError;
+use nvml_wrapper::{Device, Nvml};
+use vllm_profiler_core::DeviceBackend;
+use vllm_profiler_format::{GpuDevice, GpuSample};
+
+use crate::health::{Failure, Health, Metric};
+use crate::{mib, Found, Options};
+
+pub const NVML_DETECTOR: &str = "NVMLDetector";
+
+/// Library names tried, in order, when no path is given.
+const DEFAULT_LIBRARIES: [&str; 2] = ["libnvidia-ml.so.1", "libnvidia-ml.so"];
+
+/// Every NVML initialised in this process, by the name it was loaded from. Leaked on purpose:
+/// see the module comment.
+static INSTANCES: Mutex<Vec<(OsString, &'static Nvml)>> = Mutex::new(Vec::new());
+
+fn initialise(library: &OsString) -> Result<&'static Nvml, NvmlError> {
+    let mut instances = INSTANCES
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner());
+    if let Some((_, nvml)) = instances.iter().find(|(name, _)| name == library) {
+        return Ok(nvml);
+    }
+    let nvml: &'static Nvml = Box::leak(Box::new(Nvml::builder().lib_path(library).init()?));
+    instances.push((library.clone(), nvml));
+    Ok(nvml)
+}
+
+/// Loads and initialises NVML from `path`, or from the default names in order.
+fn load(path: Option<&Path>) -> Result<&'static Nvml, String> {
+    let candidates: Vec<OsString> = match path {
+        Some(path) => vec![path.as_os_str().to_owned()],
+        None => DEFAULT_LIBRARIES.iter().map(OsString::from).collect(),
+    };
+    let mut errors = Vec::new();
+    for library in &candidates {
+        match initialise(library) {
+            Ok(nvml) => return Ok(nvml),
+            Err(err) => errors.push(format!("{}: {}", library.to_string_lossy(), describe(&err))),
+        }
+    }
+    Err(errors.join("; "))
+}
+
+fn describe(err: &NvmlError) -> String {
+    match err {
+        NvmlError::LibloadingError(inner) => format!("cannot load the library ({inner})"),
+        other => other.to_string(),
+    }
+}
+
+fn failure(err: NvmlError) -> Failure {
+    match err {
+        NvmlError::FailedToLoadSymbol(detail) => Failure::MissingSymbol(detail),
+        NvmlError::NotSupported => Failure::NotSupported,
+        other => Failure::Failed(other.to_string()),
+    }
+}
+
+struct OpenDevice {
+    handle: Device<'static>,
+    index: u32,
+}
+
+/// Samples every selected NVIDIA device.
+pub struct NvmlBackend {
+    found: u32,
+    devices: Vec<OpenDevice>,
+    described: Vec<GpuDevice>,
+    health: Health,
+}
+
+impl NvmlBackend {
+    /// Loads NVML and opens the selected devices. `Err` says why NVML cannot answer; a
+    /// library without devices answers `Ok` with none.
+    pub fn open(options: &Options) -> Result<NvmlBackend, String> {
+        let nvml = load(options.nvml_library.as_deref())?;
+        let count = nvml
+            .device_count()
+            .map_err(|err| format!("cannot count devices: {err}"))?;
+        let mut health = Health::new("NVML", 0);
+        let mut devices = Vec::new();
+        let mut described = Vec::new();
+        for index in options.selected(count, "NVML", &mut health) {
+            let handle = match nvml.device_by_index(index) {
+                Ok(handle) => handle,
+                Err(err) => {
+                    health.warn(format!("NVML cannot open device {index} ({err}): skipped"));
+                    continue;
+                }
+            };
+            described.push(GpuDevice {
+                index,
+                name: handle.name().ok(),
+                uuid: handle.uuid().ok(),
+                gpu_type: "nvidia".to_owned(),
+                memory_total_mb: handle.memory_info().ok().map(|m| mib(m.total)),
+            });
+            devices.push(OpenDevice { handle, index });
+        }
+        let mut backend = NvmlBackend {
+            found: count,
+            health: Health::new("NVML", devices.len()),
+            devices,
+            described,
+        };
+        for message in health.take_warnings() {
+            backend.health.warn(message);
+        }
+        Ok(backend)
+    }
+
+    fn sample_device(&mut self, position: usize, timestamp: f64) -> GpuSample {
+        let device = &self.devices[position];
+        let (handle, index) = (&device.handle, device.index);
+        // Utilization first: it opens the sample (the fake NVML advances its script on it).
+        let utilization = self.health.read(position, index, Metric::Utilization, || {
+            handle.utilization_rates().map_err(failure)
+        });
+        let memory = self.health.read(position, index, Metric::Memory, || {
+            handle.memory_info().map_err(failure)
+        });
+        let own_pid = std::process::id();
+        let process_memory = self
+            .health
+            .read(position, index, Metric::ProcessMemory, || {
+                handle.running_compute_processes().map_err(failure)
+            })
+            .map(|processes| {
+                processes
+                    .iter()
+                    .filter(|p| p.pid == own_pid)
+                    .map(|p| match p.used_gpu_memory {
+                        UsedGpuMemory::Used(bytes) => bytes,
+                        UsedGpuMemory::Unavailable => 0,
+                    })
+                    .sum::<u64>()
+            });
+        let mut number = |metric: Metric, call: &dyn Fn() -> Result<u32, NvmlError>| {
+            self.health
+                .read(position, index, metric, || call().map_err(failure))
+                .map(f64::from)
+        };
+        let temperature = number(Metric::Temperature, &|| {
+            handle.temperature(TemperatureSensor::Gpu)
+        });
+        let power_mw = number(Metric::Power, &|| handle.power_usage());
+        let limit_mw = number(Metric::PowerLimit, &|| handle.enforced_power_limit());
+        let sm_clock = number(Metric::SmClock, &|| handle.clock_info(Clock::SM));
+        let memory_clock = number(Metric::MemoryClock, &|| handle.clock_info(Clock::Memory));
+        let total = memory.as_ref().map(|m| m.total);
+        GpuSample {
+            timestamp,
+            device_id: index,
+            gpu_utilization: utilization.as_ref().map(|u| f64::from(u.gpu)),
+            memory_controller_utilization: utilization.as_ref().map(|u| f64::from(u.memory)),
+            memory_utilization: memory
+                .as_ref()
+                .filter(|m| m.total > 0)
+                .map(|m| m.used as f64 / m.total as f64 * 100.0),
+            memory_used_mb: memory.as_ref().map(|m| mib(m.used)),
+            memory_total_mb: total.map(mib),
+            memory_free_mb: memory.as_ref().map(|m| mib(m.free)),
+            temperature,
+            power_draw: power_mw.map(|mw| mw / 1000.0),
+            power_limit: limit_mw.map(|mw| mw / 1000.0),
+            sm_clock_mhz: sm_clock,
+            memory_clock_mhz: memory_clock,
+            process_memory_used_mb: process_memory.map(mib),
+        }
+    }
+}
+
+impl Found for NvmlBackend {
+    fn found(&self) -> u32 {
+        self.found
+    }
+}
+
+impl DeviceBackend for NvmlBackend {
+    fn detector_name(&self) -> &'static str {
+        NVML_DETECTOR
+    }
+
+    fn devices(&self) -> &[GpuDevice] {
+        &self.described
+    }
+
+    fn sample(&mut self, timestamp: f64, out: &mut Vec<GpuSample>) {
+        for position in 0..self.devices.len() {
+            let sample = self.sample_device(position, timestamp);
+            out.push(sample);
+        }
+    }
+
+    fn take_warnings(&mut self) -> Vec<String> {
+        self.health.take_warnings()
+    }
+}
+
+/// The library path that will be tried first, for messages.
+pub fn library_description(path: Option<&Path>) -> String {
+    path.map_or_else(
+        || DEFAULT_LIBRARIES.join(", then "),
+        |p| PathBuf::from(p).display().to_string(),
+    )
+}
