@@ -45,6 +45,15 @@ def main():
         assert s["total_steps"] == 4, s
         assert abi.summary(lib, 2)["total_steps"] == 2
         assert lib.vllm_profiler_disable() == 0, abi.last_error(lib)
+    elif mode == "timed":
+        # Steps that each last SECONDS, so that GPU samples land inside them.
+        lib = abi.load()
+        steps, seconds = int(sys.argv[2]), float(sys.argv[3])
+        for i in range(steps):
+            step = lib.vllm_profiler_step_begin(1, 1)
+            assert step != 0, abi.last_error(lib)
+            time.sleep(seconds)
+            assert lib.vllm_profiler_step_end(step) == 0, abi.last_error(lib)
     elif mode == "periodic":
         lib = abi.load()
         record(lib, int(sys.argv[2]))

@@ -16,32 +16,58 @@ pub fn workspace_root() -> &'static Path {
 /// Path of `libvllm_profiler.so`, built once per test binary with the same profile.
 pub fn agent_library() -> &'static Path {
     static LIBRARY: OnceLock<PathBuf> = OnceLock::new();
-    LIBRARY.get_or_init(build_agent)
+    LIBRARY.get_or_init(|| build_artifact("vllm-profiler-agent", &["--lib"], "libvllm_profiler.so"))
 }
 
-fn build_agent() -> PathBuf {
+/// Path of the fake NVML (`crates/fake-nvml`), scripted by `FAKE_NVML_SCRIPT`.
+pub fn fake_nvml_library() -> &'static Path {
+    static LIBRARY: OnceLock<PathBuf> = OnceLock::new();
+    LIBRARY.get_or_init(|| build_artifact("fake-nvml", &["--lib"], "libfake_nvml.so"))
+}
+
+/// Path of the fake amd-smi (`crates/fake-amdsmi`), scripted by `FAKE_AMDSMI_SCRIPT`.
+pub fn fake_amdsmi_library() -> &'static Path {
+    static LIBRARY: OnceLock<PathBuf> = OnceLock::new();
+    LIBRARY.get_or_init(|| build_artifact("fake-amdsmi", &["--lib"], "libfake_amdsmi.so"))
+}
+
+/// Path of the `vllm-profiler` command.
+pub fn cli_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        build_artifact(
+            "vllm-profiler-cli",
+            &["--bin", "vllm-profiler"],
+            "vllm-profiler",
+        )
+    })
+}
+
+/// Builds `package` with the tests' profile and returns the artifact named `file_name`.
+fn build_artifact(package: &str, target: &[&str], file_name: &str) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(workspace_root()).args([
-        "build",
-        "-p",
-        "vllm-profiler-agent",
-        "--lib",
-        "--message-format=json-render-diagnostics",
-    ]);
+    cmd.current_dir(workspace_root())
+        .args(["build", "-p", package])
+        .args(target)
+        .arg("--message-format=json-render-diagnostics");
     if !cfg!(debug_assertions) {
         cmd.arg("--release");
     }
     let output = cmd.stderr(Stdio::inherit()).output().expect("cargo runs");
-    assert!(output.status.success(), "building the agent failed");
+    assert!(output.status.success(), "building {package} failed");
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .filter(|msg| msg["reason"] == "compiler-artifact")
-        .flat_map(|msg| msg["filenames"].as_array().cloned().unwrap_or_default())
+        .flat_map(|msg| {
+            let mut files = msg["filenames"].as_array().cloned().unwrap_or_default();
+            files.extend(msg["executable"].as_str().map(Value::from));
+            files
+        })
         .filter_map(|f| f.as_str().map(PathBuf::from))
-        .find(|f| f.file_name().is_some_and(|n| n == "libvllm_profiler.so"))
-        .expect("cargo reported libvllm_profiler.so")
+        .find(|f| f.file_name().is_some_and(|n| n == file_name))
+        .unwrap_or_else(|| panic!("cargo reported no {file_name}"))
 }
 
 /// Directory of the generated `vllm_profiler.h`.

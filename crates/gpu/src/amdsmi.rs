@@ -1,27 +1,543 @@
-//! placeholder until the header research lands
+//! AMD GPUs through amd-smi (`libamd_smi.so`), loaded with `libloading`. This is the one
+//! hand-written native loader, and the only unsafe code of the crate.
+//!
+//! Struct layouts changed between amd-smi versions, so nothing but `amdsmi_engine_usage_t`
+//! (the same everywhere) is read before `amdsmi_get_lib_version` says which layout applies:
+//!
+//! | lib version | `amdsmi_version_t` | `amdsmi_power_info_t` |
+//! |---|---|---|
+//! | 23.x, 24.x (ROCm 6.0–6.3) | `year, major, minor, release, build*` | `u32 current_socket_power, average_socket_power, gfx/soc/mem_voltage, power_limit, reserved[11]` |
+//! | 25.x (ROCm 6.4) | same | `u64 socket_power; u32 current_socket_power, average_socket_power, gfx/soc/mem_voltage, power_limit, reserved[2]` |
+//! | 26.x (ROCm 7) | `major, minor, release, build*` | `u64 socket_power; u32 current, average; u64 gfx/soc/mem_voltage; u32 power_limit; u64 reserved[18]` |
+//!
+//! Both version layouts put `build` at offset 16 in a 24-byte struct, so one buffer serves
+//! both; the first word tells them apart (a two-digit year ≤ 25, or a major ≥ 26). A version
+//! newer than this table is sampled without power, with one warning. Every struct is read
+//! from a zeroed buffer far larger than any known layout, at fixed offsets.
+//! (Sources: amdsmi.h of ROCm/amdsmi rocm-6.0.0 to rocm-6.2.0 and ROCm/rocm-systems, and the
+//! ctypes wrappers generated from the headers in the `amdsmi` 6.1–7.0 Python packages.)
+#![allow(unsafe_code)]
+
+use std::ffi::{c_char, c_void, CStr, OsString};
+use std::path::Path;
+use std::sync::Mutex;
+
+use libloading::Library;
 use vllm_profiler_core::DeviceBackend;
 use vllm_profiler_format::{GpuDevice, GpuSample};
+
+use crate::health::{Failure, Health, Metric};
+use crate::{mib, Found, Options};
+
 pub const AMDSMI_DETECTOR: &str = "AMDSMIDetector";
-pub struct AmdSmiBackend {
-    found: u32,
-    described: Vec<GpuDevice>,
-}
-impl AmdSmiBackend {
-    pub fn open(_o: &crate::Options) -> Result<Self, String> {
-        Err("todo".into())
+
+const DEFAULT_LIBRARY: &str = "libamd_smi.so";
+
+const STATUS_SUCCESS: u32 = 0;
+const STATUS_NOT_SUPPORTED: u32 = 2;
+const STATUS_NOT_YET_IMPLEMENTED: u32 = 3;
+const INIT_AMD_GPUS: u64 = 1 << 1;
+const MEM_TYPE_VRAM: u32 = 0;
+const TEMPERATURE_TYPE_EDGE: u32 = 0;
+const TEMP_CURRENT: u32 = 0;
+/// More room than any known version of the structs we pass.
+const BUFFER_BYTES: usize = 4096;
+
+type Handle = *mut c_void;
+type InitFn = unsafe extern "C" fn(u64) -> u32;
+type VersionFn = unsafe extern "C" fn(*mut u8) -> u32;
+type SocketsFn = unsafe extern "C" fn(*mut u32, *mut Handle) -> u32;
+type ProcessorsFn = unsafe extern "C" fn(Handle, *mut u32, *mut Handle) -> u32;
+type StructFn = unsafe extern "C" fn(Handle, *mut u8) -> u32;
+type MemoryFn = unsafe extern "C" fn(Handle, u32, *mut u64) -> u32;
+type TemperatureFn = unsafe extern "C" fn(Handle, u32, u32, *mut i64) -> u32;
+type UuidFn = unsafe extern "C" fn(Handle, *mut u32, *mut c_char) -> u32;
+type StatusTextFn = unsafe extern "C" fn(u32, *mut *const c_char) -> u32;
+
+/// A zeroed, 8-byte aligned buffer for an out-struct.
+#[repr(C, align(8))]
+struct Buffer([u8; BUFFER_BYTES]);
+
+impl Buffer {
+    fn new() -> Box<Buffer> {
+        Box::new(Buffer([0; BUFFER_BYTES]))
+    }
+
+    fn u32_at(&self, offset: usize) -> u32 {
+        u32::from_ne_bytes(self.0[offset..offset + 4].try_into().expect("4 bytes"))
+    }
+
+    fn u64_at(&self, offset: usize) -> u64 {
+        u64::from_ne_bytes(self.0[offset..offset + 8].try_into().expect("8 bytes"))
+    }
+
+    /// A NUL-terminated string of at most `max` bytes at `offset`.
+    fn text_at(&self, offset: usize, max: usize) -> Option<String> {
+        let bytes = &self.0[offset..offset + max];
+        let end = bytes.iter().position(|&b| b == 0)?;
+        let text = String::from_utf8_lossy(&bytes[..end]).trim().to_owned();
+        (!text.is_empty()).then_some(text)
     }
 }
-impl crate::Found for AmdSmiBackend {
+
+/// Where `amdsmi_power_info_t` keeps the socket power, by version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PowerLayout {
+    /// 23.x and 24.x: u32 current_socket_power at 0, average_socket_power at 4.
+    V24,
+    /// 25.x and 26.x: u64 socket_power at 0, u32 current at 8, average at 12.
+    V25,
+    /// Newer than this build knows: power is not read.
+    Unknown,
+}
+
+/// The library's version, decoded from `amdsmi_version_t` of either layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LibVersion {
+    major: u32,
+    minor: u32,
+    release: u32,
+}
+
+impl LibVersion {
+    /// `words` are the struct's first four u32: `year, major, minor, release` before 26.x,
+    /// `major, minor, release, padding` since. Releases are numbered by the first word in
+    /// both (ROCm 6.2's year 24, major 6, minor 2 is 24.6.2), so both decode alike.
+    fn decode(words: [u32; 4]) -> LibVersion {
+        LibVersion {
+            major: words[0],
+            minor: words[1],
+            release: words[2],
+        }
+    }
+
+    fn power_layout(self) -> PowerLayout {
+        match self.major {
+            0..=24 => PowerLayout::V24,
+            25 | 26 => PowerLayout::V25,
+            _ => PowerLayout::Unknown,
+        }
+    }
+}
+
+/// The loaded library's functions. Optional ones are `None` when the library lacks them.
+struct AmdSmi {
+    version: LibVersion,
+    sockets: SocketsFn,
+    processors: ProcessorsFn,
+    activity: Option<StructFn>,
+    memory_total: Option<MemoryFn>,
+    memory_usage: Option<MemoryFn>,
+    temperature: Option<TemperatureFn>,
+    power: Option<StructFn>,
+    asic_info: Option<StructFn>,
+    uuid: Option<UuidFn>,
+    status_text: Option<StatusTextFn>,
+}
+
+// SAFETY: the struct holds plain function pointers into a library that is never unloaded;
+// amd-smi's functions are documented as thread safe.
+unsafe impl Send for AmdSmi {}
+// SAFETY: as above.
+unsafe impl Sync for AmdSmi {}
+
+/// Every amd-smi initialised in this process, by the name it was loaded from; never shut
+/// down or unloaded (a sampler of another session may still use it).
+static INSTANCES: Mutex<Vec<(OsString, &'static AmdSmi)>> = Mutex::new(Vec::new());
+
+fn symbol<T: Copy>(library: &'static Library, name: &str) -> Result<T, String> {
+    let mut c_name = name.as_bytes().to_vec();
+    c_name.push(0);
+    // SAFETY: every `T` used with this function is the exact C signature of `name` in
+    // amdsmi.h (all versions agree on these signatures).
+    unsafe { library.get::<T>(&c_name) }
+        .map(|s| *s)
+        .map_err(|err| format!("{name}: {err}"))
+}
+
+impl AmdSmi {
+    fn load(path: &OsString) -> Result<AmdSmi, String> {
+        // SAFETY: loading runs the library's constructors; amd-smi's only set up its state.
+        let library = unsafe { Library::new(path) }.map_err(|e| e.to_string())?;
+        let library: &'static Library = Box::leak(Box::new(library));
+        let init: InitFn = symbol(library, "amdsmi_init")?;
+        let version: VersionFn = symbol(library, "amdsmi_get_lib_version")?;
+        // SAFETY: amdsmi_init(uint64_t flags).
+        let status = unsafe { init(INIT_AMD_GPUS) };
+        if status != STATUS_SUCCESS {
+            return Err(format!("amdsmi_init failed with status {status}"));
+        }
+        let mut buffer = Buffer::new();
+        // SAFETY: the buffer is larger and more aligned than amdsmi_version_t of any version.
+        let status = unsafe { version(buffer.0.as_mut_ptr()) };
+        if status != STATUS_SUCCESS {
+            return Err(format!(
+                "amdsmi_get_lib_version failed with status {status}"
+            ));
+        }
+        let words = [0, 4, 8, 12].map(|offset| buffer.u32_at(offset));
+        Ok(AmdSmi {
+            version: LibVersion::decode(words),
+            sockets: symbol(library, "amdsmi_get_socket_handles")?,
+            processors: symbol(library, "amdsmi_get_processor_handles")?,
+            activity: symbol(library, "amdsmi_get_gpu_activity").ok(),
+            memory_total: symbol(library, "amdsmi_get_gpu_memory_total").ok(),
+            memory_usage: symbol(library, "amdsmi_get_gpu_memory_usage").ok(),
+            temperature: symbol(library, "amdsmi_get_temp_metric").ok(),
+            power: symbol(library, "amdsmi_get_power_info").ok(),
+            asic_info: symbol(library, "amdsmi_get_gpu_asic_info").ok(),
+            uuid: symbol(library, "amdsmi_get_gpu_device_uuid").ok(),
+            status_text: symbol(library, "amdsmi_status_code_to_string").ok(),
+        })
+    }
+
+    fn instance(path: Option<&Path>) -> Result<&'static AmdSmi, String> {
+        let name = path.map_or_else(|| OsString::from(DEFAULT_LIBRARY), |p| p.into());
+        let mut instances = INSTANCES
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if let Some((_, amd)) = instances.iter().find(|(n, _)| *n == name) {
+            return Ok(amd);
+        }
+        let amd: &'static AmdSmi = Box::leak(Box::new(
+            AmdSmi::load(&name).map_err(|e| format!("{}: {e}", name.to_string_lossy()))?,
+        ));
+        instances.push((name, amd));
+        Ok(amd)
+    }
+
+    fn describe(&self, status: u32) -> String {
+        let mut text: *const c_char = std::ptr::null();
+        if let Some(status_text) = self.status_text {
+            // SAFETY: amdsmi_status_code_to_string(status, const char **) stores a pointer to
+            // a static string.
+            if unsafe { status_text(status, &mut text) } == STATUS_SUCCESS && !text.is_null() {
+                // SAFETY: a NUL-terminated static string from the library.
+                let text = unsafe { CStr::from_ptr(text) };
+                return format!("{} (status {status})", text.to_string_lossy());
+            }
+        }
+        format!("status {status}")
+    }
+
+    /// The status of a call as a `Failure`.
+    fn check(&self, status: u32) -> Result<(), Failure> {
+        match status {
+            STATUS_SUCCESS => Ok(()),
+            STATUS_NOT_SUPPORTED | STATUS_NOT_YET_IMPLEMENTED => Err(Failure::NotSupported),
+            other => Err(Failure::Failed(self.describe(other))),
+        }
+    }
+
+    /// Every GPU processor handle, socket by socket: seed 001's enumeration order.
+    fn processor_handles(&self) -> Result<Vec<Handle>, String> {
+        let mut sockets = 0u32;
+        // SAFETY: a NULL array asks for the count only.
+        let status = unsafe { (self.sockets)(&mut sockets, std::ptr::null_mut()) };
+        if status != STATUS_SUCCESS {
+            return Err(format!(
+                "amdsmi_get_socket_handles: {}",
+                self.describe(status)
+            ));
+        }
+        let mut socket_handles = vec![std::ptr::null_mut(); sockets as usize];
+        // SAFETY: the array holds `sockets` handles.
+        let status = unsafe { (self.sockets)(&mut sockets, socket_handles.as_mut_ptr()) };
+        if status != STATUS_SUCCESS {
+            return Err(format!(
+                "amdsmi_get_socket_handles: {}",
+                self.describe(status)
+            ));
+        }
+        socket_handles.truncate(sockets as usize);
+        let mut handles = Vec::new();
+        for socket in socket_handles {
+            let mut count = 0u32;
+            // SAFETY: a NULL array asks for the count only.
+            let status = unsafe { (self.processors)(socket, &mut count, std::ptr::null_mut()) };
+            if status != STATUS_SUCCESS {
+                return Err(format!(
+                    "amdsmi_get_processor_handles: {}",
+                    self.describe(status)
+                ));
+            }
+            let mut found = vec![std::ptr::null_mut(); count as usize];
+            // SAFETY: the array holds `count` handles.
+            let status = unsafe { (self.processors)(socket, &mut count, found.as_mut_ptr()) };
+            if status != STATUS_SUCCESS {
+                return Err(format!(
+                    "amdsmi_get_processor_handles: {}",
+                    self.describe(status)
+                ));
+            }
+            found.truncate(count as usize);
+            handles.extend(found);
+        }
+        Ok(handles)
+    }
+
+    fn missing(name: &str) -> Failure {
+        Failure::MissingSymbol(format!("no {name} in the amd-smi library"))
+    }
+
+    /// (gfx activity %, UMC activity %).
+    fn activity(&self, handle: Handle) -> Result<(Option<f64>, Option<f64>), Failure> {
+        let call = self
+            .activity
+            .ok_or_else(|| Self::missing("amdsmi_get_gpu_activity"))?;
+        let mut buffer = Buffer::new();
+        // SAFETY: amdsmi_engine_usage_t (gfx, umc, mm, reserved[13]: 64 bytes in every
+        // version) fits the buffer.
+        self.check(unsafe { call(handle, buffer.0.as_mut_ptr()) })?;
+        Ok((percent(buffer.u32_at(0)), percent(buffer.u32_at(4))))
+    }
+
+    fn vram(&self, handle: Handle, total: bool) -> Result<u64, Failure> {
+        let (call, name) = if total {
+            (self.memory_total, "amdsmi_get_gpu_memory_total")
+        } else {
+            (self.memory_usage, "amdsmi_get_gpu_memory_usage")
+        };
+        let call = call.ok_or_else(|| Self::missing(name))?;
+        let mut bytes = 0u64;
+        // SAFETY: (handle, amdsmi_memory_type_t, uint64_t *) in every version.
+        self.check(unsafe { call(handle, MEM_TYPE_VRAM, &mut bytes) })?;
+        Ok(bytes)
+    }
+
+    /// Edge temperature, °C.
+    fn edge_temperature(&self, handle: Handle) -> Result<f64, Failure> {
+        let call = self
+            .temperature
+            .ok_or_else(|| Self::missing("amdsmi_get_temp_metric"))?;
+        let mut celsius = 0i64;
+        // SAFETY: (handle, amdsmi_temperature_type_t, amdsmi_temperature_metric_t, int64_t *).
+        self.check(unsafe { call(handle, TEMPERATURE_TYPE_EDGE, TEMP_CURRENT, &mut celsius) })?;
+        Ok(celsius as f64)
+    }
+
+    /// Socket power, W.
+    fn socket_power(&self, handle: Handle) -> Result<Option<f64>, Failure> {
+        let layout = self.version.power_layout();
+        if layout == PowerLayout::Unknown {
+            return Err(Failure::MissingSymbol(format!(
+                "amd-smi {}.{}.{} is newer than the power struct layouts this build knows",
+                self.version.major, self.version.minor, self.version.release
+            )));
+        }
+        let call = self
+            .power
+            .ok_or_else(|| Self::missing("amdsmi_get_power_info"))?;
+        let mut buffer = Buffer::new();
+        // SAFETY: amdsmi_power_info_t of every known version (at most 192 bytes) fits.
+        self.check(unsafe { call(handle, buffer.0.as_mut_ptr()) })?;
+        let watts = match layout {
+            PowerLayout::V24 => [buffer.u32_at(0), buffer.u32_at(4)]
+                .into_iter()
+                .find(|&w| valid_u32(w))
+                .map(f64::from),
+            _ => Some(buffer.u64_at(0))
+                .filter(|&w| valid_u64(w))
+                .map(|w| w as f64)
+                .or_else(|| {
+                    [buffer.u32_at(8), buffer.u32_at(12)]
+                        .into_iter()
+                        .find(|&w| valid_u32(w))
+                        .map(f64::from)
+                }),
+        };
+        Ok(watts)
+    }
+
+    fn market_name(&self, handle: Handle) -> Option<String> {
+        let call = self.asic_info?;
+        let mut buffer = Buffer::new();
+        // SAFETY: amdsmi_asic_info_t (under 1 KiB in every version) starts with
+        // char market_name[256] everywhere.
+        let status = unsafe { call(handle, buffer.0.as_mut_ptr()) };
+        (status == STATUS_SUCCESS)
+            .then(|| buffer.text_at(0, 256))
+            .flatten()
+    }
+
+    fn device_uuid(&self, handle: Handle) -> Option<String> {
+        let call = self.uuid?;
+        let mut buffer = Buffer::new();
+        let mut length = 256u32;
+        // SAFETY: the buffer holds `length` bytes (AMDSMI_GPU_UUID_SIZE is 38).
+        let status = unsafe { call(handle, &mut length, buffer.0.as_mut_ptr().cast()) };
+        (status == STATUS_SUCCESS)
+            .then(|| buffer.text_at(0, 256))
+            .flatten()
+    }
+}
+
+/// amd-smi marks values it cannot read with all-ones sentinels (0xFFFF, UINT32_MAX).
+fn valid_u32(value: u32) -> bool {
+    value != u32::MAX && value != u32::from(u16::MAX)
+}
+
+fn valid_u64(value: u64) -> bool {
+    value != u64::MAX && value != u64::from(u32::MAX) && value != u64::from(u16::MAX)
+}
+
+fn percent(value: u32) -> Option<f64> {
+    (value <= 100).then_some(f64::from(value))
+}
+
+struct OpenDevice {
+    handle: Handle,
+    index: u32,
+}
+
+/// Samples every selected AMD GPU.
+pub struct AmdSmiBackend {
+    amd: &'static AmdSmi,
+    found: u32,
+    devices: Vec<OpenDevice>,
+    described: Vec<GpuDevice>,
+    health: Health,
+}
+
+// SAFETY: processor handles are opaque ids that amd-smi accepts from any thread.
+unsafe impl Send for AmdSmiBackend {}
+
+impl AmdSmiBackend {
+    /// Loads amd-smi and opens the selected devices. `Err` says why amd-smi cannot answer.
+    pub fn open(options: &Options) -> Result<AmdSmiBackend, String> {
+        let amd = AmdSmi::instance(options.amdsmi_library.as_deref())?;
+        let handles = amd.processor_handles()?;
+        let found = handles.len() as u32;
+        let mut health = Health::new("amd-smi", 0);
+        let selected = options.selected(found, "amd-smi", &mut health);
+        let mut devices = Vec::new();
+        let mut described = Vec::new();
+        for index in selected {
+            let handle = handles[index as usize];
+            described.push(GpuDevice {
+                index,
+                name: amd.market_name(handle),
+                uuid: amd.device_uuid(handle),
+                gpu_type: "amd".to_owned(),
+                memory_total_mb: amd.vram(handle, true).ok().map(mib),
+            });
+            devices.push(OpenDevice { handle, index });
+        }
+        let mut backend = AmdSmiBackend {
+            amd,
+            found,
+            health: Health::new("amd-smi", devices.len()),
+            devices,
+            described,
+        };
+        for message in health.take_warnings() {
+            backend.health.warn(message);
+        }
+        Ok(backend)
+    }
+
+    fn sample_device(&mut self, position: usize, timestamp: f64) -> GpuSample {
+        let (amd, handle, index) = (
+            self.amd,
+            self.devices[position].handle,
+            self.devices[position].index,
+        );
+        let health = &mut self.health;
+        // Activity first: it opens the sample (the fake amd-smi advances its script on it).
+        let activity = health.read(position, index, Metric::Utilization, || {
+            amd.activity(handle)
+        });
+        let memory = health.read(position, index, Metric::Memory, || {
+            Ok((amd.vram(handle, false)?, amd.vram(handle, true)?))
+        });
+        let temperature = health.read(position, index, Metric::Temperature, || {
+            amd.edge_temperature(handle)
+        });
+        let power = health
+            .read(position, index, Metric::Power, || amd.socket_power(handle))
+            .flatten();
+        GpuSample {
+            timestamp,
+            device_id: index,
+            gpu_utilization: activity.and_then(|a| a.0),
+            memory_controller_utilization: activity.and_then(|a| a.1),
+            memory_utilization: memory
+                .filter(|&(_, total)| total > 0)
+                .map(|(used, total)| used as f64 / total as f64 * 100.0),
+            memory_used_mb: memory.map(|(used, _)| mib(used)),
+            memory_total_mb: memory.map(|(_, total)| mib(total)),
+            memory_free_mb: memory.map(|(used, total)| mib(total.saturating_sub(used))),
+            temperature,
+            power_draw: power,
+            // The power cap's unit differs between versions; clocks and per-process memory
+            // need structs that changed too. Not read rather than read wrong.
+            power_limit: None,
+            sm_clock_mhz: None,
+            memory_clock_mhz: None,
+            process_memory_used_mb: None,
+        }
+    }
+}
+
+impl Found for AmdSmiBackend {
     fn found(&self) -> u32 {
         self.found
     }
 }
+
 impl DeviceBackend for AmdSmiBackend {
     fn detector_name(&self) -> &'static str {
         AMDSMI_DETECTOR
     }
+
     fn devices(&self) -> &[GpuDevice] {
         &self.described
     }
-    fn sample(&mut self, _t: f64, _o: &mut Vec<GpuSample>) {}
+
+    fn sample(&mut self, timestamp: f64, out: &mut Vec<GpuSample>) {
+        for position in 0..self.devices.len() {
+            let sample = self.sample_device(position, timestamp);
+            out.push(sample);
+        }
+    }
+
+    fn take_warnings(&mut self) -> Vec<String> {
+        self.health.take_warnings()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_version_layouts_decode_to_the_release_numbering() {
+        // ROCm 6.2: year 24, major 6, minor 2 -> 24.6.2 (the year is the release major).
+        let old = LibVersion::decode([24, 6, 2, 0]);
+        assert_eq!((old.major, old.minor, old.release), (24, 6, 2));
+        assert_eq!(old.power_layout(), PowerLayout::V24);
+        assert_eq!(
+            LibVersion::decode([25, 0, 1, 0]).power_layout(),
+            PowerLayout::V25
+        );
+        // ROCm 7: major 26, minor 5, release 0, then padding.
+        let new = LibVersion::decode([26, 5, 0, 0xdead]);
+        assert_eq!((new.major, new.minor, new.release), (26, 5, 0));
+        assert_eq!(new.power_layout(), PowerLayout::V25);
+        assert_eq!(
+            LibVersion::decode([27, 0, 0, 0]).power_layout(),
+            PowerLayout::Unknown
+        );
+    }
+
+    #[test]
+    fn sentinels_mean_unknown() {
+        assert!(!valid_u32(0xFFFF));
+        assert!(!valid_u32(u32::MAX));
+        assert!(valid_u32(350));
+        assert!(!valid_u64(u64::MAX));
+        assert!(valid_u64(0));
+        assert_eq!(percent(101), None);
+        assert_eq!(percent(42), Some(42.0));
+    }
 }

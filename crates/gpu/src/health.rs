@@ -113,7 +113,7 @@ impl Health {
                 let library = self.library;
                 self.warn_once(metric, || {
                     format!(
-                        "{library} could not read {} of device {index} ({detail}): null in that \\
+                        "{library} could not read {} of device {index} ({detail}): null in that \
                          sample, sampling goes on (reported once)",
                         metric.fields()
                     )

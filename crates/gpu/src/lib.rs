@@ -124,7 +124,7 @@ fn accept<B: DeviceBackend + Found>(
             if named_by_user {
                 detection
                     .warnings
-                    .push(format!("{library} library not usable, skipped: {why}"));
+                    .push(format!("cannot use the {library} library: {why}"));
             }
             detection.skipped.push(format!("{library}: {why}"));
             None

@@ -79,6 +79,9 @@ struct OpenDevice {
 /// Samples every selected NVIDIA device.
 pub struct NvmlBackend {
     found: u32,
+    /// This process, whose GPU memory steps report. A backend lives in one process: a forked
+    /// child detects again.
+    pid: u32,
     devices: Vec<OpenDevice>,
     described: Vec<GpuDevice>,
     health: Health,
@@ -114,6 +117,7 @@ impl NvmlBackend {
         }
         let mut backend = NvmlBackend {
             found: count,
+            pid: std::process::id(),
             health: Health::new("NVML", devices.len()),
             devices,
             described,
@@ -134,7 +138,7 @@ impl NvmlBackend {
         let memory = self.health.read(position, index, Metric::Memory, || {
             handle.memory_info().map_err(failure)
         });
-        let own_pid = std::process::id();
+        let own_pid = self.pid;
         let process_memory = self
             .health
             .read(position, index, Metric::ProcessMemory, || {

@@ -1,0 +1,75 @@
+//! The sampler's own CPU time per sample per device, against the fake NVML.
+//!
+//! `sample_per_device` is one `NvmlBackend::sample` of one device: every NVML call plus our
+//! bookkeeping. `nvml_calls_only` makes the same NVML calls straight through nvml-wrapper.
+//! The difference is what the sampler adds; on a real GPU each NVML call costs microseconds
+//! (a driver ioctl), against a fake that answers in nanoseconds.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
+use nvml_wrapper::Nvml;
+use vllm_profiler_core::{DeviceBackend, HostProbe};
+use vllm_profiler_gpu::{NvmlBackend, Options};
+
+fn script() -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    let frame = serde_json::json!({
+        "gpu_utilization": 50, "memory_controller_utilization": 20, "memory_used_mb": 4096,
+        "temperature": 60, "power_draw_mw": 250000, "power_limit_mw": 700000,
+        "sm_clock_mhz": 1980, "memory_clock_mhz": 2619,
+        "processes": [{"pid": "self", "used_memory_mb": 2048}]
+    });
+    let script = serde_json::json!({"devices": [{
+        "name": "Bench GPU", "uuid": "GPU-bench", "memory_total_mb": 81920, "frames": [frame]
+    }]});
+    std::fs::write(file.path(), script.to_string()).expect("script written");
+    file
+}
+
+fn sampler(c: &mut Criterion) {
+    let script = script();
+    // Read by the fake when it loads, below.
+    std::env::set_var("FAKE_NVML_SCRIPT", script.path());
+    let library = vllm_profiler_tests::fake_nvml_library();
+    let options = Options {
+        nvml_library: Some(library.to_path_buf()),
+        ..Options::default()
+    };
+    let mut backend = NvmlBackend::open(&options).expect("the fake NVML opens");
+    let mut out = Vec::with_capacity(4);
+    c.bench_function("gpu/sample_per_device", |b| {
+        b.iter(|| {
+            out.clear();
+            backend.sample(black_box(1.0), &mut out);
+            black_box(&out);
+        })
+    });
+
+    let nvml = Nvml::builder()
+        .lib_path(library.as_os_str())
+        .init()
+        .expect("the fake NVML initialises");
+    let device = nvml.device_by_index(0).expect("device 0");
+    c.bench_function("gpu/nvml_calls_only", |b| {
+        b.iter(|| {
+            black_box(device.utilization_rates().ok());
+            black_box(device.memory_info().ok());
+            black_box(device.running_compute_processes().ok());
+            black_box(device.temperature(TemperatureSensor::Gpu).ok());
+            black_box(device.power_usage().ok());
+            black_box(device.enforced_power_limit().ok());
+            black_box(device.clock_info(Clock::SM).ok());
+            black_box(device.clock_info(Clock::Memory).ok());
+        })
+    });
+    // Never dropped: see the NVML module (no shutdown while the process lives).
+    std::mem::forget(nvml);
+
+    let mut host = HostProbe::default();
+    c.bench_function("gpu/host_probe", |b| b.iter(|| black_box(host.sample(1.0))));
+}
+
+criterion_group!(benches, sampler);
+criterion_main!(benches);

@@ -1,0 +1,719 @@
+//! GPU sampling end to end: the agent preloaded into `python3` samples the fake NVML (and the
+//! fake amd-smi) with scripted values; the reports, the CLI and pynvml are checked against the
+//! script. The real-GPU test runs only where `nvidia-smi` exists.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use vllm_profiler_format::{GpuHistory, GpuSample, MemorySource};
+use vllm_profiler_tests::*;
+
+const LIMIT: Duration = Duration::from_secs(60);
+const INTERVAL: f64 = 0.05;
+
+fn python_script() -> PathBuf {
+    workspace_root().join("tests/data/record_steps.py")
+}
+
+fn assert_success(run: &Finished) {
+    assert!(
+        run.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        run.status,
+        run.stdout,
+        run.stderr
+    );
+}
+
+/// One scripted frame: every figure derived from `base`, so that frames and devices differ.
+fn frame(base: u32, own_mb: Option<u64>) -> Value {
+    let mut frame = json!({
+        "gpu_utilization": base,
+        "memory_controller_utilization": base / 2,
+        "memory_used_mb": 1000 + u64::from(base) * 10,
+        "temperature": 30 + base / 4,
+        "power_draw_mw": 50_000 + base * 1250,
+        "power_limit_mw": 300_000 + base,
+        "sm_clock_mhz": 1000 + base,
+        "memory_clock_mhz": 2000 + base,
+    });
+    if let Some(mb) = own_mb {
+        frame["processes"] =
+            json!([{"pid": "self", "used_memory_mb": mb}, {"pid": 1, "used_memory_mb": 7}]);
+    }
+    frame
+}
+
+/// Two devices, `frames` frames each. This process holds memory on device 1 only, so steps
+/// must take their figures from device 1.
+fn two_device_script(frames: u32) -> Value {
+    json!({
+        "devices": [
+            {"name": "Fake GPU Zero", "uuid": "GPU-00000000-1111-2222-3333-444444444444",
+             "memory_total_mb": 81920,
+             "frames": (0..frames).map(|i| frame(10 + i, None)).collect::<Vec<_>>()},
+            {"name": "Fake GPU One", "uuid": "GPU-11111111-1111-2222-3333-444444444444",
+             "memory_total_mb": 40960,
+             "frames": (0..frames).map(|i| frame(60 + i, Some(100 + u64::from(i)))).collect::<Vec<_>>()},
+        ]
+    })
+}
+
+/// What the agent must report for a scripted frame of a device with `total_mb` memory.
+fn expected_sample(device_id: u32, total_mb: f64, frame: &Value) -> GpuSample {
+    let number = |key: &str| frame.get(key).and_then(Value::as_f64);
+    let used = number("memory_used_mb");
+    let own = frame["processes"].as_array().map(|ps| {
+        ps.iter()
+            .filter(|p| p["pid"] == "self")
+            .map(|p| p["used_memory_mb"].as_f64().unwrap())
+            .sum::<f64>()
+    });
+    GpuSample {
+        timestamp: 0.0,
+        device_id,
+        gpu_utilization: number("gpu_utilization"),
+        memory_utilization: used.map(|u| u / total_mb * 100.0),
+        temperature: number("temperature"),
+        power_draw: number("power_draw_mw").map(|mw| mw / 1000.0),
+        memory_used_mb: used,
+        memory_total_mb: Some(total_mb),
+        memory_free_mb: used.map(|u| total_mb - u),
+        memory_controller_utilization: number("memory_controller_utilization"),
+        power_limit: number("power_limit_mw").map(|mw| mw / 1000.0),
+        sm_clock_mhz: number("sm_clock_mhz"),
+        memory_clock_mhz: number("memory_clock_mhz"),
+        process_memory_used_mb: Some(own.unwrap_or(0.0)),
+    }
+}
+
+struct Scripted {
+    dir: tempfile::TempDir,
+}
+
+impl Scripted {
+    fn new(script: &Value) -> Scripted {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("nvml.json"), script.to_string()).unwrap();
+        Scripted { dir }
+    }
+
+    fn out(&self) -> PathBuf {
+        self.dir.path().join("out")
+    }
+
+    fn script(&self) -> PathBuf {
+        self.dir.path().join("nvml.json")
+    }
+
+    /// `python3 record_steps.py timed STEPS SECONDS` profiled, sampling the fake NVML.
+    fn run_python(&self, steps: u32, seconds: f64, extra_env: &[(&str, &str)]) -> Finished {
+        let mut cmd = profiled_command("python3", &self.out());
+        cmd.arg(python_script())
+            .args(["timed", &steps.to_string(), &seconds.to_string()])
+            .env("FAKE_NVML_SCRIPT", self.script())
+            .env("VLLM_PROFILING_NVML_LIBRARY", fake_nvml_library())
+            .env(
+                "VLLM_PROFILING_AMDSMI_LIBRARY",
+                self.dir.path().join("no-amd.so"),
+            )
+            .env("VLLM_PROFILING_SAMPLE_INTERVAL", INTERVAL.to_string());
+        for (key, value) in extra_env {
+            cmd.env(key, value);
+        }
+        run(&mut cmd, LIMIT)
+    }
+}
+
+/// The samples of one device, oldest first.
+fn device_samples(history: &GpuHistory, device_id: u32) -> Vec<GpuSample> {
+    let mut samples: Vec<GpuSample> = history
+        .gpu_history
+        .iter()
+        .filter(|s| s.device_id == device_id)
+        .cloned()
+        .collect();
+    samples.sort_by(|a, b| a.timestamp.total_cmp(&b.timestamp));
+    samples
+}
+
+/// The n-th sample of a device plays frame n (the last frame repeats): compares every field.
+fn assert_samples_follow_frames(
+    samples: &[GpuSample],
+    device_id: u32,
+    total_mb: f64,
+    frames: &[Value],
+) {
+    assert!(
+        samples.len() >= 4,
+        "only {} samples of device {device_id}",
+        samples.len()
+    );
+    for (n, sample) in samples.iter().enumerate() {
+        let frame = &frames[n.min(frames.len() - 1)];
+        let expected = GpuSample {
+            timestamp: sample.timestamp,
+            ..expected_sample(device_id, total_mb, frame)
+        };
+        assert_eq!(sample, &expected, "device {device_id}, sample {n}");
+    }
+}
+
+/// The warning lines the agent printed (every agent line starts with `vllm-profiler:`).
+fn agent_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("vllm-profiler:"))
+        .collect()
+}
+
+/// Lines naming the absent amd-smi library the tests point at (expected: one).
+fn is_amd_absent_line(line: &str) -> bool {
+    line.contains("amd-smi") && line.contains("no-amd.so")
+}
+
+#[test]
+fn two_fake_devices_are_sampled_field_for_field_and_steps_carry_their_figures() {
+    let script = two_device_script(8);
+    let fake = Scripted::new(&script);
+    let run = fake.run_python(12, 0.06, &[]);
+    assert_success(&run);
+    assert_eq!(run.stdout, "");
+    let r = read_reports(&fake.out(), run.pid);
+
+    let h = &r.history;
+    assert_eq!(h.detector, "NVMLDetector");
+    assert_eq!(h.devices.len(), 2);
+    for (device, (name, uuid, total)) in h.devices.iter().zip([
+        (
+            "Fake GPU Zero",
+            "GPU-00000000-1111-2222-3333-444444444444",
+            81920.0,
+        ),
+        (
+            "Fake GPU One",
+            "GPU-11111111-1111-2222-3333-444444444444",
+            40960.0,
+        ),
+    ]) {
+        assert_eq!(device.name.as_deref(), Some(name));
+        assert_eq!(device.uuid.as_deref(), Some(uuid));
+        assert_eq!(device.gpu_type, "nvidia");
+        assert_eq!(device.memory_total_mb, Some(total));
+    }
+    assert_eq!((h.devices[0].index, h.devices[1].index), (0, 1));
+
+    let frames0 = script["devices"][0]["frames"].as_array().unwrap();
+    let frames1 = script["devices"][1]["frames"].as_array().unwrap();
+    let zero = device_samples(h, 0);
+    let one = device_samples(h, 1);
+    assert_eq!(
+        zero.len(),
+        one.len(),
+        "one sampler tick samples both devices"
+    );
+    assert_samples_follow_frames(&zero, 0, 81920.0, frames0);
+    assert_samples_follow_frames(&one, 1, 40960.0, frames1);
+    assert_eq!(
+        h.host_history.len(),
+        zero.len(),
+        "host and devices sampled on the same ticks"
+    );
+
+    // About the configured interval: never faster, and not much slower.
+    let gaps: Vec<f64> = zero
+        .windows(2)
+        .map(|w| w[1].timestamp - w[0].timestamp)
+        .collect();
+    assert!(gaps.iter().all(|&g| g >= INTERVAL * 0.5), "{gaps:?}");
+    let mut sorted = gaps.clone();
+    sorted.sort_by(f64::total_cmp);
+    assert!(sorted[sorted.len() / 2] <= INTERVAL * 4.0, "{gaps:?}");
+    // Timestamps are Unix seconds.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((now - zero[0].timestamp).abs() < 120.0);
+
+    // Steps take utilization and this process's memory from device 1, where it holds memory.
+    assert_eq!(r.summary.memory_source, MemorySource::GpuProcess);
+    assert_eq!(r.summary.detector.as_deref(), Some("NVMLDetector"));
+    let utilizations: Vec<f64> = one.iter().map(|s| s.gpu_utilization.unwrap()).collect();
+    let own_memory: Vec<f64> = one
+        .iter()
+        .map(|s| s.process_memory_used_mb.unwrap())
+        .collect();
+    let mut with_metrics = 0;
+    for step in &r.steps.detailed_steps {
+        let (Some(start), Some(end)) = (
+            step.gpu_metrics.start_utilization,
+            step.gpu_metrics.end_utilization,
+        ) else {
+            continue; // began before the first sample
+        };
+        with_metrics += 1;
+        assert!(
+            utilizations.contains(&start),
+            "{start} not among {utilizations:?}"
+        );
+        assert!(
+            utilizations.contains(&end),
+            "{end} not among {utilizations:?}"
+        );
+        assert!(end >= start, "frames only rise: {start} then {end}");
+        let memory = step.memory_used_mb.unwrap();
+        assert!(
+            own_memory.contains(&memory),
+            "{memory} not among {own_memory:?}"
+        );
+    }
+    assert!(
+        with_metrics >= 10,
+        "{with_metrics} of 12 steps had GPU figures"
+    );
+    // Only the absent amd-smi was reported.
+    let lines = agent_lines(&run.stderr);
+    assert!(
+        lines.iter().all(|l| is_amd_absent_line(l)),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_symbol_missing_from_the_library_nulls_that_metric_only_with_one_warning() {
+    let mut script = two_device_script(3);
+    script["omit_symbols"] = json!(["nvmlDeviceGetPowerUsage"]);
+    let fake = Scripted::new(&script);
+    let run = fake.run_python(6, 0.05, &[]);
+    assert_success(&run);
+    let h = read_reports(&fake.out(), run.pid).history;
+    for device in [0, 1] {
+        let frames = script["devices"][device]["frames"].as_array().unwrap();
+        let total = [81920.0, 40960.0][device];
+        let samples = device_samples(&h, device as u32);
+        assert!(samples.len() >= 4);
+        for (n, sample) in samples.iter().enumerate() {
+            let expected = GpuSample {
+                timestamp: sample.timestamp,
+                power_draw: None,
+                ..expected_sample(device as u32, total, &frames[n.min(frames.len() - 1)])
+            };
+            assert_eq!(sample, &expected, "device {device}, sample {n}");
+        }
+    }
+    let lines = agent_lines(&run.stderr);
+    let power: Vec<_> = lines
+        .iter()
+        .filter(|l| l.contains("nvmlDeviceGetPowerUsage"))
+        .collect();
+    assert_eq!(power.len(), 1, "{}", run.stderr);
+    assert!(power[0].contains("power_draw will be null"), "{}", power[0]);
+}
+
+#[test]
+fn an_error_mid_run_nulls_that_sample_and_sampling_goes_on() {
+    let mut script = two_device_script(6);
+    script["devices"][0]["frames"][2]["errors"] =
+        json!({"nvmlDeviceGetTemperature": 999, "nvmlDeviceGetMemoryInfo_v2": 15});
+    let fake = Scripted::new(&script);
+    let run = fake.run_python(10, 0.05, &[]);
+    assert_success(&run);
+    let h = read_reports(&fake.out(), run.pid).history;
+    let frames = script["devices"][0]["frames"].as_array().unwrap();
+    let samples = device_samples(&h, 0);
+    assert!(samples.len() >= 5, "{} samples", samples.len());
+    for (n, sample) in samples.iter().enumerate() {
+        let mut expected = GpuSample {
+            timestamp: sample.timestamp,
+            ..expected_sample(0, 81920.0, &frames[n.min(frames.len() - 1)])
+        };
+        if n == 2 {
+            expected.temperature = None;
+            expected.memory_used_mb = None;
+            expected.memory_total_mb = None;
+            expected.memory_free_mb = None;
+            expected.memory_utilization = None;
+        }
+        assert_eq!(sample, &expected, "sample {n}");
+    }
+    let lines = agent_lines(&run.stderr);
+    let failures: Vec<_> = lines
+        .iter()
+        .filter(|l| l.contains("sampling goes on"))
+        .collect();
+    assert_eq!(
+        failures.len(),
+        2,
+        "one line per failed metric: {}",
+        run.stderr
+    );
+    assert!(failures
+        .iter()
+        .any(|l| l.contains("temperature") && l.contains("internal driver error")));
+    assert!(failures
+        .iter()
+        .any(|l| l.contains("memory_used_mb") && l.contains("fell off the bus")));
+}
+
+#[test]
+fn devices_env_limits_sampling_to_the_listed_indices() {
+    let script = two_device_script(3);
+    let fake = Scripted::new(&script);
+    let run = fake.run_python(5, 0.05, &[("VLLM_PROFILING_DEVICES", "1,7")]);
+    assert_success(&run);
+    let h = read_reports(&fake.out(), run.pid).history;
+    assert_eq!(h.devices.len(), 1);
+    assert_eq!(h.devices[0].index, 1);
+    assert!(!h.gpu_history.is_empty());
+    assert!(h.gpu_history.iter().all(|s| s.device_id == 1));
+    let unknown: Vec<_> = agent_lines(&run.stderr)
+        .into_iter()
+        .filter(|l| l.contains("device 7"))
+        .collect();
+    assert_eq!(unknown.len(), 1, "{}", run.stderr);
+}
+
+#[test]
+fn with_no_gpu_library_the_cpu_detector_answers_and_nothing_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut cmd = profiled_command("python3", &out);
+    cmd.arg(python_script())
+        .args(["timed", "4", "0.05"])
+        .env(
+            "VLLM_PROFILING_NVML_LIBRARY",
+            dir.path().join("missing-nvml.so"),
+        )
+        .env(
+            "VLLM_PROFILING_AMDSMI_LIBRARY",
+            dir.path().join("missing-amd.so"),
+        )
+        .env("VLLM_PROFILING_SAMPLE_INTERVAL", "0.05");
+    let run = run(&mut cmd, LIMIT);
+    assert_success(&run);
+    assert_eq!(run.stdout, "");
+    let r = read_reports(&out, run.pid);
+    assert_eq!(r.history.detector, "CPUDetector");
+    assert!(r.history.devices.is_empty());
+    assert!(r.history.gpu_history.is_empty());
+    assert!(r.history.host_history.len() >= 2);
+    assert_eq!(r.summary.total_steps, 4);
+    assert_eq!(r.summary.memory_source, MemorySource::HostRss);
+    assert_eq!(r.summary.detector.as_deref(), Some("CPUDetector"));
+    // The user named both libraries: one line each says why they were not used.
+    let lines = agent_lines(&run.stderr);
+    assert_eq!(lines.len(), 2, "{}", run.stderr);
+    assert!(lines.iter().any(|l| l.contains("missing-nvml.so")));
+    assert!(lines.iter().any(|l| l.contains("missing-amd.so")));
+}
+
+#[test]
+fn with_default_library_names_and_no_driver_the_cpu_answers_silently() {
+    if Path::new("/dev/nvidiactl").exists() || which("nvidia-smi") {
+        eprintln!("skipped: this machine has an NVIDIA driver, so NVML is expected to answer");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut cmd = profiled_command("python3", &out);
+    cmd.arg(python_script()).args(["timed", "2", "0.05"]);
+    let run = run(&mut cmd, LIMIT);
+    assert_success(&run);
+    assert!(agent_lines(&run.stderr).is_empty(), "{}", run.stderr);
+    assert_eq!(read_reports(&out, run.pid).history.detector, "CPUDetector");
+}
+
+/// The fake amd-smi's script: one device with the frames' figures, speaking the struct
+/// layouts of amd-smi `version`.
+fn amd_script(version: [u32; 3]) -> Value {
+    json!({
+        "lib_version": version,
+        "devices": [
+            {"name": "Fake Instinct MI300X", "uuid": "aaaaaaaa-0000-1111-2222-333333333333",
+             "memory_total_mb": 196608,
+             "frames": [frame(20, None), frame(21, None), frame(22, None)]},
+        ]
+    })
+}
+
+#[test]
+fn the_fake_amd_smi_is_picked_ahead_of_nvml_with_every_known_struct_layout() {
+    // 24.x: power as u32 (average only, as on MI300); 25.x: u64 socket_power first;
+    // 26.x: amdsmi_version_t without its year and u64 voltages.
+    for version in [[24, 6, 2], [25, 0, 1], [26, 5, 0]] {
+        check_amd_sampling(version);
+    }
+}
+
+fn check_amd_sampling(version: [u32; 3]) {
+    let fake = Scripted::new(&two_device_script(3));
+    let script = amd_script(version);
+    std::fs::write(fake.dir.path().join("amd.json"), script.to_string()).unwrap();
+    let run = fake.run_python(
+        5,
+        0.05,
+        &[
+            (
+                "VLLM_PROFILING_AMDSMI_LIBRARY",
+                fake_amdsmi_library().to_str().unwrap(),
+            ),
+            (
+                "FAKE_AMDSMI_SCRIPT",
+                fake.dir.path().join("amd.json").to_str().unwrap(),
+            ),
+        ],
+    );
+    assert_success(&run);
+    assert!(
+        agent_lines(&run.stderr).is_empty(),
+        "{version:?}: {}",
+        run.stderr
+    );
+    let r = read_reports(&fake.out(), run.pid);
+    let h = &r.history;
+    assert_eq!(h.detector, "AMDSMIDetector", "{version:?}");
+    assert_eq!(h.devices.len(), 1);
+    assert_eq!(h.devices[0].gpu_type, "amd");
+    assert_eq!(h.devices[0].name.as_deref(), Some("Fake Instinct MI300X"));
+    assert_eq!(
+        h.devices[0].uuid.as_deref(),
+        Some("aaaaaaaa-0000-1111-2222-333333333333")
+    );
+    let samples = device_samples(h, 0);
+    assert!(samples.len() >= 4, "{version:?}");
+    let frames = script["devices"][0]["frames"].as_array().unwrap();
+    for (n, sample) in samples.iter().enumerate() {
+        let f = &frames[n.min(frames.len() - 1)];
+        let used = f["memory_used_mb"].as_f64().unwrap();
+        let expected = GpuSample {
+            timestamp: sample.timestamp,
+            device_id: 0,
+            gpu_utilization: f["gpu_utilization"].as_f64(),
+            memory_controller_utilization: f["memory_controller_utilization"].as_f64(),
+            memory_used_mb: Some(used),
+            memory_total_mb: Some(196608.0),
+            memory_free_mb: Some(196608.0 - used),
+            memory_utilization: Some(used / 196608.0 * 100.0),
+            temperature: f["temperature"].as_f64(),
+            // amd-smi reports socket power in whole watts.
+            power_draw: Some((f["power_draw_mw"].as_f64().unwrap() / 1000.0).floor()),
+            ..GpuSample::default()
+        };
+        assert_eq!(sample, &expected, "{version:?} sample {n}");
+    }
+    assert_eq!(r.summary.memory_source, MemorySource::Gpu);
+}
+
+fn gpus_command(fake: &Scripted) -> Command {
+    let mut cmd = clean_command(cli_binary());
+    cmd.arg("gpus")
+        .env("FAKE_NVML_SCRIPT", fake.script())
+        .env("VLLM_PROFILING_NVML_LIBRARY", fake_nvml_library())
+        .env(
+            "VLLM_PROFILING_AMDSMI_LIBRARY",
+            fake.dir.path().join("no-amd.so"),
+        );
+    cmd
+}
+
+#[test]
+fn cli_gpus_lists_the_scripted_devices_exactly() {
+    let fake = Scripted::new(&two_device_script(2));
+    // The AMD library is named but absent: the CLI must say so and fail, not list NVML.
+    let refused = run(&mut gpus_command(&fake), LIMIT);
+    assert_eq!(refused.status.code(), Some(1), "{}", refused.stderr);
+    assert!(refused.stderr.contains("no-amd.so"), "{}", refused.stderr);
+    assert!(!refused.stderr.contains("panicked"), "{}", refused.stderr);
+    assert_eq!(refused.stdout, "");
+
+    let mut cmd = gpus_command(&fake);
+    cmd.env_remove("VLLM_PROFILING_AMDSMI_LIBRARY");
+    let listed = run(&mut cmd, LIMIT);
+    assert_success(&listed);
+    let list: Value = serde_json::from_str(&listed.stdout).expect("gpus prints JSON");
+    // Frame 0 of each device: used 1000 + 10 * base MiB, utilization base.
+    assert_eq!(
+        list,
+        json!({
+            "gpus": [
+                {"index": 0, "name": "Fake GPU Zero", "gpu_type": "nvidia",
+                 "total_memory_mb": 81920, "used_memory_mb": 1100, "free_memory_mb": 80820,
+                 "utilization_percent": 10.0},
+                {"index": 1, "name": "Fake GPU One", "gpu_type": "nvidia",
+                 "total_memory_mb": 40960, "used_memory_mb": 1600, "free_memory_mb": 39360,
+                 "utilization_percent": 60.0},
+            ],
+            "total": 2,
+            "detector": "NVMLDetector",
+        })
+    );
+}
+
+#[test]
+fn cli_gpus_reports_an_unusable_library_as_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_library = dir.path().join("libnvidia-ml.so.1");
+    std::fs::write(&not_a_library, "not an ELF file").unwrap();
+    let mut cmd = clean_command(cli_binary());
+    cmd.args(["gpus", "--nvml-library"]).arg(&not_a_library);
+    let failed = run(&mut cmd, LIMIT);
+    assert_eq!(failed.status.code(), Some(1), "{}", failed.stderr);
+    assert_eq!(failed.stdout, "");
+    assert!(failed
+        .stderr
+        .starts_with("vllm-profiler: error: cannot use the NVML library"));
+    assert!(
+        failed.stderr.contains(not_a_library.to_str().unwrap()),
+        "{}",
+        failed.stderr
+    );
+    assert!(!failed.stderr.contains("panicked"), "{}", failed.stderr);
+}
+
+#[test]
+fn cli_gpus_watch_prints_refreshing_tables() {
+    let fake = Scripted::new(&two_device_script(3));
+    let mut cmd = gpus_command(&fake);
+    cmd.env_remove("VLLM_PROFILING_AMDSMI_LIBRARY")
+        .args(["--watch", "0.05", "--count", "3"]);
+    let watched = run(&mut cmd, LIMIT);
+    assert_success(&watched);
+    let tables: Vec<&str> = watched
+        .stdout
+        .split("detector: NVMLDetector")
+        .skip(1)
+        .collect();
+    assert_eq!(tables.len(), 3, "{}", watched.stdout);
+    // Each refresh is a new sample: frame n's utilization of device 0 is 10 + n.
+    for (n, table) in tables.iter().enumerate() {
+        let row = table
+            .lines()
+            .find(|l| l.contains("Fake GPU Zero"))
+            .expect("device 0 row");
+        let columns: Vec<&str> = row.split_whitespace().collect();
+        assert!(columns.contains(&(10 + n).to_string().as_str()), "{row}");
+    }
+}
+
+#[test]
+fn pynvml_reads_the_fake_nvml_like_a_real_one() {
+    let script = two_device_script(2);
+    let fake = Scripted::new(&script);
+    // pynvml loads "libnvidia-ml.so.1" by name: put the fake on the library path under it.
+    let lib_dir = fake.dir.path().join("lib");
+    std::fs::create_dir(&lib_dir).unwrap();
+    std::os::unix::fs::symlink(fake_nvml_library(), lib_dir.join("libnvidia-ml.so.1")).unwrap();
+    let mut cmd = clean_command("python3");
+    cmd.arg(workspace_root().join("tests/data/pynvml_read.py"))
+        .env("FAKE_NVML_SCRIPT", fake.script())
+        .env("LD_LIBRARY_PATH", &lib_dir);
+    let read = run(&mut cmd, LIMIT);
+    assert_success(&read);
+    let seen: Value = serde_json::from_str(&read.stdout).expect("pynvml_read prints JSON");
+    let pid = u64::from(read.pid);
+    let mut expected = Vec::new();
+    for (device, total) in [(0usize, 81920u64), (1, 40960)] {
+        let d = &script["devices"][device];
+        let f = &d["frames"][0];
+        let used = f["memory_used_mb"].as_u64().unwrap();
+        let processes: Vec<Value> = f["processes"]
+            .as_array()
+            .map(|ps| {
+                ps.iter()
+                    .map(|p| {
+                        let pid = if p["pid"] == "self" {
+                            pid
+                        } else {
+                            p["pid"].as_u64().unwrap()
+                        };
+                        json!([pid, p["used_memory_mb"].as_u64().unwrap() << 20])
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        expected.push(json!({
+            "name": d["name"], "uuid": d["uuid"],
+            "memory": [total << 20, used << 20, (total - used) << 20],
+            "memory_v2": [total << 20, used << 20, (total - used) << 20],
+            "utilization": [f["gpu_utilization"], f["memory_controller_utilization"]],
+            "temperature": f["temperature"],
+            "power_mw": f["power_draw_mw"],
+            "power_limit_mw": f["power_limit_mw"],
+            "clocks": [f["sm_clock_mhz"], f["memory_clock_mhz"]],
+            "processes": processes,
+        }));
+    }
+    assert_eq!(
+        seen,
+        json!({"driver_version": "550.54.15", "count": 2, "devices": expected})
+    );
+}
+
+fn which(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+/// Runs only where an NVIDIA driver is installed: the agent and the CLI against the real
+/// NVML, compared with `nvidia-smi`.
+#[test]
+fn real_gpu_matches_nvidia_smi() {
+    if !which("nvidia-smi") {
+        eprintln!("skipped: nvidia-smi is not installed, so there is no real GPU to compare with");
+        return;
+    }
+    let smi = Command::new("nvidia-smi")
+        .args([
+            "--query-gpu=index,name,uuid,memory.total",
+            "--format=csv,noheader,nounits",
+        ])
+        .output()
+        .expect("nvidia-smi runs");
+    assert!(smi.status.success());
+    let rows: Vec<Vec<String>> = String::from_utf8_lossy(&smi.stdout)
+        .lines()
+        .map(|l| l.split(',').map(|c| c.trim().to_owned()).collect())
+        .collect();
+    let mut cmd = clean_command(cli_binary());
+    cmd.arg("gpus");
+    let listed = run(&mut cmd, LIMIT);
+    assert_success(&listed);
+    let list: Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(list["detector"], "NVMLDetector");
+    assert_eq!(list["total"].as_u64().unwrap() as usize, rows.len());
+    for (gpu, row) in list["gpus"].as_array().unwrap().iter().zip(&rows) {
+        assert_eq!(gpu["index"].as_u64().unwrap().to_string(), row[0]);
+        assert_eq!(gpu["name"], row[1].as_str());
+        assert_eq!(gpu["total_memory_mb"].as_u64().unwrap().to_string(), row[3]);
+        assert!(gpu["utilization_percent"].as_f64().is_some());
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut cmd = profiled_command("python3", &out);
+    cmd.arg(python_script()).args(["timed", "5", "0.05"]);
+    let profiled = run(&mut cmd, LIMIT);
+    assert_success(&profiled);
+    let h = read_reports(&out, profiled.pid).history;
+    assert_eq!(h.detector, "NVMLDetector");
+    let uuids: BTreeMap<u32, String> = h
+        .devices
+        .iter()
+        .map(|d| (d.index, d.uuid.clone().unwrap()))
+        .collect();
+    for row in &rows {
+        assert_eq!(uuids[&row[0].parse::<u32>().unwrap()], row[2]);
+    }
+    for sample in &h.gpu_history {
+        assert!(sample
+            .gpu_utilization
+            .is_some_and(|u| (0.0..=100.0).contains(&u)));
+        assert!(sample.memory_total_mb.is_some_and(|m| m > 0.0));
+        assert!(sample.temperature.is_some_and(|t| t > 0.0 && t < 120.0));
+    }
+}
