@@ -85,7 +85,15 @@ pub(crate) fn start(session: &Arc<Session>, config: &Config) -> Running {
     if let Some(options) = shape.sampler.clone() {
         let (session, stop) = (session.clone(), stop_rx.clone());
         spawn("vprof-sampler", move || {
-            sample_loop(&session, &options, &stop)
+            // A bug in a vendor library's wrapper must not take more than the sampler down.
+            let sampled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                sample_loop(&session, &options, &stop)
+            }));
+            if sampled.is_err() {
+                ffi::print_warnings(&["the GPU sampler stopped on an internal error; steps \
+                     are still recorded"
+                    .to_owned()]);
+            }
         });
     }
     if shape.exporter {

@@ -139,3 +139,89 @@ impl Health {
         std::mem::take(&mut self.pending)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn calls(
+        health: &mut Health,
+        position: usize,
+        metric: Metric,
+        result: Result<u32, Failure>,
+    ) -> (Option<u32>, bool) {
+        let mut called = false;
+        let value = health.read(position, position as u32, metric, || {
+            called = true;
+            result
+        });
+        (value, called)
+    }
+
+    #[test]
+    fn a_missing_function_is_null_for_good_on_every_device_with_one_warning() {
+        let mut health = Health::new("NVML", 2);
+        let missing = || Err(Failure::MissingSymbol("undefined symbol: nvmlX".into()));
+        assert_eq!(
+            calls(&mut health, 0, Metric::Power, missing()),
+            (None, true)
+        );
+        // Not asked again, on this device or the other.
+        assert_eq!(calls(&mut health, 0, Metric::Power, Ok(5)), (None, false));
+        assert_eq!(calls(&mut health, 1, Metric::Power, Ok(5)), (None, false));
+        // Other metrics are untouched.
+        assert_eq!(
+            calls(&mut health, 1, Metric::Temperature, Ok(40)),
+            (Some(40), true)
+        );
+        let warnings = health.take_warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("power_draw will be null"),
+            "{}",
+            warnings[0]
+        );
+        assert!(warnings[0].contains("nvmlX"));
+        assert!(health.take_warnings().is_empty());
+    }
+
+    #[test]
+    fn not_supported_is_null_for_good_on_that_device_only_and_silent() {
+        let mut health = Health::new("NVML", 2);
+        assert_eq!(
+            calls(&mut health, 0, Metric::SmClock, Err(Failure::NotSupported)),
+            (None, true)
+        );
+        assert_eq!(
+            calls(&mut health, 0, Metric::SmClock, Ok(1500)),
+            (None, false)
+        );
+        assert_eq!(
+            calls(&mut health, 1, Metric::SmClock, Ok(1500)),
+            (Some(1500), true)
+        );
+        assert!(health.take_warnings().is_empty());
+    }
+
+    #[test]
+    fn a_failed_call_is_null_for_that_sample_only_and_reported_once() {
+        let mut health = Health::new("amd-smi", 1);
+        let failed = || Err(Failure::Failed("status 7".into()));
+        assert_eq!(
+            calls(&mut health, 0, Metric::Memory, failed()),
+            (None, true)
+        );
+        assert_eq!(
+            calls(&mut health, 0, Metric::Memory, Ok(9)),
+            (Some(9), true)
+        );
+        assert_eq!(
+            calls(&mut health, 0, Metric::Memory, failed()),
+            (None, true)
+        );
+        let warnings = health.take_warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with("amd-smi could not read memory_used_mb"));
+        assert!(warnings[0].contains("device 0") && warnings[0].contains("status 7"));
+    }
+}

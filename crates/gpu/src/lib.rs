@@ -183,3 +183,40 @@ pub fn unix_now() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_selection_keeps_known_indices_once_and_reports_the_rest() {
+        let mut health = health::Health::new("NVML", 0);
+        let all = Options::default();
+        assert_eq!(all.selected(3, "NVML", &mut health), vec![0, 1, 2]);
+        let some = Options {
+            devices: Some(vec![2, 0, 2, 9]),
+            ..Options::default()
+        };
+        assert_eq!(some.selected(3, "NVML", &mut health), vec![2, 0]);
+        let warnings = health.take_warnings();
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("device 9") && warnings[0].contains("3 device(s)"));
+    }
+
+    #[test]
+    fn with_absent_libraries_the_chain_ends_at_the_cpu() {
+        let dir = std::env::temp_dir();
+        let options = Options {
+            nvml_library: Some(dir.join("vllm-profiler-absent-nvml.so")),
+            amdsmi_library: Some(dir.join("vllm-profiler-absent-amd.so")),
+            devices: None,
+        };
+        let detection = detect(&options);
+        assert!(detection.backend.is_none());
+        assert_eq!(detection.detector_name(), CPU_DETECTOR);
+        assert_eq!(detection.skipped.len(), 2);
+        assert!(detection.skipped[0].starts_with("amd-smi"));
+        assert!(detection.skipped[1].starts_with("NVML"));
+        assert_eq!(detection.warnings.len(), 2, "both were named by the user");
+    }
+}
