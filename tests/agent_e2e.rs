@@ -50,7 +50,10 @@ fn check_workload(dir: &Path, pid: u32, steps: u64, max_history: u64) {
     assert_eq!(s.counters.kept_steps, kept);
     assert_eq!(s.counters.dropped_steps, steps - kept);
     assert_eq!(s.counters.lost_events, 0);
-    assert_eq!(s.memory_source, MemorySource::HostRss);
+    if !has_nvidia_driver() {
+        // Where a real GPU answers, steps carry GPU memory instead (tests/gpu_e2e.rs).
+        assert_eq!(s.memory_source, MemorySource::HostRss);
+    }
 
     assert_eq!(r.steps.detailed_steps.len() as u64, kept);
     assert_eq!(r.steps.dropped_steps, steps - kept);

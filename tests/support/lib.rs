@@ -70,6 +70,11 @@ fn build_artifact(package: &str, target: &[&str], file_name: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("cargo reported no {file_name}"))
 }
 
+/// Whether this machine has an NVIDIA driver, so that the real NVML answers detection.
+pub fn has_nvidia_driver() -> bool {
+    Path::new("/dev/nvidiactl").exists()
+}
+
 /// Directory of the generated `vllm_profiler.h`.
 pub fn include_dir() -> PathBuf {
     workspace_root().join("crates/agent/include")
