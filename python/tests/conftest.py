@@ -1,0 +1,75 @@
+"""Builds libvllm_profiler.so once and runs each scenario in its own Python process: the
+profiler is per process, and the tests cover both ways of loading it (preloaded with
+LD_PRELOAD, and found through VLLM_PROFILER_LIBRARY)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE_DIR = ROOT / "python"
+SCENARIOS = Path(__file__).resolve().parent / "scenarios.py"
+
+
+@pytest.fixture(scope="session")
+def agent_library() -> Path:
+    out = subprocess.run(
+        ["cargo", "build", "-q", "-p", "vllm-profiler-agent", "--lib", "--message-format=json"],
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    ).stdout
+    for line in out.splitlines():
+        msg = json.loads(line)
+        for name in msg.get("filenames") or []:
+            if name.endswith("/libvllm_profiler.so"):
+                return Path(name)
+    raise RuntimeError("cargo reported no libvllm_profiler.so")
+
+
+def clean_env() -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_") and k != "LD_PRELOAD"}
+    env["PYTHONPATH"] = str(PACKAGE_DIR)
+    # No real GPU library may answer here: the reports must not depend on the machine.
+    env["VLLM_PROFILING_NVML_LIBRARY"] = "/nonexistent/libnvidia-ml.so.1"
+    env["VLLM_PROFILING_AMDSMI_LIBRARY"] = "/nonexistent/libamd_smi.so"
+    return env
+
+
+@pytest.fixture(params=["preloaded", "loaded"])
+def run_scenario(request, agent_library, tmp_path):
+    """Runs `scenarios.py NAME ARGS...` in a fresh process, the library preloaded or loaded by
+    the package; returns (completed process, output dir)."""
+
+    def run(name, *args, env_extra=None, timeout=60):
+        env = clean_env()
+        if request.param == "preloaded":
+            env["LD_PRELOAD"] = str(agent_library)
+        else:
+            env["VLLM_PROFILER_LIBRARY"] = str(agent_library)
+        env.update(env_extra or {})
+        out = tmp_path / "out"
+        proc = subprocess.run(
+            [sys.executable, str(SCENARIOS), name, str(out), *map(str, args)],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=timeout,
+        )
+        assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        return proc, out
+
+    run.mode = request.param
+    return run
+
+
+def read_report(out: Path, kind: str, pid: int) -> dict:
+    with open(out / f"{kind}_{pid}.json", encoding="utf-8") as f:
+        return json.load(f)

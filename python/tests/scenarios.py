@@ -1,0 +1,130 @@
+"""Scenarios run by test_api.py, one per process: `scenarios.py NAME OUT_DIR [ARGS...]`.
+Each prints one JSON line with what the test checks besides the report files."""
+
+import asyncio
+import inspect
+import json
+import logging
+import os
+import sys
+import time
+
+import vllm_profiler
+from vllm_profiler.integration import (
+    VLLMProfilingContext,
+    disable_vllm_profiling,
+    enable_vllm_profiling,
+    profile_vllm_function,
+)
+from vllm_profiler.vllm_monitor import VLLMPerformanceMonitor
+
+
+def steps(monitor, n, first=0):
+    for i in range(first, first + n):
+        with monitor.profile_inference_step(batch_size=i + 1, num_tokens=10 * (i + 1)):
+            time.sleep(0.001)
+
+
+def enable_disable(out):
+    enable_vllm_profiling(enable_gpu_monitoring=True, output_dir=out, sample_interval=0.05)
+    assert vllm_profiler.is_profiling_enabled()
+    steps(VLLMPerformanceMonitor(), 5)
+    disable_vllm_profiling()
+    assert not vllm_profiler.is_profiling_enabled()
+    disable_vllm_profiling()  # a second disable is harmless
+    return {}
+
+
+def context_raises(out):
+    monitor = VLLMPerformanceMonitor()
+    try:
+        with VLLMProfilingContext(output_dir=out):
+            steps(monitor, 3)
+            raise ValueError("the block failed")
+    except ValueError as err:
+        return {"error": str(err), "enabled_after": vllm_profiler.is_profiling_enabled()}
+    return {"error": None}
+
+
+def decorator(out):
+    monitor = VLLMPerformanceMonitor()
+
+    @profile_vllm_function(output_dir=out)
+    def run_inference(n: int, label: str = "x") -> str:
+        """Runs n steps."""
+        steps(monitor, n)
+        return f"{label}:{n}"
+
+    @profile_vllm_function(output_dir=out)
+    async def run_async(n: int) -> int:
+        """Async steps."""
+        steps(monitor, n, first=100)
+        await asyncio.sleep(0)
+        return n * 2
+
+    return {
+        "sync": run_inference(2, label="done"),
+        "async": asyncio.run(run_async(3)),
+        "names": [run_inference.__name__, run_async.__name__],
+        "docs": [run_inference.__doc__, run_async.__doc__],
+        "signature": str(inspect.signature(run_inference)),
+        "is_coroutine": inspect.iscoroutinefunction(run_async),
+    }
+
+
+def monitor(out):
+    logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+    m = VLLMPerformanceMonitor(output_dir=out, sample_interval=0.05)
+    seen = []
+    m.on_step_completed = seen.append
+    m.start_monitoring()
+    steps(m, 4)
+    raising = VLLMPerformanceMonitor()
+    calls = []
+
+    def boom(record):
+        calls.append(record["step_id"])
+        raise RuntimeError("callback bug")
+
+    raising.on_step_completed = boom
+    steps(raising, 3, first=4)
+    last_two = m.get_performance_summary(last_n_steps=2)
+    everything = m.get_performance_summary()
+    report = os.path.join(out, "combined", "report.json")
+    m.export_performance_report(report)
+    m.stop_monitoring()
+    return {
+        "seen": seen,
+        "boom_calls": calls,
+        "last_two_steps": last_two["total_steps"],
+        "last_two_tokens": last_two["total_tokens"],
+        "all_steps": everything["total_steps"],
+        "report": report,
+        "report_mode": oct(os.stat(report).st_mode & 0o777),
+    }
+
+
+def env_started(out):
+    # VLLM_ENABLE_PROFILING=1 started the profiler before this import; the API applies
+    # settings on top and the reports are written at exit.
+    was_enabled = vllm_profiler.is_profiling_enabled()
+    enable_vllm_profiling(output_dir=out, sample_interval=0.05)
+    steps(VLLMPerformanceMonitor(), 6)
+    return {"was_enabled": was_enabled}
+
+
+def bad_setting(out):
+    try:
+        enable_vllm_profiling(output_dir=out, sample_interval=-1)
+    except vllm_profiler.ProfilerError as err:
+        return {"code": err.code, "message": err.message, "enabled": vllm_profiler.is_profiling_enabled()}
+    return {"code": None}
+
+
+SCENARIOS = {f.__name__: f for f in [enable_disable, context_raises, decorator, monitor, env_started, bad_setting]}
+
+if __name__ == "__main__":
+    name, out = sys.argv[1], sys.argv[2]
+    result = SCENARIOS[name](out)
+    result["pid"] = os.getpid()
+    print(json.dumps(result))

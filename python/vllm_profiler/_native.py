@@ -1,0 +1,147 @@
+"""The ctypes binding of libvllm_profiler.so: finding the library, typing every function, and
+turning error codes into exceptions with the library's own message.
+
+Every foreign function gets `argtypes` and `restype`: without them ctypes truncates the 64-bit
+step and span handles.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+LIBRARY_NAME = "libvllm_profiler.so"
+
+_SIGNATURES = {
+    "vllm_profiler_enable": ([ctypes.c_char_p], ctypes.c_int32),
+    "vllm_profiler_disable": ([], ctypes.c_int32),
+    "vllm_profiler_is_enabled": ([], ctypes.c_int32),
+    "vllm_profiler_step_begin": ([ctypes.c_uint32, ctypes.c_uint32], ctypes.c_uint64),
+    "vllm_profiler_step_end": ([ctypes.c_uint64], ctypes.c_int32),
+    "vllm_profiler_span_begin": ([ctypes.c_char_p], ctypes.c_uint64),
+    "vllm_profiler_span_end": ([ctypes.c_uint64], ctypes.c_int32),
+    "vllm_profiler_export": ([ctypes.c_char_p], ctypes.c_int32),
+    "vllm_profiler_summary_json": (
+        [ctypes.c_uint32, ctypes.c_char_p, ctypes.c_size_t],
+        ctypes.c_int64,
+    ),
+    "vllm_profiler_last_error": ([ctypes.c_char_p, ctypes.c_size_t], ctypes.c_int32),
+}
+
+# The C ABI's error codes (vllm_profiler.h).
+E_NOT_ENABLED = -1
+
+
+class ProfilerError(RuntimeError):
+    """A call into libvllm_profiler.so failed; `code` is its VLLM_PROFILER_E_* value."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"{message} (code {code})")
+        self.code = code
+        self.message = message
+
+
+class LibraryNotFoundError(OSError):
+    """libvllm_profiler.so was found nowhere; the message lists where it looked."""
+
+
+_lock = threading.Lock()
+_library: Optional[ctypes.CDLL] = None
+
+
+def _candidates() -> List[str]:
+    places = ["already loaded in this process (LD_PRELOAD)"]
+    env = os.environ.get("VLLM_PROFILER_LIBRARY")
+    places.append(f"$VLLM_PROFILER_LIBRARY ({env!r})" if env else "$VLLM_PROFILER_LIBRARY (unset)")
+    places.append(str(Path(__file__).resolve().parent / LIBRARY_NAME))
+    return places
+
+
+def library() -> ctypes.CDLL:
+    """The agent library, loaded once: the preloaded one, else $VLLM_PROFILER_LIBRARY, else
+    the copy next to this package."""
+    global _library
+    with _lock:
+        if _library is None:
+            _library = _typed(_find())
+        return _library
+
+
+def _find() -> ctypes.CDLL:
+    preloaded = ctypes.CDLL(None)
+    if hasattr(preloaded, "vllm_profiler_step_begin"):
+        return preloaded
+    errors = []
+    env = os.environ.get("VLLM_PROFILER_LIBRARY")
+    paths = [env] if env else []
+    paths.append(str(Path(__file__).resolve().parent / LIBRARY_NAME))
+    for path in paths:
+        if not os.path.exists(path):
+            errors.append(f"{path}: no such file")
+            continue
+        try:
+            return ctypes.CDLL(path)
+        except OSError as err:
+            errors.append(f"{path}: {err}")
+    raise LibraryNotFoundError(
+        f"{LIBRARY_NAME} not found. Looked: " + "; ".join(_candidates()) + ". "
+        + " ".join(errors)
+        + " Preload it (LD_PRELOAD), or set VLLM_PROFILER_LIBRARY to its path."
+    )
+
+
+def _typed(lib: ctypes.CDLL) -> ctypes.CDLL:
+    for name, (argtypes, restype) in _SIGNATURES.items():
+        func = getattr(lib, name)
+        func.argtypes = argtypes
+        func.restype = restype
+    return lib
+
+
+def last_error() -> str:
+    buf = ctypes.create_string_buffer(1024)
+    library().vllm_profiler_last_error(buf, len(buf))
+    return buf.value.decode("utf-8", "replace")
+
+
+def check(code: int) -> int:
+    """Raises ProfilerError for a negative code; returns it otherwise."""
+    if code < 0:
+        raise ProfilerError(code, last_error())
+    return code
+
+
+def enable(config: Optional[Dict[str, Any]] = None) -> None:
+    raw = None if config is None else json.dumps(config).encode()
+    check(library().vllm_profiler_enable(raw))
+
+
+def disable() -> None:
+    check(library().vllm_profiler_disable())
+
+
+def is_enabled() -> bool:
+    return library().vllm_profiler_is_enabled() == 1
+
+
+def export(directory: Optional[str] = None) -> int:
+    raw = None if directory is None else os.fsencode(directory)
+    return check(library().vllm_profiler_export(raw))
+
+
+def summary(last_n_steps: Optional[int] = None) -> Dict[str, Any]:
+    """The performance summary; over the last n kept steps when `last_n_steps` is given."""
+    lib = library()
+    n = 0 if last_n_steps is None else int(last_n_steps)
+    if n < 0 or n > 0xFFFFFFFF:
+        raise ValueError(f"last_n_steps must be between 0 and 2**32-1, got {last_n_steps}")
+    while True:
+        need = check(lib.vllm_profiler_summary_json(n, None, 0))
+        buf = ctypes.create_string_buffer(need + 1)
+        got = check(lib.vllm_profiler_summary_json(n, buf, len(buf)))
+        if got < len(buf):
+            return json.loads(buf.value)

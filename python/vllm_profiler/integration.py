@@ -1,0 +1,144 @@
+"""Seed 004's code-integration API: a function pair, a context manager and a decorator.
+
+```python
+from vllm_profiler.integration import enable_vllm_profiling, disable_vllm_profiling
+enable_vllm_profiling(enable_gpu_monitoring=True, output_dir="./profiling_results")
+...
+disable_vllm_profiling()   # stops the threads and writes the reports
+```
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Callable, Dict, Optional, TypeVar
+
+from . import _native
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_OUTPUT_DIR = "./profiling_results"
+
+
+def _config(
+    enable_gpu_monitoring: bool,
+    enable_layer_profiling: bool,
+    output_dir: str,
+    sample_interval: float,
+    auto_export_interval: Optional[float],
+) -> Dict[str, Any]:
+    config: Dict[str, Any] = {
+        "enable_gpu_monitoring": bool(enable_gpu_monitoring),
+        "enable_layer_profiling": bool(enable_layer_profiling),
+        "output_dir": str(output_dir),
+        "sample_interval": float(sample_interval),
+    }
+    if auto_export_interval is not None:
+        config["auto_export_interval"] = float(auto_export_interval)
+    return config
+
+
+def enable_vllm_profiling(
+    enable_gpu_monitoring: bool = True,
+    enable_layer_profiling: bool = False,
+    output_dir: str = DEFAULT_OUTPUT_DIR,
+    sample_interval: float = 0.1,
+    auto_export_interval: Optional[float] = None,
+) -> None:
+    """Starts profiling in this process, or applies these settings to a running profiler
+    (for example one started by VLLM_ENABLE_PROFILING=1). Raises ProfilerError on a bad
+    setting, changing nothing."""
+    _native.enable(
+        _config(
+            enable_gpu_monitoring,
+            enable_layer_profiling,
+            output_dir,
+            sample_interval,
+            auto_export_interval,
+        )
+    )
+
+
+def disable_vllm_profiling() -> None:
+    """Stops profiling and writes the reports. Does nothing if profiling is off."""
+    try:
+        _native.disable()
+    except _native.ProfilerError as err:
+        if err.code != _native.E_NOT_ENABLED:
+            raise
+
+
+def is_profiling_enabled() -> bool:
+    return _native.is_enabled()
+
+
+class VLLMProfilingContext:
+    """`with VLLMProfilingContext(...):` profiles the block and writes the reports at its end,
+    also when the block raises."""
+
+    def __init__(
+        self,
+        enable_gpu_monitoring: bool = True,
+        enable_layer_profiling: bool = False,
+        output_dir: str = DEFAULT_OUTPUT_DIR,
+        sample_interval: float = 0.1,
+        auto_export_interval: Optional[float] = None,
+    ) -> None:
+        self._config = _config(
+            enable_gpu_monitoring,
+            enable_layer_profiling,
+            output_dir,
+            sample_interval,
+            auto_export_interval,
+        )
+
+    def __enter__(self) -> "VLLMProfilingContext":
+        _native.enable(self._config)
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        disable_vllm_profiling()
+
+    async def __aenter__(self) -> "VLLMProfilingContext":
+        return self.__enter__()
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self.__exit__(*exc_info)
+
+
+def profile_vllm_function(
+    enable_gpu_monitoring: bool = True,
+    enable_layer_profiling: bool = False,
+    output_dir: str = DEFAULT_OUTPUT_DIR,
+    sample_interval: float = 0.1,
+    auto_export_interval: Optional[float] = None,
+) -> Callable[[F], F]:
+    """Decorator: each call of the function (sync or async) runs inside a
+    VLLMProfilingContext. Keeps the function's name, docstring and signature."""
+
+    def decorate(func: F) -> F:
+        settings = dict(
+            enable_gpu_monitoring=enable_gpu_monitoring,
+            enable_layer_profiling=enable_layer_profiling,
+            output_dir=output_dir,
+            sample_interval=sample_interval,
+            auto_export_interval=auto_export_interval,
+        )
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                async with VLLMProfilingContext(**settings):
+                    return await func(*args, **kwargs)
+
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with VLLMProfilingContext(**settings):
+                return func(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

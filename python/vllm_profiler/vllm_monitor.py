@@ -1,0 +1,149 @@
+"""Seed 004's VLLMPerformanceMonitor over the agent's C ABI."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import time
+from typing import Any, Callable, Dict, Iterator, Optional
+
+from . import _native
+
+logger = logging.getLogger("vllm_profiler")
+
+StepCallback = Callable[[Dict[str, Any]], Any]
+
+
+class VLLMPerformanceMonitor:
+    """Records inference steps; the agent aggregates them.
+
+    `on_step_completed`, when set, is called after every step with the step's record
+    (`step_id`, `batch_size`, `num_tokens`, `start_time`, `duration_ms`). It can never break
+    the step: an exception in it is logged once and otherwise ignored.
+    """
+
+    def __init__(
+        self,
+        model_runner: Any = None,
+        enable_realtime_monitoring: bool = True,
+        enable_detailed_profiling: bool = False,
+        output_dir: Optional[str] = None,
+        sample_interval: float = 0.1,
+    ) -> None:
+        self.model_runner = model_runner
+        self.enable_realtime_monitoring = enable_realtime_monitoring
+        self.enable_detailed_profiling = enable_detailed_profiling
+        self.output_dir = output_dir
+        self.sample_interval = sample_interval
+        self.on_step_completed: Optional[StepCallback] = None
+        self._steps = 0
+        self._callback_failed = False
+        self._started_here = False
+
+    def start_monitoring(self) -> None:
+        """Starts the profiler unless it already runs (from the environment, say)."""
+        if _native.is_enabled():
+            return
+        config: Dict[str, Any] = {
+            "enable_gpu_monitoring": bool(self.enable_realtime_monitoring),
+            "enable_layer_profiling": bool(self.enable_detailed_profiling),
+            "sample_interval": float(self.sample_interval),
+        }
+        if self.output_dir is not None:
+            config["output_dir"] = str(self.output_dir)
+        _native.enable(config)
+        self._started_here = True
+
+    def stop_monitoring(self) -> None:
+        """Stops the profiler if this monitor started it, writing the reports."""
+        if self._started_here:
+            self._started_here = False
+            try:
+                _native.disable()
+            except _native.ProfilerError as err:
+                if err.code != _native.E_NOT_ENABLED:
+                    raise
+
+    @contextlib.contextmanager
+    def profile_inference_step(self, batch_size: int, num_tokens: int) -> Iterator[None]:
+        """Records the block as one step. A step the profiler cannot record (profiling off)
+        still runs; the block's exceptions pass through untouched."""
+        lib = _native.library()
+        start_time = time.time()
+        start = time.perf_counter_ns()
+        handle = lib.vllm_profiler_step_begin(_u32(batch_size), _u32(num_tokens))
+        try:
+            yield
+        finally:
+            duration_ns = time.perf_counter_ns() - start
+            if handle:
+                lib.vllm_profiler_step_end(handle)
+                self._steps += 1
+                self._completed(
+                    {
+                        "step_id": self._steps - 1,
+                        "batch_size": int(batch_size),
+                        "num_tokens": int(num_tokens),
+                        "start_time": start_time,
+                        "duration_ms": duration_ns / 1e6,
+                    }
+                )
+
+    def _completed(self, record: Dict[str, Any]) -> None:
+        callback = self.on_step_completed
+        if callback is None:
+            return
+        try:
+            callback(record)
+        except Exception:  # noqa: BLE001 - a user callback must never break a step
+            if not self._callback_failed:
+                self._callback_failed = True
+                logger.exception(
+                    "on_step_completed raised; steps are still recorded (reported once)"
+                )
+
+    def get_performance_summary(self, last_n_steps: Optional[int] = None) -> Dict[str, Any]:
+        """Seed 004's summary: totals over every step, or over the last n kept steps."""
+        return _native.summary(last_n_steps)
+
+    def export_performance_report(self, path: str) -> str:
+        """Writes one JSON file with the summary, the detailed steps and the GPU history;
+        returns its path."""
+        pid = os.getpid()
+        with tempfile.TemporaryDirectory(prefix="vllm-profiler-") as tmp:
+            _native.export(tmp)
+            report: Dict[str, Any] = {}
+            for key, name in (
+                ("performance_summary", f"performance_summary_{pid}.json"),
+                ("detailed_steps", f"detailed_steps_{pid}.json"),
+                ("gpu_history", f"gpu_history_{pid}.json"),
+            ):
+                file = os.path.join(tmp, name)
+                if os.path.exists(file):
+                    with open(file, encoding="utf-8") as f:
+                        report[key] = json.load(f)
+        if "performance_summary" not in report:
+            report["performance_summary"] = _native.summary()
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        fd, partial = tempfile.mkstemp(prefix=".report-", dir=directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(report, f, indent=2)
+            os.chmod(partial, 0o644)  # mkstemp's 0600 would hide the report from others
+            os.replace(partial, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(partial)
+            raise
+        return path
+
+
+def _u32(value: int) -> int:
+    value = int(value)
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise ValueError(f"expected 0..2**32-1, got {value}")
+    return value
