@@ -15,10 +15,9 @@ PACKAGE_DIR = ROOT / "python"
 SCENARIOS = Path(__file__).resolve().parent / "scenarios.py"
 
 
-@pytest.fixture(scope="session")
-def agent_library() -> Path:
+def build(package: str, file_name: str) -> Path:
     out = subprocess.run(
-        ["cargo", "build", "-q", "-p", "vllm-profiler-agent", "--lib", "--message-format=json"],
+        ["cargo", "build", "-q", "-p", package, "--lib", "--message-format=json"],
         cwd=ROOT,
         check=True,
         stdout=subprocess.PIPE,
@@ -27,9 +26,19 @@ def agent_library() -> Path:
     for line in out.splitlines():
         msg = json.loads(line)
         for name in msg.get("filenames") or []:
-            if name.endswith("/libvllm_profiler.so"):
+            if name.endswith("/" + file_name):
                 return Path(name)
-    raise RuntimeError("cargo reported no libvllm_profiler.so")
+    raise RuntimeError(f"cargo reported no {file_name}")
+
+
+@pytest.fixture(scope="session")
+def agent_library() -> Path:
+    return build("vllm-profiler-agent", "libvllm_profiler.so")
+
+
+@pytest.fixture(scope="session")
+def fake_nvml() -> Path:
+    return build("fake-nvml", "libfake_nvml.so")
 
 
 def clean_env() -> dict:

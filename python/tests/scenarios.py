@@ -121,7 +121,63 @@ def bad_setting(out):
     return {"code": None}
 
 
-SCENARIOS = {f.__name__: f for f in [enable_disable, context_raises, decorator, monitor, env_started, bad_setting]}
+
+
+
+def gpu(out):
+    from vllm_profiler.detector import UnifiedGPUDetector
+    from vllm_profiler.gpu_monitor import GPUHardwareMonitor, GPUMonitor, get_gpu_monitor
+
+    before = GPUHardwareMonitor(device_id=1).get_current_metrics() if vllm_profiler.is_profiling_enabled() else "off"
+    enable_vllm_profiling(output_dir=out, sample_interval=0.05)
+    hw = GPUHardwareMonitor(device_id=1, sample_interval=0.05)
+    hw.start()
+    deadline = time.time() + 10
+    while len(hw.get_metrics_history()) < 3 and time.time() < deadline:
+        time.sleep(0.05)
+    current = hw.get_current_metrics()
+    history = hw.get_metrics_history(duration_sec=60)
+    old = hw.get_metrics_history(duration_sec=0)
+    detector = UnifiedGPUDetector()
+    result = {
+        "before": before,
+        "current": {k: getattr(current, k) for k in ("device_id", "gpu_utilization", "memory_utilization", "temperature", "power_draw", "memory_used_mb")},
+        "history_devices": sorted({m.device_id for m in history}),
+        "history_len": len(history),
+        "recent_none": len(old),
+        "seed000": GPUMonitor(device_index=0).get_metrics(),
+        "seed000_missing": GPUMonitor(device_index=5).get_metrics(),
+        "singleton": get_gpu_monitor(0) is get_gpu_monitor(0),
+        "detector": detector.detector_name,
+        "list": detector.get_gpu_list(),
+        "info1": detector.get_gpu_info(1),
+    }
+    disable_vllm_profiling()
+    return result
+
+
+
+def cpu_detector(out):
+    from vllm_profiler.detector import UnifiedGPUDetector
+    from vllm_profiler.gpu_monitor import GPUMonitor
+
+    d = UnifiedGPUDetector()
+    return {"detector": d.detector_name, "list": d.get_gpu_list(), "seed000": GPUMonitor().get_metrics()}
+
+
+SCENARIOS = {
+    f.__name__: f
+    for f in [
+        enable_disable,
+        context_raises,
+        decorator,
+        monitor,
+        env_started,
+        bad_setting,
+        gpu,
+        cpu_detector,
+    ]
+}
 
 if __name__ == "__main__":
     name, out = sys.argv[1], sys.argv[2]

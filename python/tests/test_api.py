@@ -110,3 +110,65 @@ def test_a_missing_library_says_where_it_looked(tmp_path):
     assert "LD_PRELOAD" in message
     assert str(tmp_path / "nowhere" / "libvllm_profiler.so") in message
     assert os.path.join(str(PACKAGE_DIR), "vllm_profiler", "libvllm_profiler.so") in message
+
+
+GPU_SCRIPT = {
+    "devices": [
+        {"name": "Fake GPU Zero", "uuid": "GPU-0", "memory_total_mb": 81920, "frames": [
+            {"gpu_utilization": 37, "memory_controller_utilization": 5, "memory_used_mb": 20480,
+             "temperature": 51, "power_draw_mw": 123500, "power_limit_mw": 700000}]},
+        {"name": "Fake GPU One", "uuid": "GPU-1", "memory_total_mb": 40960, "frames": [
+            {"gpu_utilization": 88, "memory_controller_utilization": 9, "memory_used_mb": 10240,
+             "temperature": 64, "power_draw_mw": 250000, "power_limit_mw": 400000}]},
+    ]
+}
+
+
+def test_gpu_monitors_and_detector_read_the_agents_sampler(run_scenario, fake_nvml, tmp_path):
+    script = tmp_path / "nvml.json"
+    script.write_text(json.dumps(GPU_SCRIPT))
+    proc, _ = run_scenario(
+        "gpu",
+        env_extra={"VLLM_PROFILING_NVML_LIBRARY": str(fake_nvml), "FAKE_NVML_SCRIPT": str(script)},
+    )
+    r = result(proc)
+    assert r["current"] == {
+        "device_id": 1,
+        "gpu_utilization": 88.0,
+        "memory_utilization": 25.0,
+        "temperature": 64.0,
+        "power_draw": 250.0,
+        "memory_used_mb": 10240.0,
+    }
+    assert r["history_devices"] == [1]
+    assert r["history_len"] >= 3
+    assert r["recent_none"] == 0
+    assert r["seed000"] == {
+        "gpu_util_percent": 37.0,
+        "memory_util_percent": 25.0,
+        "memory_used_mb": 20480,
+        "memory_total_mb": 81920,
+        "memory_free_mb": 61440,
+    }
+    assert r["seed000_missing"] is None
+    assert r["singleton"] is True
+    assert r["detector"] == "NVMLDetector"
+    assert [g["name"] for g in r["list"]] == ["Fake GPU Zero", "Fake GPU One"]
+    assert r["info1"] == {
+        "index": 1,
+        "name": "Fake GPU One",
+        "gpu_type": "nvidia",
+        "total_memory_mb": 40960,
+        "used_memory_mb": 10240,
+        "free_memory_mb": 30720,
+        "utilization_percent": 88.0,
+    }
+
+
+def test_without_a_gpu_the_detector_answers_with_the_cpu(run_scenario):
+    proc, _ = run_scenario("cpu_detector")
+    r = result(proc)
+    assert r["detector"] == "CPUDetector" or r["detector"].startswith("Torch")
+    if r["detector"] == "CPUDetector":
+        assert [g["gpu_type"] for g in r["list"]] == ["cpu"]
+        assert r["seed000"] is None

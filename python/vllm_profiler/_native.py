@@ -30,6 +30,11 @@ _SIGNATURES = {
         ctypes.c_int64,
     ),
     "vllm_profiler_last_error": ([ctypes.c_char_p, ctypes.c_size_t], ctypes.c_int32),
+    "vllm_profiler_gpu_history_json": (
+        [ctypes.c_int32, ctypes.c_double, ctypes.c_char_p, ctypes.c_size_t],
+        ctypes.c_int64,
+    ),
+    "vllm_profiler_gpus_json": ([ctypes.c_char_p, ctypes.c_size_t], ctypes.c_int64),
 }
 
 # The C ABI's error codes (vllm_profiler.h).
@@ -131,6 +136,29 @@ def is_enabled() -> bool:
 def export(directory: Optional[str] = None) -> int:
     raw = None if directory is None else os.fsencode(directory)
     return check(library().vllm_profiler_export(raw))
+
+
+def _json_call(call: Any, *args: Any) -> Any:
+    """Calls a snprintf-style JSON function, growing the buffer until the text fits. The
+    first buffer is large, because some calls sample hardware again on every call."""
+    size = 1 << 16
+    while True:
+        buf = ctypes.create_string_buffer(size)
+        need = check(call(*args, buf, len(buf)))
+        if need < len(buf):
+            return json.loads(buf.value)
+        size = need + 1
+
+
+def gpu_history(device_id: Optional[int] = None, since_unix: float = 0.0) -> Dict[str, Any]:
+    """Kept GPU samples of one device (all when None) since a Unix time."""
+    device = -1 if device_id is None else int(device_id)
+    return _json_call(library().vllm_profiler_gpu_history_json, device, float(since_unix))
+
+
+def gpu_list() -> Dict[str, Any]:
+    """Seed 001's GPU list from the Rust detector chain, sampled now."""
+    return _json_call(library().vllm_profiler_gpus_json)
 
 
 def summary(last_n_steps: Optional[int] = None) -> Dict[str, Any]:

@@ -123,6 +123,22 @@ int32_t vllm_profiler_export(const char *dir);
 int64_t vllm_profiler_summary_json(uint32_t last_n_steps, char *buf, size_t len);
 
 /**
+ * The kept GPU samples as JSON (the shape of `gpu_history_<pid>.json`): of device
+ * `device_id`, or of every device when it is negative, taken at or after `since_unix` (Unix
+ * seconds; 0 for all). Same buffer protocol as `vllm_profiler_summary_json`.
+ */
+int64_t vllm_profiler_gpu_history_json(int32_t device_id, double since_unix, char *buf, size_t len);
+
+/**
+ * Seed 001's GPU list as JSON (`{"gpus": [...], "total": n, "detector": "..."}`), detected
+ * and sampled now by the same chain as the sampler (amd-smi, NVML, CPU), with the
+ * environment's `VLLM_PROFILING_*_LIBRARY` and `VLLM_PROFILING_DEVICES`. Works without
+ * profiling; loads the vendor library on the calling thread. Same buffer protocol as
+ * `vllm_profiler_summary_json`; each call samples again.
+ */
+int64_t vllm_profiler_gpus_json(char *buf, size_t len);
+
+/**
  * The message of the calling thread's last error. Copies at most `len - 1` bytes and a NUL
  * into `buf` (may be NULL) and returns the message length; 0 when no call has failed yet.
  */

@@ -223,6 +223,39 @@ pub extern "C" fn vllm_profiler_summary_json(
     })
 }
 
+/// The kept GPU samples as JSON (the shape of `gpu_history_<pid>.json`): of device
+/// `device_id`, or of every device when it is negative, taken at or after `since_unix` (Unix
+/// seconds; 0 for all). Same buffer protocol as `vllm_profiler_summary_json`.
+#[no_mangle]
+pub extern "C" fn vllm_profiler_gpu_history_json(
+    device_id: i32,
+    since_unix: f64,
+    buf: *mut c_char,
+    len: usize,
+) -> i64 {
+    guard(i64::from, || {
+        if since_unix.is_nan() {
+            return Err(ProfilerError::InvalidArgument("since_unix is NaN"));
+        }
+        let device = u32::try_from(device_id).ok();
+        let json = runtime::gpu_history_json(device, since_unix)?;
+        Ok(copy_out(&json, buf, len) as i64)
+    })
+}
+
+/// Seed 001's GPU list as JSON (`{"gpus": [...], "total": n, "detector": "..."}`), detected
+/// and sampled now by the same chain as the sampler (amd-smi, NVML, CPU), with the
+/// environment's `VLLM_PROFILING_*_LIBRARY` and `VLLM_PROFILING_DEVICES`. Works without
+/// profiling; loads the vendor library on the calling thread. Same buffer protocol as
+/// `vllm_profiler_summary_json`; each call samples again.
+#[no_mangle]
+pub extern "C" fn vllm_profiler_gpus_json(buf: *mut c_char, len: usize) -> i64 {
+    guard(i64::from, || {
+        let json = runtime::gpus_json()?;
+        Ok(copy_out(&json, buf, len) as i64)
+    })
+}
+
 /// The message of the calling thread's last error. Copies at most `len - 1` bytes and a NUL
 /// into `buf` (may be NULL) and returns the message length; 0 when no call has failed yet.
 #[no_mangle]

@@ -285,6 +285,26 @@ pub fn summary_json(last_n_steps: Option<u64>) -> Result<Vec<u8>> {
     serde_json::to_vec(&summary).map_err(|e| ProfilerError::Internal(e.to_string()))
 }
 
+/// `vllm_profiler_gpu_history_json`: the kept samples of one device (or all) since a time.
+pub fn gpu_history_json(device: Option<u32>, since: f64) -> Result<Vec<u8>> {
+    let history = own_session()?.gpu_samples(device, since);
+    serde_json::to_vec(&history).map_err(|e| ProfilerError::Internal(e.to_string()))
+}
+
+/// `vllm_profiler_gpus_json`: seed 001's GPU list, detected now with the environment's
+/// library paths and devices. Needs no session.
+pub fn gpus_json() -> Result<Vec<u8>> {
+    let (config, _) = Config::from_env();
+    let mut detection = vllm_profiler_gpu::detect(&vllm_profiler_gpu::Options {
+        nvml_library: config.nvml_library,
+        amdsmi_library: config.amdsmi_library,
+        devices: config.devices,
+    });
+    let list =
+        vllm_profiler_gpu::gpu_list(&mut detection, &mut vllm_profiler_gpu::CpuProbe::default());
+    serde_json::to_vec(&list).map_err(|e| ProfilerError::Internal(e.to_string()))
+}
+
 /// Runs `f` on the calling thread's recorder: one atomic load, then thread-local state.
 #[inline]
 pub fn with_recorder<T>(f: impl FnOnce(&mut ThreadRecorder) -> Result<T>) -> Result<T> {

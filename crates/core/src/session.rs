@@ -661,18 +661,34 @@ impl Session {
     }
 
     fn gpu_history(&self) -> Option<format::GpuHistory> {
-        let sample_interval_s = self.settings.read().sample_interval.as_secs_f64();
         let store = self.samples.lock();
         if store.host.is_empty() && store.devices.iter().all(|(_, h)| h.is_empty()) {
             return None;
         }
+        Some(self.history_locked(&store, None, f64::NEG_INFINITY))
+    }
+
+    /// The kept samples of `device` (all devices when `None`) taken at or after `since`
+    /// (Unix seconds), oldest first, in the report's shape.
+    pub fn gpu_samples(&self, device: Option<u32>, since: f64) -> format::GpuHistory {
+        self.history_locked(&self.samples.lock(), device, since)
+    }
+
+    fn history_locked(
+        &self,
+        store: &SampleStore,
+        device: Option<u32>,
+        since: f64,
+    ) -> format::GpuHistory {
+        let sample_interval_s = self.settings.read().sample_interval.as_secs_f64();
         let mut gpu_history: Vec<format::GpuSample> = store
             .devices
             .iter()
-            .flat_map(|(_, h)| h.iter().cloned())
+            .filter(|(id, _)| device.is_none() || device == Some(*id))
+            .flat_map(|(_, h)| h.iter().filter(|s| s.timestamp >= since).cloned())
             .collect();
         gpu_history.sort_by(|a, b| a.timestamp.total_cmp(&b.timestamp));
-        Some(format::GpuHistory {
+        format::GpuHistory {
             schema_version: format::SCHEMA_VERSION,
             pid: self.pid,
             detector: store
@@ -682,10 +698,15 @@ impl Session {
             sample_interval_s,
             devices: store.described_devices.clone(),
             gpu_history,
-            host_history: store.host.iter().cloned().collect(),
+            host_history: store
+                .host
+                .iter()
+                .filter(|s| s.timestamp >= since)
+                .cloned()
+                .collect(),
             dropped_samples: store.host.dropped()
                 + store.devices.iter().map(|(_, h)| h.dropped()).sum::<u64>(),
-        })
+        }
     }
 
     /// Writes the report files into `dir` (created if missing); returns the paths written.

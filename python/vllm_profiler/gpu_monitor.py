@@ -1,0 +1,121 @@
+"""Seed 004's GPUHardwareMonitor and seed 000's GPUMonitor, answered by the agent's sampler
+(NVML, amd-smi or the CPU fallback) instead of a Python polling loop."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from . import _native
+
+
+@dataclass
+class GPUMetrics:
+    """One sample of one device. A figure the device cannot give is None."""
+
+    timestamp: float
+    device_id: int
+    gpu_utilization: Optional[float] = None
+    memory_utilization: Optional[float] = None
+    temperature: Optional[float] = None
+    power_draw: Optional[float] = None
+    memory_used_mb: Optional[float] = None
+    memory_total_mb: Optional[float] = None
+    memory_free_mb: Optional[float] = None
+    memory_controller_utilization: Optional[float] = None
+    power_limit: Optional[float] = None
+    sm_clock_mhz: Optional[float] = None
+    memory_clock_mhz: Optional[float] = None
+    process_memory_used_mb: Optional[float] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_sample(cls, sample: Dict[str, Any]) -> "GPUMetrics":
+        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
+        metrics = cls(**{k: v for k, v in sample.items() if k in known})
+        metrics.extra = {k: v for k, v in sample.items() if k not in known}
+        return metrics
+
+
+class GPUHardwareMonitor:
+    """Samples one device through the agent. `start()` starts the profiler's sampler if
+    profiling is off; `stop()` stops what `start()` started."""
+
+    def __init__(self, device_id: int = 0, sample_interval: float = 0.1) -> None:
+        self.device_id = device_id
+        self.sample_interval = sample_interval
+        self._started_here = False
+
+    def start(self) -> None:
+        if not _native.is_enabled():
+            _native.enable(
+                {"enable_gpu_monitoring": True, "sample_interval": float(self.sample_interval)}
+            )
+            self._started_here = True
+
+    def stop(self) -> None:
+        if self._started_here:
+            self._started_here = False
+            try:
+                _native.disable()
+            except _native.ProfilerError as err:
+                if err.code != _native.E_NOT_ENABLED:
+                    raise
+
+    def get_current_metrics(self) -> Optional[GPUMetrics]:
+        """The newest sample of this device, or None before the first one (or with no GPU)."""
+        samples = _native.gpu_history(self.device_id, time.time() - 60.0)["gpu_history"]
+        if not samples:
+            samples = _native.gpu_history(self.device_id)["gpu_history"]
+        return GPUMetrics.from_sample(samples[-1]) if samples else None
+
+    def get_metrics_history(self, duration_sec: Optional[float] = None) -> List[GPUMetrics]:
+        """The kept samples of this device from the last `duration_sec` seconds (all kept
+        samples when None), oldest first."""
+        since = 0.0 if duration_sec is None else time.time() - float(duration_sec)
+        history = _native.gpu_history(self.device_id, since)["gpu_history"]
+        return [GPUMetrics.from_sample(s) for s in history]
+
+
+class GPUMonitor:
+    """Seed 000's monitor: `get_metrics()` returns `gpu_util_percent`, `memory_util_percent`,
+    `memory_used_mb`, `memory_total_mb`, `memory_free_mb` for one device, read now; None when
+    the device cannot be read."""
+
+    def __init__(self, device_index: int = 0) -> None:
+        self.device_index = device_index
+
+    def get_metrics(self) -> Optional[Dict[str, Optional[float]]]:
+        try:
+            listed = _native.gpu_list()
+        except _native.ProfilerError:
+            return None
+        for gpu in listed["gpus"]:
+            if gpu["index"] != self.device_index or gpu["gpu_type"] == "cpu":
+                continue
+            total, used = gpu["total_memory_mb"], gpu["used_memory_mb"]
+            return {
+                "gpu_util_percent": gpu["utilization_percent"],
+                "memory_util_percent": (used / total * 100.0) if total and used is not None else None,
+                "memory_used_mb": used,
+                "memory_total_mb": total,
+                "memory_free_mb": gpu["free_memory_mb"],
+            }
+        return None
+
+    def cleanup(self) -> None:
+        """Nothing to release: the agent owns the vendor library for the process's life."""
+
+
+_monitors: Dict[int, GPUMonitor] = {}
+_monitors_lock = threading.Lock()
+
+
+def get_gpu_monitor(device_index: int = 0) -> GPUMonitor:
+    """The process-wide GPUMonitor of a device (seed 000's singleton)."""
+    with _monitors_lock:
+        if device_index not in _monitors:
+            _monitors[device_index] = GPUMonitor(device_index)
+        return _monitors[device_index]
