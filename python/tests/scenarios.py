@@ -165,6 +165,34 @@ def cpu_detector(out):
     return {"detector": d.detector_name, "list": d.get_gpu_list(), "seed000": GPUMonitor().get_metrics()}
 
 
+def vllm_engine(out):
+    # What `pip install` does at start-up: process the package's .pth file.
+    import site
+
+    site.addsitedir(os.environ["VLLM_PROFILER_PTH_DIR"])
+    from vllm.v1.engine.core import EngineCore
+
+    engine = EngineCore(max_num_seqs=3)
+    # Three prompts of 5, 7 and 9 tokens, generating 2, 3 and 4 tokens.
+    for i, (prompt, max_tokens) in enumerate([(5, 2), (7, 3), (9, 4)]):
+        engine.scheduler.add_request(f"r{i}", prompt, max_tokens)
+    steps = 0
+    while engine.scheduler.has_requests():
+        engine.step()
+        steps += 1
+    engine.step()  # an idle step returns before scheduling: recorded with zero counts
+    return {"steps": steps + 1, "wrapped_name": EngineCore.step.__name__}
+
+
+def vllm_moved(out):
+    import site
+
+    site.addsitedir(os.environ["VLLM_PROFILER_PTH_DIR"])
+    from vllm.v1.engine.core import EngineCore
+
+    return {"value": EngineCore().run_one_step()}
+
+
 SCENARIOS = {
     f.__name__: f
     for f in [
@@ -176,6 +204,8 @@ SCENARIOS = {
         bad_setting,
         gpu,
         cpu_detector,
+        vllm_engine,
+        vllm_moved,
     ]
 }
 

@@ -172,3 +172,39 @@ def test_without_a_gpu_the_detector_answers_with_the_cpu(run_scenario):
     if r["detector"] == "CPUDetector":
         assert [g["gpu_type"] for g in r["list"]] == ["cpu"]
         assert r["seed000"] is None
+
+
+STANDIN = PACKAGE_DIR / "tests" / "standin"
+STANDIN_MOVED = PACKAGE_DIR / "tests" / "standin_moved"
+
+
+def vllm_env(root):
+    return {
+        "VLLM_ENABLE_PROFILING": "1",
+        "VLLM_PROFILER_PTH_DIR": str(PACKAGE_DIR),  # holds vllm_profiler.pth
+        "PYTHONPATH": os.pathsep.join([str(PACKAGE_DIR), str(root)]),
+    }
+
+
+def test_vllm_engine_steps_become_profiler_steps_without_code_changes(run_scenario, tmp_path):
+    """Mechanism test: a stand-in laid out as vllm/v1/engine/core.py with vLLM's names."""
+    env = vllm_env(STANDIN)
+    env["VLLM_PROFILING_OUTPUT_DIR"] = str(tmp_path / "engine")
+    proc, _ = run_scenario("vllm_engine", env_extra=env)
+    r = result(proc)
+    assert r["wrapped_name"] == "step"
+    assert r["steps"] == 5
+    steps = read_report(tmp_path / "engine", "detailed_steps", r["pid"])["detailed_steps"]
+    # Prefill of all three requests, then decodes as they finish, then one idle step.
+    assert [s["batch_size"] for s in steps] == [3, 3, 2, 1, 0]
+    assert [s["num_tokens"] for s in steps] == [21, 3, 2, 1, 0]
+    summary = read_report(tmp_path / "engine", "performance_summary", r["pid"])
+    assert summary["total_steps"] == 5
+    assert summary["total_tokens"] == 27
+
+
+def test_moved_vllm_names_give_one_warning_and_vllm_still_imports(run_scenario):
+    proc, _ = run_scenario("vllm_moved", env_extra=vllm_env(STANDIN_MOVED))
+    assert result(proc)["value"] == 42
+    warnings = [l for l in proc.stderr.splitlines() if "EngineCore.step not found" in l]
+    assert len(warnings) == 1, proc.stderr

@@ -90,6 +90,12 @@ int32_t vllm_profiler_is_enabled(void);
 uint64_t vllm_profiler_step_begin(uint32_t batch_size, uint32_t num_tokens);
 
 /**
+ * Sets the batch size and token count of a step still open on this thread, for engines that
+ * learn them inside the step (after scheduling). Returns 0 or a negative error code.
+ */
+int32_t vllm_profiler_step_set_counts(uint64_t step, uint32_t batch_size, uint32_t num_tokens);
+
+/**
  * Closes a step opened on this thread, and any span still open inside it.
  * Returns 0 or a negative error code.
  */

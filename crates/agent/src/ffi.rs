@@ -162,6 +162,17 @@ pub extern "C" fn vllm_profiler_step_begin(batch_size: u32, num_tokens: u32) -> 
     )
 }
 
+/// Sets the batch size and token count of a step still open on this thread, for engines that
+/// learn them inside the step (after scheduling). Returns 0 or a negative error code.
+#[no_mangle]
+pub extern "C" fn vllm_profiler_step_set_counts(
+    step: u64,
+    batch_size: u32,
+    num_tokens: u32,
+) -> i32 {
+    status(|| runtime::with_recorder(|r| r.step_set_counts(step, batch_size, num_tokens)))
+}
+
 /// Closes a step opened on this thread, and any span still open inside it.
 /// Returns 0 or a negative error code.
 #[no_mangle]

@@ -163,6 +163,24 @@ impl ThreadRecorder {
         Ok(self.handle(seq))
     }
 
+    /// Sets the batch size and token count of an open step: an engine learns them only after
+    /// its scheduler ran, inside the step.
+    pub fn step_set_counts(&mut self, handle: u64, batch_size: u32, num_tokens: u32) -> Result<()> {
+        let seq = self.seq_of(handle, "step")?;
+        let step = self
+            .open_steps
+            .iter_mut()
+            .rev()
+            .find(|s| s.seq == seq)
+            .ok_or(ProfilerError::UnknownHandle {
+                kind: "step",
+                handle,
+            })?;
+        step.batch_size = batch_size;
+        step.num_tokens = num_tokens;
+        Ok(())
+    }
+
     /// Closes a step and every span still open inside it.
     pub fn step_end(&mut self, handle: u64) -> Result<()> {
         let seq = self.seq_of(handle, "step")?;

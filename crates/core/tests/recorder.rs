@@ -412,3 +412,22 @@ fn thread_slots_are_reused_only_after_their_thread_exits() {
     assert_ne!(handles[0], main_step, "never the slot of a live thread");
     main.step_end(main_step).unwrap();
 }
+
+#[test]
+fn counts_set_inside_an_open_step_are_the_ones_recorded() {
+    let s = session(10);
+    let mut rec = s.register_thread(1);
+    let step = rec.step_begin(0, 0).unwrap();
+    rec.step_set_counts(step, 6, 384).unwrap();
+    rec.step_end(step).unwrap();
+    // A closed step can no longer be changed.
+    assert!(matches!(
+        rec.step_set_counts(step, 1, 1),
+        Err(ProfilerError::UnknownHandle { .. })
+    ));
+    assert!(rec.step_set_counts(0, 1, 1).is_err());
+    let summary = s.summary(None).unwrap();
+    assert_eq!(summary.total_steps, 1);
+    assert_eq!(summary.total_batch_size, 6);
+    assert_eq!(summary.total_tokens, 384);
+}
