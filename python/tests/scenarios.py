@@ -193,6 +193,80 @@ def vllm_moved(out):
     return {"value": EngineCore().run_one_step()}
 
 
+def layers(out):
+    import torch
+    from torch import nn
+
+    from vllm_profiler.layers import LayerProfiler
+
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q_proj = nn.Linear(8, 8)
+            self.o_proj = nn.Linear(8, 8)
+
+        def forward(self, x):
+            return self.o_proj(torch.softmax(self.q_proj(x), dim=-1))
+
+    class MLP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up_proj = nn.Linear(8, 16)
+            self.down_proj = nn.Linear(16, 8)
+
+        def forward(self, x):
+            return self.down_proj(torch.relu(self.up_proj(x)))
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.self_attn = Attention()
+            self.mlp = MLP()
+
+        def forward(self, x):
+            return x + self.mlp(x + self.self_attn(x))
+
+    class TinyModel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed_tokens = nn.Embedding(32, 8)
+            self.layers = nn.ModuleList([Block(), Block()])
+            self.norm = nn.LayerNorm(8)
+
+        def forward(self, ids):
+            x = self.embed_tokens(ids)
+            for layer in self.layers:
+                x = layer(x)
+            return self.norm(x)
+
+    torch.manual_seed(0)
+    model = TinyModel().eval()
+    ids = torch.tensor([[1, 2, 3, 4]])
+    expected = model(ids)
+    enable_vllm_profiling(output_dir=out, enable_layer_profiling=True)
+    monitor = VLLMPerformanceMonitor()
+    full = LayerProfiler(model).attach()
+    with torch.no_grad():
+        for _ in range(3):
+            with monitor.profile_inference_step(batch_size=1, num_tokens=4):
+                got = model(ids)
+    full.detach()
+    shallow = LayerProfiler(model, max_depth=2, exclude=["model.norm"]).attach()
+    with torch.no_grad(), monitor.profile_inference_step(batch_size=1, num_tokens=4):
+        model(ids)
+    shallow_hooked = list(shallow.hooked)
+    shallow.detach()
+    hooks_left = sum(
+        len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()
+    )
+    disable_vllm_profiling()
+    return {
+        "same_output": bool(torch.equal(expected, got)),
+        "hooks_left": hooks_left,
+        "shallow_hooked": shallow_hooked,
+    }
+
+
 SCENARIOS = {
     f.__name__: f
     for f in [
@@ -206,6 +280,7 @@ SCENARIOS = {
         cpu_detector,
         vllm_engine,
         vllm_moved,
+        layers,
     ]
 }
 

@@ -1,9 +1,12 @@
 """Seed 004's Python API over the real agent, preloaded and loaded by the package."""
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+
+import pytest
 
 from conftest import PACKAGE_DIR, clean_env, read_report
 
@@ -208,3 +211,32 @@ def test_moved_vllm_names_give_one_warning_and_vllm_still_imports(run_scenario):
     assert result(proc)["value"] == 42
     warnings = [l for l in proc.stderr.splitlines() if "EngineCore.step not found" in l]
     assert len(warnings) == 1, proc.stderr
+
+
+def test_layer_hooks_record_exact_module_paths_and_leave_no_hook(run_scenario):
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("torch is not installed: layer hooks need a real nn.Module (.ci/run installs it)")
+    proc, out = run_scenario("layers", timeout=180)
+    r = result(proc)
+    assert r["same_output"] is True
+    assert r["hooks_left"] == 0
+    called = ["model", "model.embed_tokens", "model.norm"]
+    for i in (0, 1):
+        block = f"model.layers.{i}"
+        called += [block, f"{block}.self_attn", f"{block}.self_attn.q_proj",
+                   f"{block}.self_attn.o_proj", f"{block}.mlp", f"{block}.mlp.up_proj",
+                   f"{block}.mlp.down_proj"]
+    # The ModuleList itself is never called, so it records nothing.
+    depth_two = ["model", "model.embed_tokens", "model.layers", "model.layers.0", "model.layers.1"]
+    assert r["shallow_hooked"] == depth_two
+    summary = read_report(out, "performance_summary", r["pid"])
+    layers = summary["layer_performance"]
+    expected_counts = {name: 3 for name in called}
+    for name in ["model", "model.embed_tokens", "model.layers.0", "model.layers.1"]:
+        expected_counts[name] += 1  # the fourth step hooked only depth <= 2, without norm
+    assert {k: v["call_count"] for k, v in layers.items()} == expected_counts
+    steps = read_report(out, "detailed_steps", r["pid"])["detailed_steps"]
+    assert len(steps) == 4
+    assert set(steps[0]["layer_timings"]) == set(called)
+    assert steps[0]["layer_timings"]["model.layers.1.self_attn"]["parent"] == "model.layers.1"
+    assert set(steps[3]["layer_timings"]) == {"model", "model.embed_tokens", "model.layers.0", "model.layers.1"}

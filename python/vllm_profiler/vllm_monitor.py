@@ -42,9 +42,17 @@ class VLLMPerformanceMonitor:
         self._steps = 0
         self._callback_failed = False
         self._started_here = False
+        self._layers: Optional[Any] = None
 
     def start_monitoring(self) -> None:
-        """Starts the profiler unless it already runs (from the environment, say)."""
+        """Starts the profiler unless it already runs (from the environment, say). With
+        `enable_detailed_profiling`, hooks every layer of the model runner's model."""
+        if self.enable_detailed_profiling and self._layers is None:
+            from .layers import LayerProfiler, find_model
+
+            model = find_model(self.model_runner)
+            if model is not None:
+                self._layers = LayerProfiler(model).attach()
         if _native.is_enabled():
             return
         config: Dict[str, Any] = {
@@ -58,7 +66,11 @@ class VLLMPerformanceMonitor:
         self._started_here = True
 
     def stop_monitoring(self) -> None:
-        """Stops the profiler if this monitor started it, writing the reports."""
+        """Removes the layer hooks, and stops the profiler if this monitor started it,
+        writing the reports."""
+        if self._layers is not None:
+            self._layers.detach()
+            self._layers = None
         if self._started_here:
             self._started_here = False
             try:
