@@ -19,16 +19,6 @@ fn c_program(dir: &Path) -> PathBuf {
     compile_c(&workspace_root().join("tests/data/record_steps.c"), dir)
 }
 
-fn assert_success(run: &Finished) {
-    assert!(
-        run.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        run.status,
-        run.stdout,
-        run.stderr
-    );
-}
-
 /// Checks the reports of the workload both record_steps programs run: step i (from 0) has
 /// batch size i + 1, i * 10 + 10 tokens, and spans model > model.layers.{0,1} sleeping 2 and
 /// 1 ms.

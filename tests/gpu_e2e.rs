@@ -18,16 +18,6 @@ fn python_script() -> PathBuf {
     workspace_root().join("tests/data/record_steps.py")
 }
 
-fn assert_success(run: &Finished) {
-    assert!(
-        run.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        run.status,
-        run.stdout,
-        run.stderr
-    );
-}
-
 /// One scripted frame: every figure derived from `base`, so that frames and devices differ.
 fn frame(base: u32, own_mb: Option<u64>) -> Value {
     let mut frame = json!({

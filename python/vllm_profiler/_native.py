@@ -133,6 +133,15 @@ def disable() -> None:
     check(library().vllm_profiler_disable())
 
 
+def disable_if_enabled() -> None:
+    """Stops profiling and writes the reports; nothing when profiling is already off."""
+    try:
+        disable()
+    except ProfilerError as err:
+        if err.code != E_NOT_ENABLED:
+            raise
+
+
 def is_enabled() -> bool:
     return library().vllm_profiler_is_enabled() == 1
 

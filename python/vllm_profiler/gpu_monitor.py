@@ -58,11 +58,7 @@ class GPUHardwareMonitor:
     def stop(self) -> None:
         if self._started_here:
             self._started_here = False
-            try:
-                _native.disable()
-            except _native.ProfilerError as err:
-                if err.code != _native.E_NOT_ENABLED:
-                    raise
+            _native.disable_if_enabled()
 
     def get_current_metrics(self) -> Optional[GPUMetrics]:
         """The newest sample of this device, or None before the first one (or with no GPU)."""

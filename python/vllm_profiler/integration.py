@@ -62,11 +62,7 @@ def enable_vllm_profiling(
 
 def disable_vllm_profiling() -> None:
     """Stops profiling and writes the reports. Does nothing if profiling is off."""
-    try:
-        _native.disable()
-    except _native.ProfilerError as err:
-        if err.code != _native.E_NOT_ENABLED:
-            raise
+    _native.disable_if_enabled()
 
 
 def is_profiling_enabled() -> bool:

@@ -73,11 +73,7 @@ class VLLMPerformanceMonitor:
             self._layers = None
         if self._started_here:
             self._started_here = False
-            try:
-                _native.disable()
-            except _native.ProfilerError as err:
-                if err.code != _native.E_NOT_ENABLED:
-                    raise
+            _native.disable_if_enabled()
 
     @contextlib.contextmanager
     def profile_inference_step(self, batch_size: int, num_tokens: int) -> Iterator[None]:

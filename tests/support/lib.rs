@@ -179,6 +179,17 @@ pub fn run(cmd: &mut Command, limit: Duration) -> Finished {
     }
 }
 
+/// Fails the test, with the process's output, unless it exited with status 0.
+pub fn assert_success(run: &Finished) {
+    assert!(
+        run.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        run.status,
+        run.stdout,
+        run.stderr
+    );
+}
+
 /// Parses a report file.
 pub fn read_json(path: &Path) -> Value {
     let bytes =
