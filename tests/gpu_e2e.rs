@@ -653,8 +653,15 @@ fn which(program: &str) -> bool {
 /// NVML, compared with `nvidia-smi`.
 #[test]
 fn real_gpu_matches_nvidia_smi() {
-    if !which("nvidia-smi") {
-        eprintln!("skipped: nvidia-smi is not installed, so there is no real GPU to compare with");
+    let driver_answers = which("nvidia-smi")
+        && Command::new("nvidia-smi")
+            .arg("-L")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !driver_answers {
+        eprintln!(
+            "skipped: no working nvidia-smi (no NVIDIA driver), so no real GPU to compare with"
+        );
         return;
     }
     let smi = Command::new("nvidia-smi")
@@ -706,4 +713,32 @@ fn real_gpu_matches_nvidia_smi() {
         assert!(sample.memory_total_mb.is_some_and(|m| m > 0.0));
         assert!(sample.temperature.is_some_and(|t| t > 0.0 && t < 120.0));
     }
+}
+
+#[test]
+fn a_process_absent_from_the_process_list_gets_the_devices_memory_not_zero() {
+    // As in a container with its own pid namespace, or an engine process holding no GPU
+    // memory: NVML lists only another pid.
+    let mut script = two_device_script(1);
+    script["devices"][1]["frames"][0]["processes"] = json!([{"pid": 1, "used_memory_mb": 7}]);
+    let fake = Scripted::new(&script);
+    let profiled = fake.run_python(4, 0.05, &[("VLLM_PROFILING_DEVICES", "1")]);
+    assert_success(&profiled);
+    let r = read_reports(&fake.out(), profiled.pid);
+    assert_eq!(r.summary.memory_source, MemorySource::Gpu);
+    let used = script["devices"][1]["frames"][0]["memory_used_mb"].as_f64();
+    assert_eq!(r.summary.max_memory_mb, used);
+    let samples = device_samples(&r.history, 1);
+    assert!(samples
+        .iter()
+        .all(|s| s.process_memory_used_mb == Some(0.0)));
+
+    // `VLLM_PROFILING_DEVICES=all` means every device, for the CLI as for the agent.
+    let mut cmd = gpus_command(&fake);
+    cmd.env_remove("VLLM_PROFILING_AMDSMI_LIBRARY")
+        .env("VLLM_PROFILING_DEVICES", "all");
+    let listed = run(&mut cmd, LIMIT);
+    assert_success(&listed);
+    let list: Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(list["total"], 2);
 }

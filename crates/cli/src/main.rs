@@ -47,7 +47,8 @@ struct GpusArgs {
 }
 
 #[derive(Clone)]
-struct DeviceList(Vec<u32>);
+/// `None`: every device (`all`, as the agent reads the variable).
+struct DeviceList(Option<Vec<u32>>);
 
 fn parse_interval(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
@@ -59,10 +60,13 @@ fn parse_interval(text: &str) -> Result<f64, String> {
 }
 
 fn parse_devices(text: &str) -> Result<DeviceList, String> {
+    if text.trim().eq_ignore_ascii_case("all") {
+        return Ok(DeviceList(None));
+    }
     text.split(',')
         .map(|part| part.trim().parse::<u32>())
         .collect::<Result<Vec<_>, _>>()
-        .map(DeviceList)
+        .map(|indices| DeviceList(Some(indices)))
         .map_err(|_| format!("expected comma-separated device indices, got {text:?}"))
 }
 
@@ -84,7 +88,7 @@ fn gpus(args: GpusArgs) -> Result<(), String> {
     let options = Options {
         nvml_library: args.nvml_library,
         amdsmi_library: args.amdsmi_library,
-        devices: args.devices.map(|d| d.0),
+        devices: args.devices.and_then(|d| d.0),
     };
     let mut detection = vllm_profiler_gpu::detect(&options);
     if !detection.warnings.is_empty() {

@@ -174,7 +174,10 @@ impl Sampler {
             devices.sample(timestamp, &mut self.buf);
         }
         match primary_device(&self.buf) {
-            Some(gpu) => match gpu.process_memory_used_mb {
+            // This process's own memory when it holds some there; otherwise (not in the
+            // device's process list: another pid namespace, or an engine process that holds
+            // no GPU memory) the device's memory in use.
+            Some(gpu) => match gpu.process_memory_used_mb.filter(|&mb| mb > 0.0) {
                 Some(own) => session.latest().publish(
                     gpu.gpu_utilization,
                     Some(own),

@@ -193,15 +193,23 @@ impl AmdSmi {
 
     fn instance(path: Option<&Path>) -> Result<&'static AmdSmi, String> {
         let name = path.map_or_else(|| OsString::from(DEFAULT_LIBRARY), |p| p.into());
-        let mut instances = INSTANCES
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        if let Some((_, amd)) = instances.iter().find(|(n, _)| *n == name) {
+        let lock = || {
+            INSTANCES
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner())
+        };
+        if let Some((_, amd)) = lock().iter().find(|(n, _)| *n == name) {
             return Ok(amd);
         }
+        // Loaded without the lock held, as for NVML: a fork during a slow init must not leave
+        // the child a lock held by a thread it does not have.
         let amd: &'static AmdSmi = Box::leak(Box::new(
             AmdSmi::load(&name).map_err(|e| format!("{}: {e}", name.to_string_lossy()))?,
         ));
+        let mut instances = lock();
+        if let Some((_, first)) = instances.iter().find(|(n, _)| *n == name) {
+            return Ok(first);
+        }
         instances.push((name, amd));
         Ok(amd)
     }
@@ -329,8 +337,10 @@ impl AmdSmi {
             .power
             .ok_or_else(|| Self::missing("amdsmi_get_power_info"))?;
         let mut buffer = Buffer::new();
+        // Unwritten fields read as the all-ones sentinel.
+        buffer.0.fill(0xFF);
         // SAFETY: amdsmi_power_info_t of every known version (at most 192 bytes) fits.
-        self.check(unsafe { call(handle, buffer.0.as_mut_ptr()) })?;
+        let status = unsafe { call(handle, buffer.0.as_mut_ptr()) };
         let watts = match layout {
             PowerLayout::V24 => [buffer.u32_at(0), buffer.u32_at(4)]
                 .into_iter()
@@ -346,7 +356,12 @@ impl AmdSmi {
                         .map(f64::from)
                 }),
         };
-        Ok(watts)
+        // amd-smi 6.x returns the power-cap query's status even when it filled the socket
+        // power: a valid reading wins over the status.
+        match watts {
+            Some(watts) => Ok(Some(watts)),
+            None => self.check(status).map(|()| None),
+        }
     }
 
     fn market_name(&self, handle: Handle) -> Option<String> {

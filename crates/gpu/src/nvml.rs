@@ -29,13 +29,21 @@ const DEFAULT_LIBRARIES: [&str; 2] = ["libnvidia-ml.so.1", "libnvidia-ml.so"];
 static INSTANCES: Mutex<Vec<(OsString, &'static Nvml)>> = Mutex::new(Vec::new());
 
 fn initialise(library: &OsString) -> Result<&'static Nvml, NvmlError> {
-    let mut instances = INSTANCES
-        .lock()
-        .unwrap_or_else(|poison| poison.into_inner());
-    if let Some((_, nvml)) = instances.iter().find(|(name, _)| name == library) {
+    let lock = || {
+        INSTANCES
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    };
+    if let Some((_, nvml)) = lock().iter().find(|(name, _)| name == library) {
         return Ok(nvml);
     }
+    // Initialised without the lock held: nvmlInit can take seconds, and a fork meanwhile
+    // would leave the child a lock whose owner does not exist there.
     let nvml: &'static Nvml = Box::leak(Box::new(Nvml::builder().lib_path(library).init()?));
+    let mut instances = lock();
+    if let Some((_, first)) = instances.iter().find(|(name, _)| name == library) {
+        return Ok(first); // another thread won the race; ours stays leaked, never dropped
+    }
     instances.push((library.clone(), nvml));
     Ok(nvml)
 }
@@ -144,15 +152,16 @@ impl NvmlBackend {
             .read(position, index, Metric::ProcessMemory, || {
                 handle.running_compute_processes().map_err(failure)
             })
-            .map(|processes| {
+            .and_then(|processes| {
                 processes
                     .iter()
                     .filter(|p| p.pid == own_pid)
                     .map(|p| match p.used_gpu_memory {
-                        UsedGpuMemory::Used(bytes) => bytes,
-                        UsedGpuMemory::Unavailable => 0,
+                        UsedGpuMemory::Used(bytes) => Some(bytes),
+                        // MIG and vGPU hide per-process memory: unknown, not 0.
+                        UsedGpuMemory::Unavailable => None,
                     })
-                    .sum::<u64>()
+                    .sum::<Option<u64>>()
             });
         let mut number = |metric: Metric, call: &dyn Fn() -> Result<u32, NvmlError>| {
             self.health
