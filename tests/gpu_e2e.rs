@@ -433,9 +433,10 @@ fn amd_script(version: [u32; 3]) -> Value {
 
 #[test]
 fn the_fake_amd_smi_is_picked_ahead_of_nvml_with_every_known_struct_layout() {
-    // 24.x: power as u32 (average only, as on MI300); 25.x: u64 socket_power first;
-    // 26.x: amdsmi_version_t without its year and u64 voltages.
-    for version in [[24, 6, 2], [25, 0, 1], [26, 5, 0]] {
+    // ROCm 6.2 (24.6.2) and 6.3.3 (year 25, major 1): power as u32 (average only, as on
+    // MI300); ROCm 6.4 (25.25.3): u64 socket_power first; 26.x: amdsmi_version_t without its
+    // year, and u64 voltages.
+    for version in [[24, 6, 2], [25, 1, 0], [25, 25, 3], [26, 5, 0]] {
         check_amd_sampling(version);
     }
 }

@@ -1,6 +1,8 @@
 //! A fake amd-smi for tests: exports the amd-smi C functions vllm-profiler uses, with values
 //! played from the JSON script named by `FAKE_AMDSMI_SCRIPT` (see `fake-gpu-script`). Its
-//! `lib_version` picks which version's struct layouts it speaks; the structs below are copied
+//! `lib_version` picks which version's struct layouts it speaks (`[major, minor, release]` from
+//! 26.x, the raw `[year, major, minor]` words before: `[24, 6, 2]` is ROCm 6.2, `[25, 1, 0]`
+//! ROCm 6.3.3, `[25, 25, 3]` ROCm 6.4); the structs below are copied
 //! from amdsmi.h of each version, independently of the backend's offset tables, so that a
 //! layout mistake on either side fails the tests.
 #![allow(unsafe_code, clippy::missing_safety_doc)]
@@ -143,7 +145,7 @@ pub unsafe extern "C" fn amdsmi_get_lib_version(out: *mut c_void) -> Status {
                 build,
             };
         } else {
-            // The year field carries what the releases call the major.
+            // Before 26.x the script gives the raw `year, major, minor` words.
             *out.cast::<VersionWithYear>() = VersionWithYear {
                 year: major,
                 major: minor,
@@ -353,8 +355,9 @@ pub unsafe extern "C" fn amdsmi_get_power_info(handle: Handle, out: *mut c_void)
         let limit = f.power_limit_mw.map_or(0xFFFF, |mw| mw / 1000);
         // SAFETY: the caller passes the struct of the version it was built for.
         unsafe {
-            match version()[0] {
-                0..=24 => {
+            match version() {
+                // 24.x, and ROCm 6.3.3 (year 25, major 1): the all-u32 struct.
+                [0..=24, ..] | [25, 0..=24, _] => {
                     *out.cast::<PowerInfoV24>() = PowerInfoV24 {
                         // MI300-style: no instantaneous reading, the average is valid.
                         current_socket_power: 0xFFFF,
@@ -366,7 +369,7 @@ pub unsafe extern "C" fn amdsmi_get_power_info(handle: Handle, out: *mut c_void)
                         reserved: [0; 11],
                     }
                 }
-                25 => {
+                [25, ..] => {
                     *out.cast::<PowerInfoV25>() = PowerInfoV25 {
                         socket_power: u64::from(watts),
                         current_socket_power: 0xFFFF,

@@ -6,8 +6,8 @@
 //!
 //! | lib version | `amdsmi_version_t` | `amdsmi_power_info_t` |
 //! |---|---|---|
-//! | 23.x, 24.x (ROCm 6.0–6.3) | `year, major, minor, release, build*` | `u32 current_socket_power, average_socket_power, gfx/soc/mem_voltage, power_limit, reserved[11]` |
-//! | 25.x (ROCm 6.4) | same | `u64 socket_power; u32 current_socket_power, average_socket_power, gfx/soc/mem_voltage, power_limit, reserved[2]` |
+//! | 23.x, 24.x, 25.1 (ROCm 6.0–6.3.3) | `year, major, minor, release, build*` | `u32 current_socket_power, average_socket_power, gfx/soc/mem_voltage, power_limit, reserved[11]` |
+//! | 25.2+ (ROCm 6.4; year and major both 25) | same | `u64 socket_power; u32 current_socket_power, average_socket_power, gfx/soc/mem_voltage, power_limit, reserved[2]` |
 //! | 26.x (ROCm 7) | `major, minor, release, build*` | `u64 socket_power; u32 current, average; u64 gfx/soc/mem_voltage; u32 power_limit; u64 reserved[18]` |
 //!
 //! Both version layouts put `build` at offset 16 in a 24-byte struct, so one buffer serves
@@ -97,26 +97,36 @@ struct LibVersion {
     major: u32,
     minor: u32,
     release: u32,
+    power: PowerLayout,
 }
 
 impl LibVersion {
-    /// `words` are the struct's first four u32: `year, major, minor, release` before 26.x,
-    /// `major, minor, release, padding` since. Releases are numbered by the first word in
-    /// both (ROCm 6.2's year 24, major 6, minor 2 is 24.6.2), so both decode alike.
+    /// `words` are the struct's first four u32: `major, minor, release, padding` since 26.x;
+    /// before, `year, major, minor, release`, where the year-style number is the release
+    /// major (ROCm 6.2 is 24.6.2) until 25.2 made `major` year-style too (ROCm 6.4: 25, 25,
+    /// 3). ROCm 6.3.3 reports year 25, major 1, with the 24.x structs.
     fn decode(words: [u32; 4]) -> LibVersion {
+        let (major, minor, release) = match words {
+            [w0, w1, w2, _] if w0 >= 26 => (w0, w1, w2),
+            [25, w1, w2, w3] if w1 >= 25 => (w1, w2, w3),
+            [w0, w1, w2, _] => (w0, w1, w2),
+        };
+        let power = match (major, words[0], words[1]) {
+            (27.., _, _) => PowerLayout::Unknown,
+            (26, _, _) => PowerLayout::V25,
+            (25, 25, 25..) => PowerLayout::V25,
+            _ => PowerLayout::V24,
+        };
         LibVersion {
-            major: words[0],
-            minor: words[1],
-            release: words[2],
+            major,
+            minor,
+            release,
+            power,
         }
     }
 
     fn power_layout(self) -> PowerLayout {
-        match self.major {
-            0..=24 => PowerLayout::V24,
-            25 | 26 => PowerLayout::V25,
-            _ => PowerLayout::Unknown,
-        }
+        self.power
     }
 }
 
@@ -531,10 +541,14 @@ mod tests {
         let old = LibVersion::decode([24, 6, 2, 0]);
         assert_eq!((old.major, old.minor, old.release), (24, 6, 2));
         assert_eq!(old.power_layout(), PowerLayout::V24);
-        assert_eq!(
-            LibVersion::decode([25, 0, 1, 0]).power_layout(),
-            PowerLayout::V25
-        );
+        // ROCm 6.3.3: year 25, major 1, still the 24.x power struct.
+        let v6_3_3 = LibVersion::decode([25, 1, 0, 0]);
+        assert_eq!((v6_3_3.major, v6_3_3.minor), (25, 1));
+        assert_eq!(v6_3_3.power_layout(), PowerLayout::V24);
+        // ROCm 6.4: year 25, major 25, minor 3 -> 25.3.0 with the u64 socket_power first.
+        let v6_4 = LibVersion::decode([25, 25, 3, 0]);
+        assert_eq!((v6_4.major, v6_4.minor, v6_4.release), (25, 3, 0));
+        assert_eq!(v6_4.power_layout(), PowerLayout::V25);
         // ROCm 7: major 26, minor 5, release 0, then padding.
         let new = LibVersion::decode([26, 5, 0, 0xdead]);
         assert_eq!((new.major, new.minor, new.release), (26, 5, 0));
