@@ -433,7 +433,7 @@ impl AmdSmiBackend {
         let amd = AmdSmi::instance(options.amdsmi_library.as_deref())?;
         let handles = amd.processor_handles()?;
         let found = handles.len() as u32;
-        let mut health = Health::new("amd-smi", 0);
+        let mut health = Health::new("amd-smi");
         let selected = options.selected(found, "amd-smi", &mut health);
         let mut devices = Vec::new();
         let mut described = Vec::new();
@@ -448,17 +448,13 @@ impl AmdSmiBackend {
             });
             devices.push(OpenDevice { handle, index });
         }
-        let mut backend = AmdSmiBackend {
+        Ok(AmdSmiBackend {
             amd,
             found,
-            health: Health::new("amd-smi", devices.len()),
+            health,
             devices,
             described,
-        };
-        for message in health.take_warnings() {
-            backend.health.warn(message);
-        }
-        Ok(backend)
+        })
     }
 
     fn sample_device(&mut self, position: usize, timestamp: f64) -> GpuSample {

@@ -53,7 +53,7 @@ pub(crate) struct Health {
     library: &'static str,
     /// Metrics the library cannot give at all.
     missing: u32,
-    /// Per device: metrics it does not support.
+    /// Per device position: metrics it does not support (grows as devices are read).
     unsupported: Vec<u32>,
     /// Metrics whose failure was already reported.
     warned: u32,
@@ -61,11 +61,11 @@ pub(crate) struct Health {
 }
 
 impl Health {
-    pub(crate) fn new(library: &'static str, devices: usize) -> Self {
+    pub(crate) fn new(library: &'static str) -> Self {
         Health {
             library,
             missing: 0,
-            unsupported: vec![0; devices],
+            unsupported: Vec::new(),
             warned: 0,
             pending: Vec::new(),
         }
@@ -104,9 +104,10 @@ impl Health {
                 None
             }
             Err(Failure::NotSupported) => {
-                if let Some(bits) = self.unsupported.get_mut(position) {
-                    *bits |= metric.bit();
+                if self.unsupported.len() <= position {
+                    self.unsupported.resize(position + 1, 0);
                 }
+                self.unsupported[position] |= metric.bit();
                 None
             }
             Err(Failure::Failed(detail)) => {
@@ -160,7 +161,7 @@ mod tests {
 
     #[test]
     fn a_missing_function_is_null_for_good_on_every_device_with_one_warning() {
-        let mut health = Health::new("NVML", 2);
+        let mut health = Health::new("NVML");
         let missing = || Err(Failure::MissingSymbol("undefined symbol: nvmlX".into()));
         assert_eq!(
             calls(&mut health, 0, Metric::Power, missing()),
@@ -187,7 +188,7 @@ mod tests {
 
     #[test]
     fn not_supported_is_null_for_good_on_that_device_only_and_silent() {
-        let mut health = Health::new("NVML", 2);
+        let mut health = Health::new("NVML");
         assert_eq!(
             calls(&mut health, 0, Metric::SmClock, Err(Failure::NotSupported)),
             (None, true)
@@ -205,7 +206,7 @@ mod tests {
 
     #[test]
     fn a_failed_call_is_null_for_that_sample_only_and_reported_once() {
-        let mut health = Health::new("amd-smi", 1);
+        let mut health = Health::new("amd-smi");
         let failed = || Err(Failure::Failed("status 7".into()));
         assert_eq!(
             calls(&mut health, 0, Metric::Memory, failed()),

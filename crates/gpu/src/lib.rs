@@ -190,7 +190,7 @@ mod tests {
 
     #[test]
     fn device_selection_keeps_known_indices_once_and_reports_the_rest() {
-        let mut health = health::Health::new("NVML", 0);
+        let mut health = health::Health::new("NVML");
         let all = Options::default();
         assert_eq!(all.selected(3, "NVML", &mut health), vec![0, 1, 2]);
         let some = Options {

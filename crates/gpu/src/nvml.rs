@@ -6,7 +6,7 @@
 //! and because a shutdown at exit would race with a sampler still running.
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
@@ -103,7 +103,7 @@ impl NvmlBackend {
         let count = nvml
             .device_count()
             .map_err(|err| format!("cannot count devices: {err}"))?;
-        let mut health = Health::new("NVML", 0);
+        let mut health = Health::new("NVML");
         let mut devices = Vec::new();
         let mut described = Vec::new();
         for index in options.selected(count, "NVML", &mut health) {
@@ -123,17 +123,13 @@ impl NvmlBackend {
             });
             devices.push(OpenDevice { handle, index });
         }
-        let mut backend = NvmlBackend {
+        Ok(NvmlBackend {
             found: count,
             pid: std::process::id(),
-            health: Health::new("NVML", devices.len()),
+            health,
             devices,
             described,
-        };
-        for message in health.take_warnings() {
-            backend.health.warn(message);
-        }
-        Ok(backend)
+        })
     }
 
     fn sample_device(&mut self, position: usize, timestamp: f64) -> GpuSample {
@@ -223,12 +219,4 @@ impl DeviceBackend for NvmlBackend {
     fn take_warnings(&mut self) -> Vec<String> {
         self.health.take_warnings()
     }
-}
-
-/// The library path that will be tried first, for messages.
-pub fn library_description(path: Option<&Path>) -> String {
-    path.map_or_else(
-        || DEFAULT_LIBRARIES.join(", then "),
-        |p| PathBuf::from(p).display().to_string(),
-    )
 }
