@@ -13,6 +13,8 @@ pub enum ProfilerError {
     NotEnabled,
     /// A NULL pointer, an empty name or a name that is not UTF-8.
     InvalidArgument(&'static str),
+    /// A span's `shapes_json` was rejected (the reason inside); the span was still ended.
+    InvalidShapes(String),
     /// The handle is unknown, already ended, or was begun on another thread.
     UnknownHandle { kind: &'static str, handle: u64 },
     /// A configuration JSON or value was rejected; nothing was changed.
@@ -50,7 +52,7 @@ impl ProfilerError {
     pub fn code(&self) -> i32 {
         match self {
             ProfilerError::NotEnabled => -1,
-            ProfilerError::InvalidArgument(_) => -2,
+            ProfilerError::InvalidArgument(_) | ProfilerError::InvalidShapes(_) => -2,
             ProfilerError::UnknownHandle { .. } => -3,
             ProfilerError::InvalidConfig(_) => -4,
             ProfilerError::Io(_) => -5,
@@ -69,6 +71,10 @@ impl fmt::Display for ProfilerError {
             | ProfilerError::BufferFull
             | ProfilerError::ThreadExiting => f.write_str(self.static_message().unwrap_or_default()),
             ProfilerError::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
+            ProfilerError::InvalidShapes(why) => write!(
+                f,
+                "invalid argument: {why}; the span was ended, without shapes"
+            ),
             ProfilerError::UnknownHandle { kind, handle } => write!(
                 f,
                 "unknown {kind} handle {handle}: never begun, already ended, or begun on another thread"

@@ -10,6 +10,7 @@ pub mod names;
 pub mod recorder;
 pub mod sampler;
 pub mod session;
+pub mod shapes;
 
 pub use error::{ProfilerError, Result};
 pub use recorder::ThreadRecorder;

@@ -1,4 +1,5 @@
-//! Span names interned to small ids, so the hot path carries a `u32` instead of a string.
+//! Span names (and span shapes) interned to small ids, so the hot path carries a `u32` instead
+//! of a string.
 
 use std::sync::Arc;
 
@@ -11,8 +12,14 @@ use crate::error::{ProfilerError, Result};
 pub const MAX_NAME_LEN: usize = 1024;
 /// Most distinct span names per process; protects memory from names built with counters in them.
 pub const MAX_NAMES: usize = 65_536;
+/// Longest canonical shapes text accepted, in bytes (the raw `shapes_json` limit).
+pub const MAX_SHAPES_LEN: usize = 4096;
+/// Most distinct shapes per process (dynamic batch sizes make many).
+pub const MAX_SHAPES: usize = 65_536;
+/// Most bytes of distinct shapes text per process.
+pub const MAX_SHAPES_BYTES: usize = 16 << 20;
 
-/// Id of a span name. `NameId::NONE` stands for "no name" (a span at the top of a step).
+/// Id of an interned string. `NameId::NONE` stands for "none" (no parent span, no shapes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct NameId(pub u32);
 
@@ -20,31 +27,87 @@ impl NameId {
     pub const NONE: NameId = NameId(u32::MAX);
 }
 
-/// The process-wide name table. Written only when a thread meets a name for the first time.
-#[derive(Default)]
+/// What one table holds: its limits, and its error messages (static, so that an error costs no
+/// allocation and says which table refused).
+#[derive(Debug)]
+pub struct InternKind {
+    pub max_len: usize,
+    pub max_entries: usize,
+    pub max_total_bytes: usize,
+    pub empty: &'static str,
+    pub not_utf8: &'static str,
+    pub too_long: &'static str,
+    pub too_many: &'static str,
+    pub too_many_bytes: &'static str,
+}
+
+/// The span names table.
+pub const SPAN_NAMES: InternKind = InternKind {
+    max_len: MAX_NAME_LEN,
+    max_entries: MAX_NAMES,
+    // 65536 names of at most 1024 bytes: the count limit binds first.
+    max_total_bytes: usize::MAX,
+    empty: "span name is empty",
+    not_utf8: "span name is not valid UTF-8",
+    too_long: "span name longer than 1024 bytes",
+    too_many: "more than 65536 distinct span names",
+    too_many_bytes: "more distinct span name text than allowed",
+};
+
+/// The table of span shapes (canonical JSON of `format::SpanShapes`), apart from the names so
+/// that shapes cannot use up the span names.
+pub const SHAPES: InternKind = InternKind {
+    max_len: MAX_SHAPES_LEN,
+    max_entries: MAX_SHAPES,
+    max_total_bytes: MAX_SHAPES_BYTES,
+    empty: "shapes are empty",
+    not_utf8: "shapes are not valid UTF-8",
+    too_long: "shapes longer than 4096 bytes",
+    too_many: "more than 65536 distinct shapes; the span was ended, without shapes",
+    too_many_bytes: "more than 16 MiB of distinct shapes; the span was ended, without shapes",
+};
+
+/// A process-wide table of strings. Written only when a thread meets a string for the first
+/// time.
 pub struct Interner {
+    kind: &'static InternKind,
     table: RwLock<InternTable>,
+}
+
+impl Default for Interner {
+    /// The span names table.
+    fn default() -> Self {
+        Interner::new(&SPAN_NAMES)
+    }
 }
 
 #[derive(Default)]
 struct InternTable {
     by_name: FxHashMap<Arc<str>, NameId>,
     names: Vec<Arc<str>>,
+    total_bytes: usize,
 }
 
 impl Interner {
-    /// Interns `bytes`, checking that it is a usable name.
-    pub fn intern(&self, bytes: &[u8]) -> Result<NameId> {
-        if bytes.is_empty() {
-            return Err(ProfilerError::InvalidArgument("span name is empty"));
+    /// An empty table of `kind`.
+    pub fn new(kind: &'static InternKind) -> Self {
+        Interner {
+            kind,
+            table: RwLock::default(),
         }
-        if bytes.len() > MAX_NAME_LEN {
-            return Err(ProfilerError::LimitExceeded(
-                "span name longer than 1024 bytes",
-            ));
+    }
+
+    /// Interns `bytes`, checking that it is usable (not empty, UTF-8, within the limits).
+    pub fn intern(&self, bytes: &[u8]) -> Result<NameId> {
+        let kind = self.kind;
+        if bytes.is_empty() {
+            return Err(ProfilerError::InvalidArgument(kind.empty));
+        }
+        if bytes.len() > kind.max_len {
+            return Err(ProfilerError::LimitExceeded(kind.too_long));
         }
         let name = std::str::from_utf8(bytes)
-            .map_err(|_| ProfilerError::InvalidArgument("span name is not valid UTF-8"))?;
+            .map_err(|_| ProfilerError::InvalidArgument(kind.not_utf8))?;
         if let Some(id) = self.table.read().by_name.get(name) {
             return Ok(*id);
         }
@@ -52,24 +115,26 @@ impl Interner {
         if let Some(id) = table.by_name.get(name) {
             return Ok(*id);
         }
-        if table.names.len() >= MAX_NAMES {
-            return Err(ProfilerError::LimitExceeded(
-                "more than 65536 distinct span names",
-            ));
+        if table.names.len() >= kind.max_entries {
+            return Err(ProfilerError::LimitExceeded(kind.too_many));
+        }
+        if kind.max_total_bytes - table.total_bytes < name.len() {
+            return Err(ProfilerError::LimitExceeded(kind.too_many_bytes));
         }
         let id = NameId(table.names.len() as u32);
         let name: Arc<str> = Arc::from(name);
+        table.total_bytes += name.len();
         table.names.push(name.clone());
         table.by_name.insert(name, id);
         Ok(id)
     }
 
-    /// The name of `id`; `None` for `NameId::NONE` or an id this table never gave out.
+    /// The string of `id`; `None` for `NameId::NONE` or an id this table never gave out.
     pub fn resolve(&self, id: NameId) -> Option<Arc<str>> {
         self.table.read().names.get(id.0 as usize).cloned()
     }
 
-    /// A snapshot of every name, indexed by id, for exporters.
+    /// A snapshot of every string, indexed by id, for exporters.
     pub fn snapshot(&self) -> Vec<Arc<str>> {
         self.table.read().names.clone()
     }
@@ -97,5 +162,49 @@ mod tests {
         assert_eq!(interner.intern(&[0xff, 0xfe]).unwrap_err().code(), -2);
         assert_eq!(interner.intern(&[b'a'; 1025]).unwrap_err().code(), -7);
         assert!(interner.intern(&[b'a'; 1024]).is_ok());
+    }
+
+    #[test]
+    fn shapes_table_is_separate_and_says_shapes() {
+        let names = Interner::default();
+        let shapes = Interner::new(&SHAPES);
+        let s = shapes.intern(br#"{"input_shapes":[[1]]}"#).unwrap();
+        assert_eq!(s, NameId(0));
+        assert_eq!(names.intern(b"model").unwrap(), NameId(0), "own numbering");
+        assert!(shapes.intern(&[b'1'; 4096]).is_ok());
+        let err = shapes.intern(&[b'1'; 4097]).unwrap_err();
+        assert_eq!(err.code(), -7);
+        assert_eq!(
+            err.to_string(),
+            "limit exceeded: shapes longer than 4096 bytes"
+        );
+        assert!(shapes
+            .intern(&[0xff])
+            .unwrap_err()
+            .to_string()
+            .contains("shapes"));
+    }
+
+    #[test]
+    fn shapes_table_stops_at_its_byte_budget() {
+        static TINY: InternKind = InternKind {
+            max_len: 8,
+            max_entries: 100,
+            max_total_bytes: 10,
+            ..SHAPES
+        };
+        let table = Interner::new(&TINY);
+        assert!(table.intern(b"12345678").is_ok());
+        assert!(table.intern(b"12").is_ok());
+        assert_eq!(
+            table.intern(b"12").unwrap(),
+            NameId(1),
+            "known: no new bytes"
+        );
+        let err = table.intern(b"3").unwrap_err();
+        assert!(
+            err.to_string().contains("16 MiB of distinct shapes"),
+            "{err}"
+        );
     }
 }

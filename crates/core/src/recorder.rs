@@ -39,10 +39,22 @@ pub(crate) struct SpanEvent {
     pub name: NameId,
     pub parent: NameId,
     pub depth: u32,
+    /// Memory delta over the span in MiB, from the caller; NaN when none was given.
+    pub memory_delta_mb: f32,
+    /// Id of the span's canonical shapes in the session's shapes table; `NameId::NONE` when
+    /// none were given.
+    pub shapes: NameId,
     /// Sequence number of the step it belongs to, 0 when outside every step.
     pub step_seq: u64,
     pub duration_ns: u64,
 }
+
+/// Annotations of a span end: none (a plain end, or a span auto-closed by its parent or step).
+const NO_MEMORY_DELTA: f32 = f32::NAN;
+
+/// Most raw shapes strings one thread remembers; the cache is emptied when it is full (raw
+/// spellings of the same shapes are unbounded, unlike the shapes themselves).
+const SHAPES_CACHE_LIMIT: usize = 4096;
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StepEvent {
@@ -87,6 +99,8 @@ pub struct ThreadRecorder {
     open_steps: Vec<OpenStep>,
     open_spans: Vec<OpenSpan>,
     names: FxHashMap<Box<[u8]>, NameId>,
+    /// Raw `shapes_json` bytes seen by this thread to their shapes id (`NameId::NONE` for `{}`).
+    shapes: FxHashMap<Box<[u8]>, NameId>,
 }
 
 /// A handle is `generation (8 bits) | thread slot (20) | sequence (36)`: a handle from before a
@@ -108,6 +122,7 @@ impl ThreadRecorder {
             open_steps: Vec::with_capacity(8),
             open_spans: Vec::with_capacity(64),
             names: FxHashMap::default(),
+            shapes: FxHashMap::default(),
         }
     }
 
@@ -249,25 +264,106 @@ impl ThreadRecorder {
 
     /// Closes a span. Spans opened inside it and still open are closed at the same instant.
     pub fn span_end(&mut self, handle: u64) -> Result<()> {
+        let index = self.open_span_index(handle)?;
+        let end_ns = self.session.now_ns();
+        self.close_spans_from(index, end_ns, NO_MEMORY_DELTA, NameId::NONE)
+    }
+
+    /// Closes a span like `span_end` and attaches what the caller measured over it:
+    /// `memory_delta_mb` (MiB; NaN or infinite: none) and `shapes`, raw `shapes_json` bytes
+    /// (see `crate::shapes::canonical`; `None`: none). Spans closed with it because they were
+    /// still open inside it carry no annotations.
+    ///
+    /// Bad shapes lose nothing else: the span is ended with its duration and memory delta,
+    /// without shapes, and the shapes' error is returned (before a full buffer's). An unknown
+    /// handle ends nothing. A repeated shapes string costs one hash lookup.
+    pub fn span_end_annotated(
+        &mut self,
+        handle: u64,
+        memory_delta_mb: f32,
+        shapes: Option<&[u8]>,
+    ) -> Result<()> {
+        let index = self.open_span_index(handle)?;
+        let end_ns = self.session.now_ns();
+        let memory_delta_mb = if memory_delta_mb.is_finite() {
+            memory_delta_mb
+        } else {
+            NO_MEMORY_DELTA
+        };
+        let (shapes, shapes_error) = match shapes.map(|raw| self.shapes_id(raw)) {
+            None => (NameId::NONE, None),
+            Some(Ok(id)) => (id, None),
+            Some(Err(err)) => (NameId::NONE, Some(err)),
+        };
+        let closed = self.close_spans_from(index, end_ns, memory_delta_mb, shapes);
+        match shapes_error {
+            Some(err) => Err(err),
+            None => closed,
+        }
+    }
+
+    /// The id of raw shapes: this thread's cache, else checked and interned (`NameId::NONE`
+    /// for `{}`). Errors are not cached.
+    #[inline]
+    fn shapes_id(&mut self, raw: &[u8]) -> Result<NameId> {
+        match self.shapes.get(raw) {
+            Some(id) => Ok(*id),
+            None => self.intern_shapes(raw),
+        }
+    }
+
+    /// First sight of `raw` on this thread: parse, canonicalise, intern, remember.
+    #[cold]
+    #[inline(never)]
+    fn intern_shapes(&mut self, raw: &[u8]) -> Result<NameId> {
+        let id = match crate::shapes::canonical(raw)? {
+            None => NameId::NONE,
+            Some(text) => self.session.shapes().intern(text.as_bytes())?,
+        };
+        if self.shapes.len() >= SHAPES_CACHE_LIMIT {
+            self.shapes.clear();
+        }
+        self.shapes.insert(raw.into(), id);
+        Ok(id)
+    }
+
+    #[inline]
+    fn open_span_index(&self, handle: u64) -> Result<usize> {
         let seq = self.seq_of(handle, "span")?;
-        let index = self.open_spans.iter().rposition(|s| s.seq == seq).ok_or(
-            ProfilerError::UnknownHandle {
+        self.open_spans
+            .iter()
+            .rposition(|s| s.seq == seq)
+            .ok_or(ProfilerError::UnknownHandle {
                 kind: "span",
                 handle,
-            },
-        )?;
-        let end_ns = self.session.now_ns();
+            })
+    }
+
+    /// Closes the open span at `index` with the given annotations, and, innermost first and
+    /// without annotations, every span opened inside it.
+    #[inline]
+    fn close_spans_from(
+        &mut self,
+        index: usize,
+        end_ns: u64,
+        memory_delta_mb: f32,
+        shapes: NameId,
+    ) -> Result<()> {
         let mut lost = false;
-        while self.open_spans.len() > index {
-            let span = self.open_spans.pop().expect("len > index");
-            if self.open_spans.len() > index {
-                self.session
-                    .counters()
-                    .auto_closed_spans
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            lost |= self.push_span(&span, end_ns).is_err();
+        while self.open_spans.len() > index + 1 {
+            let span = self.open_spans.pop().expect("len > index + 1");
+            self.session
+                .counters()
+                .auto_closed_spans
+                .fetch_add(1, Ordering::Relaxed);
+            lost |= self
+                .push_span(&span, end_ns, NO_MEMORY_DELTA, NameId::NONE)
+                .is_err();
         }
+        let span = self.open_spans.pop().expect("index is an open span");
+        lost |= self
+            .push_span(&span, end_ns, memory_delta_mb, shapes)
+            .is_err();
         if lost {
             return Err(ProfilerError::BufferFull);
         }
@@ -292,17 +388,28 @@ impl ThreadRecorder {
                     .counters()
                     .auto_closed_spans
                     .fetch_add(1, Ordering::Relaxed);
-                lost |= self.push_span(&span, end_ns).is_err();
+                lost |= self
+                    .push_span(&span, end_ns, NO_MEMORY_DELTA, NameId::NONE)
+                    .is_err();
             }
         }
         lost
     }
 
-    fn push_span(&mut self, span: &OpenSpan, end_ns: u64) -> Result<()> {
+    #[inline]
+    fn push_span(
+        &mut self,
+        span: &OpenSpan,
+        end_ns: u64,
+        memory_delta_mb: f32,
+        shapes: NameId,
+    ) -> Result<()> {
         self.push(Event::Span(SpanEvent {
             name: span.name,
             parent: span.parent,
             depth: span.depth,
+            memory_delta_mb,
+            shapes,
             step_seq: span.step_seq,
             duration_ns: end_ns.saturating_sub(span.start_ns),
         }))

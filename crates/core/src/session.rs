@@ -18,7 +18,7 @@ use vllm_profiler_format as format;
 use crate::error::{ProfilerError, Result};
 use crate::export::write_json_atomic;
 use crate::history::Bounded;
-use crate::names::{Interner, NameId};
+use crate::names::{Interner, NameId, SHAPES};
 use crate::recorder::{Event, SpanEvent, StepEvent, ThreadRecorder, RING_CAPACITY};
 
 /// How long a report or summary waits for the collector before giving up, so that an exit can
@@ -148,7 +148,32 @@ struct KeptLayer {
     parent: NameId,
     depth: u32,
     calls: u32,
+    /// Shapes of the first call that carried some; `NameId::NONE` when none did.
+    shapes: NameId,
+    /// How many calls carried a memory delta, and their sum (MiB).
+    memory_calls: u32,
     total_ns: u64,
+    memory_delta_mb: f64,
+}
+
+/// A span's memory delta as (calls carrying one, sum): (0, 0) when it carried none.
+fn memory_of(span: &SpanEvent) -> (u32, f64) {
+    if span.memory_delta_mb.is_finite() {
+        (1, f64::from(span.memory_delta_mb))
+    } else {
+        (0, 0.0)
+    }
+}
+
+/// A figure that came in as `f32` (memory deltas), summed or averaged in `f64`, given back
+/// with `f32` precision: its shortest decimal, so that 64.2 reads 64.2 and not
+/// 64.19999694824219.
+fn f32_precision(v: f64) -> f64 {
+    let single = v as f32;
+    if !single.is_finite() {
+        return v;
+    }
+    single.to_string().parse().unwrap_or(v)
 }
 
 /// Span totals of one step, built while its spans arrive.
@@ -160,11 +185,17 @@ struct StepBuilder {
 
 impl StepBuilder {
     fn add(&mut self, span: &SpanEvent) {
+        let (memory_calls, memory_delta_mb) = memory_of(span);
         match self.index.get(&span.name) {
             Some(&i) => {
                 let layer = &mut self.layers[i];
                 layer.calls += 1;
                 layer.total_ns += span.duration_ns;
+                layer.memory_calls += memory_calls;
+                layer.memory_delta_mb += memory_delta_mb;
+                if layer.shapes == NameId::NONE {
+                    layer.shapes = span.shapes;
+                }
             }
             None => {
                 self.index.insert(span.name, self.layers.len());
@@ -173,10 +204,34 @@ impl StepBuilder {
                     parent: span.parent,
                     depth: span.depth,
                     calls: 1,
+                    shapes: span.shapes,
+                    memory_calls,
                     total_ns: span.duration_ns,
+                    memory_delta_mb,
                 });
             }
         }
+    }
+}
+
+/// The shapes table as an export sees it: each canonical text parsed once, when first needed.
+struct ShapesTable {
+    texts: Vec<Arc<str>>,
+    parsed: Vec<std::cell::OnceCell<Option<format::SpanShapes>>>,
+}
+
+impl ShapesTable {
+    fn new(texts: Vec<Arc<str>>) -> Self {
+        let parsed = texts.iter().map(|_| std::cell::OnceCell::new()).collect();
+        ShapesTable { texts, parsed }
+    }
+
+    fn get(&self, id: NameId) -> Option<&format::SpanShapes> {
+        let i = id.0 as usize;
+        let text = self.texts.get(i)?;
+        self.parsed[i]
+            .get_or_init(|| crate::shapes::parse(text))
+            .as_ref()
     }
 }
 
@@ -194,6 +249,9 @@ struct ThreadSource {
 struct LayerTotals {
     calls: u64,
     total_ns: u64,
+    /// Calls that carried a memory delta, and the sum of those deltas (MiB).
+    memory_calls: u64,
+    memory_delta_mb: f64,
 }
 
 /// Running totals over every step and span ever collected.
@@ -254,13 +312,16 @@ impl Aggregates {
         }
     }
 
-    fn add_layer(&mut self, name: NameId, calls: u64, total_ns: u64) {
+    fn add_layer(&mut self, name: NameId, calls: u64, total_ns: u64, memory: (u64, f64)) {
         let i = name.0 as usize;
         if self.layers.len() <= i {
             self.layers.resize(i + 1, LayerTotals::default());
         }
-        self.layers[i].calls += calls;
-        self.layers[i].total_ns += total_ns;
+        let layer = &mut self.layers[i];
+        layer.calls += calls;
+        layer.total_ns += total_ns;
+        layer.memory_calls += memory.0;
+        layer.memory_delta_mb += memory.1;
         self.total_spans += calls;
     }
 }
@@ -289,6 +350,8 @@ pub struct Session {
     started_unix: f64,
     settings: RwLock<Settings>,
     interner: Interner,
+    /// Canonical span shapes, apart from the names so that they cannot use them up.
+    shapes: Interner,
     counters: HotCounters,
     latest: LatestMetrics,
     collector: Mutex<Collector>,
@@ -330,6 +393,7 @@ impl Session {
             started_unix: unix_now(),
             settings: RwLock::new(settings),
             interner: Interner::default(),
+            shapes: Interner::new(&SHAPES),
             counters: HotCounters::default(),
             latest: LatestMetrics::default(),
             collector: Mutex::new(Collector {
@@ -362,6 +426,11 @@ impl Session {
 
     pub fn interner(&self) -> &Interner {
         &self.interner
+    }
+
+    /// The table of canonical span shapes (`crate::shapes`).
+    pub fn shapes(&self) -> &Interner {
+        &self.shapes
     }
 
     pub fn counters(&self) -> &HotCounters {
@@ -463,7 +532,13 @@ impl Session {
             while let Some(event) = source.consumer.try_pop() {
                 match event {
                     Event::Span(span) => {
-                        totals.add_layer(span.name, 1, span.duration_ns);
+                        let (memory_calls, memory_delta_mb) = memory_of(&span);
+                        totals.add_layer(
+                            span.name,
+                            1,
+                            span.duration_ns,
+                            (u64::from(memory_calls), memory_delta_mb),
+                        );
                         if span.step_seq != 0 {
                             if source.pending.len() >= MAX_PENDING_STEPS
                                 && !source.pending.contains_key(&span.step_seq)
@@ -549,7 +624,12 @@ impl Session {
                 for kept in collector.history.last(n as usize) {
                     agg.add_step(&kept.event);
                     for layer in kept.layers.iter() {
-                        agg.add_layer(layer.name, u64::from(layer.calls), layer.total_ns);
+                        agg.add_layer(
+                            layer.name,
+                            u64::from(layer.calls),
+                            layer.total_ns,
+                            (u64::from(layer.memory_calls), layer.memory_delta_mb),
+                        );
                     }
                 }
                 window = agg;
@@ -580,6 +660,8 @@ impl Session {
                         avg_duration_ms: ms(l.total_ns) / l.calls as f64,
                         call_count: l.calls,
                         total_duration_ms: ms(l.total_ns),
+                        avg_memory_delta_mb: (l.memory_calls > 0)
+                            .then(|| f32_precision(l.memory_delta_mb / l.memory_calls as f64)),
                     },
                 ))
             })
@@ -626,7 +708,12 @@ impl Session {
     }
 
     /// One kept step as its report record.
-    fn step_record(&self, kept: &KeptStep, names: &[Arc<str>]) -> format::StepRecord {
+    fn step_record(
+        &self,
+        kept: &KeptStep,
+        names: &[Arc<str>],
+        shapes: &ShapesTable,
+    ) -> format::StepRecord {
         let name_of = |id: NameId| names.get(id.0 as usize).map(|n| n.to_string());
         let e = &kept.event;
         format::StepRecord {
@@ -642,6 +729,7 @@ impl Session {
                 .layers
                 .iter()
                 .filter_map(|l| {
+                    let shapes = shapes.get(l.shapes);
                     Some((
                         name_of(l.name)?,
                         format::LayerTiming {
@@ -649,6 +737,10 @@ impl Session {
                             call_count: l.calls,
                             parent: name_of(l.parent),
                             depth: l.depth,
+                            memory_delta_mb: (l.memory_calls > 0)
+                                .then(|| f32_precision(l.memory_delta_mb)),
+                            input_shapes: shapes.and_then(|s| s.input_shapes.clone()),
+                            output_shapes: shapes.and_then(|s| s.output_shapes.clone()),
                         },
                     ))
                 })
@@ -759,6 +851,7 @@ impl Session {
                 &summary,
             )?);
             let names = self.interner.snapshot();
+            let shapes = ShapesTable::new(self.shapes.snapshot());
             let steps = format::DetailedSteps {
                 schema_version: format::SCHEMA_VERSION,
                 pid: self.pid,
@@ -766,7 +859,9 @@ impl Session {
                 dropped_steps,
                 // Streamed: one record is built and written at a time.
                 detailed_steps: StreamedSteps {
-                    records: RefCell::new(kept.iter().map(|k| self.step_record(k, &names))),
+                    records: RefCell::new(
+                        kept.iter().map(|k| self.step_record(k, &names, &shapes)),
+                    ),
                 },
             };
             written.push(write_json_atomic(
@@ -783,5 +878,28 @@ impl Session {
             )?);
         }
         Ok(written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_layers_stay_small() {
+        // The history holds one per name per step: 10000 steps of 200 layers is 80 MB at 40.
+        assert!(
+            std::mem::size_of::<KeptLayer>() <= 40,
+            "{}",
+            std::mem::size_of::<KeptLayer>()
+        );
+    }
+
+    #[test]
+    fn f32_figures_read_as_their_shortest_decimal() {
+        assert_eq!(f32_precision(f64::from(64.2_f32)), 64.2);
+        assert_eq!(f32_precision(0.001953125), 0.001953125);
+        assert_eq!(f32_precision(-3.75), -3.75);
+        assert_eq!(f32_precision(1e300), 1e300, "beyond f32: unchanged");
     }
 }

@@ -11,13 +11,16 @@ fn warm_steps_and_spans_do_not_allocate() {
         let step = recorder.step_begin(8, 128).unwrap();
         let outer = recorder.span_begin(b"model.layers.0").unwrap();
         let inner = recorder.span_begin(b"model.layers.0.mlp").unwrap();
-        recorder.span_end(inner).unwrap();
+        // Annotated, with a shapes string this thread has seen: a cache hit.
+        recorder
+            .span_end_annotated(inner, 2.5, Some(br#"{"input_shapes": [[8, 128]]}"#))
+            .unwrap();
         recorder.span_end(outer).unwrap();
         // Left open on purpose: closed by the step (the auto-close path).
         recorder.span_begin(b"sampler").unwrap();
         recorder.step_end(step).unwrap();
     };
-    // Warm up: the first call interns the names and sizes the vectors.
+    // Warm up: the first call interns the names and the shapes and sizes the vectors.
     round(&mut recorder);
     session.drain().unwrap();
 
@@ -33,4 +36,6 @@ fn warm_steps_and_spans_do_not_allocate() {
     assert_eq!(summary.total_steps, 501);
     assert_eq!(summary.counters.auto_closed_spans, 501);
     assert_eq!(summary.counters.lost_events, 0);
+    let inner = &summary.layer_performance["model.layers.0.mlp"];
+    assert_eq!(inner.avg_memory_delta_mb, Some(2.5));
 }
