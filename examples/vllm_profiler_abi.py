@@ -17,6 +17,10 @@ _SIGNATURES = {
     "vllm_profiler_step_end": ([ctypes.c_uint64], ctypes.c_int32),
     "vllm_profiler_span_begin": ([ctypes.c_char_p], ctypes.c_uint64),
     "vllm_profiler_span_end": ([ctypes.c_uint64], ctypes.c_int32),
+    "vllm_profiler_span_end_annotated": (
+        [ctypes.c_uint64, ctypes.c_double, ctypes.c_char_p],
+        ctypes.c_int32,
+    ),
     "vllm_profiler_export": ([ctypes.c_char_p], ctypes.c_int32),
     "vllm_profiler_summary_json": (
         [ctypes.c_uint32, ctypes.c_char_p, ctypes.c_size_t],

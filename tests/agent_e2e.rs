@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use vllm_profiler_format::MemorySource;
+use vllm_profiler_format::{DetailedSteps, MemorySource, PerformanceSummary};
 use vllm_profiler_tests::*;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -352,4 +352,80 @@ fn example_serving_loop_is_profiled_without_changing_its_output() {
             "{layer}"
         );
     }
+}
+
+#[test]
+fn span_end_annotated_through_the_c_abi_writes_exact_memory_deltas_and_shapes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = compile_c(
+        &workspace_root().join("tests/data/span_annotations.c"),
+        tmp.path(),
+    );
+    let out = tmp.path().join("reports");
+    let mut cmd = profiled_command(&exe, &out);
+    // No sampler: a gpu_history file would depend on whether a tick came before the exit.
+    cmd.env("VLLM_ENABLE_GPU_MONITORING", "0");
+    let child = run(&mut cmd, LIMIT);
+    assert_success(&child);
+    assert_eq!(child.stdout, "");
+    let raw_steps = read_json(&out.join(format!("detailed_steps_{}.json", child.pid)));
+    let raw_summary = read_json(&out.join(format!("performance_summary_{}.json", child.pid)));
+    let detailed: DetailedSteps = serde_json::from_value(raw_steps.clone()).unwrap();
+    let summary: PerformanceSummary = serde_json::from_value(raw_summary.clone()).unwrap();
+
+    let steps = &detailed.detailed_steps;
+    assert_eq!(steps.len(), 2);
+    let layers = &steps[0].layer_timings;
+    let layer0 = &layers["model.layers.0"];
+    assert_eq!(layer0.call_count, 2);
+    assert_eq!(layer0.memory_delta_mb, Some(3.75), "1.5 + 2.25");
+    assert_eq!(layer0.input_shapes, Some(vec![vec![8, 512, 768]]), "first");
+    assert_eq!(layer0.output_shapes, Some(vec![vec![8, 512, 768]]));
+    // Rejected shapes: the three spans are ended and keep their memory delta.
+    let layer2 = &layers["model.layers.2"];
+    assert_eq!(layer2.call_count, 3);
+    assert_eq!(layer2.memory_delta_mb, Some(24.0));
+    assert_eq!(
+        (&layer2.input_shapes, &layer2.output_shapes),
+        (&None, &None)
+    );
+    let layer3 = &layers["model.layers.3"];
+    assert_eq!(layer3.memory_delta_mb, None, "infinite: none");
+    assert_eq!(layer3.input_shapes, None);
+    assert_eq!(layer3.output_shapes, Some(vec![vec![4, 16]]));
+    assert_eq!(
+        steps[1].layer_timings["model.layers.0"].memory_delta_mb,
+        Some(-0.75)
+    );
+    assert_eq!(steps[1].layer_timings["model.layers.0"].input_shapes, None);
+
+    // Absent annotations are absent keys, not nulls.
+    let layer1 = raw_steps["detailed_steps"][0]["layer_timings"]["model.layers.1"]
+        .as_object()
+        .unwrap();
+    let mut keys: Vec<&str> = layer1.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["call_count", "depth", "duration_ms", "parent"]);
+    assert!(
+        raw_steps["detailed_steps"][0]["layer_timings"]["model.layers.3"]
+            .get("input_shapes")
+            .is_none()
+    );
+
+    let perf = &summary.layer_performance;
+    assert_eq!(perf["model.layers.0"].call_count, 3);
+    assert_eq!(
+        perf["model.layers.0"].avg_memory_delta_mb,
+        Some(1.0),
+        "(1.5 + 2.25 - 0.75) / 3"
+    );
+    assert_eq!(perf["model.layers.1"].avg_memory_delta_mb, None);
+    assert_eq!(perf["model.layers.2"].call_count, 3);
+    assert_eq!(perf["model.layers.2"].avg_memory_delta_mb, Some(8.0));
+    assert_eq!(perf["model.layers.3"].avg_memory_delta_mb, None);
+    assert!(raw_summary["layer_performance"]["model.layers.1"]
+        .get("avg_memory_delta_mb")
+        .is_none());
+    assert_eq!(summary.counters.total_spans, 8);
+    assert_eq!(summary.counters.lost_events, 0);
 }

@@ -21,7 +21,7 @@
 #define VLLM_PROFILER_E_NOT_ENABLED -1
 
 /**
- * A NULL pointer, an empty name, or a string that is not UTF-8.
+ * A NULL pointer, an empty name, a string that is not UTF-8, or a rejected `shapes_json`.
  */
 #define VLLM_PROFILER_E_INVALID_ARGUMENT -2
 
@@ -59,6 +59,12 @@
  * An internal error was caught before it could reach the host.
  */
 #define VLLM_PROFILER_E_INTERNAL -9
+
+/**
+ * Longest `shapes_json` that vllm_profiler_span_end_annotated accepts, in bytes (without the
+ * NUL).
+ */
+#define VLLM_PROFILER_MAX_SHAPES_JSON_LEN 4096
 
 #ifdef __cplusplus
 extern "C" {
@@ -112,6 +118,29 @@ uint64_t vllm_profiler_span_begin(const char *name);
  * Returns 0 or a negative error code.
  */
 int32_t vllm_profiler_span_end(uint64_t span);
+
+/**
+ * Closes a span like vllm_profiler_span_end and attaches what the caller measured over it.
+ *
+ * `memory_delta_mb`: the change of allocated memory over the span, in MiB (for example
+ * torch.cuda.memory_allocated() after minus before, / 2^20); NaN or infinite when unknown.
+ * Kept with `float` precision. `shapes_json`: NULL, or a NUL-terminated JSON object of at most
+ * VLLM_PROFILER_MAX_SHAPES_JSON_LEN bytes, `{"input_shapes": [[8, 512, 768]],
+ * "output_shapes": [[8, 512, 768]]}`: either key may be left out, no other key is allowed,
+ * every dimension is a non-negative integer. A repeated string costs one hash lookup.
+ *
+ * Per step, a layer's `memory_delta_mb` is the sum over its annotated calls and its
+ * `input_shapes`/`output_shapes` those of its first call that carried shapes; spans closed
+ * with this one because they were still open inside it carry no annotations.
+ *
+ * A rejected `shapes_json` (not UTF-8, not JSON, an unknown key, a wrong type, too long) loses
+ * nothing else: the span is ended with its duration and memory delta, without shapes, and
+ * VLLM_PROFILER_E_INVALID_ARGUMENT comes back with the reason in vllm_profiler_last_error.
+ * Returns 0 or a negative error code; an unknown handle ends nothing.
+ */
+int32_t vllm_profiler_span_end_annotated(uint64_t span,
+                                         double memory_delta_mb,
+                                         const char *shapes_json);
 
 /**
  * Writes the reports now into `dir` (created if missing), or the configured dir when NULL.

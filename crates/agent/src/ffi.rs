@@ -20,7 +20,7 @@ use crate::runtime;
 pub const VLLM_PROFILER_OK: i32 = 0;
 /// Profiling is not enabled; nothing was recorded.
 pub const VLLM_PROFILER_E_NOT_ENABLED: i32 = -1;
-/// A NULL pointer, an empty name, or a string that is not UTF-8.
+/// A NULL pointer, an empty name, a string that is not UTF-8, or a rejected `shapes_json`.
 pub const VLLM_PROFILER_E_INVALID_ARGUMENT: i32 = -2;
 /// The handle is unknown, already ended, or was begun on another thread.
 pub const VLLM_PROFILER_E_UNKNOWN_HANDLE: i32 = -3;
@@ -36,6 +36,10 @@ pub const VLLM_PROFILER_E_LIMIT: i32 = -7;
 pub const VLLM_PROFILER_E_THREAD_EXITING: i32 = -8;
 /// An internal error was caught before it could reach the host.
 pub const VLLM_PROFILER_E_INTERNAL: i32 = -9;
+
+/// Longest `shapes_json` that vllm_profiler_span_end_annotated accepts, in bytes (without the
+/// NUL).
+pub const VLLM_PROFILER_MAX_SHAPES_JSON_LEN: usize = 4096;
 
 const LAST_ERROR_CAPACITY: usize = 512;
 
@@ -106,6 +110,20 @@ fn c_str<'a>(ptr: *const c_char) -> Option<&'a CStr> {
     // SAFETY: the caller passes NULL or a NUL-terminated string that stays valid for the call,
     // as the header documents; we checked NULL above.
     Some(unsafe { CStr::from_ptr(ptr) })
+}
+
+/// Reads an optional C string, at most `max + 1` bytes of it: a longer one comes back cut to
+/// `max + 1` bytes, enough for the callee to reject it as too long without reading it all.
+fn c_str_bounded<'a>(ptr: *const c_char, max: usize) -> Option<&'a [u8]> {
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: the caller passes NULL or a NUL-terminated string that stays valid for the call,
+    // as the header documents; we checked NULL above. strnlen reads up to the NUL or max + 1
+    // bytes, whichever comes first, so never past the string.
+    let len = unsafe { libc::strnlen(ptr, max + 1) };
+    // SAFETY: the `len` bytes at `ptr` were just read by strnlen: they are part of the string.
+    Some(unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) })
 }
 
 /// snprintf-style copy: writes at most `len - 1` bytes and a NUL; returns `src.len()`.
@@ -198,6 +216,37 @@ pub extern "C" fn vllm_profiler_span_begin(name: *const c_char) -> u64 {
 #[no_mangle]
 pub extern "C" fn vllm_profiler_span_end(span: u64) -> i32 {
     status(|| runtime::with_recorder(|r| r.span_end(span)))
+}
+
+/// Closes a span like vllm_profiler_span_end and attaches what the caller measured over it.
+///
+/// `memory_delta_mb`: the change of allocated memory over the span, in MiB (for example
+/// torch.cuda.memory_allocated() after minus before, / 2^20); NaN or infinite when unknown.
+/// Kept with `float` precision. `shapes_json`: NULL, or a NUL-terminated JSON object of at most
+/// VLLM_PROFILER_MAX_SHAPES_JSON_LEN bytes, `{"input_shapes": [[8, 512, 768]],
+/// "output_shapes": [[8, 512, 768]]}`: either key may be left out, no other key is allowed,
+/// every dimension is a non-negative integer. A repeated string costs one hash lookup.
+///
+/// Per step, a layer's `memory_delta_mb` is the sum over its annotated calls and its
+/// `input_shapes`/`output_shapes` those of its first call that carried shapes; spans closed
+/// with this one because they were still open inside it carry no annotations.
+///
+/// A rejected `shapes_json` (not UTF-8, not JSON, an unknown key, a wrong type, too long) loses
+/// nothing else: the span is ended with its duration and memory delta, without shapes, and
+/// VLLM_PROFILER_E_INVALID_ARGUMENT comes back with the reason in vllm_profiler_last_error.
+/// Returns 0 or a negative error code; an unknown handle ends nothing.
+#[no_mangle]
+pub extern "C" fn vllm_profiler_span_end_annotated(
+    span: u64,
+    memory_delta_mb: f64,
+    shapes_json: *const c_char,
+) -> i32 {
+    status(|| {
+        let shapes = c_str_bounded(shapes_json, VLLM_PROFILER_MAX_SHAPES_JSON_LEN);
+        // Out of f32 range becomes infinite, which the recorder stores as none.
+        let memory = memory_delta_mb as f32;
+        runtime::with_recorder(|r| r.span_end_annotated(span, memory, shapes))
+    })
 }
 
 /// Writes the reports now into `dir` (created if missing), or the configured dir when NULL.
@@ -364,6 +413,10 @@ mod tests {
                 VLLM_PROFILER_E_INVALID_ARGUMENT,
             ),
             (
+                ProfilerError::InvalidShapes(String::new()),
+                VLLM_PROFILER_E_INVALID_ARGUMENT,
+            ),
+            (
                 ProfilerError::UnknownHandle {
                     kind: "",
                     handle: 0,
@@ -386,6 +439,23 @@ mod tests {
         for (err, code) in cases {
             assert_eq!(err.code(), code, "{err:?}");
         }
+    }
+
+    #[test]
+    fn shapes_limit_in_the_header_is_the_recorder_s() {
+        assert_eq!(
+            VLLM_PROFILER_MAX_SHAPES_JSON_LEN,
+            vllm_profiler_core::shapes::MAX_SHAPES_JSON_LEN
+        );
+    }
+
+    #[test]
+    fn bounded_c_strings_stop_one_past_the_limit() {
+        let short = c"{}";
+        assert_eq!(c_str_bounded(short.as_ptr(), 4), Some(&b"{}"[..]));
+        let long = std::ffi::CString::new(vec![b'x'; 100]).unwrap();
+        assert_eq!(c_str_bounded(long.as_ptr(), 10).map(<[u8]>::len), Some(11));
+        assert_eq!(c_str_bounded(std::ptr::null(), 10), None);
     }
 
     #[test]

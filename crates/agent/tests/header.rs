@@ -31,6 +31,8 @@ fn committed_header_is_current() {
         "vllm_profiler_step_end",
         "vllm_profiler_span_begin",
         "vllm_profiler_span_end",
+        "vllm_profiler_span_end_annotated",
+        "VLLM_PROFILER_MAX_SHAPES_JSON_LEN",
         "vllm_profiler_export",
         "vllm_profiler_summary_json",
         "vllm_profiler_last_error",
