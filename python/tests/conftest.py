@@ -50,17 +50,23 @@ def clean_env() -> dict:
     return env
 
 
+def mode_env(mode: str, agent_library: Path) -> dict:
+    """A clean environment where the library is preloaded, or left for the package to load."""
+    env = clean_env()
+    if mode == "preloaded":
+        env["LD_PRELOAD"] = str(agent_library)
+    else:
+        env["VLLM_PROFILER_LIBRARY"] = str(agent_library)
+    return env
+
+
 @pytest.fixture(params=["preloaded", "loaded"])
 def run_scenario(request, agent_library, tmp_path):
     """Runs `scenarios.py NAME ARGS...` in a fresh process, the library preloaded or loaded by
     the package; returns (completed process, output dir)."""
 
     def run(name, *args, env_extra=None, timeout=60):
-        env = clean_env()
-        if request.param == "preloaded":
-            env["LD_PRELOAD"] = str(agent_library)
-        else:
-            env["VLLM_PROFILER_LIBRARY"] = str(agent_library)
+        env = mode_env(request.param, agent_library)
         env.update(env_extra or {})
         out = tmp_path / "out"
         proc = subprocess.run(

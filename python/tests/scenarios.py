@@ -175,13 +175,30 @@ def vllm_engine(out):
     engine = EngineCore(max_num_seqs=3)
     # Three prompts of 5, 7 and 9 tokens, generating 2, 3 and 4 tokens.
     for i, (prompt, max_tokens) in enumerate([(5, 2), (7, 3), (9, 4)]):
-        engine.scheduler.add_request(f"r{i}", prompt, max_tokens)
+        engine.add_request(f"r{i}", [1] * prompt, max_tokens)
     steps = 0
     while engine.scheduler.has_requests():
         engine.step()
         steps += 1
     engine.step()  # an idle step returns before scheduling: recorded with zero counts
     return {"steps": steps + 1, "wrapped_name": EngineCore.step.__name__}
+
+
+def vllm_batch_queue(out):
+    import site
+
+    site.addsitedir(os.environ["VLLM_PROFILER_PTH_DIR"])
+    from vllm.v1.engine.core import EngineCore
+
+    # Pipeline parallelism: vLLM binds step_fn to step_with_batch_queue.
+    engine = EngineCore(max_num_seqs=3, batch_queue_size=2)
+    engine.add_request("r0", [1] * 5, 2)
+    engine.add_request("r1", [1] * 7, 3)
+    calls = 0
+    while engine.scheduler.has_requests() or engine.batch_queue:
+        engine.step_fn()
+        calls += 1
+    return {"calls": calls, "wrapped_name": EngineCore.step_with_batch_queue.__name__}
 
 
 def vllm_moved(out):
@@ -267,6 +284,68 @@ def layers(out):
     }
 
 
+def layer_memory(out):
+    """Memory deltas through a scripted probe: each probe call "allocates" one more MiB, so a
+    span's delta is 1 + 2 x (hooked calls inside it) MiB."""
+    import torch
+    from torch import nn
+
+    from vllm_profiler.layers import LayerProfiler
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.Linear(4, 4)
+            self.mlp = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.mlp(self.attn(x))
+
+    model = nn.Sequential(Block(), Block())
+    allocated = [0]
+
+    def probe():
+        allocated[0] += 1 << 20
+        return allocated[0]
+
+    enable_vllm_profiling(output_dir=out, enable_layer_profiling=True)
+    monitor = VLLMPerformanceMonitor()
+    with LayerProfiler(model, memory_probe=probe), torch.no_grad():
+        for _ in range(2):
+            with monitor.profile_inference_step(batch_size=1, num_tokens=4):
+                model(torch.ones(1, 4))
+    disable_vllm_profiling()
+    return {"probe_calls": allocated[0] >> 20}
+
+
+def layer_memory_cuda(out):
+    """Real CUDA: a layer that keeps a 64 MiB buffer it allocates in its forward."""
+    import torch
+    from torch import nn
+
+    from vllm_profiler.layers import LayerProfiler
+
+    class Keeper(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(8, 8)
+            self.kept = []
+
+        def forward(self, x):
+            self.kept.append(torch.empty(64 << 20, dtype=torch.uint8, device=x.device))
+            return self.proj(x)
+
+    model = nn.Sequential(Keeper()).cuda()
+    enable_vllm_profiling(output_dir=out, enable_layer_profiling=True)
+    monitor = VLLMPerformanceMonitor()
+    with LayerProfiler(model), torch.no_grad():
+        with monitor.profile_inference_step(batch_size=1, num_tokens=8):
+            model(torch.ones(1, 8, device="cuda"))
+    torch.cuda.synchronize()
+    disable_vllm_profiling()
+    return {}
+
+
 SCENARIOS = {
     f.__name__: f
     for f in [
@@ -279,8 +358,11 @@ SCENARIOS = {
         gpu,
         cpu_detector,
         vllm_engine,
+        vllm_batch_queue,
         vllm_moved,
         layers,
+        layer_memory,
+        layer_memory_cuda,
     ]
 }
 

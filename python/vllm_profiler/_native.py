@@ -28,6 +28,10 @@ _SIGNATURES = {
     ),
     "vllm_profiler_span_begin": ([ctypes.c_char_p], ctypes.c_uint64),
     "vllm_profiler_span_end": ([ctypes.c_uint64], ctypes.c_int32),
+    "vllm_profiler_span_end_annotated": (
+        [ctypes.c_uint64, ctypes.c_double, ctypes.c_char_p],
+        ctypes.c_int32,
+    ),
     "vllm_profiler_export": ([ctypes.c_char_p], ctypes.c_int32),
     "vllm_profiler_summary_json": (
         [ctypes.c_uint32, ctypes.c_char_p, ctypes.c_size_t],
@@ -60,6 +64,21 @@ class LibraryNotFoundError(OSError):
 
 _lock = threading.Lock()
 _library: Optional[ctypes.CDLL] = None
+# Steps the user records himself on this thread (VLLMPerformanceMonitor), so that the vLLM
+# engine hook does not record a second, nested step inside one.
+_user_steps = threading.local()
+
+
+def user_step_open() -> bool:
+    return getattr(_user_steps, "depth", 0) > 0
+
+
+def enter_user_step() -> None:
+    _user_steps.depth = getattr(_user_steps, "depth", 0) + 1
+
+
+def leave_user_step() -> None:
+    _user_steps.depth = max(getattr(_user_steps, "depth", 0) - 1, 0)
 
 
 def _candidates() -> List[str]:

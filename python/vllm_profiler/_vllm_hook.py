@@ -1,11 +1,13 @@
-"""Zero-code vLLM: every `EngineCore.step` of vLLM's V1 engine (`vllm/v1/engine/core.py`)
-becomes a profiler step, with the scheduled requests as batch size and
-`SchedulerOutput.total_num_scheduled_tokens` as token count.
+"""Zero-code vLLM: every step of vLLM's V1 engine (`vllm/v1/engine/core.py`: `EngineCore.step`,
+and `EngineCore.step_with_batch_queue` under pipeline parallelism) becomes a profiler step,
+with the scheduled requests as batch size and `SchedulerOutput.total_num_scheduled_tokens` as
+token count; and with layer profiling on, the model that `GPUModelRunner.load_model`
+(`vllm/v1/worker/gpu_model_runner.py`) loads gets layer hooks.
 
-An import hook waits for `vllm.v1.engine.core`, then wraps `EngineCore.step`. The counts are
-known only once the scheduler ran inside the step, so the step opens with zeros and the
-wrapped `schedule()` of the engine's scheduler sets them. If vLLM's names have moved, one
-warning goes to stderr and vLLM runs untouched. Only processes that run the engine record.
+An import hook waits for those modules, then wraps the methods. The counts are known only
+once the scheduler ran inside the step, so the step opens with zeros and the wrapped
+`schedule()` of the engine's scheduler sets them. If vLLM's names have moved, one warning goes
+to stderr and vLLM runs untouched. Only processes that run the engine record steps.
 """
 
 from __future__ import annotations
@@ -15,13 +17,21 @@ import importlib.abc
 import importlib.machinery
 import sys
 import threading
-from typing import Any, Optional
+import weakref
+from typing import Any, Callable, Dict, Optional
+
+from . import _native, layers
 
 ENGINE_MODULE = "vllm.v1.engine.core"
+MODEL_RUNNER_MODULE = "vllm.v1.worker.gpu_model_runner"
+ENGINE_STEPS = ("step", "step_with_batch_queue")
 _PATCHED = "__vllm_profiler_wrapped__"
 
 _state = threading.local()
 _warned = set()
+_lib: Optional[Any] = None
+# Model runners that loaded a model, so that layer profiling turned on later can reach them.
+_runners: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
 
 def _warn(message: str) -> None:
@@ -31,13 +41,14 @@ def _warn(message: str) -> None:
 
 
 def _library() -> Optional[Any]:
-    try:
-        from . import _native
-
-        return _native.library()
-    except Exception as err:  # noqa: BLE001 - no library: vLLM runs unprofiled
-        _warn(f"vLLM steps are not profiled: {err}")
-        return None
+    global _lib
+    if _lib is None:
+        try:
+            _lib = _native.library()
+        except Exception as err:  # noqa: BLE001 - no library: vLLM runs unprofiled
+            _warn(f"vLLM steps are not profiled: {err}")
+            return None
+    return _lib
 
 
 def _wrap_schedule(scheduler_class: type) -> None:
@@ -65,21 +76,16 @@ def _wrap_schedule(scheduler_class: type) -> None:
     scheduler_class.schedule = profiled_schedule
 
 
-def patch(module: Any) -> bool:
-    """Wraps `module.EngineCore.step`; False (with one warning) when the names moved."""
-    engine = getattr(module, "EngineCore", None)
-    step = getattr(engine, "step", None)
-    if engine is None or not callable(step):
-        _warn(f"{ENGINE_MODULE}.EngineCore.step not found: vLLM steps are not profiled")
-        return False
-    if getattr(step, _PATCHED, False):
-        return True
-
+def _profiled_step(step: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(step)
     def profiled_step(self: Any, *args: Any, **kwargs: Any) -> Any:
+        # A nested engine step, or one inside a step the user records himself
+        # (VLLMPerformanceMonitor.profile_inference_step), is part of the outer step.
+        if getattr(_state, "handle", 0) or _native.user_step_open():
+            return step(self, *args, **kwargs)
         lib = _library()
-        if lib is None or getattr(_state, "handle", 0):
-            return step(self, *args, **kwargs)  # unprofiled, or a nested call
+        if lib is None:
+            return step(self, *args, **kwargs)
         scheduler = getattr(self, "scheduler", None)
         if scheduler is not None:
             _wrap_schedule(type(scheduler))
@@ -93,13 +99,69 @@ def patch(module: Any) -> bool:
                 lib.vllm_profiler_step_end(handle)
 
     setattr(profiled_step, _PATCHED, True)
-    engine.step = profiled_step
+    return profiled_step
+
+
+def patch(module: Any) -> bool:
+    """Wraps `module.EngineCore.step` (and `step_with_batch_queue` where it exists); False,
+    with one warning, when the names moved."""
+    engine = getattr(module, "EngineCore", None)
+    if engine is None or not callable(getattr(engine, "step", None)):
+        _warn(f"{ENGINE_MODULE}.EngineCore.step not found: vLLM steps are not profiled")
+        return False
+    for name in ENGINE_STEPS:
+        method = getattr(engine, name, None)
+        if callable(method) and not getattr(method, _PATCHED, False):
+            setattr(engine, name, _profiled_step(method))
     return True
 
 
+def patch_model_runner(module: Any) -> bool:
+    """Wraps `module.GPUModelRunner.load_model` so that a loaded model gets layer hooks when
+    layer profiling is on; False, with one warning if layers were asked for, when the names
+    moved."""
+    runner = getattr(module, "GPUModelRunner", None)
+    load_model = getattr(runner, "load_model", None)
+    if runner is None or not callable(load_model):
+        if layers.auto_attach_wanted():
+            _warn(f"{MODEL_RUNNER_MODULE}.GPUModelRunner.load_model not found:"
+                  " layers are not profiled")
+        return False
+    if getattr(load_model, _PATCHED, False):
+        return True
+
+    @functools.wraps(load_model)
+    def profiled_load_model(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = load_model(self, *args, **kwargs)
+        try:
+            _runners.add(self)
+            if layers.auto_attach_wanted():
+                layers.attach_to_runner(self)
+        except Exception as err:  # noqa: BLE001 - never fail vLLM's model load
+            _warn(f"could not hook the model's layers ({err}): layers are not profiled")
+        return result
+
+    setattr(profiled_load_model, _PATCHED, True)
+    runner.load_model = profiled_load_model
+    return True
+
+
+def attach_loaded_runners() -> None:
+    """Hooks the layers of every model already loaded (layer profiling turned on late)."""
+    for runner in list(_runners):
+        layers.attach_to_runner(runner)
+
+
+_TARGETS: Dict[str, Callable[[Any], bool]] = {
+    ENGINE_MODULE: patch,
+    MODEL_RUNNER_MODULE: patch_model_runner,
+}
+
+
 class _Loader(importlib.abc.Loader):
-    def __init__(self, inner: importlib.abc.Loader) -> None:
+    def __init__(self, inner: importlib.abc.Loader, patcher: Callable[[Any], bool]) -> None:
         self._inner = inner
+        self._patcher = patcher
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> Any:
         return self._inner.create_module(spec)
@@ -107,14 +169,15 @@ class _Loader(importlib.abc.Loader):
     def exec_module(self, module: Any) -> None:
         self._inner.exec_module(module)
         try:
-            patch(module)
+            self._patcher(module)
         except Exception as err:  # noqa: BLE001 - never fail vLLM's import
-            _warn(f"could not wrap EngineCore.step ({err}): vLLM steps are not profiled")
+            _warn(f"could not wrap {module.__name__} ({err}): vLLM is not profiled there")
 
 
 class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        if fullname != ENGINE_MODULE:
+        patcher = _TARGETS.get(fullname)
+        if patcher is None:
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
@@ -122,15 +185,19 @@ class _Finder(importlib.abc.MetaPathFinder):
             spec = finder.find_spec(fullname, path, target)
             if spec is not None:
                 if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                    spec.loader = _Loader(spec.loader)
+                    spec.loader = _Loader(spec.loader, patcher)
                 return spec
         return None
 
 
 def install() -> None:
-    """Wraps the engine now if vLLM is already imported, else when it is."""
-    module = sys.modules.get(ENGINE_MODULE)
-    if module is not None:
-        patch(module)
-    elif not any(isinstance(f, _Finder) for f in sys.meta_path):
+    """Wraps vLLM's engine and model runner now where they are imported, else when they are."""
+    waiting = False
+    for name, patcher in _TARGETS.items():
+        module = sys.modules.get(name)
+        if module is not None:
+            patcher(module)
+        else:
+            waiting = True
+    if waiting and not any(isinstance(f, _Finder) for f in sys.meta_path):
         sys.meta_path.insert(0, _Finder())

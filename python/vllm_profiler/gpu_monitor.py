@@ -41,11 +41,22 @@ class GPUMetrics:
 
 class GPUHardwareMonitor:
     """Samples one device through the agent. `start()` starts the profiler's sampler if
-    profiling is off; `stop()` stops what `start()` started."""
+    profiling is off, and returns once the device has a first sample (at most
+    `FIRST_SAMPLE_WAIT` seconds), so that `get_current_metrics()` right after it has an
+    answer; `stop()` stops what `start()` started. Samples come back as `metrics_class`
+    (a GPUMetrics subclass of your own, say)."""
 
-    def __init__(self, device_id: int = 0, sample_interval: float = 0.1) -> None:
+    FIRST_SAMPLE_WAIT = 2.0
+
+    def __init__(
+        self,
+        device_id: int = 0,
+        sample_interval: float = 0.1,
+        metrics_class: type = GPUMetrics,
+    ) -> None:
         self.device_id = device_id
         self.sample_interval = sample_interval
+        self.metrics_class = metrics_class
         self._started_here = False
 
     def start(self) -> None:
@@ -54,6 +65,17 @@ class GPUHardwareMonitor:
                 {"enable_gpu_monitoring": True, "sample_interval": float(self.sample_interval)}
             )
             self._started_here = True
+        self._wait_for_first_sample()
+
+    def _wait_for_first_sample(self) -> None:
+        listed = _native.gpu_list()
+        if not any(g["index"] == self.device_id and g["gpu_type"] != "cpu" for g in listed["gpus"]):
+            return  # no such device: there will never be a sample to wait for
+        deadline = time.monotonic() + self.FIRST_SAMPLE_WAIT
+        while time.monotonic() < deadline:
+            if _native.gpu_history(self.device_id)["gpu_history"]:
+                return
+            time.sleep(0.01)
 
     def stop(self) -> None:
         if self._started_here:
@@ -65,14 +87,14 @@ class GPUHardwareMonitor:
         samples = _native.gpu_history(self.device_id, time.time() - 60.0)["gpu_history"]
         if not samples:
             samples = _native.gpu_history(self.device_id)["gpu_history"]
-        return GPUMetrics.from_sample(samples[-1]) if samples else None
+        return self.metrics_class.from_sample(samples[-1]) if samples else None
 
     def get_metrics_history(self, duration_sec: Optional[float] = None) -> List[GPUMetrics]:
         """The kept samples of this device from the last `duration_sec` seconds (all kept
         samples when None), oldest first."""
         since = 0.0 if duration_sec is None else time.time() - float(duration_sec)
         history = _native.gpu_history(self.device_id, since)["gpu_history"]
-        return [GPUMetrics.from_sample(s) for s in history]
+        return [self.metrics_class.from_sample(s) for s in history]
 
 
 class GPUMonitor:

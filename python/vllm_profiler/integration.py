@@ -14,7 +14,7 @@ import functools
 import inspect
 from typing import Any, Callable, Dict, Optional, TypeVar
 
-from . import _native
+from . import _native, _vllm_hook, layers
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -39,29 +39,50 @@ def _config(
     return config
 
 
+def _start(config: Dict[str, Any], record_shapes: bool) -> None:
+    """Starts the agent, then profiles vLLM: its engine steps, and with layer profiling the
+    layers of every model it loads (or has loaded)."""
+    _native.enable(config)
+    layers.configure_auto_attach(config["enable_layer_profiling"], record_shapes)
+    try:
+        _vllm_hook.install()
+        if config["enable_layer_profiling"]:
+            _vllm_hook.attach_loaded_runners()
+    except Exception as err:  # noqa: BLE001 - the agent runs; only the vLLM hook failed
+        _vllm_hook._warn(f"could not hook vLLM ({err}): record steps with VLLMPerformanceMonitor")
+
+
 def enable_vllm_profiling(
     enable_gpu_monitoring: bool = True,
     enable_layer_profiling: bool = False,
     output_dir: str = DEFAULT_OUTPUT_DIR,
     sample_interval: float = 0.1,
     auto_export_interval: Optional[float] = None,
+    *,
+    record_shapes: bool = False,
 ) -> None:
     """Starts profiling in this process, or applies these settings to a running profiler
-    (for example one started by VLLM_ENABLE_PROFILING=1). Raises ProfilerError on a bad
-    setting, changing nothing."""
-    _native.enable(
+    (for example one started by VLLM_ENABLE_PROFILING=1). vLLM's engine steps become profiler
+    steps; with `enable_layer_profiling` its model's layers are hooked too (`record_shapes`
+    adds tensor shapes to each layer). Raises ProfilerError on a bad setting, changing
+    nothing."""
+    _start(
         _config(
             enable_gpu_monitoring,
             enable_layer_profiling,
             output_dir,
             sample_interval,
             auto_export_interval,
-        )
+        ),
+        record_shapes,
     )
 
 
 def disable_vllm_profiling() -> None:
-    """Stops profiling and writes the reports. Does nothing if profiling is off."""
+    """Removes the layer hooks, stops profiling and writes the reports. Does nothing if
+    profiling is off."""
+    layers.detach_auto_attached()
+    layers.configure_auto_attach(False)
     _native.disable_if_enabled()
 
 
@@ -80,7 +101,10 @@ class VLLMProfilingContext:
         output_dir: str = DEFAULT_OUTPUT_DIR,
         sample_interval: float = 0.1,
         auto_export_interval: Optional[float] = None,
+        *,
+        record_shapes: bool = False,
     ) -> None:
+        self._record_shapes = record_shapes
         self._config = _config(
             enable_gpu_monitoring,
             enable_layer_profiling,
@@ -90,7 +114,7 @@ class VLLMProfilingContext:
         )
 
     def __enter__(self) -> "VLLMProfilingContext":
-        _native.enable(self._config)
+        _start(self._config, self._record_shapes)
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -109,6 +133,8 @@ def profile_vllm_function(
     output_dir: str = DEFAULT_OUTPUT_DIR,
     sample_interval: float = 0.1,
     auto_export_interval: Optional[float] = None,
+    *,
+    record_shapes: bool = False,
 ) -> Callable[[F], F]:
     """Decorator: each call of the function (sync or async) runs inside a
     VLLMProfilingContext. Keeps the function's name, docstring and signature."""
@@ -120,6 +146,7 @@ def profile_vllm_function(
             output_dir=output_dir,
             sample_interval=sample_interval,
             auto_export_interval=auto_export_interval,
+            record_shapes=record_shapes,
         )
         if inspect.iscoroutinefunction(func):
 

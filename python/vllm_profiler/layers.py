@@ -1,47 +1,69 @@
 """Layer profiling: forward pre- and post-hooks on a `torch.nn.Module` tree record one span
 per module call, named by its module path (`model.layers.0.self_attn`). Spans nest inside
 the open step of the calling thread, so they appear in `layer_performance` and in each step's
-`layer_timings`.
+`layer_timings`. Each span also carries `memory_delta_mb` (allocated device memory after minus
+before) when CUDA is there, and the input and output tensor shapes when asked.
 
 ```python
 profiler = LayerProfiler(model, max_depth=3).attach()
 ...
 profiler.detach()        # the model is exactly as before: every hook removed
 ```
+
+This module imports torch only when it measures memory: it is imported at interpreter start
+by the zero-code vLLM hook.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import json
+import os
 import threading
-from typing import Any, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Iterable, List, Optional, Tuple, Union
 
 from . import _native
 
 _stack = threading.local()
+MIB = 1024.0 * 1024.0
+NO_MEMORY = float("nan")
+_TRUE = ("1", "true", "yes", "on")
+
+MemoryProbe = Callable[[], int]
 
 
 class LayerProfiler:
     """Hooks every module of `model` whose path passes the filters.
 
-    - `prefix`: the name of the root module (`model`); children are `prefix.child...`.
+    - `prefix`: the name of the root module; children are `prefix.child...`. With None the
+      root is named by its class and children by their bare path, so a vLLM model
+      (`LlamaForCausalLM` with a child `model`) gives `model.layers.0.self_attn`.
     - `max_depth`: hook modules at most this many levels below the root (root = 0).
     - `include` / `exclude`: glob patterns on the module path (`model.layers.*.mlp`).
+    - `memory_probe`: "auto" (torch.cuda.memory_allocated when the model has CUDA
+      parameters), None (no memory deltas), or a callable returning allocated bytes.
+    - `record_shapes`: also record the shapes of the tensors going in and out.
     """
 
     def __init__(
         self,
         model: Any,
-        prefix: str = "model",
+        prefix: Optional[str] = "model",
         max_depth: Optional[int] = None,
         include: Optional[Iterable[str]] = None,
         exclude: Optional[Iterable[str]] = None,
+        memory_probe: Union[str, MemoryProbe, None] = "auto",
+        record_shapes: bool = False,
     ) -> None:
         self.model = model
         self.prefix = prefix
         self.max_depth = max_depth
         self.include = list(include) if include is not None else None
         self.exclude = list(exclude or [])
+        self.memory_probe = _cuda_probe(model) if memory_probe == "auto" else memory_probe
+        if self.memory_probe is not None and not callable(self.memory_probe):
+            raise TypeError("memory_probe must be 'auto', None or a callable returning bytes")
+        self.record_shapes = bool(record_shapes)
         self._handles: List[Any] = []
         self.hooked: List[str] = []
 
@@ -52,16 +74,21 @@ class LayerProfiler:
             return False
         return not any(fnmatch.fnmatchcase(path, p) for p in self.exclude)
 
+    def _path(self, name: str) -> str:
+        if self.prefix is None:
+            return name or type(self.model).__name__
+        return f"{self.prefix}.{name}" if name else self.prefix
+
     def attach(self) -> "LayerProfiler":
         if self._handles:
             return self
         lib = _native.library()
         for name, module in self.model.named_modules():
-            path = f"{self.prefix}.{name}" if name else self.prefix
+            path = self._path(name)
             depth = name.count(".") + 1 if name else 0
             if not self._wanted(path, depth):
                 continue
-            pre, post = _hooks(lib, path.encode())
+            pre, post = _hooks(lib, path.encode(), self.memory_probe, self.record_shapes)
             self._handles.append(module.register_forward_pre_hook(pre))
             self._handles.append(module.register_forward_hook(post))
             self.hooked.append(path)
@@ -73,6 +100,10 @@ class LayerProfiler:
         self._handles.clear()
         self.hooked.clear()
 
+    @property
+    def attached(self) -> bool:
+        return bool(self._handles)
+
     def __enter__(self) -> "LayerProfiler":
         return self.attach()
 
@@ -80,28 +111,80 @@ class LayerProfiler:
         self.detach()
 
 
-def _open_spans() -> List[Tuple[bytes, int]]:
+def _cuda_probe(model: Any) -> Optional[MemoryProbe]:
+    """torch.cuda.memory_allocated when the model lives on a CUDA (or ROCm) device."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        if not any(p.is_cuda for p in model.parameters()):
+            return None
+        return torch.cuda.memory_allocated
+    except Exception:  # noqa: BLE001 - no CUDA: spans carry no memory delta
+        return None
+
+
+def _open_spans() -> List[Tuple[bytes, int, int]]:
     spans = getattr(_stack, "spans", None)
     if spans is None:
         spans = _stack.spans = []
     return spans
 
 
-def _hooks(lib: Any, name: bytes) -> Tuple[Any, Any]:
+def tensor_shapes(value: Any, limit: int = 16) -> List[List[int]]:
+    """Shapes of the tensors in a forward's inputs or output (tuples, lists and dicts are
+    searched one level deep; at most `limit` shapes)."""
+    shapes: List[List[int]] = []
+
+    def visit(item: Any, depth: int) -> None:
+        if len(shapes) >= limit:
+            return
+        shape = getattr(item, "shape", None)
+        if shape is not None and hasattr(item, "dtype"):
+            shapes.append([int(d) for d in shape])
+        elif depth < 2 and isinstance(item, (tuple, list)):
+            for x in item:
+                visit(x, depth + 1)
+        elif depth < 2 and isinstance(item, dict):
+            for x in item.values():
+                visit(x, depth + 1)
+
+    visit(value, 0)
+    return shapes
+
+
+def _hooks(
+    lib: Any, name: bytes, probe: Optional[MemoryProbe], record_shapes: bool
+) -> Tuple[Any, Any]:
     begin, end = lib.vllm_profiler_span_begin, lib.vllm_profiler_span_end
+    end_annotated = lib.vllm_profiler_span_end_annotated
+    annotated = probe is not None or record_shapes
 
     def pre(module: Any, inputs: Any) -> None:
-        _open_spans().append((name, begin(name)))
+        _open_spans().append((name, begin(name), probe() if probe is not None else 0))
 
     def post(module: Any, inputs: Any, output: Any) -> None:
         spans = _open_spans()
         # A forward that raised skipped its post-hook; its span is closed by its parent.
         while spans:
-            open_name, handle = spans.pop()
-            if open_name == name:
-                if handle:
-                    end(handle)
+            open_name, handle, memory_before = spans.pop()
+            if open_name != name:
+                continue
+            if not handle:
                 return
+            if not annotated:
+                end(handle)
+                return
+            delta = (probe() - memory_before) / MIB if probe is not None else NO_MEMORY
+            shapes = None
+            if record_shapes:
+                shapes = json.dumps(
+                    {"input_shapes": tensor_shapes(inputs), "output_shapes": tensor_shapes(output)},
+                    separators=(",", ":"),
+                ).encode()
+            end_annotated(handle, delta, shapes)
+            return
 
     return pre, post
 
@@ -114,3 +197,53 @@ def find_model(model_runner: Any) -> Optional[Any]:
     if model is None and callable(getattr(model_runner, "get_model", None)):
         model = model_runner.get_model()
     return model if callable(getattr(model, "named_modules", None)) else None
+
+
+# Layer profiling turned on by the integration API (None: follow the environment).
+_auto_settings: Optional[dict] = None
+_auto_lock = threading.Lock()
+_auto_attached: "dict[int, LayerProfiler]" = {}
+
+
+def configure_auto_attach(enabled: bool, record_shapes: bool = False) -> None:
+    """Set by enable_vllm_profiling: hook the layers of models vLLM loads."""
+    global _auto_settings
+    _auto_settings = {"enabled": bool(enabled), "record_shapes": bool(record_shapes)}
+
+
+def _auto_setting(key: str, env: str) -> bool:
+    if _auto_settings is not None:
+        return bool(_auto_settings[key])
+    return os.environ.get(env, "").strip().lower() in _TRUE
+
+
+def auto_attach_wanted() -> bool:
+    """Layer profiling asked for, by the API or by VLLM_ENABLE_LAYER_PROFILING=1."""
+    return _auto_setting("enabled", "VLLM_ENABLE_LAYER_PROFILING")
+
+
+def attach_to_runner(model_runner: Any) -> Optional[LayerProfiler]:
+    """Hooks the layers of a vLLM model runner's model, once per model."""
+    model = find_model(model_runner)
+    if model is None:
+        return None
+    with _auto_lock:
+        profiler = _auto_attached.get(id(model))
+        if profiler is None or profiler.model is not model:
+            profiler = LayerProfiler(
+                model,
+                prefix=None,
+                record_shapes=_auto_setting("record_shapes", "VLLM_PROFILING_RECORD_SHAPES"),
+            )
+            _auto_attached[id(model)] = profiler
+        return profiler.attach()
+
+
+def detach_auto_attached() -> int:
+    """Removes the hooks put on vLLM's models; returns how many models were unhooked."""
+    with _auto_lock:
+        profilers = list(_auto_attached.values())
+        _auto_attached.clear()
+    for profiler in profilers:
+        profiler.detach()
+    return len(profilers)

@@ -20,6 +20,10 @@ StepCallback = Callable[[Dict[str, Any]], Any]
 class VLLMPerformanceMonitor:
     """Records inference steps; the agent aggregates them.
 
+    `max_history_size` bounds the steps and samples the agent keeps for the detailed reports
+    (totals always cover every step). With `enable_detailed_profiling`, the layers of the
+    model runner's model are hooked (`record_shapes` adds tensor shapes).
+
     `on_step_completed`, when set, is called after every step with the step's record
     (`step_id`, `batch_size`, `num_tokens`, `start_time`, `duration_ms`). It can never break
     the step: an exception in it is logged once and otherwise ignored.
@@ -32,8 +36,14 @@ class VLLMPerformanceMonitor:
         enable_detailed_profiling: bool = False,
         output_dir: Optional[str] = None,
         sample_interval: float = 0.1,
+        max_history_size: Optional[int] = None,
+        record_shapes: bool = False,
     ) -> None:
+        if max_history_size is not None and int(max_history_size) < 1:
+            raise ValueError(f"max_history_size must be at least 1, got {max_history_size}")
         self.model_runner = model_runner
+        self.max_history_size = max_history_size
+        self.record_shapes = record_shapes
         self.enable_realtime_monitoring = enable_realtime_monitoring
         self.enable_detailed_profiling = enable_detailed_profiling
         self.output_dir = output_dir
@@ -52,8 +62,12 @@ class VLLMPerformanceMonitor:
 
             model = find_model(self.model_runner)
             if model is not None:
-                self._layers = LayerProfiler(model).attach()
+                self._layers = LayerProfiler(
+                    model, prefix=None, record_shapes=self.record_shapes
+                ).attach()
         if _native.is_enabled():
+            if self.max_history_size is not None:
+                _native.enable({"max_history": int(self.max_history_size)})
             return
         config: Dict[str, Any] = {
             "enable_gpu_monitoring": bool(self.enable_realtime_monitoring),
@@ -62,6 +76,8 @@ class VLLMPerformanceMonitor:
         }
         if self.output_dir is not None:
             config["output_dir"] = str(self.output_dir)
+        if self.max_history_size is not None:
+            config["max_history"] = int(self.max_history_size)
         _native.enable(config)
         self._started_here = True
 
@@ -83,9 +99,11 @@ class VLLMPerformanceMonitor:
         start_time = time.time()
         start = time.perf_counter_ns()
         handle = lib.vllm_profiler_step_begin(_u32(batch_size), _u32(num_tokens))
+        _native.enter_user_step()
         try:
             yield
         finally:
+            _native.leave_user_step()
             duration_ns = time.perf_counter_ns() - start
             if handle:
                 lib.vllm_profiler_step_end(handle)
