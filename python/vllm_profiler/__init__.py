@@ -1,26 +1,50 @@
 """vllm_profiler: seed 004's profiling API over libvllm_profiler.so.
 
 Import paths follow seed 004 with `vllm_profiler` in place of `vllm.profiler`:
-`vllm_profiler.integration`, `vllm_profiler.vllm_monitor`.
+`vllm_profiler.integration`, `vllm_profiler.vllm_monitor`, `vllm_profiler.gpu_monitor`.
+
+The names below are loaded on first use: the package's start-up hook (`vllm_profiler.pth`)
+imports `vllm_profiler._startup` in every Python process, which must stay cheap.
 """
 
-from ._native import LibraryNotFoundError, ProfilerError
-from .integration import (
-    VLLMProfilingContext,
-    disable_vllm_profiling,
-    enable_vllm_profiling,
-    is_profiling_enabled,
-    profile_vllm_function,
-)
-from .vllm_monitor import VLLMPerformanceMonitor
+from __future__ import annotations
 
-__all__ = [
-    "LibraryNotFoundError",
-    "ProfilerError",
-    "VLLMPerformanceMonitor",
-    "VLLMProfilingContext",
-    "disable_vllm_profiling",
-    "enable_vllm_profiling",
-    "is_profiling_enabled",
-    "profile_vllm_function",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._native import LibraryNotFoundError, ProfilerError
+    from .integration import (
+        VLLMProfilingContext,
+        disable_vllm_profiling,
+        enable_vllm_profiling,
+        is_profiling_enabled,
+        profile_vllm_function,
+    )
+    from .vllm_monitor import VLLMPerformanceMonitor
+
+_EXPORTS = {
+    "LibraryNotFoundError": "._native",
+    "ProfilerError": "._native",
+    "VLLMPerformanceMonitor": ".vllm_monitor",
+    "VLLMProfilingContext": ".integration",
+    "disable_vllm_profiling": ".integration",
+    "enable_vllm_profiling": ".integration",
+    "is_profiling_enabled": ".integration",
+    "profile_vllm_function": ".integration",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -20,7 +20,8 @@ import threading
 import weakref
 from typing import Any, Callable, Dict, Optional
 
-from . import _native, layers
+# `_native` (ctypes) and `layers` are imported when vLLM is: this module is imported at start-up
+# in every Python process that has VLLM_ENABLE_PROFILING set.
 
 ENGINE_MODULE = "vllm.v1.engine.core"
 MODEL_RUNNER_MODULE = "vllm.v1.worker.gpu_model_runner"
@@ -44,6 +45,8 @@ def _library() -> Optional[Any]:
     global _lib
     if _lib is None:
         try:
+            from . import _native
+
             _lib = _native.library()
         except Exception as err:  # noqa: BLE001 - no library: vLLM runs unprofiled
             _warn(f"vLLM steps are not profiled: {err}")
@@ -81,7 +84,7 @@ def _profiled_step(step: Callable[..., Any]) -> Callable[..., Any]:
     def profiled_step(self: Any, *args: Any, **kwargs: Any) -> Any:
         # A nested engine step, or one inside a step the user records himself
         # (VLLMPerformanceMonitor.profile_inference_step), is part of the outer step.
-        if getattr(_state, "handle", 0) or _native.user_step_open():
+        if getattr(_state, "handle", 0) or _user_step_open():
             return step(self, *args, **kwargs)
         lib = _library()
         if lib is None:
@@ -116,10 +119,18 @@ def patch(module: Any) -> bool:
     return True
 
 
+def _user_step_open() -> bool:
+    from . import _native
+
+    return _native.user_step_open()
+
+
 def patch_model_runner(module: Any) -> bool:
     """Wraps `module.GPUModelRunner.load_model` so that a loaded model gets layer hooks when
     layer profiling is on; False, with one warning if layers were asked for, when the names
     moved."""
+    from . import layers
+
     runner = getattr(module, "GPUModelRunner", None)
     load_model = getattr(runner, "load_model", None)
     if runner is None or not callable(load_model):
@@ -148,6 +159,8 @@ def patch_model_runner(module: Any) -> bool:
 
 def attach_loaded_runners() -> None:
     """Hooks the layers of every model already loaded (layer profiling turned on late)."""
+    from . import layers
+
     for runner in list(_runners):
         layers.attach_to_runner(runner)
 
