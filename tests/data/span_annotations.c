@@ -12,18 +12,8 @@
 #include <string.h>
 
 #include "vllm_profiler.h"
+#include "check.h"
 
-static int failures = 0;
-
-#define CHECK(cond, ...)                                            \
-    do {                                                            \
-        if (!(cond)) {                                              \
-            fprintf(stderr, "check failed at line %d: ", __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                           \
-            fprintf(stderr, "\n");                                  \
-            failures++;                                             \
-        }                                                           \
-    } while (0)
 
 static void last_error_contains(const char *needle, int line) {
     char message[512];
