@@ -201,6 +201,45 @@ def vllm_batch_queue(out):
     return {"calls": calls, "wrapped_name": EngineCore.step_with_batch_queue.__name__}
 
 
+def _engine_in_child(pth_dir):
+    import site
+
+    site.addsitedir(pth_dir)  # what site-packages' .pth files do in an installed package
+    from vllm.v1.engine.core import EngineCore
+
+    engine = EngineCore(max_num_seqs=2)
+    engine.add_request("r0", [1] * 4, 3)
+    engine.add_request("r1", [1] * 6, 2)
+    while engine.scheduler.has_requests():
+        engine.step()
+
+
+def vllm_child_process(out):
+    """enable_vllm_profiling in the parent; vLLM's engine runs in a spawned process."""
+    import multiprocessing
+
+    enable_vllm_profiling(output_dir=out, sample_interval=0.05)
+    child = multiprocessing.get_context("spawn").Process(
+        target=_engine_in_child, args=(os.environ["VLLM_PROFILER_PTH_DIR"],)
+    )
+    child.start()
+    child.join(60)
+    disable_vllm_profiling()
+    # A process started after disable is not profiled.
+    late = multiprocessing.get_context("spawn").Process(
+        target=_engine_in_child, args=(os.environ["VLLM_PROFILER_PTH_DIR"],)
+    )
+    late.start()
+    late.join(60)
+    return {
+        "child": child.pid,
+        "child_exit": child.exitcode,
+        "late": late.pid,
+        "late_exit": late.exitcode,
+        "env_after": os.environ.get("VLLM_ENABLE_PROFILING"),
+    }
+
+
 def vllm_moved(out):
     import site
 
@@ -359,6 +398,7 @@ SCENARIOS = {
         cpu_detector,
         vllm_engine,
         vllm_batch_queue,
+        vllm_child_process,
         vllm_moved,
         layers,
         layer_memory,

@@ -222,6 +222,21 @@ def test_vllm_batch_queue_steps_are_profiler_steps_too(run_scenario, tmp_path):
     assert [s["num_tokens"] for s in steps] == [12, 0, 2, 0, 1, 0]
 
 
+def test_engine_processes_started_after_enable_profile_themselves(run_scenario):
+    """Mechanism test: enable_vllm_profiling in the parent, the stand-in engine stepping in a
+    spawned process (vLLM's EngineCoreProc runs that way)."""
+    env = vllm_env(STANDIN)
+    env.pop("VLLM_ENABLE_PROFILING")  # profiling starts from the API, not the environment
+    proc, out = run_scenario("vllm_child_process", env_extra=env)
+    r = result(proc)
+    assert (r["child_exit"], r["late_exit"], r["env_after"]) == (0, 0, None)
+    steps = read_report(out, "detailed_steps", r["child"])["detailed_steps"]
+    # Prefill of both (10 tokens), then decodes: r1 ends after 2 tokens, r0 after 3.
+    assert [(s["batch_size"], s["num_tokens"]) for s in steps] == [(2, 10), (2, 2), (1, 1)]
+    assert not list(out.glob(f"*_{r['late']}.json"))
+    assert not (out / f"detailed_steps_{r['pid']}.json").exists()  # the parent ran no step
+
+
 def test_moved_vllm_names_give_one_warning_and_vllm_still_imports(run_scenario):
     proc, _ = run_scenario("vllm_moved", env_extra=vllm_env(STANDIN_MOVED))
     assert result(proc)["value"] == 42

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 from typing import Any, Callable, Dict, Optional, TypeVar
 
 from . import _native, _vllm_hook, layers
@@ -39,10 +40,52 @@ def _config(
     return config
 
 
+# Environment values replaced by `_start`, restored by `disable_vllm_profiling`.
+_saved_environment: Optional[Dict[str, Optional[str]]] = None
+
+
+def _flag(value: bool) -> str:
+    return "1" if value else "0"
+
+
+def _export_to_children(config: Dict[str, Any], record_shapes: bool) -> None:
+    """vLLM runs its engine and workers in processes of their own (spawned): the settings go
+    into the environment, so that those processes profile themselves (each writes its own
+    reports, under its own pid) through the agent and the package's start-up hook."""
+    global _saved_environment
+    values = {
+        "VLLM_ENABLE_PROFILING": "1",
+        "VLLM_ENABLE_GPU_MONITORING": _flag(config["enable_gpu_monitoring"]),
+        "VLLM_ENABLE_LAYER_PROFILING": _flag(config["enable_layer_profiling"]),
+        "VLLM_PROFILING_RECORD_SHAPES": _flag(record_shapes),
+        "VLLM_PROFILING_OUTPUT_DIR": os.path.abspath(config["output_dir"]),
+        "VLLM_PROFILING_SAMPLE_INTERVAL": repr(config["sample_interval"]),
+    }
+    if "auto_export_interval" in config:
+        values["VLLM_PROFILING_EXPORT_INTERVAL"] = repr(config["auto_export_interval"])
+    if _saved_environment is None:
+        _saved_environment = {}
+    for key, value in values.items():
+        _saved_environment.setdefault(key, os.environ.get(key))
+        os.environ[key] = value
+
+
+def _restore_environment() -> None:
+    global _saved_environment
+    for key, value in (_saved_environment or {}).items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    _saved_environment = None
+
+
 def _start(config: Dict[str, Any], record_shapes: bool) -> None:
     """Starts the agent, then profiles vLLM: its engine steps, and with layer profiling the
-    layers of every model it loads (or has loaded)."""
+    layers of every model it loads (or has loaded), in this process and in the processes it
+    starts from now on."""
     _native.enable(config)
+    _export_to_children(config, record_shapes)
     layers.configure_auto_attach(config["enable_layer_profiling"], record_shapes)
     try:
         _vllm_hook.install()
@@ -64,8 +107,9 @@ def enable_vllm_profiling(
     """Starts profiling in this process, or applies these settings to a running profiler
     (for example one started by VLLM_ENABLE_PROFILING=1). vLLM's engine steps become profiler
     steps; with `enable_layer_profiling` its model's layers are hooked too (`record_shapes`
-    adds tensor shapes to each layer). Raises ProfilerError on a bad setting, changing
-    nothing."""
+    adds tensor shapes to each layer). Python processes started from now on (vLLM's engine
+    and workers) inherit the settings through the environment and profile themselves. Raises
+    ProfilerError on a bad setting, changing nothing."""
     _start(
         _config(
             enable_gpu_monitoring,
@@ -79,10 +123,11 @@ def enable_vllm_profiling(
 
 
 def disable_vllm_profiling() -> None:
-    """Removes the layer hooks, stops profiling and writes the reports. Does nothing if
-    profiling is off."""
+    """Removes the layer hooks, stops profiling and writes the reports; child processes
+    started from now on are not profiled. Does nothing if profiling is off."""
     layers.detach_auto_attached()
     layers.configure_auto_attach(False)
+    _restore_environment()
     _native.disable_if_enabled()
 
 
