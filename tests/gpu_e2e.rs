@@ -500,6 +500,46 @@ fn check_amd_sampling(version: [u32; 3]) {
     assert_eq!(r.summary.memory_source, MemorySource::Gpu);
 }
 
+#[test]
+fn an_amd_device_without_an_edge_sensor_reports_its_hotspot_temperature() {
+    let fake = Scripted::new(&two_device_script(1));
+    let mut script = amd_script([25, 25, 3]);
+    for frame in script["devices"][0]["frames"].as_array_mut().unwrap() {
+        let edge = frame
+            .as_object_mut()
+            .unwrap()
+            .remove("temperature")
+            .unwrap();
+        frame["hotspot_temperature"] = json!(edge.as_u64().unwrap() + 20);
+    }
+    std::fs::write(fake.dir.path().join("amd.json"), script.to_string()).unwrap();
+    let amd_script_path = fake.dir.path().join("amd.json");
+    let run = fake.run_python(
+        3,
+        0.05,
+        &[
+            (
+                "VLLM_PROFILING_AMDSMI_LIBRARY",
+                fake_amdsmi_library().to_str().unwrap(),
+            ),
+            ("FAKE_AMDSMI_SCRIPT", amd_script_path.to_str().unwrap()),
+        ],
+    );
+    assert_success(&run);
+    assert!(agent_lines(&run.stderr).is_empty(), "{}", run.stderr);
+    let samples = device_samples(&read_reports(&fake.out(), run.pid).history, 0);
+    assert!(!samples.is_empty());
+    let frames = script["devices"][0]["frames"].as_array().unwrap();
+    for (n, sample) in samples.iter().enumerate() {
+        let f = &frames[n.min(frames.len() - 1)];
+        assert_eq!(
+            sample.temperature,
+            f["hotspot_temperature"].as_f64(),
+            "sample {n}"
+        );
+    }
+}
+
 fn gpus_command(fake: &Scripted) -> Command {
     let mut cmd = clean_command(cli_binary());
     cmd.arg("gpus")

@@ -290,10 +290,15 @@ pub unsafe extern "C" fn amdsmi_get_temp_metric(
     out: *mut i64,
 ) -> Status {
     with_frame("amdsmi_get_temp_metric", handle, |_, f| {
-        // Edge (0), current (0) only.
-        match (out.is_null(), sensor, metric, f.temperature) {
+        // Edge (0) and hotspot (1), current (0) only.
+        let celsius = match sensor {
+            0 => f.temperature,
+            1 => f.hotspot_temperature,
+            _ => None,
+        };
+        match (out.is_null(), metric, celsius) {
             (true, ..) => INVAL,
-            (false, 0, 0, Some(celsius)) => {
+            (false, 0, Some(celsius)) => {
                 // SAFETY: non-null caller pointer.
                 unsafe { *out = i64::from(celsius) };
                 SUCCESS

@@ -85,6 +85,8 @@ pub struct Frame {
     pub memory_controller_utilization: Option<u32>,
     pub memory_used_mb: Option<u64>,
     pub temperature: Option<u32>,
+    /// amd-smi's hotspot (junction) sensor; MI300-class devices have no edge sensor.
+    pub hotspot_temperature: Option<u32>,
     pub power_draw_mw: Option<u32>,
     pub power_limit_mw: Option<u32>,
     pub sm_clock_mhz: Option<u32>,

@@ -39,6 +39,8 @@ const STATUS_NOT_YET_IMPLEMENTED: u32 = 3;
 const INIT_AMD_GPUS: u64 = 1 << 1;
 const MEM_TYPE_VRAM: u32 = 0;
 const TEMPERATURE_TYPE_EDGE: u32 = 0;
+/// Also `AMDSMI_TEMPERATURE_TYPE_JUNCTION`.
+const TEMPERATURE_TYPE_HOTSPOT: u32 = 1;
 const TEMP_CURRENT: u32 = 0;
 /// More room than any known version of the structs we pass.
 const BUFFER_BYTES: usize = 4096;
@@ -323,14 +325,22 @@ impl AmdSmi {
         Ok(bytes)
     }
 
-    /// Edge temperature, °C.
-    fn edge_temperature(&self, handle: Handle) -> Result<f64, Failure> {
+    /// Edge temperature, °C; the hotspot (junction) sensor where the device has no edge
+    /// sensor (MI300-class devices), as amd-smi's own tools do.
+    fn temperature(&self, handle: Handle) -> Result<f64, Failure> {
+        match self.sensor_temperature(handle, TEMPERATURE_TYPE_EDGE) {
+            Err(Failure::NotSupported) => self.sensor_temperature(handle, TEMPERATURE_TYPE_HOTSPOT),
+            other => other,
+        }
+    }
+
+    fn sensor_temperature(&self, handle: Handle, sensor: u32) -> Result<f64, Failure> {
         let call = self
             .temperature
             .ok_or_else(|| Self::missing("amdsmi_get_temp_metric"))?;
         let mut celsius = 0i64;
         // SAFETY: (handle, amdsmi_temperature_type_t, amdsmi_temperature_metric_t, int64_t *).
-        self.check(unsafe { call(handle, TEMPERATURE_TYPE_EDGE, TEMP_CURRENT, &mut celsius) })?;
+        self.check(unsafe { call(handle, sensor, TEMP_CURRENT, &mut celsius) })?;
         Ok(celsius as f64)
     }
 
@@ -472,7 +482,7 @@ impl AmdSmiBackend {
             Ok((amd.vram(handle, false)?, amd.vram(handle, true)?))
         });
         let temperature = health.read(position, index, Metric::Temperature, || {
-            amd.edge_temperature(handle)
+            amd.temperature(handle)
         });
         let power = health
             .read(position, index, Metric::Power, || amd.socket_power(handle))
