@@ -161,11 +161,19 @@ def _hooks(
     end_annotated = lib.vllm_profiler_span_end_annotated
     annotated = probe is not None or record_shapes
 
+    # _open_spans() inlined: these run twice per module call.
     def pre(module: Any, inputs: Any) -> None:
-        _open_spans().append((name, begin(name), probe() if probe is not None else 0))
+        try:
+            spans = _stack.spans
+        except AttributeError:
+            spans = _stack.spans = []
+        spans.append((name, begin(name), probe() if probe is not None else 0))
 
     def post(module: Any, inputs: Any, output: Any) -> None:
-        spans = _open_spans()
+        try:
+            spans = _stack.spans
+        except AttributeError:
+            spans = _stack.spans = []
         # A forward that raised skipped its post-hook; its span is closed by its parent.
         while spans:
             open_name, handle, memory_before = spans.pop()

@@ -8,7 +8,7 @@ import logging
 import os
 import tempfile
 import time
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Optional
 
 from . import _native
 
@@ -91,32 +91,11 @@ class VLLMPerformanceMonitor:
             self._started_here = False
             _native.disable_if_enabled()
 
-    @contextlib.contextmanager
-    def profile_inference_step(self, batch_size: int, num_tokens: int) -> Iterator[None]:
+    def profile_inference_step(self, batch_size: int, num_tokens: int) -> "_InferenceStep":
         """Records the block as one step. A step the profiler cannot record (profiling off)
-        still runs; the block's exceptions pass through untouched."""
-        lib = _native.library()
-        start_time = time.time()
-        start = time.perf_counter_ns()
-        handle = lib.vllm_profiler_step_begin(_u32(batch_size), _u32(num_tokens))
-        _native.enter_user_step()
-        try:
-            yield
-        finally:
-            _native.leave_user_step()
-            duration_ns = time.perf_counter_ns() - start
-            if handle:
-                lib.vllm_profiler_step_end(handle)
-                self._steps += 1
-                self._completed(
-                    {
-                        "step_id": self._steps - 1,
-                        "batch_size": int(batch_size),
-                        "num_tokens": int(num_tokens),
-                        "start_time": start_time,
-                        "duration_ms": duration_ns / 1e6,
-                    }
-                )
+        still runs; the block's exceptions pass through untouched. Also usable as a
+        decorator."""
+        return _InferenceStep(self, batch_size, num_tokens)
 
     def _completed(self, record: Dict[str, Any]) -> None:
         callback = self.on_step_completed
@@ -166,6 +145,64 @@ class VLLMPerformanceMonitor:
                 os.unlink(partial)
             raise
         return path
+
+
+class _InferenceStep(contextlib.ContextDecorator):
+    """The context manager of `profile_inference_step`: a class rather than a generator,
+    because it runs on every engine step (a generator-based one costs about twice as much)."""
+
+    __slots__ = ("monitor", "batch_size", "num_tokens", "handle", "start_time", "start")
+
+    def __init__(self, monitor: VLLMPerformanceMonitor, batch_size: int, num_tokens: int):
+        self.monitor = monitor
+        self.batch_size = batch_size
+        self.num_tokens = num_tokens
+
+    def _recreate_cm(self) -> "_InferenceStep":
+        # As a decorator, each call is a step of its own (recursion and threads included).
+        return _InferenceStep(self.monitor, self.batch_size, self.num_tokens)
+
+    def __enter__(self) -> None:
+        lib = _native._library or _native.library()
+        batch, tokens = self.batch_size, self.num_tokens
+        if not (type(batch) is int and 0 <= batch <= _U32_MAX):
+            batch = _u32(batch)
+        if not (type(tokens) is int and 0 <= tokens <= _U32_MAX):
+            tokens = _u32(tokens)
+        user = _native._user_steps
+        try:
+            user.depth += 1
+        except AttributeError:
+            user.depth = 1
+        self.start_time = _wall()
+        self.start = _perf_ns()
+        self.handle = lib.vllm_profiler_step_begin(batch, tokens)
+
+    def __exit__(self, *exc_info: Any) -> None:
+        duration_ns = _perf_ns() - self.start
+        user = _native._user_steps
+        depth = getattr(user, "depth", 0)
+        user.depth = depth - 1 if depth > 0 else 0
+        handle = self.handle
+        if handle:
+            _native._library.vllm_profiler_step_end(handle)
+            monitor = self.monitor
+            monitor._steps += 1
+            if monitor.on_step_completed is not None:
+                monitor._completed(
+                    {
+                        "step_id": monitor._steps - 1,
+                        "batch_size": int(self.batch_size),
+                        "num_tokens": int(self.num_tokens),
+                        "start_time": self.start_time,
+                        "duration_ms": duration_ns / 1e6,
+                    }
+                )
+
+
+_U32_MAX = 0xFFFFFFFF
+_wall = time.time
+_perf_ns = time.perf_counter_ns
 
 
 def _u32(value: int) -> int:
