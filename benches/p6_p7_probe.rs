@@ -64,6 +64,8 @@ fn run_child(mode: &str) -> serde_json::Map<String, Value> {
     let exe = std::env::current_exe().expect("own path");
     let output = Command::new(exe)
         .arg(mode)
+        // The library is built (or named) once, here, not again by each child.
+        .env("VLLM_PROFILER_LIBRARY", common::library_path())
         .stderr(Stdio::inherit())
         .output()
         .expect("the probe runs");
@@ -242,6 +244,28 @@ fn p7b() -> Value {
         stop.store(true, Ordering::Relaxed);
         (h, pairs, exporter.join().expect("exporter"))
     });
+    // Control: the same length of busy work on another thread without the agent (a 5 MB
+    // buffer filled and written to a file in a loop, about what an export writes), to tell the
+    // cost of sharing the machine's cores and caches from anything the agent does.
+    stop.store(false, Ordering::Relaxed);
+    let (control, control_pairs) = std::thread::scope(|scope| {
+        let busy = scope.spawn(|| {
+            let mut buf = vec![0u8; 5 << 20];
+            let path = output.path().join("control.bin");
+            let mut round = 0u8;
+            while !stop.load(Ordering::Relaxed) {
+                round = round.wrapping_add(1);
+                buf.iter_mut()
+                    .enumerate()
+                    .for_each(|(i, b)| *b = (i as u8) ^ round);
+                std::fs::write(&path, &buf).expect("control write");
+            }
+        });
+        let (h, pairs) = p7b_phase(&abi, phase);
+        stop.store(true, Ordering::Relaxed);
+        busy.join().expect("busy thread");
+        (h, pairs)
+    });
     let (quiet_again, quiet_again_pairs) = p7b_phase(&abi, phase);
     let lost = lost_events(&abi);
 
@@ -257,11 +281,18 @@ fn p7b() -> Value {
         "timing": "each pair between two Instant::now(), so every figure includes one clock read",
         "quiet": quantiles(&quiet),
         "exporting": quantiles(&exporting),
+        "control_busy_thread": quantiles(&control),
         "quiet_again": quantiles(&quiet_again),
         "p99_ns_quiet": quiet_all.value_at_quantile(0.99),
         "p99_ns_exporting": exporting.value_at_quantile(0.99),
         "p99_ratio": (p99_ratio * 1000.0).round() / 1000.0,
-        "pairs": { "quiet": quiet_pairs, "exporting": exporting_pairs, "quiet_again": quiet_again_pairs },
+        "p99_ns_control_busy_thread": control.value_at_quantile(0.99),
+        "pairs": {
+            "quiet": quiet_pairs,
+            "exporting": exporting_pairs,
+            "control_busy_thread": control_pairs,
+            "quiet_again": quiet_again_pairs,
+        },
         "exports": exports.len(),
         "export_ms_mean": mean_export_ms,
         "export_ms_max": max_export_ms,
