@@ -120,9 +120,15 @@ static int errors(void) {
     CHECK(vllm_profiler_disable() == VLLM_PROFILER_OK, "disable");
     CHECK(vllm_profiler_is_enabled() == 0, "disabled");
     CHECK(vllm_profiler_disable() == VLLM_PROFILER_E_NOT_ENABLED, "disable twice");
+    CHECK(vllm_profiler_enable("{\"sample_interval\": -1}") == VLLM_PROFILER_E_INVALID_CONFIG,
+          "a rejected configuration");
+    CHECK(vllm_profiler_is_enabled() == 0, "still disabled");
+    /* Recording calls while off: one atomic load, the last error left as it was. */
     CHECK(vllm_profiler_step_begin(1, 1) == 0, "no step while disabled");
-    last_error_contains("not enabled", __LINE__);
+    CHECK(vllm_profiler_span_begin("x") == 0, "no span while disabled");
     CHECK(vllm_profiler_span_end(7) == VLLM_PROFILER_E_NOT_ENABLED, "span_end while disabled");
+    CHECK(vllm_profiler_step_end(7) == VLLM_PROFILER_E_NOT_ENABLED, "step_end while disabled");
+    last_error_contains("sample_interval", __LINE__);
     return failures == 0 ? 0 : 1;
 }
 

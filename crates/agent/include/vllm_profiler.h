@@ -92,6 +92,10 @@ int32_t vllm_profiler_is_enabled(void);
 /**
  * Opens an inference step on the calling thread. Returns its handle, or 0 when nothing is
  * recorded (see vllm_profiler_last_error).
+ *
+ * While profiling is off, this and the other recording calls (step_set_counts, step_end,
+ * span_begin, span_end, span_end_annotated) cost one atomic load: they return 0 or
+ * VLLM_PROFILER_E_NOT_ENABLED and leave vllm_profiler_last_error as it was.
  */
 uint64_t vllm_profiler_step_begin(uint32_t batch_size, uint32_t num_tokens);
 

@@ -172,8 +172,22 @@ pub extern "C" fn vllm_profiler_is_enabled() -> i32 {
 
 /// Opens an inference step on the calling thread. Returns its handle, or 0 when nothing is
 /// recorded (see vllm_profiler_last_error).
+///
+/// While profiling is off, this and the other recording calls (step_set_counts, step_end,
+/// span_begin, span_end, span_end_annotated) cost one atomic load: they return 0 or
+/// VLLM_PROFILER_E_NOT_ENABLED and leave vllm_profiler_last_error as it was.
 #[no_mangle]
 pub extern "C" fn vllm_profiler_step_begin(batch_size: u32, num_tokens: u32) -> u64 {
+    if runtime::recording_off() {
+        return 0;
+    }
+    step_begin_recording(batch_size, num_tokens)
+}
+
+// Kept out of line so that the exported function stays a load, a test and a return when
+// profiling is off (no stack frame for the unwinding guard).
+#[inline(never)]
+fn step_begin_recording(batch_size: u32, num_tokens: u32) -> u64 {
     guard(
         |_| 0,
         || runtime::with_recorder(|r| r.step_begin(batch_size, num_tokens)),
@@ -188,6 +202,9 @@ pub extern "C" fn vllm_profiler_step_set_counts(
     batch_size: u32,
     num_tokens: u32,
 ) -> i32 {
+    if runtime::recording_off() {
+        return VLLM_PROFILER_E_NOT_ENABLED;
+    }
     status(|| runtime::with_recorder(|r| r.step_set_counts(step, batch_size, num_tokens)))
 }
 
@@ -195,6 +212,14 @@ pub extern "C" fn vllm_profiler_step_set_counts(
 /// Returns 0 or a negative error code.
 #[no_mangle]
 pub extern "C" fn vllm_profiler_step_end(step: u64) -> i32 {
+    if runtime::recording_off() {
+        return VLLM_PROFILER_E_NOT_ENABLED;
+    }
+    step_end_recording(step)
+}
+
+#[inline(never)]
+fn step_end_recording(step: u64) -> i32 {
     status(|| runtime::with_recorder(|r| r.step_end(step)))
 }
 
@@ -202,6 +227,9 @@ pub extern "C" fn vllm_profiler_step_end(step: u64) -> i32 {
 /// open span and step of this thread. Returns its handle, or 0 when nothing is recorded.
 #[no_mangle]
 pub extern "C" fn vllm_profiler_span_begin(name: *const c_char) -> u64 {
+    if runtime::recording_off() {
+        return 0;
+    }
     guard(
         |_| 0,
         || {
@@ -215,6 +243,9 @@ pub extern "C" fn vllm_profiler_span_begin(name: *const c_char) -> u64 {
 /// Returns 0 or a negative error code.
 #[no_mangle]
 pub extern "C" fn vllm_profiler_span_end(span: u64) -> i32 {
+    if runtime::recording_off() {
+        return VLLM_PROFILER_E_NOT_ENABLED;
+    }
     status(|| runtime::with_recorder(|r| r.span_end(span)))
 }
 
@@ -241,6 +272,9 @@ pub extern "C" fn vllm_profiler_span_end_annotated(
     memory_delta_mb: f64,
     shapes_json: *const c_char,
 ) -> i32 {
+    if runtime::recording_off() {
+        return VLLM_PROFILER_E_NOT_ENABLED;
+    }
     status(|| {
         let shapes = c_str_bounded(shapes_json, VLLM_PROFILER_MAX_SHAPES_JSON_LEN);
         // Out of f32 range becomes infinite, which the recorder stores as none.

@@ -305,6 +305,13 @@ pub fn gpus_json() -> Result<Vec<u8>> {
     serde_json::to_vec(&list).map_err(|e| ProfilerError::Internal(e.to_string()))
 }
 
+/// Whether recording is off and stays off for this call (neither on nor armed): the recording
+/// calls then return at once, without touching thread-local state.
+#[inline]
+pub fn recording_off() -> bool {
+    GATE.load(Ordering::Acquire) & (ENABLED | ARMED) == 0
+}
+
 /// Runs `f` on the calling thread's recorder: one atomic load, then thread-local state.
 #[inline]
 pub fn with_recorder<T>(f: impl FnOnce(&mut ThreadRecorder) -> Result<T>) -> Result<T> {
