@@ -90,7 +90,11 @@ def agent_child(seconds, devices):
     while sampler_thread_cpu() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     # Wait for the first sample (detection done), then measure from there.
-    while time.monotonic() < deadline and not _native.gpu_history().get("gpu_history"):
+    # (Only recent samples are asked for: the whole history, growing every millisecond, can
+    # outgrow the buffer between the size query and the read, again and again.)
+    while time.monotonic() < deadline and not _native.gpu_history(0, time.time() - 0.05).get(
+        "gpu_history"
+    ):
         time.sleep(0.005)
     w0 = time.time()
     before = sampler_thread_cpu()
@@ -99,9 +103,13 @@ def agent_child(seconds, devices):
     after = sampler_thread_cpu()
     elapsed = time.monotonic() - t0
     w1 = time.time()
-    # Counted after the CPU snapshot (building the JSON costs this thread, not the sampler's).
-    history = _native.gpu_history(0, w0)
-    ticks = sum(1 for s in history.get("gpu_history", []) if s["timestamp"] <= w1)
+    # Counted after the CPU snapshot, from the report that stopping the agent writes.
+    _native.disable()
+    with open(os.path.join(os.environ["VLLM_PROFILING_OUTPUT_DIR"],
+                           f"gpu_history_{os.getpid()}.json")) as f:
+        history = json.load(f)
+    ticks = sum(1 for s in history["gpu_history"]
+                if s["device_id"] == 0 and w0 <= s["timestamp"] <= w1)
     ticks_per_s = os.sysconf("SC_CLK_TCK")
     out = {
         "detector": history.get("detector"),
