@@ -7,18 +7,22 @@ spawn to exit (wall, perf_counter around posix_spawn + wait):
 - preload_enabled: LD_PRELOAD plus VLLM_ENABLE_PROFILING=1 (the constructor starts the
   threads, and the exit hook stops them);
 and the package's start-up hook (`python/vllm_profiler.pth`, what `pip install ./python`
-installs), processed by `python3 -c "import site; site.addsitedir(D)"`:
+installs), processed by `python3 -c "import site; site.addsitedir(D)"`, D holding a copy of
+the package compiled to bytecode as pip's install does (without the .pyc files every run would
+compile the modules again, which an installed package never does):
 - pth_base: D an empty folder (the same command, no .pth);
-- pth_disabled: D = python/ (the .pth imports vllm_profiler._startup), profiling off;
-- pth_enabled: D = python/, LD_PRELOAD and VLLM_ENABLE_PROFILING=1 (agent plus the vLLM import
+- pth_disabled: D = that copy (the .pth imports vllm_profiler._startup), profiling off;
+- pth_enabled: D = that copy, LD_PRELOAD and VLLM_ENABLE_PROFILING=1 (agent plus the vLLM import
   hook installed), against pth_base.
 Figures: median and p90 of each arm minus the same statistic of its base, in ms.
 Prints one JSON object.
 """
 
 import argparse
+import compileall
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -63,7 +67,11 @@ def main():
         preload = dict(clean, LD_PRELOAD=lib)
         enabled = dict(preload, VLLM_ENABLE_PROFILING="1", VLLM_PROFILING_OUTPUT_DIR=out_dir)
         site = "import site; site.addsitedir({!r})"
-        pkg = os.path.join(ROOT, "python")
+        pkg = os.path.join(tmp, "site-packages")
+        shutil.copytree(os.path.join(ROOT, "python", "vllm_profiler"),
+                        os.path.join(pkg, "vllm_profiler"))
+        shutil.copy(os.path.join(ROOT, "python", "vllm_profiler.pth"), pkg)
+        compileall.compile_dir(pkg, quiet=1)
         arms = {
             "base": ([py, "-c", "pass"], clean),
             "preload_disabled": ([py, "-c", "pass"], preload),

@@ -7,12 +7,11 @@ The names below are loaded on first use: the package's start-up hook (`vllm_prof
 imports `vllm_profiler._startup` in every Python process, which must stay cheap.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING, Any
-
+# No `typing`, `importlib` or `__future__` at run time here (see above).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from ._native import LibraryNotFoundError, ProfilerError
     from .integration import (
         VLLMProfilingContext,
@@ -37,14 +36,16 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> "Any":
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
     value = getattr(importlib.import_module(module, __name__), name)
     globals()[name] = value
     return value
 
 
-def __dir__() -> list:
+def __dir__() -> "list[str]":
     return sorted(set(globals()) | set(_EXPORTS))

@@ -47,6 +47,8 @@ _SIGNATURES = {
 
 # The C ABI's error codes (vllm_profiler.h).
 E_NOT_ENABLED = -1
+E_INTERNAL = -9
+_JSON_ATTEMPTS = 8
 
 
 class ProfilerError(RuntimeError):
@@ -174,12 +176,17 @@ def _json_call(call: Any, *args: Any) -> Any:
     """Calls a snprintf-style JSON function, growing the buffer until the text fits. The
     first buffer is large, because some calls sample hardware again on every call."""
     size = 1 << 16
-    while True:
+    for _ in range(_JSON_ATTEMPTS):
         buf = ctypes.create_string_buffer(size)
         need = check(call(*args, buf, len(buf)))
         if need < len(buf):
             return json.loads(buf.value)
-        size = need + 1
+        # The text can grow between two calls (a history being sampled every millisecond):
+        # ask for room to spare, or the buffer chases the text for ever.
+        size = need + need // 4 + 4096
+    raise ProfilerError(
+        E_INTERNAL, f"the JSON text kept outgrowing its buffer ({size} bytes, {_JSON_ATTEMPTS} tries)"
+    )
 
 
 def gpu_history(device_id: Optional[int] = None, since_unix: float = 0.0) -> Dict[str, Any]:

@@ -12,13 +12,17 @@ to stderr and vLLM runs untouched. Only processes that run the engine record ste
 
 from __future__ import annotations
 
-import functools
-import importlib.abc
-import importlib.machinery
 import sys
 import threading
-import weakref
-from typing import Any, Callable, Dict, Optional
+
+# This module is imported at start-up in every Python process with VLLM_ENABLE_PROFILING set:
+# no `typing`, `functools`, `weakref` or `importlib.abc` until vLLM is imported (annotations
+# are strings, PEP 563), and the finder and loader below are duck-typed, as sys.meta_path
+# allows.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import importlib.machinery
+    from typing import Any, Callable, Dict, Optional
 
 # `_native` (ctypes) and `layers` are imported when vLLM is: this module is imported at start-up
 # in every Python process that has VLLM_ENABLE_PROFILING set.
@@ -31,8 +35,9 @@ _PATCHED = "__vllm_profiler_wrapped__"
 _state = threading.local()
 _warned = set()
 _lib: Optional[Any] = None
-# Model runners that loaded a model, so that layer profiling turned on later can reach them.
-_runners: "weakref.WeakSet[Any]" = weakref.WeakSet()
+# Model runners that loaded a model, so that layer profiling turned on later can reach them
+# (a weakref.WeakSet, made when the first one loads).
+_runners: Optional[Any] = None
 
 
 def _warn(message: str) -> None:
@@ -55,6 +60,8 @@ def _library() -> Optional[Any]:
 
 
 def _wrap_schedule(scheduler_class: type) -> None:
+    import functools
+
     schedule = getattr(scheduler_class, "schedule", None)
     if schedule is None or getattr(schedule, _PATCHED, False):
         return
@@ -80,6 +87,8 @@ def _wrap_schedule(scheduler_class: type) -> None:
 
 
 def _profiled_step(step: Callable[..., Any]) -> Callable[..., Any]:
+    import functools
+
     @functools.wraps(step)
     def profiled_step(self: Any, *args: Any, **kwargs: Any) -> Any:
         # A nested engine step, or one inside a step the user records himself
@@ -129,6 +138,8 @@ def patch_model_runner(module: Any) -> bool:
     """Wraps `module.GPUModelRunner.load_model` so that a loaded model gets layer hooks when
     layer profiling is on; False, with one warning if layers were asked for, when the names
     moved."""
+    import functools
+
     from . import layers
 
     runner = getattr(module, "GPUModelRunner", None)
@@ -143,8 +154,13 @@ def patch_model_runner(module: Any) -> bool:
 
     @functools.wraps(load_model)
     def profiled_load_model(self: Any, *args: Any, **kwargs: Any) -> Any:
+        global _runners
         result = load_model(self, *args, **kwargs)
         try:
+            if _runners is None:
+                import weakref
+
+                _runners = weakref.WeakSet()
             _runners.add(self)
             if layers.auto_attach_wanted():
                 layers.attach_to_runner(self)
@@ -161,7 +177,7 @@ def attach_loaded_runners() -> None:
     """Hooks the layers of every model already loaded (layer profiling turned on late)."""
     from . import layers
 
-    for runner in list(_runners):
+    for runner in list(_runners or ()):
         layers.attach_to_runner(runner)
 
 
@@ -171,8 +187,10 @@ _TARGETS: Dict[str, Callable[[Any], bool]] = {
 }
 
 
-class _Loader(importlib.abc.Loader):
-    def __init__(self, inner: importlib.abc.Loader, patcher: Callable[[Any], bool]) -> None:
+class _Loader:
+    """Runs the real loader, then wraps the module's classes."""
+
+    def __init__(self, inner: Any, patcher: Callable[[Any], bool]) -> None:
         self._inner = inner
         self._patcher = patcher
 
@@ -187,7 +205,9 @@ class _Loader(importlib.abc.Loader):
             _warn(f"could not wrap {module.__name__} ({err}): vLLM is not profiled there")
 
 
-class _Finder(importlib.abc.MetaPathFinder):
+class _Finder:
+    """A meta path finder that only answers for the modules it patches."""
+
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
         patcher = _TARGETS.get(fullname)
         if patcher is None:
