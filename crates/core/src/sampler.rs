@@ -37,7 +37,19 @@ pub struct HostProbe {
     meminfo: Option<File>,
     buf: Vec<u8>,
     last_cpu: Option<(Instant, Duration)>,
+    /// The host's memory and when it was read.
+    host_memory: Option<(Instant, HostMemory)>,
+    /// How long a reading of `/proc/meminfo` is reused: the kernel formats the whole file on
+    /// every read (most of a tick's cost at a 1 ms interval), and the host's memory does not
+    /// need millisecond resolution. The process's own figures are read on every tick.
+    pub host_memory_refresh: Duration,
 }
+
+/// The host's (total, used) memory in MiB.
+type HostMemory = (Option<f64>, Option<f64>);
+
+/// Default of `HostProbe::host_memory_refresh`.
+pub const HOST_MEMORY_REFRESH: Duration = Duration::from_millis(100);
 
 impl Default for HostProbe {
     fn default() -> Self {
@@ -52,6 +64,8 @@ impl Default for HostProbe {
             meminfo: File::open("/proc/meminfo").ok(),
             buf: vec![0; 8192],
             last_cpu: None,
+            host_memory: None,
+            host_memory_refresh: HOST_MEMORY_REFRESH,
         }
     }
 }
@@ -92,6 +106,22 @@ impl HostProbe {
         file.as_ref()?.read_at(buf, 0).ok()
     }
 
+    /// The host's (total, used) memory in MiB, from `/proc/meminfo`.
+    fn read_host_memory(&mut self) -> HostMemory {
+        let Some(n) = Self::read(&self.meminfo, &mut self.buf) else {
+            return (None, None);
+        };
+        let text = &self.buf[..n];
+        let total = kb_field(text, "MemTotal");
+        let available = kb_field(text, "MemAvailable");
+        (
+            total.map(|kb| kb as f64 / 1024.0),
+            total
+                .zip(available)
+                .map(|(t, a)| t.saturating_sub(a) as f64 / 1024.0),
+        )
+    }
+
     pub fn sample(&mut self, timestamp: f64) -> HostSample {
         let now = Instant::now();
         let cpu = process_cpu_time();
@@ -107,21 +137,16 @@ impl HostProbe {
         let process_rss_mb = Self::read(&self.statm, &mut self.buf)
             .and_then(|n| statm_resident_pages(&self.buf[..n]))
             .map(|pages| (pages * self.page_size) as f64 / (1024.0 * 1024.0));
-        let (host_memory_total_mb, host_memory_used_mb) =
-            match Self::read(&self.meminfo, &mut self.buf) {
-                Some(n) => {
-                    let text = &self.buf[..n];
-                    let total = kb_field(text, "MemTotal");
-                    let available = kb_field(text, "MemAvailable");
-                    (
-                        total.map(|kb| kb as f64 / 1024.0),
-                        total
-                            .zip(available)
-                            .map(|(t, a)| t.saturating_sub(a) as f64 / 1024.0),
-                    )
-                }
-                None => (None, None),
-            };
+        let (host_memory_total_mb, host_memory_used_mb) = match self.host_memory {
+            Some((read_at, figures)) if now.duration_since(read_at) < self.host_memory_refresh => {
+                figures
+            }
+            _ => {
+                let figures = self.read_host_memory();
+                self.host_memory = Some((now, figures));
+                figures
+            }
+        };
         HostSample {
             timestamp,
             process_cpu_percent,
@@ -274,5 +299,26 @@ mod tests {
         }
         let second = probe.sample(2.0);
         assert!(second.process_cpu_percent.unwrap() > 0.0);
+    }
+
+    #[test]
+    fn host_memory_is_reused_within_its_refresh_and_read_again_after() {
+        let mut probe = HostProbe {
+            host_memory_refresh: Duration::from_secs(3600),
+            ..HostProbe::default()
+        };
+        let first = probe.sample(1.0);
+        // A planted reading shows whether the next tick read /proc/meminfo or reused it.
+        let (read_at, _) = probe.host_memory.unwrap();
+        probe.host_memory = Some((read_at, (Some(1.0), Some(0.5))));
+        let second = probe.sample(2.0);
+        assert_eq!(
+            (second.host_memory_total_mb, second.host_memory_used_mb),
+            (Some(1.0), Some(0.5))
+        );
+        probe.host_memory_refresh = Duration::ZERO;
+        let third = probe.sample(3.0);
+        assert_eq!(third.host_memory_total_mb, first.host_memory_total_mb);
+        assert_ne!(third.host_memory_used_mb, Some(0.5));
     }
 }
