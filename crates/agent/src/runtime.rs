@@ -58,6 +58,16 @@ pub(crate) static CONTROL: ControlLock = ControlLock::new(Control {
 /// a `Once` mid-run would leave the child waiting on it forever.
 static HOOKS_INSTALLED: AtomicBool = AtomicBool::new(false);
 
+/// Whether a thread of this process has called a recording function. A process that never
+/// did (multiprocessing's resource tracker or forkserver, an API front end) writes no reports
+/// of its own, periodic or final; an explicit `vllm_profiler_export` still writes them.
+static RECORDED: AtomicBool = AtomicBool::new(false);
+
+/// See `RECORDED`.
+pub(crate) fn recorded() -> bool {
+    RECORDED.load(Ordering::Acquire)
+}
+
 /// Registers the exit and fork hooks, once per process, before CONTROL is first taken: a fork
 /// must never copy CONTROL locked into a child that has no hook to release it.
 fn install_hooks() {
@@ -183,6 +193,7 @@ fn activate(control: &mut Control, mut config: Config) -> Result<Vec<String>> {
         }
         control.threads = Some(threads::start(&session, &config));
     }
+    ffi::install_signal_export();
     control.config = Some(config);
     GATE.store(
         (session.generation() << GENERATION_SHIFT) | ENABLED | ARMED,
@@ -348,6 +359,7 @@ fn register_thread(generation: u64) -> Result<ThreadRecorder> {
         return Err(ProfilerError::NotEnabled);
     }
     let thread_id = nix::unistd::gettid().as_raw() as u32;
+    RECORDED.store(true, Ordering::Release);
     Ok(session.register_thread(thread_id))
 }
 
@@ -369,6 +381,9 @@ pub fn on_exit() {
     if let Some(mut control) = CONTROL.try_lock() {
         drop(control.threads.take());
     }
+    if !recorded() {
+        return;
+    }
     if let Err(err) = session.close_and_export(&session.settings().output_dir) {
         ffi::print_warnings(&[format!("final export failed: {err}")]);
     }
@@ -377,6 +392,7 @@ pub fn on_exit() {
 /// Fork hook, in the child (after ffi released CONTROL): whatever was on becomes armed, so the
 /// child starts its own session if (and only if) it records.
 pub(crate) fn after_fork_in_child() {
+    RECORDED.store(false, Ordering::Relaxed);
     let gate = GATE.load(Ordering::Relaxed);
     if gate & (ENABLED | ARMED) != 0 {
         GATE.store(

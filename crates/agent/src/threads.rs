@@ -168,6 +168,9 @@ fn export_loop(session: &Session, stop: &Receiver<()>) {
         if !wait_until(stop, Instant::now() + interval) {
             return;
         }
+        if !crate::runtime::recorded() {
+            continue;
+        }
         match session.export(&settings.output_dir) {
             Ok(_) => failed = false,
             Err(err) if !failed => {

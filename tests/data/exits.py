@@ -1,0 +1,184 @@
+"""Python side of tests/exits_e2e.rs: how a host ends (exit codes, signals, os._exit, abort)
+and how it makes processes (fork, multiprocessing), with or without the agent preloaded.
+
+Usage: exits.py MODE. Records steps through ctypes only when VLLM_ENABLE_PROFILING is set, so
+that the same script runs the same way without the agent. Prints only what a mode says.
+"""
+
+import os
+import signal
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples"))
+import vllm_profiler_abi as abi  # noqa: E402
+
+PROFILED = bool(os.environ.get("VLLM_ENABLE_PROFILING"))
+
+
+def record(steps, first=0):
+    """Records `steps` steps with batch sizes first + 1, first + 2, ..."""
+    if not PROFILED:
+        time.sleep(0.003 * steps)
+        return
+    lib = abi.load()
+    for i in range(first, first + steps):
+        step = lib.vllm_profiler_step_begin(i + 1, 10 * (i + 1))
+        assert step != 0, abi.last_error(lib)
+        span = lib.vllm_profiler_span_begin(b"model")
+        time.sleep(0.002)
+        assert lib.vllm_profiler_span_end(span) == 0
+        assert lib.vllm_profiler_step_end(step) == 0, abi.last_error(lib)
+
+
+def hang():
+    # Never reached when the signal does its default action.
+    time.sleep(30)
+    print("still alive", flush=True)
+
+
+def on_term(signum, frame):
+    print("handled", signum, flush=True)
+    sys.exit(7)
+
+
+def mp_child(first):
+    record(2, first)
+    # fork and forkserver children end with os._exit (no exit handler runs): what they leave
+    # is the last periodic export, so live past one export interval.
+    time.sleep(1.0)
+
+
+def main_mp(method):
+    import multiprocessing as mp
+
+    ctx = mp.get_context(method)
+    record(3)
+    procs = [ctx.Process(target=mp_child, args=(100 + 10 * i,)) for i in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0, p.exitcode
+    # A semaphore needs the resource tracker (a spawned helper that records nothing).
+    lock = ctx.Lock()
+    with lock:
+        pass
+    helpers = []
+    from multiprocessing import resource_tracker
+
+    tracker = getattr(resource_tracker._resource_tracker, "_pid", None)
+    if tracker:
+        helpers.append(tracker)
+    if method == "forkserver":
+        from multiprocessing import forkserver
+
+        server = getattr(forkserver._forkserver, "_forkserver_pid", None)
+        if server:
+            helpers.append(server)
+    print("ok", method, flush=True)
+    print("PIDS", *[p.pid for p in procs], flush=True)
+    print("HELPERS", *helpers, flush=True)
+
+
+def main_fork_threaded():
+    stop = threading.Event()
+
+    def background():
+        i = 0
+        while not stop.is_set():
+            record(1, 1000 + i)
+            i += 1
+
+    t = threading.Thread(target=background)
+    t.start()
+    record(2)
+    children = []
+    for n in range(5):
+        child = os.fork()
+        if child == 0:
+            record(2, 100 + 10 * n)
+            sys.exit(0)  # runs exit handlers: the child writes its own files
+        children.append(child)
+    for child in children:
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, status
+    stop.set()
+    t.join()
+    record(1, 2)
+    print("ok", flush=True)
+    print("PIDS", *children, flush=True)
+
+
+def main_fork_sigterm():
+    record(3)
+    children = []
+    for records in (True, False):
+        child = os.fork()
+        if child == 0:
+            if records:
+                record(2, 100)
+            os.kill(os.getpid(), signal.SIGTERM)
+            hang()
+            os._exit(0)
+        children.append(child)
+    for child in children:
+        _, status = os.waitpid(child, 0)
+        print("child ended by", os.waitstatus_to_exitcode(status), flush=True)
+    print("PIDS", *children, flush=True)
+
+
+def main():
+    mode = sys.argv[1]
+    if mode == "normal":
+        record(5)
+        print("done", flush=True)
+    elif mode == "sys-exit":
+        record(5)
+        print("exiting 3", flush=True)
+        sys.exit(3)
+    elif mode == "exception":
+        record(5)
+        print("raising", flush=True)
+        raise RuntimeError("boom")
+    elif mode == "sigterm-default":
+        record(5)
+        print("killing", flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+        hang()
+    elif mode == "sigint-default":
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        record(5)
+        time.sleep(1.0)  # at least one periodic export
+        print("killing", flush=True)
+        os.kill(os.getpid(), signal.SIGINT)
+        hang()
+    elif mode == "sigterm-handler":
+        signal.signal(signal.SIGTERM, on_term)
+        record(5)
+        print("killing", flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+        hang()
+    elif mode == "os-exit":
+        record(5)
+        time.sleep(1.0)  # at least one periodic export
+        print("leaving", flush=True)
+        os._exit(0)
+    elif mode == "abort":
+        record(5)
+        time.sleep(1.0)
+        print("aborting", flush=True)
+        os.abort()
+    elif mode == "fork-sigterm":
+        main_fork_sigterm()
+    elif mode == "fork-threaded":
+        main_fork_threaded()
+    elif mode.startswith("mp-"):
+        main_mp(mode[3:])
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+
+
+if __name__ == "__main__":
+    main()

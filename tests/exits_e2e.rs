@@ -1,0 +1,308 @@
+//! End to end: how a profiled Python host ends (exit codes, exceptions, signals, `os._exit`,
+//! `abort`) and how it makes processes (`os.fork` while another thread records,
+//! `multiprocessing` with fork, spawn and forkserver). Every case runs the same script with
+//! and without the agent preloaded: the exit status and stdout must be the same, the reports
+//! present must parse, and nothing may hang (every process is killed after `LIMIT`).
+
+use std::collections::BTreeSet;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use vllm_profiler_format as format;
+use vllm_profiler_tests::*;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn script() -> PathBuf {
+    workspace_root().join("tests/data/exits.py")
+}
+
+/// Runs `exits.py mode` without the agent, then with it (reporting into `out`, with `env`
+/// added), and checks that the exit status and stdout (less the lines of pids) are the same.
+/// Returns the profiled run.
+fn run_both(mode: &str, out: &Path, env: &[(&str, &str)]) -> Finished {
+    let mut plain = clean_command("python3");
+    plain.arg(script()).arg(mode);
+    let plain = run(&mut plain, LIMIT);
+    let mut profiled = profiled_command("python3", out);
+    profiled.arg(script()).arg(mode).envs(env.iter().copied());
+    let profiled = run(&mut profiled, LIMIT);
+    assert_eq!(
+        (profiled.status.code(), profiled.status.signal()),
+        (plain.status.code(), plain.status.signal()),
+        "exit status changed by the agent\nprofiled stderr:\n{}\nplain stderr:\n{}",
+        profiled.stderr,
+        plain.stderr
+    );
+    assert_eq!(
+        without_pids(&profiled.stdout),
+        without_pids(&plain.stdout),
+        "stdout changed by the agent; stderr:\n{}",
+        profiled.stderr
+    );
+    profiled
+}
+
+fn without_pids(stdout: &str) -> Vec<&str> {
+    stdout
+        .lines()
+        .filter(|l| !l.starts_with("PIDS") && !l.starts_with("HELPERS"))
+        .collect()
+}
+
+/// The pids listed on the stdout line starting with `tag`.
+fn pids_on(stdout: &str, tag: &str) -> Vec<u32> {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(tag))
+        .unwrap_or_else(|| panic!("no {tag} line in {stdout:?}"))
+        .split_whitespace()
+        .map(|p| p.parse().expect("a pid"))
+        .collect()
+}
+
+/// The pids that have any report file (or temporary) in `dir`.
+fn pids_with_files(dir: &Path) -> BTreeSet<u32> {
+    file_names(dir)
+        .iter()
+        .map(|name| {
+            let digits: String = name
+                .chars()
+                .skip_while(|c| !c.is_ascii_digit())
+                .take_while(|c| c.is_ascii_digit())
+                .collect();
+            digits
+                .parse()
+                .unwrap_or_else(|_| panic!("a report file with no pid: {name}"))
+        })
+        .collect()
+}
+
+/// The three reports of `pid` parse with the format types; returns the batch sizes of its
+/// kept steps.
+fn steps_of(dir: &Path, pid: u32) -> Vec<u32> {
+    let names = file_names(dir);
+    let own: Vec<&String> = names
+        .iter()
+        .filter(|n| !n.starts_with('.') && n.contains(&format!("_{pid}.")))
+        .collect();
+    assert_eq!(own.len(), 3, "three reports of {pid}: {names:?}");
+    let r = read_reports(dir, pid);
+    assert_eq!(r.summary.pid, pid);
+    assert_eq!(r.summary.total_steps, r.steps.detailed_steps.len() as u64);
+    r.steps
+        .detailed_steps
+        .iter()
+        .map(|s| s.batch_size)
+        .collect()
+}
+
+/// Where an exit handler ran, no export was cut short: no temporary is left. (`os._exit`,
+/// `abort` or a signal at its default action may cut a periodic export mid-write: that leaves
+/// a temporary, never a half-written report.)
+fn assert_no_temporaries(dir: &Path) {
+    let names = file_names(dir);
+    assert!(!names.iter().any(|n| n.starts_with('.')), "{names:?}");
+}
+
+/// A single-process case: the host's own files hold exactly the 5 steps it recorded.
+fn check_all_five(out: &Path, pid: u32) {
+    assert_eq!(pids_with_files(out), BTreeSet::from([pid]));
+    assert_eq!(steps_of(out, pid), vec![1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn normal_exit_writes_the_final_reports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let child = run_both("normal", tmp.path(), &[]);
+    assert_eq!(child.stdout, "done\n");
+    assert_eq!(child.status.code(), Some(0));
+    check_all_five(tmp.path(), child.pid);
+    assert_no_temporaries(tmp.path());
+}
+
+#[test]
+fn sys_exit_keeps_its_code_and_writes_the_final_reports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let child = run_both("sys-exit", tmp.path(), &[]);
+    assert_eq!(child.status.code(), Some(3));
+    check_all_five(tmp.path(), child.pid);
+    assert_no_temporaries(tmp.path());
+}
+
+#[test]
+fn uncaught_exception_keeps_exit_1_and_the_traceback() {
+    let tmp = tempfile::tempdir().unwrap();
+    let child = run_both("exception", tmp.path(), &[]);
+    assert_eq!(child.status.code(), Some(1));
+    assert!(
+        child.stderr.contains("Traceback") && child.stderr.contains("RuntimeError: boom"),
+        "{}",
+        child.stderr
+    );
+    check_all_five(tmp.path(), child.pid);
+    assert_no_temporaries(tmp.path());
+}
+
+#[test]
+fn default_sigterm_exports_then_dies_by_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let child = run_both("sigterm-default", tmp.path(), &[]);
+    assert_eq!(child.status.signal(), Some(libc::SIGTERM));
+    check_all_five(tmp.path(), child.pid);
+    assert_no_temporaries(tmp.path());
+}
+
+#[test]
+fn default_sigint_set_by_the_host_dies_by_sigint_losing_at_most_one_interval() {
+    // The host set SIG_DFL itself (Python's own default raises KeyboardInterrupt): the host's
+    // choice wins, so no exit handler runs; the last periodic export is what is left.
+    let tmp = tempfile::tempdir().unwrap();
+    let child = run_both(
+        "sigint-default",
+        tmp.path(),
+        &[("VLLM_PROFILING_EXPORT_INTERVAL", "0.2")],
+    );
+    assert_eq!(child.status.signal(), Some(libc::SIGINT));
+    check_all_five(tmp.path(), child.pid);
+}
+
+#[test]
+fn host_sigterm_handler_runs_and_keeps_its_exit_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let child = run_both("sigterm-handler", tmp.path(), &[]);
+    assert_eq!(child.status.code(), Some(7));
+    assert_eq!(
+        child.stdout,
+        format!("killing\nhandled {}\n", libc::SIGTERM)
+    );
+    // The handler's sys.exit runs the exit hooks: the final export.
+    check_all_five(tmp.path(), child.pid);
+    assert_no_temporaries(tmp.path());
+}
+
+#[test]
+fn os_exit_leaves_the_last_periodic_export() {
+    let tmp = tempfile::tempdir().unwrap();
+    let child = run_both(
+        "os-exit",
+        tmp.path(),
+        &[("VLLM_PROFILING_EXPORT_INTERVAL", "0.2")],
+    );
+    assert_eq!(child.status.code(), Some(0));
+    check_all_five(tmp.path(), child.pid);
+}
+
+#[test]
+fn abort_keeps_sigabrt_and_leaves_the_last_periodic_export() {
+    let tmp = tempfile::tempdir().unwrap();
+    let child = run_both(
+        "abort",
+        tmp.path(),
+        &[("VLLM_PROFILING_EXPORT_INTERVAL", "0.2")],
+    );
+    assert_eq!(child.status.signal(), Some(libc::SIGABRT));
+    check_all_five(tmp.path(), child.pid);
+}
+
+#[test]
+fn fork_while_another_thread_records_keeps_each_pid_to_its_own_steps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let parent = run_both("fork-threaded", tmp.path(), &[]);
+    let children = pids_on(&parent.stdout, "PIDS");
+    let mut expected: BTreeSet<u32> = children.iter().copied().collect();
+    expected.insert(parent.pid);
+    assert_eq!(pids_with_files(tmp.path()), expected);
+    // The main thread's steps 1, 2, 3 and the recording thread's (from 1001), nothing else.
+    let parent_steps = steps_of(tmp.path(), parent.pid);
+    for own in [1, 2, 3] {
+        assert!(parent_steps.contains(&own), "{parent_steps:?}");
+    }
+    assert!(
+        parent_steps.iter().all(|&b| b <= 3 || b > 1000),
+        "{parent_steps:?}"
+    );
+    for (n, pid) in children.iter().enumerate() {
+        let first = 100 + 10 * n as u32;
+        // Only its own two steps: nothing of the parent's, nothing of the recording thread
+        // (which does not exist in the child).
+        assert_eq!(steps_of(tmp.path(), *pid), vec![first + 1, first + 2]);
+    }
+    assert_no_temporaries(tmp.path());
+}
+
+#[test]
+fn forked_children_die_by_default_sigterm_and_only_the_recording_one_exports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let parent = run_both("fork-sigterm", tmp.path(), &[]);
+    let minus_term = format!("child ended by -{}", libc::SIGTERM);
+    assert_eq!(
+        without_pids(&parent.stdout),
+        vec![&*minus_term, &*minus_term]
+    );
+    let children = pids_on(&parent.stdout, "PIDS");
+    // The recording child took SIGTERM over for itself and wrote its final export; the quiet
+    // one died at once (the parent's signal thread does not exist in it) and wrote nothing.
+    assert_eq!(
+        pids_with_files(tmp.path()),
+        BTreeSet::from([parent.pid, children[0]])
+    );
+    assert_eq!(steps_of(tmp.path(), children[0]), vec![101, 102]);
+    assert_eq!(steps_of(tmp.path(), parent.pid), vec![1, 2, 3]);
+    assert_no_temporaries(tmp.path());
+}
+
+fn check_multiprocessing(method: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    // fork and forkserver children leave through os._exit: they keep their last periodic
+    // export (the script's children outlive one interval); spawn children exit normally.
+    let parent = run_both(
+        &format!("mp-{method}"),
+        tmp.path(),
+        &[("VLLM_PROFILING_EXPORT_INTERVAL", "0.2")],
+    );
+    let children = pids_on(&parent.stdout, "PIDS");
+    let helpers = pids_on(&parent.stdout, "HELPERS");
+    let mut expected: BTreeSet<u32> = children.iter().copied().collect();
+    expected.insert(parent.pid);
+    let found = pids_with_files(tmp.path());
+    for helper in &helpers {
+        assert!(
+            !found.contains(helper),
+            "helper {helper} recorded nothing but wrote {:?}",
+            file_names(tmp.path())
+        );
+    }
+    assert_eq!(found, expected, "{:?}", file_names(tmp.path()));
+    assert_eq!(steps_of(tmp.path(), parent.pid), vec![1, 2, 3]);
+    if method == "spawn" {
+        // Spawned children leave through sys.exit: their exit hooks ran.
+        assert_no_temporaries(tmp.path());
+    }
+    for (n, pid) in children.iter().enumerate() {
+        let first = 100 + 10 * n as u32;
+        assert_eq!(steps_of(tmp.path(), *pid), vec![first + 1, first + 2]);
+    }
+}
+
+#[test]
+fn multiprocessing_fork_children_write_their_own_files() {
+    check_multiprocessing("fork");
+}
+
+#[test]
+fn multiprocessing_spawn_children_write_their_own_files_and_helpers_none() {
+    check_multiprocessing("spawn");
+}
+
+#[test]
+fn multiprocessing_forkserver_children_write_their_own_files_and_helpers_none() {
+    check_multiprocessing("forkserver");
+}
+
+#[test]
+fn report_file_names_carry_the_pid() {
+    // pids_with_files relies on it.
+    assert_eq!(format::summary_file_name(42), "performance_summary_42.json");
+}
