@@ -11,7 +11,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
 use nvml_wrapper::Nvml;
 use vllm_profiler_core::{DeviceBackend, HostProbe};
-use vllm_profiler_gpu::{NvmlBackend, Options};
+use vllm_profiler_gpu::{NvmlBackend, Options, SharedBackend};
 
 fn script() -> tempfile::NamedTempFile {
     let file = tempfile::NamedTempFile::new().expect("temp file");
@@ -66,6 +66,35 @@ fn sampler(c: &mut Criterion) {
     });
     // Never dropped: see the NVML module (no shutdown while the process lives).
     std::mem::forget(nvml);
+
+    // One sampler per device per host: the sampling process's tick (read the device, then
+    // replace the shared file) and another process's tick (take the shared sample). Two open
+    // lock files lock like two processes, so both live here.
+    let runtime = tempfile::tempdir().expect("temp dir");
+    let open = || Box::new(NvmlBackend::open(&options).expect("the fake NVML opens"));
+    let mut sampler = SharedBackend::new(open(), runtime.path())
+        .ok()
+        .expect("shares");
+    let mut reader = SharedBackend::new(open(), runtime.path())
+        .ok()
+        .expect("shares");
+    let mut timestamp = vllm_profiler_gpu::unix_now();
+    c.bench_function("gpu/shared_sampler_tick_per_device", |b| {
+        b.iter(|| {
+            out.clear();
+            timestamp += 1.0;
+            sampler.sample(black_box(timestamp), &mut out);
+            black_box(&out);
+        })
+    });
+    c.bench_function("gpu/shared_reader_tick_per_device", |b| {
+        b.iter(|| {
+            out.clear();
+            reader.sample(black_box(timestamp), &mut out);
+            black_box(&out);
+        })
+    });
+    assert!(sampler.is_sampler(0) && !reader.is_sampler(0));
 
     let mut host = HostProbe::default();
     c.bench_function("gpu/host_probe", |b| b.iter(|| black_box(host.sample(1.0))));

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,9 @@ def clean_env() -> dict:
     # No real GPU library may answer here: the reports must not depend on the machine.
     env["VLLM_PROFILING_NVML_LIBRARY"] = "/nonexistent/libnvidia-ml.so.1"
     env["VLLM_PROFILING_AMDSMI_LIBRARY"] = "/nonexistent/libamd_smi.so"
+    # Where processes share GPU samples: a fresh one per test, so that a test's fake GPUs never
+    # meet another test's.
+    env["VLLM_PROFILING_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="vprof-runtime-")
     return env
 
 

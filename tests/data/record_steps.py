@@ -74,6 +74,19 @@ def main():
             assert os.waitstatus_to_exitcode(status) == 0
         record(lib, 1, first=3)
         print(child, quiet, flush=True)
+    elif mode == "fork-and-leave":
+        # Records STEPS steps, forks a child that sleeps SECONDS without recording, and leaves
+        # at once with os._exit (no exit handler runs, so nothing releases the agent's locks
+        # on the way out), without waiting for it; prints the child's pid.
+        lib = abi.load()
+        record(lib, int(sys.argv[2]))
+        child = os.fork()
+        if child == 0:
+            os.closerange(0, 3)  # the test reads the parent's output to its end
+            time.sleep(float(sys.argv[3]))
+            os._exit(0)
+        print(child, flush=True)
+        os._exit(0)
     else:
         raise SystemExit(f"unknown mode {mode}")
 

@@ -120,12 +120,17 @@ pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
     cmd
 }
 
-/// `clean_command` with the agent preloaded and profiling on, reporting into `out_dir`.
+/// `clean_command` with the agent preloaded and profiling on, reporting into `out_dir`. The
+/// runtime dir where processes share GPU samples is `out_dir` with `.runtime` appended: tests
+/// that run at once, each with its own fake GPUs of the same UUIDs, must not share samples.
 pub fn profiled_command(program: impl AsRef<std::ffi::OsStr>, out_dir: &Path) -> Command {
     let mut cmd = clean_command(program);
+    let mut runtime_dir = out_dir.as_os_str().to_owned();
+    runtime_dir.push(".runtime");
     cmd.env("LD_PRELOAD", agent_library())
         .env("VLLM_ENABLE_PROFILING", "1")
-        .env("VLLM_PROFILING_OUTPUT_DIR", out_dir);
+        .env("VLLM_PROFILING_OUTPUT_DIR", out_dir)
+        .env("VLLM_PROFILING_RUNTIME_DIR", runtime_dir);
     cmd
 }
 

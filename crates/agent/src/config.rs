@@ -21,6 +21,8 @@ pub const AMDSMI_LIBRARY: &str = "VLLM_PROFILING_AMDSMI_LIBRARY";
 pub const DEVICES: &str = "VLLM_PROFILING_DEVICES";
 pub const PROMETHEUS_ADDR: &str = "VLLM_PROFILING_PROMETHEUS_ADDR";
 pub const PROCESSES: &str = "VLLM_PROFILING_PROCESSES";
+pub const SHARED_SAMPLER: &str = "VLLM_PROFILING_SHARED_SAMPLER";
+pub const RUNTIME_DIR: &str = "VLLM_PROFILING_RUNTIME_DIR";
 
 const SAMPLE_INTERVAL_RANGE: (f64, f64) = (0.001, 3600.0);
 const EXPORT_INTERVAL_RANGE: (f64, f64) = (0.01, 86_400.0);
@@ -39,6 +41,10 @@ pub struct Config {
     pub prometheus_addr: Option<String>,
     /// Globs on the executable's file name of processes that start by themselves.
     pub processes: Vec<glob::Pattern>,
+    /// One process of the host samples each device and shares its samples with the others.
+    pub shared_sampler: bool,
+    /// Where the sampler locks and shared samples live; `None`: the default runtime dir.
+    pub runtime_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -51,6 +57,8 @@ impl Default for Config {
             amdsmi_library: None,
             prometheus_addr: None,
             processes: vec![glob::Pattern::new(DEFAULT_PROCESSES).expect("valid glob")],
+            shared_sampler: true,
+            runtime_dir: None,
         }
     }
 }
@@ -208,6 +216,8 @@ impl Config {
                 ),
             }
         }
+        config.shared_sampler = env.bool(SHARED_SAMPLER, true);
+        config.runtime_dir = env.path(RUNTIME_DIR);
         (config, env.warnings)
     }
 

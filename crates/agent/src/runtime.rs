@@ -393,6 +393,7 @@ pub fn on_exit() {
 /// child starts its own session if (and only if) it records.
 pub(crate) fn after_fork_in_child() {
     RECORDED.store(false, Ordering::Relaxed);
+    vllm_profiler_gpu::shared::forget_inherited_locks();
     let gate = GATE.load(Ordering::Relaxed);
     if gate & (ENABLED | ARMED) != 0 {
         GATE.store(

@@ -5,13 +5,15 @@
 //! - the exporter, when an export interval is set, writes the reports periodically, apart from
 //!   the collector so that draining never pauses while a large report is written.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use vllm_profiler_core::{Sampler, Session};
+use vllm_profiler_core::{DeviceBackend, Sampler, Session};
+use vllm_profiler_gpu::SharedBackend;
 
 use crate::config::Config;
 use crate::ffi;
@@ -34,6 +36,8 @@ pub(crate) struct Running {
 pub(crate) struct Shape {
     /// `None`: no sampler.
     sampler: Option<vllm_profiler_gpu::Options>,
+    /// Where devices' samples are shared with the host's other processes; `None`: not shared.
+    shared_dir: Option<PathBuf>,
     exporter: bool,
 }
 
@@ -48,6 +52,12 @@ impl Shape {
                     amdsmi_library: config.amdsmi_library.clone(),
                     devices: config.devices.clone(),
                 }),
+            shared_dir: config.shared_sampler.then(|| {
+                config
+                    .runtime_dir
+                    .clone()
+                    .unwrap_or_else(vllm_profiler_gpu::shared::default_runtime_dir)
+            }),
             exporter: config.settings.export_interval.is_some(),
         }
     }
@@ -84,10 +94,11 @@ pub(crate) fn start(session: &Arc<Session>, config: &Config) -> Running {
     session.set_collector_thread(collector.clone());
     if let Some(options) = shape.sampler.clone() {
         let (session, stop) = (session.clone(), stop_rx.clone());
+        let shared_dir = shape.shared_dir.clone();
         spawn("vprof-sampler", move || {
             // A bug in a vendor library's wrapper must not take more than the sampler down.
             let sampled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                sample_loop(&session, &options, &stop)
+                sample_loop(&session, &options, shared_dir.as_deref(), &stop)
             }));
             if sampled.is_err() {
                 ffi::print_warnings(&["the GPU sampler stopped on an internal error; steps \
@@ -133,11 +144,30 @@ fn wait_until(stop: &Receiver<()>, deadline: Instant) -> bool {
 }
 
 /// Detects the GPUs here, on the sampler thread (loading NVML or amd-smi can take long and
-/// must never happen in the constructor), then samples until stopped.
-fn sample_loop(session: &Session, options: &vllm_profiler_gpu::Options, stop: &Receiver<()>) {
+/// must never happen in the constructor), then samples until stopped. With `shared_dir`, each
+/// device is sampled by one process of the host (see `vllm_profiler_gpu::shared`).
+fn sample_loop(
+    session: &Session,
+    options: &vllm_profiler_gpu::Options,
+    shared_dir: Option<&Path>,
+    stop: &Receiver<()>,
+) {
     let detection = vllm_profiler_gpu::detect(options);
     ffi::print_warnings(&detection.warnings);
-    let mut sampler = Sampler::new(detection.backend);
+    let backend = match (detection.backend, shared_dir) {
+        (Some(backend), Some(dir)) => match SharedBackend::new(backend, dir) {
+            Ok(shared) => Some(Box::new(shared) as Box<dyn DeviceBackend>),
+            Err((backend, why)) => {
+                ffi::print_warnings(&[format!(
+                    "GPU samples are not shared with other processes ({why}); this process \
+                     samples its devices itself"
+                )]);
+                Some(backend)
+            }
+        },
+        (backend, _) => backend,
+    };
+    let mut sampler = Sampler::new(backend);
     let mut next = Instant::now();
     loop {
         sampler.tick(session);

@@ -14,5 +14,7 @@ pub mod shapes;
 
 pub use error::{ProfilerError, Result};
 pub use recorder::ThreadRecorder;
-pub use sampler::{DeviceBackend, HostProbe, Sampler, CPU_DETECTOR};
+pub use sampler::{
+    process_memory_mb, DeviceBackend, DeviceReading, HostProbe, Sampler, CPU_DETECTOR,
+};
 pub use session::{Session, Settings};

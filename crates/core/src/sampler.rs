@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::resource::{getrusage, UsageWho};
-use vllm_profiler_format::{GpuDevice, GpuSample, HostSample, MemorySource};
+use vllm_profiler_format::{GpuDevice, GpuSample, HostSample, MemorySource, ProcessMemory};
 
 use crate::session::Session;
 
@@ -20,12 +20,41 @@ pub trait DeviceBackend: Send {
     fn detector_name(&self) -> &'static str;
     /// The sampled devices, in the order `sample` reports them.
     fn devices(&self) -> &[GpuDevice];
-    /// Appends one sample per sampled device. A metric that cannot be read is `None`.
-    fn sample(&mut self, timestamp: f64, out: &mut Vec<GpuSample>);
+    /// Reads the device at `position` in `devices()` from the library. A metric that cannot be
+    /// read is `None`.
+    fn read_device(&mut self, position: usize, timestamp: f64) -> DeviceReading;
+    /// Appends the devices' new samples: one per device for a backend that reads the library;
+    /// possibly fewer for one that shares another process's readings (see the GPU crate's
+    /// `shared` module).
+    fn sample(&mut self, timestamp: f64, out: &mut Vec<GpuSample>) {
+        for position in 0..self.devices().len() {
+            out.push(self.read_device(position, timestamp).sample);
+        }
+    }
     /// Messages for the user gathered since the last call (each problem is reported once).
     fn take_warnings(&mut self) -> Vec<String> {
         Vec::new()
     }
+}
+
+/// One reading of a device: its sample, whose `process_memory_used_mb` is the calling
+/// process's, and the memory of every process on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceReading {
+    pub sample: GpuSample,
+    /// `None` when the library could not list them.
+    pub processes: Option<Vec<ProcessMemory>>,
+}
+
+/// Process `pid`'s memory on a device, MiB, from the device's process list: the sum of its
+/// entries (a process can appear once per context), 0 when it has none, and unknown when the
+/// list or one of its entries is.
+pub fn process_memory_mb(processes: Option<&[ProcessMemory]>, pid: u32) -> Option<f64> {
+    processes?
+        .iter()
+        .filter(|p| p.pid == pid)
+        .map(|p| p.used_memory_mb)
+        .sum()
 }
 
 /// Reads this process's CPU time and RSS and the host's memory. Keeps its `/proc` files open
@@ -162,6 +191,9 @@ pub struct Sampler {
     host: HostProbe,
     devices: Option<Box<dyn DeviceBackend>>,
     buf: Vec<GpuSample>,
+    /// The newest sample of each device so far: a backend that shares another process's
+    /// readings may have no new sample of a device on a tick.
+    latest: Vec<GpuSample>,
     described: bool,
 }
 
@@ -171,6 +203,7 @@ impl Sampler {
             host: HostProbe::default(),
             devices,
             buf: Vec::new(),
+            latest: Vec::new(),
             described: false,
         }
     }
@@ -182,8 +215,8 @@ impl Sampler {
     }
 
     /// Takes one sample of everything, stores it in `session` and publishes the figures that
-    /// steps read from this process's device (see [`primary_device`]), or the process RSS
-    /// with no GPU.
+    /// steps read from this process's device (see [`primary_device`]) as of its newest sample,
+    /// or the process RSS with no GPU.
     pub fn tick(&mut self, session: &Session) {
         if !self.described {
             self.described = true;
@@ -198,7 +231,17 @@ impl Sampler {
         if let Some(devices) = self.devices.as_mut() {
             devices.sample(timestamp, &mut self.buf);
         }
-        match primary_device(&self.buf) {
+        for sample in &self.buf {
+            match self
+                .latest
+                .iter_mut()
+                .find(|s| s.device_id == sample.device_id)
+            {
+                Some(kept) => kept.clone_from(sample),
+                None => self.latest.push(sample.clone()),
+            }
+        }
+        match primary_device(&self.latest) {
             // This process's own memory when it holds some there; otherwise (not in the
             // device's process list: another pid namespace, or an engine process that holds
             // no GPU memory) the device's memory in use.
@@ -214,6 +257,11 @@ impl Sampler {
                     MemorySource::Gpu,
                 ),
             },
+            // Devices, but no sample of any yet: steps stay without figures until one comes.
+            None if self
+                .devices
+                .as_ref()
+                .is_some_and(|d| !d.devices().is_empty()) => {}
             None => session
                 .latest()
                 .publish(None, host.process_rss_mb, MemorySource::HostRss),

@@ -178,6 +178,30 @@ pub struct GpuSample {
     pub process_memory_used_mb: Option<f64>,
 }
 
+/// One process's memory on a device, as the vendor library lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessMemory {
+    pub pid: u32,
+    /// MiB; `None` where the library hides per-process memory (MIG, vGPU).
+    pub used_memory_mb: Option<f64>,
+}
+
+/// The latest sample of one device, as the process elected to sample it shares it with the
+/// other profiled processes of the host (a small file in the runtime dir, replaced whole on
+/// every sample). Internal to the agent; readers check `sampler_pid` and `sequence` to tell a
+/// new sample from one already seen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SharedDeviceSample {
+    /// The process that sampled the device.
+    pub sampler_pid: u32,
+    /// Counts that process's samples of the device.
+    pub sequence: u64,
+    /// `process_memory_used_mb` is the sampler's own; readers take theirs from `processes`.
+    pub sample: GpuSample,
+    /// Every process's memory on the device; `None` when it could not be read.
+    pub processes: Option<Vec<ProcessMemory>>,
+}
+
 /// A device as the detector found it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GpuDevice {

@@ -23,7 +23,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use libloading::Library;
-use vllm_profiler_core::DeviceBackend;
+use vllm_profiler_core::{DeviceBackend, DeviceReading};
 use vllm_profiler_format::{GpuDevice, GpuSample};
 
 use crate::health::{Failure, Health, Metric};
@@ -467,7 +467,7 @@ impl AmdSmiBackend {
         })
     }
 
-    fn sample_device(&mut self, position: usize, timestamp: f64) -> GpuSample {
+    fn read(&mut self, position: usize, timestamp: f64) -> DeviceReading {
         let (amd, handle, index) = (
             self.amd,
             self.devices[position].handle,
@@ -487,7 +487,7 @@ impl AmdSmiBackend {
         let power = health
             .read(position, index, Metric::Power, || amd.socket_power(handle))
             .flatten();
-        GpuSample {
+        let sample = GpuSample {
             timestamp,
             device_id: index,
             gpu_utilization: activity.and_then(|a| a.0),
@@ -506,6 +506,10 @@ impl AmdSmiBackend {
             sm_clock_mhz: None,
             memory_clock_mhz: None,
             process_memory_used_mb: None,
+        };
+        DeviceReading {
+            sample,
+            processes: None,
         }
     }
 }
@@ -525,11 +529,8 @@ impl DeviceBackend for AmdSmiBackend {
         &self.described
     }
 
-    fn sample(&mut self, timestamp: f64, out: &mut Vec<GpuSample>) {
-        for position in 0..self.devices.len() {
-            let sample = self.sample_device(position, timestamp);
-            out.push(sample);
-        }
+    fn read_device(&mut self, position: usize, timestamp: f64) -> DeviceReading {
+        self.read(position, timestamp)
     }
 
     fn take_warnings(&mut self) -> Vec<String> {

@@ -8,6 +8,7 @@ mod amdsmi;
 pub mod cpu;
 mod health;
 pub mod nvml;
+pub mod shared;
 
 use std::path::PathBuf;
 
@@ -17,6 +18,7 @@ use vllm_profiler_format::{GpuList, GpuListEntry};
 pub use amdsmi::{AmdSmiBackend, AMDSMI_DETECTOR};
 pub use cpu::{CpuProbe, CPU_DETECTOR};
 pub use nvml::{NvmlBackend, NVML_DETECTOR};
+pub use shared::SharedBackend;
 
 /// What detection is told: library paths and which devices to sample.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

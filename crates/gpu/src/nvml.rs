@@ -13,8 +13,8 @@ use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
 use nvml_wrapper::enums::device::UsedGpuMemory;
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::{Device, Nvml};
-use vllm_profiler_core::DeviceBackend;
-use vllm_profiler_format::{GpuDevice, GpuSample};
+use vllm_profiler_core::{process_memory_mb, DeviceBackend, DeviceReading};
+use vllm_profiler_format::{GpuDevice, GpuSample, ProcessMemory};
 
 use crate::health::{Failure, Health, Metric};
 use crate::{mib, Found, Options};
@@ -132,7 +132,7 @@ impl NvmlBackend {
         })
     }
 
-    fn sample_device(&mut self, position: usize, timestamp: f64) -> GpuSample {
+    fn read(&mut self, position: usize, timestamp: f64) -> DeviceReading {
         let device = &self.devices[position];
         let (handle, index) = (&device.handle, device.index);
         // Utilization first: it opens the sample (the fake NVML advances its script on it).
@@ -142,22 +142,23 @@ impl NvmlBackend {
         let memory = self.health.read(position, index, Metric::Memory, || {
             handle.memory_info().map_err(failure)
         });
-        let own_pid = self.pid;
-        let process_memory = self
+        let processes = self
             .health
             .read(position, index, Metric::ProcessMemory, || {
                 handle.running_compute_processes().map_err(failure)
             })
-            .and_then(|processes| {
+            .map(|processes| {
                 processes
                     .iter()
-                    .filter(|p| p.pid == own_pid)
-                    .map(|p| match p.used_gpu_memory {
-                        UsedGpuMemory::Used(bytes) => Some(bytes),
-                        // MIG and vGPU hide per-process memory: unknown, not 0.
-                        UsedGpuMemory::Unavailable => None,
+                    .map(|p| ProcessMemory {
+                        pid: p.pid,
+                        used_memory_mb: match p.used_gpu_memory {
+                            UsedGpuMemory::Used(bytes) => Some(mib(bytes)),
+                            // MIG and vGPU hide per-process memory: unknown, not 0.
+                            UsedGpuMemory::Unavailable => None,
+                        },
                     })
-                    .sum::<Option<u64>>()
+                    .collect::<Vec<_>>()
             });
         let mut number = |metric: Metric, call: &dyn Fn() -> Result<u32, NvmlError>| {
             self.health
@@ -172,7 +173,7 @@ impl NvmlBackend {
         let sm_clock = number(Metric::SmClock, &|| handle.clock_info(Clock::SM));
         let memory_clock = number(Metric::MemoryClock, &|| handle.clock_info(Clock::Memory));
         let total = memory.as_ref().map(|m| m.total);
-        GpuSample {
+        let sample = GpuSample {
             timestamp,
             device_id: index,
             gpu_utilization: utilization.as_ref().map(|u| f64::from(u.gpu)),
@@ -189,8 +190,9 @@ impl NvmlBackend {
             power_limit: limit_mw.map(|mw| mw / 1000.0),
             sm_clock_mhz: sm_clock,
             memory_clock_mhz: memory_clock,
-            process_memory_used_mb: process_memory.map(mib),
-        }
+            process_memory_used_mb: process_memory_mb(processes.as_deref(), self.pid),
+        };
+        DeviceReading { sample, processes }
     }
 }
 
@@ -209,11 +211,8 @@ impl DeviceBackend for NvmlBackend {
         &self.described
     }
 
-    fn sample(&mut self, timestamp: f64, out: &mut Vec<GpuSample>) {
-        for position in 0..self.devices.len() {
-            let sample = self.sample_device(position, timestamp);
-            out.push(sample);
-        }
+    fn read_device(&mut self, position: usize, timestamp: f64) -> DeviceReading {
+        self.read(position, timestamp)
     }
 
     fn take_warnings(&mut self) -> Vec<String> {
