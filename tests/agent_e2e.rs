@@ -429,3 +429,18 @@ fn span_end_annotated_through_the_c_abi_writes_exact_memory_deltas_and_shapes() 
     assert_eq!(summary.counters.total_spans, 8);
     assert_eq!(summary.counters.lost_events, 0);
 }
+
+#[test]
+fn finish_writes_the_final_reports_once_for_a_host_that_leaves_with_os_exit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("reports");
+    let mut cmd = profiled_command("python3", &out);
+    cmd.arg(python_script()).arg("finish-then-exit");
+    let child = run(&mut cmd, LIMIT);
+    assert_success(&child);
+    // 1: written; 0: nothing left to do; a late step is refused (handle 0).
+    assert_eq!(child.stdout.trim(), "1 0 0");
+    let reports = read_reports(&out, child.pid);
+    assert_eq!(reports.summary.total_steps, 3);
+    assert_eq!(reports.steps.detailed_steps.len(), 3);
+}

@@ -113,6 +113,33 @@ def env_started(out):
     return {"was_enabled": was_enabled}
 
 
+def _child_steps(n):
+    steps(VLLMPerformanceMonitor(), n)
+
+
+def _quiet_child():
+    pass
+
+
+def mp_children(out, method):
+    """Steps in multiprocessing children that leave with os._exit (fork, forkserver) or exit
+    normally (spawn); no export interval, so only a final export gives them reports."""
+    import multiprocessing
+
+    enable_vllm_profiling(output_dir=out, sample_interval=0.05)
+    context = multiprocessing.get_context(method)
+    children = []
+    for target, args in ((_child_steps, (3,)), (_quiet_child, ())):
+        child = context.Process(target=target, args=args)
+        child.start()
+        child.join()
+        assert child.exitcode == 0, child.exitcode
+        children.append(child.pid)
+    steps(VLLMPerformanceMonitor(), 2)
+    disable_vllm_profiling()
+    return {"recording_child": children[0], "quiet_child": children[1]}
+
+
 def bad_setting(out):
     try:
         enable_vllm_profiling(output_dir=out, sample_interval=-1)
@@ -394,6 +421,7 @@ SCENARIOS = {
         monitor,
         env_started,
         bad_setting,
+        mp_children,
         gpu,
         cpu_detector,
         vllm_engine,
@@ -407,7 +435,8 @@ SCENARIOS = {
 }
 
 if __name__ == "__main__":
+    # multiprocessing's spawn and forkserver children import this file as __mp_main__.
     name, out = sys.argv[1], sys.argv[2]
-    result = SCENARIOS[name](out)
+    result = SCENARIOS[name](out, *sys.argv[3:])
     result["pid"] = os.getpid()
     print(json.dumps(result))

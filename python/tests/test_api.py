@@ -86,6 +86,22 @@ def test_profiler_started_from_the_environment_takes_api_settings(run_scenario):
     assert read_report(out, "performance_summary", r["pid"])["total_steps"] == 6
 
 
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_multiprocessing_children_write_their_final_reports(run_scenario, method):
+    # Fork and forkserver children leave with os._exit: the package's multiprocessing
+    # finalizer calls vllm_profiler_finish, so the child that recorded still gets its final
+    # reports (there is no export interval), and the one that recorded nothing writes none.
+    proc, out = run_scenario("mp_children", method)
+    pids = result(proc)
+    child = read_report(out, "detailed_steps", pids["recording_child"])
+    assert [s["batch_size"] for s in child["detailed_steps"]] == [1, 2, 3]
+    parent = read_report(out, "detailed_steps", pids["pid"])
+    assert [s["batch_size"] for s in parent["detailed_steps"]] == [1, 2]
+    written = sorted(p.name for p in out.iterdir())
+    writers = {int(n.rsplit("_", 1)[1].split(".")[0]) for n in written}
+    assert writers == {pids["pid"], pids["recording_child"]}, written
+
+
 def test_a_bad_setting_is_an_exception_with_the_library_message(run_scenario):
     proc, _ = run_scenario("bad_setting")
     r = result(proc)

@@ -35,6 +35,12 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
+# multiprocessing's fork and forkserver children leave with os._exit: give them their final
+# reports (cheap; see the module).
+from . import _mp_exit  # noqa: E402
+
+_mp_exit.install()
+
 
 def __getattr__(name: str) -> "Any":
     module = _EXPORTS.get(name)

@@ -74,6 +74,14 @@ def main():
             assert os.waitstatus_to_exitcode(status) == 0
         record(lib, 1, first=3)
         print(child, quiet, flush=True)
+    elif mode == "finish-then-exit":
+        # vllm_profiler_finish writes the final reports; then os._exit, which runs no hook.
+        lib = abi.load()
+        record(lib, 3)
+        first, second = lib.vllm_profiler_finish(), lib.vllm_profiler_finish()
+        late = lib.vllm_profiler_step_begin(1, 1)
+        print(first, second, late, flush=True)
+        os._exit(0)
     elif mode == "fork-and-leave":
         # Records STEPS steps, forks a child that sleeps SECONDS without recording, and leaves
         # at once with os._exit (no exit handler runs, so nothing releases the agent's locks

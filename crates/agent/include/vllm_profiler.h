@@ -85,6 +85,15 @@ int32_t vllm_profiler_enable(const char *config_json);
 int32_t vllm_profiler_disable(void);
 
 /**
+ * What the exit hook does, for a host about to leave without exit hooks (`_exit`; Python's
+ * multiprocessing children end with `os._exit`): stops recording and the agent's threads and,
+ * if this process recorded anything, writes the final reports. Later calls are no-ops.
+ * Returns 1 when reports were written, 0 when there was nothing to write, or a negative error
+ * code when writing failed.
+ */
+int32_t vllm_profiler_finish(void);
+
+/**
  * 1 when recording is on, else 0.
  */
 int32_t vllm_profiler_is_enabled(void);

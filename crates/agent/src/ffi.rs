@@ -165,6 +165,16 @@ pub extern "C" fn vllm_profiler_disable() -> i32 {
     status(|| runtime::disable().map(drop))
 }
 
+/// What the exit hook does, for a host about to leave without exit hooks (`_exit`; Python's
+/// multiprocessing children end with `os._exit`): stops recording and the agent's threads and,
+/// if this process recorded anything, writes the final reports. Later calls are no-ops.
+/// Returns 1 when reports were written, 0 when there was nothing to write, or a negative error
+/// code when writing failed.
+#[no_mangle]
+pub extern "C" fn vllm_profiler_finish() -> i32 {
+    guard(|code| code, || runtime::finish().map(i32::from))
+}
+
 /// 1 when recording is on, else 0.
 #[no_mangle]
 pub extern "C" fn vllm_profiler_is_enabled() -> i32 {

@@ -363,30 +363,38 @@ fn register_thread(generation: u64) -> Result<ThreadRecorder> {
     Ok(session.register_thread(thread_id))
 }
 
-/// Exit hook: stops the threads and writes the final reports; the session is closed after it,
-/// so late calls are no-ops and no periodic export replaces the final files.
+/// Exit hook: see [`finish`]; a failure is one stderr line.
 pub fn on_exit() {
+    if let Err(err) = finish() {
+        ffi::print_warnings(&[format!("final export failed: {err}")]);
+    }
+}
+
+/// What the exit hook does, for hosts that leave without exit hooks (`_exit`, Python's
+/// multiprocessing children): stops the threads and, if this process recorded, writes the
+/// final reports. The session is closed after it, so late calls are no-ops and no periodic
+/// export replaces the final files. `Ok(true)` when reports were written.
+pub fn finish() -> Result<bool> {
     let gate = GATE.load(Ordering::Acquire);
     if gate & ENABLED == 0 {
-        return;
+        return Ok(false);
     }
     GATE.store(gate & !(ENABLED | ARMED), Ordering::Release);
     let Some(session) = SESSION.load_full() else {
-        return;
+        return Ok(false);
     };
     if session.pid() != std::process::id() {
-        return;
+        return Ok(false);
     }
     // Stop the threads if nobody else holds CONTROL; never wait for it at exit.
     if let Some(mut control) = CONTROL.try_lock() {
         drop(control.threads.take());
     }
     if !recorded() {
-        return;
+        return Ok(false);
     }
-    if let Err(err) = session.close_and_export(&session.settings().output_dir) {
-        ffi::print_warnings(&[format!("final export failed: {err}")]);
-    }
+    session.close_and_export(&session.settings().output_dir)?;
+    Ok(true)
 }
 
 /// Fork hook, in the child (after ffi released CONTROL): whatever was on becomes armed, so the
