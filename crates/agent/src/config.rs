@@ -28,6 +28,21 @@ const SAMPLE_INTERVAL_RANGE: (f64, f64) = (0.001, 3600.0);
 const EXPORT_INTERVAL_RANGE: (f64, f64) = (0.01, 86_400.0);
 const MAX_HISTORY_RANGE: (u64, u64) = (1, 10_000_000);
 const DEFAULT_PROCESSES: &str = "python*";
+/// The longest path the kernel takes (`PATH_MAX` less the NUL): a longer one can never work.
+const PATH_MAX_BYTES: usize = 4095;
+/// How much of a bad value a warning shows, in characters.
+const SHOWN_CHARS: usize = 64;
+
+/// A value as a warning shows it: quoted, lossy UTF-8, cut to its first 64 characters (with
+/// its length in bytes) so that a huge value still makes one short line.
+pub fn shown(value: &OsStr) -> String {
+    let text = value.to_string_lossy();
+    if text.chars().count() <= SHOWN_CHARS {
+        return format!("{text:?}");
+    }
+    let head: String = text.chars().take(SHOWN_CHARS).collect();
+    format!("{head:?}... ({} bytes)", value.len())
+}
 
 /// Everything the agent is told.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,8 +96,8 @@ struct EnvReader<F> {
 impl<F: Fn(&str) -> Option<OsString>> EnvReader<F> {
     fn warn(&mut self, var: &str, value: &OsStr, expected: &str, used: &str) {
         self.warnings.push(format!(
-            "{var}={:?} is not {expected}; using {used}",
-            value.to_string_lossy()
+            "{var}={} is not {expected}; using {used}",
+            shown(value)
         ));
     }
 
@@ -135,6 +150,15 @@ impl<F: Fn(&str) -> Option<OsString>> EnvReader<F> {
         if raw.is_empty() {
             self.warnings
                 .push(format!("{var} is set but empty; using the default"));
+            return None;
+        }
+        if raw.len() > PATH_MAX_BYTES {
+            self.warn(
+                var,
+                &raw,
+                &format!("a path (at most {PATH_MAX_BYTES} bytes)"),
+                "the default",
+            );
             return None;
         }
         Some(PathBuf::from(raw))
@@ -198,10 +222,8 @@ impl Config {
             }
         }
         if let Some((raw, text)) = env.string(PROMETHEUS_ADDR) {
-            match text {
-                Some(addr) if !addr.trim().is_empty() => {
-                    config.prometheus_addr = Some(addr.trim().to_owned())
-                }
+            match text.as_deref().and_then(parse_addr) {
+                Some(addr) => config.prometheus_addr = Some(addr),
                 _ => env.warn(PROMETHEUS_ADDR, &raw, "a host:port address", "no endpoint"),
             }
         }
@@ -302,6 +324,17 @@ fn parse_devices(text: &str) -> std::result::Result<Option<Vec<u32>>, ()> {
         Ok(d) if !d.is_empty() => Ok(Some(d)),
         _ => Err(()),
     }
+}
+
+/// `host:port` (the host a name, an IPv4 address or a bracketed IPv6 one), trimmed.
+fn parse_addr(text: &str) -> Option<String> {
+    let text = text.trim();
+    let (host, port) = text.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    let valid_host = !host.is_empty()
+        && host.len() <= 255
+        && !host.chars().any(|c| c.is_whitespace() || c.is_control());
+    valid_host.then(|| text.to_owned())
 }
 
 fn parse_globs(text: &str) -> std::result::Result<Vec<glob::Pattern>, ()> {
@@ -437,6 +470,9 @@ mod tests {
             (DEVICES, "0,x", "using all devices"),
             (PROCESSES, "[", "using python*"),
             (OUTPUT_DIR, "", "using the default"),
+            (PROMETHEUS_ADDR, "NaN", "using no endpoint"),
+            (PROMETHEUS_ADDR, "localhost:99999", "using no endpoint"),
+            (PROMETHEUS_ADDR, ":9090", "using no endpoint"),
         ];
         for (var, value, used) in bad {
             let (config, warnings) = from(&[(var, value)]);
@@ -447,6 +483,36 @@ mod tests {
             assert_eq!(config.settings, defaults.settings, "{var}={value}");
             assert_eq!(config.devices, None);
         }
+    }
+
+    #[test]
+    fn host_port_addresses_are_taken() {
+        for addr in [
+            "127.0.0.1:9090",
+            "localhost:0",
+            "[::1]:8000",
+            " example.org:80 ",
+        ] {
+            let (config, warnings) = from(&[(PROMETHEUS_ADDR, addr)]);
+            assert!(warnings.is_empty(), "{addr}: {warnings:?}");
+            assert_eq!(config.prometheus_addr.as_deref(), Some(addr.trim()));
+        }
+    }
+
+    #[test]
+    fn a_huge_value_makes_one_short_warning_and_an_overlong_path_is_not_taken() {
+        let huge = "x".repeat(100_000);
+        for var in [SAMPLE_INTERVAL, OUTPUT_DIR, NVML_LIBRARY, AMDSMI_LIBRARY] {
+            let (config, warnings) = from(&[(var, &huge)]);
+            assert_eq!(warnings.len(), 1, "{var}");
+            assert!(warnings[0].len() < 300, "{var}: {}", warnings[0]);
+            assert!(warnings[0].contains(var) && warnings[0].contains("100000 bytes"));
+            assert_eq!(config, Config::default(), "{var}");
+        }
+        let longest = "y".repeat(PATH_MAX_BYTES);
+        let (config, warnings) = from(&[(OUTPUT_DIR, &longest)]);
+        assert!(warnings.is_empty());
+        assert_eq!(config.settings.output_dir, PathBuf::from(longest));
     }
 
     #[test]

@@ -118,9 +118,9 @@ pub fn on_load() {
         // Malformed master switch: say so only where the process would have been profiled.
         if matches {
             warnings.push(format!(
-                "{}={:?} is not a boolean (1/true/yes/on or 0/false/no/off); using off",
+                "{}={} is not a boolean (1/true/yes/on or 0/false/no/off); using off",
                 config::ENABLE_PROFILING,
-                raw.to_string_lossy()
+                config::shown(&raw)
             ));
             ffi::print_warnings(&warnings);
         }
