@@ -39,36 +39,68 @@ pub fn write_atomic_with(
     write: impl FnOnce(&mut fs::File) -> io::Result<()>,
 ) -> io::Result<PathBuf> {
     fs::create_dir_all(dir).map_err(|err| {
+        // create_dir_all says "File exists" of a file in the dir's place.
+        let reason = match err.kind() {
+            io::ErrorKind::AlreadyExists => "it exists and is not a directory".to_owned(),
+            _ => err.to_string(),
+        };
         io::Error::new(
             err.kind(),
-            format!("cannot create output dir {}: {err}", dir.display()),
+            format!("cannot create output dir {}: {reason}", dir.display()),
         )
     })?;
     let final_path = dir.join(name);
-    let temp_path = dir.join(format!(
-        ".{name}.{}.{}.tmp",
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
+    let mut temp_path = PathBuf::new();
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
-            .open(&temp_path)?;
+        let mut file = create_temp(dir, name, &mut temp_path)?;
         write(&mut file)?;
         drop(file);
         fs::rename(&temp_path, &final_path)
     })();
     if let Err(err) = result {
-        let _ = fs::remove_file(&temp_path);
+        if !temp_path.as_os_str().is_empty() {
+            let _ = fs::remove_file(&temp_path);
+        }
         return Err(io::Error::new(
             err.kind(),
             format!("{}: {err}", final_path.display()),
         ));
     }
     Ok(final_path)
+}
+
+/// Temporaries tried before giving up when their names are taken (by leftovers of a process
+/// with a reused pid, or by files planted there).
+const TEMP_TRIES: u32 = 100;
+
+/// Creates a new temporary `.{name}.{pid}.{counter}.tmp` in `dir` (its path left in `path`):
+/// never through a symlink, never an existing file; a name taken is skipped for the next one.
+fn create_temp(dir: &Path, name: &str, path: &mut PathBuf) -> io::Result<fs::File> {
+    let mut tries = 0;
+    loop {
+        *path = dir.join(format!(
+            ".{name}.{}.{}.tmp",
+            std::process::id(),
+            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let created = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
+            .open(&*path);
+        match created {
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists && tries + 1 < TEMP_TRIES => {
+                tries += 1;
+            }
+            Err(err) => {
+                // Nothing was created: whatever is at that name is not ours to remove.
+                *path = PathBuf::new();
+                return Err(err);
+            }
+            Ok(file) => return Ok(file),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -108,5 +140,33 @@ mod tests {
         fs::write(&file, b"").unwrap();
         let err = write_atomic(&file, "x.json", b"{}").unwrap_err();
         assert!(err.to_string().contains("not_a_dir"), "{err}");
+        assert!(err.to_string().contains("is not a directory"), "{err}");
+    }
+
+    #[test]
+    fn planted_temporaries_are_skipped_never_followed_nor_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let victim = tmp.path().join("victim");
+        fs::write(&victim, b"keep").unwrap();
+        let next = TEMP_COUNTER.load(Ordering::Relaxed);
+        let planted: Vec<PathBuf> = (next..next + 20)
+            .map(|n| {
+                let path = tmp
+                    .path()
+                    .join(format!(".x.json.{}.{n}.tmp", std::process::id()));
+                std::os::unix::fs::symlink(&victim, &path).unwrap();
+                path
+            })
+            .collect();
+        write_atomic(tmp.path(), "x.json", b"new").unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"keep");
+        assert_eq!(fs::read(tmp.path().join("x.json")).unwrap(), b"new");
+        assert!(fs::symlink_metadata(tmp.path().join("x.json"))
+            .unwrap()
+            .file_type()
+            .is_file());
+        for path in &planted {
+            assert!(fs::symlink_metadata(path).unwrap().file_type().is_symlink());
+        }
     }
 }
