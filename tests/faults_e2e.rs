@@ -331,6 +331,18 @@ const METRIC_FUNCTIONS: &[&str] = &[
     "nvmlDeviceGetComputeRunningProcesses_v3",
 ];
 
+/// The report fields of each metric, as the agent's warnings name them.
+const METRIC_FIELDS: &[&str] = &[
+    "gpu_utilization and memory_controller_utilization",
+    "memory_used_mb, memory_total_mb and memory_utilization",
+    "temperature",
+    "power_draw",
+    "power_limit",
+    "sm_clock_mhz",
+    "memory_clock_mhz",
+    "process_memory_used_mb",
+];
+
 fn frame(base: u32) -> Value {
     json!({
         "gpu_utilization": base,
@@ -491,21 +503,110 @@ fn every_metric_failing_for_three_samples_nulls_them_then_sampling_recovers() {
         lines.iter().all(|l| l.contains("sampling goes on")),
         "{lines:?}"
     );
-    for fields in [
-        "gpu_utilization and memory_controller_utilization",
-        "memory_used_mb, memory_total_mb and memory_utilization",
-        "temperature",
-        "power_draw",
-        "power_limit",
-        "sm_clock_mhz",
-        "memory_clock_mhz",
-        "process_memory_used_mb",
-    ] {
+    for fields in METRIC_FIELDS {
         let about: Vec<_> = lines
             .iter()
             .filter(|l| l.contains(&format!("read {fields} of device 0")))
             .collect();
         assert_eq!(about.len(), 1, "{fields}: {lines:?}");
     }
-    assert_eq!(lines.len(), 8, "{lines:?}");
+    assert_eq!(lines.len(), METRIC_FIELDS.len(), "{lines:?}");
+}
+
+#[test]
+fn a_device_lost_mid_run_gives_null_samples_said_once_per_metric_and_steps_stay_exact() {
+    let mut frames: Vec<Value> = (0..3).map(|i| frame(20 + i)).collect();
+    let mut lost = frame(0);
+    lost["errors"] = errors_of_every_function(15);
+    frames.push(lost);
+    let fake = Fake::new(frames.clone());
+    let child = fake.run(&["steps", "12", "0.05"]);
+    assert_eq!(child.status.code(), Some(5), "{}", child.stderr);
+    assert_eq!(child.stdout, "host done 12\n");
+    assert_steps_exact(&fake.out(), child.pid, 12);
+    let samples = samples(&fake.out(), child.pid);
+    assert!(samples.len() >= 5, "{} samples", samples.len());
+    for (n, sample) in samples.iter().enumerate() {
+        let expected = if n >= 3 {
+            null_sample()
+        } else {
+            expected_sample(&frames[n])
+        };
+        let expected = GpuSample {
+            timestamp: sample.timestamp,
+            ..expected
+        };
+        assert_eq!(sample, &expected, "sample {n}");
+    }
+    // Said once per metric, never again however many samples fail: today a lost device is
+    // reported by each of its 8 metrics (crates/gpu/src/health.rs), not in one line; folding
+    // them into one "device lost" line belongs to the GPU crate (issue 6, left open).
+    let lines = nvml_lines(&child.stderr);
+    assert_eq!(lines.len(), METRIC_FIELDS.len(), "{lines:?}");
+    for fields in METRIC_FIELDS {
+        let about: Vec<_> = lines
+            .iter()
+            .filter(|l| {
+                l.contains(&format!("read {fields} of device 0")) && l.contains("fell off the bus")
+            })
+            .collect();
+        assert_eq!(about.len(), 1, "{fields}: {lines:?}");
+    }
+}
+
+#[test]
+fn a_call_blocking_two_seconds_never_delays_the_recorder_and_sampling_resumes() {
+    let mut frames: Vec<Value> = (0..4).map(|i| frame(30 + i)).collect();
+    frames[2]["delay_ms"] = json!({"nvmlDeviceGetUtilizationRates": 2000});
+    let fake = Fake::new(frames.clone());
+    let child = fake.run(&["tight", "3.5"]);
+    assert_eq!(child.status.code(), Some(5), "{}", child.stderr);
+    assert_eq!(child.stdout, "host done\n");
+    let recorded: u64 = child
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("recorded "))
+        .unwrap_or_else(|| panic!("{}", child.stderr))
+        .parse()
+        .unwrap();
+    let r = read_reports(&fake.out(), child.pid);
+    assert_eq!(r.summary.total_steps, recorded);
+    let starts: Vec<f64> = r
+        .steps
+        .detailed_steps
+        .iter()
+        .map(|s| s.start_time)
+        .collect();
+    assert_eq!(starts.len() as u64, recorded.min(10_000));
+    let samples = samples(&fake.out(), child.pid);
+    // The blocked call: the third sample took 2 s to read.
+    let blocked = samples
+        .windows(2)
+        .position(|w| w[1].timestamp - w[0].timestamp > 1.5)
+        .unwrap_or_else(|| panic!("no 2 s gap in the samples: {samples:?}"));
+    let blocked_at = samples[blocked].timestamp;
+    let resumed: Vec<_> = samples
+        .iter()
+        .filter(|s| s.timestamp > blocked_at + 1.9)
+        .collect();
+    assert!(
+        resumed.len() >= 3,
+        "{} samples after the block",
+        resumed.len()
+    );
+    assert_eq!(
+        *resumed.last().unwrap(),
+        &GpuSample {
+            timestamp: resumed.last().unwrap().timestamp,
+            ..expected_sample(&frames[3])
+        }
+    );
+    // Steps were recorded all through the block, with no gap anywhere near 2 s.
+    let during = starts
+        .iter()
+        .filter(|&&t| t > blocked_at + 0.1 && t < blocked_at + 1.9)
+        .count();
+    assert!(during > 0, "no step recorded while the sampler was blocked");
+    let max_gap = starts.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    assert!(max_gap < 0.5, "a {max_gap:.3} s gap between steps");
 }

@@ -3,8 +3,8 @@ the preloaded agent, if any, and behaves the same without it.
 
 Usage: host.py steps N [SECONDS]   records N steps (batch sizes 1..N), each SECONDS long
                                    (default 0.001), prints "host done N", exits with status 5
-       host.py tight SECONDS       records steps back to back for SECONDS, prints "host done",
-                                   prints "recorded N" on stderr, exits with status 5
+       host.py tight SECONDS       records 1 ms steps back to back for SECONDS, prints
+                                   "host done", prints "recorded N" on stderr, exits with status 5
 Without the agent preloaded (or with it off) nothing is recorded and the output is the same.
 """
 
@@ -49,7 +49,7 @@ def main():
         end = time.monotonic() + float(sys.argv[2])
         recorded = 0
         while time.monotonic() < end:
-            recorded += step(lib, 1, 0)
+            recorded += step(lib, 1, 0.001)
         print("host done", flush=True)
         print("recorded", recorded, file=sys.stderr, flush=True)
     else:
