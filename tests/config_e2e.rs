@@ -44,6 +44,8 @@ enum Kind {
     Devices,
     PrometheusAddr,
     Processes,
+    /// Where the shared sampler's locks live: any non-empty path is taken.
+    RuntimeDir,
 }
 
 /// Every variable the agent reads (crates/agent/src/config.rs). Adding one is one line.
@@ -60,6 +62,8 @@ const VARS: &[(&str, Kind)] = &[
     ("VLLM_PROFILING_DEVICES", Kind::Devices),
     ("VLLM_PROFILING_PROMETHEUS_ADDR", Kind::PrometheusAddr),
     ("VLLM_PROFILING_PROCESSES", Kind::Processes),
+    ("VLLM_PROFILING_SHARED_SAMPLER", Kind::Bool),
+    ("VLLM_PROFILING_RUNTIME_DIR", Kind::RuntimeDir),
 ];
 
 /// The values every variable is tried with.
@@ -140,6 +144,8 @@ fn expected(var: &str, kind: Kind, bad: Bad) -> (Lines, Reports) {
         // A glob that does not match python3: the process still starts when it calls the ABI.
         (Kind::Processes, Bad::Empty | Bad::NonUtf8) => (warned(), Reports::Given),
         (Kind::Processes, _) => (Lines::None, Reports::Given),
+        (Kind::RuntimeDir, Bad::Empty | Bad::Long) => (warned(), Reports::Given),
+        (Kind::RuntimeDir, _) => (Lines::None, Reports::Given),
         _ => (warned(), Reports::Given),
     }
 }
@@ -231,6 +237,7 @@ fn run_case(
     cmd.current_dir(&cwd)
         .arg(host_script())
         .args(["steps", &STEPS.to_string()])
+        .env("VLLM_PROFILING_RUNTIME_DIR", root.join("run"))
         .env(var, bad.value());
     let child = run(&mut cmd, LIMIT);
     if child.status.code() != reference.code || child.stdout != reference.stdout {
@@ -370,6 +377,11 @@ fn no_variable_value_reaches_a_report_and_reports_are_0644() {
         ("VLLM_PROFILING_EXPORT_INTERVAL".into(), MARKER.into()),
         ("VLLM_PROFILING_MAX_HISTORY".into(), MARKER.into()),
         ("VLLM_PROFILING_DEVICES".into(), MARKER.into()),
+        ("VLLM_PROFILING_SHARED_SAMPLER".into(), MARKER.into()),
+        (
+            "VLLM_PROFILING_RUNTIME_DIR".into(),
+            tmp.path().join(format!("run-{MARKER}")).into_os_string(),
+        ),
     ];
     marked.extend(UNREAD.iter().map(|v| (v.to_string(), MARKER.into())));
     // Every variable of the matrix but the switch and the output dir carries the marker.
@@ -393,8 +405,7 @@ fn no_variable_value_reaches_a_report_and_reports_are_0644() {
         .env("LD_PRELOAD", agent_library())
         .env("VLLM_ENABLE_PROFILING", "1")
         .env("VLLM_PROFILING_OUTPUT_DIR", &out)
-        .env("FAKE_NVML_SCRIPT", &script)
-        .env("VLLM_PROFILING_RUNTIME_DIR", tmp.path().join("run"));
+        .env("FAKE_NVML_SCRIPT", &script);
     for (var, value) in &marked {
         cmd.env(var, value);
     }
@@ -402,14 +413,19 @@ fn no_variable_value_reaches_a_report_and_reports_are_0644() {
     assert_eq!(child.status.code(), Some(5), "{}", child.stderr);
     assert_eq!(child.stdout, format!("host done {STEPS}\n"));
     let warnings = agent_lines(&child.stderr).unwrap();
-    // Six malformed values, and the amd-smi path that does not load.
-    assert_eq!(warnings.len(), 7, "{warnings:?}");
+    // Seven malformed values, and the amd-smi path that does not load.
+    assert_eq!(warnings.len(), 8, "{warnings:?}");
 
     let names = file_names(&out);
     assert_eq!(names.len(), 3, "{names:?}");
     check_reports(&out, child.pid, true).unwrap();
     let history = read_reports(&out, child.pid).history;
     assert_eq!(history.devices.len(), 1, "the fake NVML was sampled");
+    let runtime_dir = tmp.path().join(format!("run-{MARKER}"));
+    assert!(
+        !file_names(&runtime_dir).is_empty(),
+        "the shared sampler used the marked runtime dir"
+    );
     assert!(!history.gpu_history.is_empty());
     let out_dir_bytes = out.as_os_str().as_bytes();
     for name in &names {
