@@ -2,7 +2,10 @@
 //! - the library lacks the function: `null` for good on every device, one warning;
 //! - the device does not support it: `null` for good on that device, silently;
 //! - the call failed this time: `null` for this sample, one warning per metric, asked again
-//!   next sample.
+//!   next sample;
+//! - the device is lost (fell off the bus): `null` for every metric of that device, one
+//!   warning; each later sample asks only its first metric (utilization), and when that
+//!   answers again the device is back, with one more line.
 //!
 //! Metrics found unavailable for good are not asked again, which keeps a sample cheap.
 
@@ -47,6 +50,8 @@ pub(crate) enum Failure {
     NotSupported,
     /// The call failed this time.
     Failed(String),
+    /// The device is gone (NVML's `GPU_IS_LOST`): no call to it will answer until it is back.
+    Lost(String),
 }
 
 pub(crate) struct Health {
@@ -57,6 +62,8 @@ pub(crate) struct Health {
     unsupported: Vec<u32>,
     /// Metrics whose failure was already reported.
     warned: u32,
+    /// Per device position: lost (see the module comment).
+    lost: Vec<bool>,
     pending: Vec<String>,
 }
 
@@ -67,14 +74,30 @@ impl Health {
             missing: 0,
             unsupported: Vec::new(),
             warned: 0,
+            lost: Vec::new(),
             pending: Vec::new(),
         }
     }
 
-    /// Whether `metric` is still worth asking device `position` for.
+    fn is_lost(&self, position: usize) -> bool {
+        self.lost.get(position).copied().unwrap_or(false)
+    }
+
+    /// Whether `metric` is still worth asking device `position` for. A lost device is asked
+    /// only for utilization, the first read of every sample, to see whether it is back.
     pub(crate) fn wanted(&self, position: usize, metric: Metric) -> bool {
+        if self.is_lost(position) && metric != Metric::Utilization {
+            return false;
+        }
         let known_bad = self.missing | self.unsupported.get(position).copied().unwrap_or(0);
         known_bad & metric.bit() == 0
+    }
+
+    fn set_lost(&mut self, position: usize, lost: bool) {
+        if self.lost.len() <= position {
+            self.lost.resize(position + 1, false);
+        }
+        self.lost[position] = lost;
     }
 
     /// Reads `metric` of device `position` (its vendor index is `index`) unless it is known
@@ -90,7 +113,27 @@ impl Health {
             return None;
         }
         match call() {
-            Ok(value) => Some(value),
+            Ok(value) => {
+                if self.is_lost(position) {
+                    self.set_lost(position, false);
+                    self.pending.push(format!(
+                        "{} answers for device {index} again: sampling it resumes",
+                        self.library
+                    ));
+                }
+                Some(value)
+            }
+            Err(Failure::Lost(detail)) => {
+                if !self.is_lost(position) {
+                    self.set_lost(position, true);
+                    self.pending.push(format!(
+                        "{} lost device {index} ({detail}): its metrics are null until it \
+                         answers again",
+                        self.library
+                    ));
+                }
+                None
+            }
             Err(Failure::MissingSymbol(detail)) => {
                 self.missing |= metric.bit();
                 let library = self.library;
@@ -202,6 +245,37 @@ mod tests {
             (Some(1500), true)
         );
         assert!(health.take_warnings().is_empty());
+    }
+
+    #[test]
+    fn a_lost_device_is_said_once_asked_only_for_utilization_and_comes_back() {
+        let mut health = Health::new("NVML");
+        let lost = || Err(Failure::Lost("GPU is lost".into()));
+        assert_eq!(
+            calls(&mut health, 1, Metric::Utilization, lost()),
+            (None, true)
+        );
+        // The rest of the sample, and of the next ones, is not asked.
+        assert_eq!(calls(&mut health, 1, Metric::Power, Ok(5)), (None, false));
+        assert_eq!(
+            calls(&mut health, 1, Metric::Utilization, lost()),
+            (None, true)
+        );
+        assert_eq!(calls(&mut health, 1, Metric::Memory, Ok(5)), (None, false));
+        // Another device is untouched.
+        assert_eq!(calls(&mut health, 0, Metric::Power, Ok(7)), (Some(7), true));
+        let warnings = health.take_warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("lost device 1"), "{}", warnings[0]);
+        // Back: every metric is asked again, with one line.
+        assert_eq!(
+            calls(&mut health, 1, Metric::Utilization, Ok(9)),
+            (Some(9), true)
+        );
+        assert_eq!(calls(&mut health, 1, Metric::Power, Ok(5)), (Some(5), true));
+        let warnings = health.take_warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("device 1 again"), "{}", warnings[0]);
     }
 
     #[test]

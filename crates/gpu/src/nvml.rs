@@ -75,6 +75,7 @@ fn failure(err: NvmlError) -> Failure {
     match err {
         NvmlError::FailedToLoadSymbol(detail) => Failure::MissingSymbol(detail),
         NvmlError::NotSupported => Failure::NotSupported,
+        NvmlError::GpuLost => Failure::Lost(NvmlError::GpuLost.to_string()),
         other => Failure::Failed(other.to_string()),
     }
 }
