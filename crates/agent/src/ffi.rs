@@ -390,8 +390,32 @@ fn vllm_profiler_on_load() {
 
 /// Writes each warning as one `vllm-profiler: ...` line to stderr (fd 2), without the Rust
 /// stderr lock, so it is usable from the constructor and exit hooks.
+/// Hashes of the warnings printed so far: each distinct warning is printed once per process,
+/// however often the threads that find it restart (every enable after a disable detects the
+/// GPUs again).
+static PRINTED: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
+
+/// Whether `line` was not printed before (and is now recorded as printed). A lock held across
+/// a fork, or a full table, lets it print again rather than wait or lose it.
+fn first_time(line: &str) -> bool {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    line.hash(&mut hasher);
+    let hash = hasher.finish();
+    let Ok(mut printed) = PRINTED.try_lock() else {
+        return true;
+    };
+    if printed.contains(&hash) {
+        return false;
+    }
+    if printed.len() < 1024 {
+        printed.push(hash);
+    }
+    true
+}
+
 pub(crate) fn print_warnings(lines: &[String]) {
-    for line in lines {
+    for line in lines.iter().filter(|line| first_time(line)) {
         let text = format!("vllm-profiler: {line}\n");
         let mut bytes = text.as_bytes();
         while !bytes.is_empty() {
@@ -597,6 +621,14 @@ pub(crate) fn install_process_hooks() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_warning_is_printed_once_per_process() {
+        let line = format!("test warning {}", std::process::id());
+        assert!(first_time(&line));
+        assert!(!first_time(&line));
+        assert!(first_time(&format!("{line} (another)")));
+    }
 
     #[test]
     fn header_codes_match_the_error_enum() {
