@@ -357,28 +357,6 @@ fn frame(base: u32) -> Value {
     })
 }
 
-/// The sample a plain frame must give (timestamp aside).
-fn expected_sample(frame: &Value) -> GpuSample {
-    let n = |key: &str| frame[key].as_f64();
-    let used = n("memory_used_mb");
-    GpuSample {
-        timestamp: 0.0,
-        device_id: 0,
-        gpu_utilization: n("gpu_utilization"),
-        memory_utilization: used.map(|u| u / TOTAL_MB * 100.0),
-        temperature: n("temperature"),
-        power_draw: n("power_draw_mw").map(|mw| mw / 1000.0),
-        memory_used_mb: used,
-        memory_total_mb: Some(TOTAL_MB),
-        memory_free_mb: used.map(|u| TOTAL_MB - u),
-        memory_controller_utilization: n("memory_controller_utilization"),
-        power_limit: n("power_limit_mw").map(|mw| mw / 1000.0),
-        sm_clock_mhz: n("sm_clock_mhz"),
-        memory_clock_mhz: n("memory_clock_mhz"),
-        process_memory_used_mb: frame["processes"][0]["used_memory_mb"].as_f64(),
-    }
-}
-
 /// A sample with every figure null.
 fn null_sample() -> GpuSample {
     GpuSample {
@@ -489,7 +467,7 @@ fn every_metric_failing_for_three_samples_nulls_them_then_sampling_recovers() {
         let expected = if (2..=4).contains(&n) {
             null_sample()
         } else {
-            expected_sample(&frames[n.min(frames.len() - 1)])
+            expected_gpu_sample(0, TOTAL_MB, &frames[n.min(frames.len() - 1)])
         };
         let expected = GpuSample {
             timestamp: sample.timestamp,
@@ -535,7 +513,7 @@ fn a_device_lost_mid_run_is_said_once_gives_null_samples_and_comes_back() {
         // so the n-th sample still plays frame n.
         let expected = match n {
             3..=5 => null_sample(),
-            _ => expected_sample(&frames[n.min(frames.len() - 1)]),
+            _ => expected_gpu_sample(0, TOTAL_MB, &frames[n.min(frames.len() - 1)]),
         };
         let expected = GpuSample {
             timestamp: sample.timestamp,
@@ -597,7 +575,7 @@ fn a_call_blocking_two_seconds_never_delays_the_recorder_and_sampling_resumes() 
         *resumed.last().unwrap(),
         &GpuSample {
             timestamp: resumed.last().unwrap().timestamp,
-            ..expected_sample(&frames[3])
+            ..expected_gpu_sample(0, TOTAL_MB, &frames[3])
         }
     );
     // Steps were recorded all through the block, with no gap anywhere near 2 s.

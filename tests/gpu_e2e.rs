@@ -52,34 +52,6 @@ fn two_device_script(frames: u32) -> Value {
     })
 }
 
-/// What the agent must report for a scripted frame of a device with `total_mb` memory.
-fn expected_sample(device_id: u32, total_mb: f64, frame: &Value) -> GpuSample {
-    let number = |key: &str| frame.get(key).and_then(Value::as_f64);
-    let used = number("memory_used_mb");
-    let own = frame["processes"].as_array().map(|ps| {
-        ps.iter()
-            .filter(|p| p["pid"] == "self")
-            .map(|p| p["used_memory_mb"].as_f64().unwrap())
-            .sum::<f64>()
-    });
-    GpuSample {
-        timestamp: 0.0,
-        device_id,
-        gpu_utilization: number("gpu_utilization"),
-        memory_utilization: used.map(|u| u / total_mb * 100.0),
-        temperature: number("temperature"),
-        power_draw: number("power_draw_mw").map(|mw| mw / 1000.0),
-        memory_used_mb: used,
-        memory_total_mb: Some(total_mb),
-        memory_free_mb: used.map(|u| total_mb - u),
-        memory_controller_utilization: number("memory_controller_utilization"),
-        power_limit: number("power_limit_mw").map(|mw| mw / 1000.0),
-        sm_clock_mhz: number("sm_clock_mhz"),
-        memory_clock_mhz: number("memory_clock_mhz"),
-        process_memory_used_mb: Some(own.unwrap_or(0.0)),
-    }
-}
-
 struct Scripted {
     dir: tempfile::TempDir,
 }
@@ -146,7 +118,7 @@ fn assert_samples_follow_frames(
         let frame = &frames[n.min(frames.len() - 1)];
         let expected = GpuSample {
             timestamp: sample.timestamp,
-            ..expected_sample(device_id, total_mb, frame)
+            ..expected_gpu_sample(device_id, total_mb, frame)
         };
         assert_eq!(sample, &expected, "device {device_id}, sample {n}");
     }
@@ -291,7 +263,7 @@ fn a_symbol_missing_from_the_library_nulls_that_metric_only_with_one_warning() {
             let expected = GpuSample {
                 timestamp: sample.timestamp,
                 power_draw: None,
-                ..expected_sample(device as u32, total, &frames[n.min(frames.len() - 1)])
+                ..expected_gpu_sample(device as u32, total, &frames[n.min(frames.len() - 1)])
             };
             assert_eq!(sample, &expected, "device {device}, sample {n}");
         }
@@ -320,7 +292,7 @@ fn an_error_mid_run_nulls_that_sample_and_sampling_goes_on() {
     for (n, sample) in samples.iter().enumerate() {
         let mut expected = GpuSample {
             timestamp: sample.timestamp,
-            ..expected_sample(0, 81920.0, &frames[n.min(frames.len() - 1)])
+            ..expected_gpu_sample(0, 81920.0, &frames[n.min(frames.len() - 1)])
         };
         if n == 2 {
             expected.temperature = None;

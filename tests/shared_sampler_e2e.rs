@@ -140,21 +140,28 @@ fn script(call_log: &Path) -> Value {
     })
 }
 
-fn spawn_recorder(dir: &Path, out: &Path, index: usize) -> Child {
+/// `record_steps.py timed STEPS 0.05` profiled on the fake NVML, sampling every 20 ms, its
+/// stderr in `dir/stderr-INDEX.txt`.
+fn spawn_recorder(dir: &Path, out: &Path, index: usize, steps: u32, env: &[(&str, &str)]) -> Child {
     let stderr = fs::File::create(dir.join(format!("stderr-{index}.txt"))).unwrap();
-    profiled_command("python3", out)
-        .arg(workspace_root().join("tests/data/record_steps.py"))
-        // 90 steps of 50 ms: about 4.5 s of recording, sampled every 20 ms.
-        .args(["timed", "90", "0.05"])
-        .env("FAKE_NVML_SCRIPT", dir.join("nvml.json"))
-        .env("VLLM_PROFILING_NVML_LIBRARY", fake_nvml_library())
-        .env("VLLM_PROFILING_AMDSMI_LIBRARY", dir.join("no-amd.so"))
-        .env("VLLM_PROFILING_SAMPLE_INTERVAL", "0.02")
+    let mut cmd = profiled_command("python3", out);
+    cmd.arg(workspace_root().join("tests/data/record_steps.py"))
+        .args(["timed", &steps.to_string(), "0.05"]);
+    with_fake_nvml(&mut cmd, dir);
+    cmd.envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr)
         .spawn()
         .expect("python3 starts")
+}
+
+/// Samples the fake NVML scripted by `dir/nvml.json` every 20 ms.
+fn with_fake_nvml(cmd: &mut std::process::Command, dir: &Path) {
+    cmd.env("FAKE_NVML_SCRIPT", dir.join("nvml.json"))
+        .env("VLLM_PROFILING_NVML_LIBRARY", fake_nvml_library())
+        .env("VLLM_PROFILING_AMDSMI_LIBRARY", dir.join("no-amd.so"))
+        .env("VLLM_PROFILING_SAMPLE_INTERVAL", "0.02");
 }
 
 fn wait_with_limit(child: &mut Child, started: Instant) -> std::process::ExitStatus {
@@ -180,7 +187,8 @@ fn one_process_samples_each_device_and_another_takes_over_when_it_is_killed() {
 
     let started = Instant::now();
     let mut children: Vec<Child> = (0..PROCESSES)
-        .map(|i| spawn_recorder(dir, &out, i))
+        // 90 steps of 50 ms: about 4.5 s of recording.
+        .map(|i| spawn_recorder(dir, &out, i, 90, &[]))
         .collect();
     let pids: Vec<u32> = children.iter().map(Child::id).collect();
 
@@ -304,22 +312,7 @@ fn with_sharing_off_every_process_samples_its_devices() {
     fs::write(dir.join("nvml.json"), script(&call_log).to_string()).unwrap();
     let started = Instant::now();
     let mut children: Vec<Child> = (0..2)
-        .map(|i| {
-            let stderr = fs::File::create(dir.join(format!("stderr-{i}.txt"))).unwrap();
-            profiled_command("python3", &out)
-                .arg(workspace_root().join("tests/data/record_steps.py"))
-                .args(["timed", "20", "0.05"])
-                .env("FAKE_NVML_SCRIPT", dir.join("nvml.json"))
-                .env("VLLM_PROFILING_NVML_LIBRARY", fake_nvml_library())
-                .env("VLLM_PROFILING_AMDSMI_LIBRARY", dir.join("no-amd.so"))
-                .env("VLLM_PROFILING_SAMPLE_INTERVAL", "0.02")
-                .env("VLLM_PROFILING_SHARED_SAMPLER", "0")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(stderr)
-                .spawn()
-                .expect("python3 starts")
-        })
+        .map(|i| spawn_recorder(dir, &out, i, 20, &[("VLLM_PROFILING_SHARED_SAMPLER", "0")]))
         .collect();
     for child in &mut children {
         assert!(wait_with_limit(child, started).success());
@@ -342,16 +335,10 @@ fn a_forked_child_does_not_keep_its_parents_devices() {
     let out = dir.join("out");
     let call_log = dir.join("calls.log");
     fs::write(dir.join("nvml.json"), script(&call_log).to_string()).unwrap();
-    let with_fake = |cmd: &mut std::process::Command| {
-        cmd.env("FAKE_NVML_SCRIPT", dir.join("nvml.json"))
-            .env("VLLM_PROFILING_NVML_LIBRARY", fake_nvml_library())
-            .env("VLLM_PROFILING_AMDSMI_LIBRARY", dir.join("no-amd.so"))
-            .env("VLLM_PROFILING_SAMPLE_INTERVAL", "0.02");
-    };
     // The parent samples, forks a child that sleeps 6 s without recording, and leaves with
     // os._exit (so nothing unlocks on its way out); it prints the child's pid.
     let mut parent = profiled_command("python3", &out);
-    with_fake(&mut parent);
+    with_fake_nvml(&mut parent, dir);
     parent
         .arg(workspace_root().join("tests/data/record_steps.py"))
         .args(["fork-and-leave", "10", "6"]);
@@ -362,7 +349,7 @@ fn a_forked_child_does_not_keep_its_parents_devices() {
     assert_eq!(parent_calls[&0], vec![parent.pid]);
 
     let mut next = profiled_command("python3", &out);
-    with_fake(&mut next);
+    with_fake_nvml(&mut next, dir);
     next.arg(workspace_root().join("tests/data/record_steps.py"))
         .args(["timed", "20", "0.05"]);
     let next = run(&mut next, LIMIT);

@@ -235,3 +235,35 @@ pub fn file_names(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// What the agent must report (timestamp aside) for a frame of the fake GPU script of a device with `total_mb` memory.
+pub fn expected_gpu_sample(
+    device_id: u32,
+    total_mb: f64,
+    frame: &Value,
+) -> vllm_profiler_format::GpuSample {
+    let number = |key: &str| frame.get(key).and_then(Value::as_f64);
+    let used = number("memory_used_mb");
+    let own = frame["processes"].as_array().map(|ps| {
+        ps.iter()
+            .filter(|p| p["pid"] == "self")
+            .map(|p| p["used_memory_mb"].as_f64().unwrap())
+            .sum::<f64>()
+    });
+    vllm_profiler_format::GpuSample {
+        timestamp: 0.0,
+        device_id,
+        gpu_utilization: number("gpu_utilization"),
+        memory_utilization: used.map(|u| u / total_mb * 100.0),
+        temperature: number("temperature"),
+        power_draw: number("power_draw_mw").map(|mw| mw / 1000.0),
+        memory_used_mb: used,
+        memory_total_mb: Some(total_mb),
+        memory_free_mb: used.map(|u| total_mb - u),
+        memory_controller_utilization: number("memory_controller_utilization"),
+        power_limit: number("power_limit_mw").map(|mw| mw / 1000.0),
+        sm_clock_mhz: number("sm_clock_mhz"),
+        memory_clock_mhz: number("memory_clock_mhz"),
+        process_memory_used_mb: Some(own.unwrap_or(0.0)),
+    }
+}
