@@ -1,5 +1,5 @@
 //! The C ABI fuzzer's interpreter on stable Rust: seeded pseudo-random inputs, a bounded
-//! budget (`ABI_FUZZ_INPUTS`, default 2000), the same invariants as `cargo fuzz run abi`.
+//! budget (`ABI_FUZZ_INPUTS`, default 1000), the same invariants as `cargo fuzz run abi`.
 
 /// SplitMix64: a seeded, reproducible byte source.
 struct SplitMix(u64);
@@ -23,7 +23,7 @@ fn random_call_sequences_keep_every_invariant() {
     let inputs: u64 = std::env::var("ABI_FUZZ_INPUTS")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(2000);
+        .unwrap_or(1000);
     let seed: u64 = std::env::var("ABI_FUZZ_SEED")
         .ok()
         .and_then(|n| n.parse().ok())
