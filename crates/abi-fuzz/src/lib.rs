@@ -60,6 +60,8 @@ fn output_dir() -> &'static PathBuf {
         let dir = std::env::temp_dir().join(format!("vprof-abi-fuzz-{}", std::process::id()));
         std::env::set_var("VLLM_PROFILING_OUTPUT_DIR", &dir);
         std::env::set_var("VLLM_PROFILING_RUNTIME_DIR", dir.join("runtime"));
+        // Short histories: every export writes them whole, and a long run exports often.
+        std::env::set_var("VLLM_PROFILING_MAX_HISTORY", "64");
         // No GPU library may answer: sampling is not what is fuzzed here.
         std::env::set_var("VLLM_PROFILING_NVML_LIBRARY", dir.join("no-nvml.so"));
         std::env::set_var("VLLM_PROFILING_AMDSMI_LIBRARY", dir.join("no-amd.so"));
@@ -81,7 +83,7 @@ pub enum Handle {
 pub enum Name {
     Known(u8),
     Bytes(Vec<u8>),
-    /// A name of this many bytes (up to 1 MiB), past the length limit.
+    /// A name of this many bytes (up to 64 KiB), past the length limit.
     Huge(u16),
     Null,
 }
@@ -92,7 +94,7 @@ pub enum Config {
     Null,
     Valid {
         sample_interval_ms: u16,
-        max_history: u16,
+        max_history: u8,
         export_interval: bool,
         layers: bool,
     },
@@ -152,7 +154,7 @@ fn name_arg(name: Name) -> Option<CString> {
     match name {
         Name::Known(i) => Some(c_string(KNOWN_NAMES[usize::from(i) % 4].into())),
         Name::Bytes(bytes) => Some(c_string(bytes)),
-        Name::Huge(len) => Some(c_string(vec![b'x'; usize::from(len) * 16])),
+        Name::Huge(len) => Some(c_string(vec![b'x'; usize::from(len)])),
         Name::Null => None,
     }
 }

@@ -4,11 +4,13 @@
 //!   unsafe code);
 //! - `config`: the environment and the JSON configuration;
 //! - `runtime`: the gate, the session, enable/disable/export, fork and exit;
-//! - `threads`: the collector and sampler threads.
+//! - `threads`: the collector and sampler threads;
+//! - `metrics`: the Prometheus endpoint.
 #![deny(unsafe_code)]
 
 mod config;
 mod ffi;
+mod metrics;
 mod runtime;
 mod threads;
 

@@ -3,7 +3,8 @@
 //! - the collector drains the thread rings; recording threads wake it with a lock-free unpark;
 //! - the sampler takes host (and GPU) samples at the sample interval;
 //! - the exporter, when an export interval is set, writes the reports periodically, apart from
-//!   the collector so that draining never pauses while a large report is written.
+//!   the collector so that draining never pauses while a large report is written;
+//! - the metrics server, when a Prometheus address is set, answers scrapes (`metrics`).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +40,8 @@ pub(crate) struct Shape {
     /// Where devices' samples are shared with the host's other processes; `None`: not shared.
     shared_dir: Option<PathBuf>,
     exporter: bool,
+    /// `host:port` of the Prometheus endpoint.
+    prometheus: Option<String>,
 }
 
 impl Shape {
@@ -59,6 +62,7 @@ impl Shape {
                     .unwrap_or_else(vllm_profiler_gpu::shared::default_runtime_dir)
             }),
             exporter: config.settings.export_interval.is_some(),
+            prometheus: config.prometheus_addr.clone(),
         }
     }
 }
@@ -106,6 +110,12 @@ pub(crate) fn start(session: &Arc<Session>, config: &Config) -> Running {
                     .to_owned()]);
             }
         });
+    }
+    if let Some(addr) = &shape.prometheus {
+        // A port in use is one line; the host and the other threads go on.
+        if let Err(err) = crate::metrics::serve(addr, session.clone(), stop_rx.clone()) {
+            ffi::print_warnings(&[err]);
+        }
     }
     if shape.exporter {
         let session = session.clone();

@@ -17,4 +17,4 @@ pub use recorder::ThreadRecorder;
 pub use sampler::{
     process_memory_mb, DeviceBackend, DeviceReading, HostProbe, Sampler, CPU_DETECTOR,
 };
-pub use session::{Session, Settings};
+pub use session::{MetricsSnapshot, Session, Settings};

@@ -342,6 +342,23 @@ struct SampleStore {
     devices: Vec<(u32, Bounded<format::GpuSample>)>,
 }
 
+/// What a metrics endpoint serves (see [`Session::metrics_snapshot`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsSnapshot {
+    pub total_steps: u64,
+    pub total_tokens: u64,
+    /// Sum of every step's duration, seconds.
+    pub step_seconds_sum: f64,
+    /// Steps per bucket (not cumulative), one per bound asked for, then one above the last.
+    pub step_buckets: Vec<u64>,
+    pub dropped_steps: u64,
+    pub dropped_samples: u64,
+    pub lost_events: u64,
+    pub devices: Vec<format::GpuDevice>,
+    /// The newest sample of each sampled device.
+    pub latest_samples: Vec<format::GpuSample>,
+}
+
 /// Everything one process records between its start (or fork) and its exit.
 pub struct Session {
     pid: u32,
@@ -700,6 +717,49 @@ impl Session {
                 total_spans: totals.total_spans,
             },
         }
+    }
+
+    /// What a metrics endpoint serves, read at one scrape: totals over every step, the step
+    /// durations counted into the buckets whose upper bounds (seconds, ascending) are given,
+    /// and the newest sample of each device.
+    pub fn metrics_snapshot(&self, bucket_bounds_s: &[f64]) -> Result<MetricsSnapshot> {
+        let mut collector = self.lock_collector()?;
+        Self::drain_locked(&mut collector);
+        let totals = &collector.totals;
+        let mut step_buckets = Vec::with_capacity(bucket_bounds_s.len() + 1);
+        let mut counted = 0;
+        for &bound in bucket_bounds_s {
+            // hdrhistogram keeps 3 significant digits: a step within 0.1 % of a bound may be
+            // counted on either side of it.
+            let at_most = if totals.total_steps == 0 {
+                0
+            } else {
+                totals
+                    .histogram
+                    .count_between(0, (bound * 1e9) as u64)
+                    .max(counted)
+            };
+            step_buckets.push(at_most - counted);
+            counted = at_most;
+        }
+        step_buckets.push(totals.total_steps.saturating_sub(counted));
+        let store = self.samples.lock();
+        Ok(MetricsSnapshot {
+            total_steps: totals.total_steps,
+            total_tokens: totals.total_tokens,
+            step_seconds_sum: totals.total_ns as f64 / 1e9,
+            step_buckets,
+            dropped_steps: collector.history.dropped(),
+            dropped_samples: store.host.dropped()
+                + store.devices.iter().map(|(_, h)| h.dropped()).sum::<u64>(),
+            lost_events: self.counters.lost_events.load(Ordering::Relaxed),
+            devices: store.described_devices.clone(),
+            latest_samples: store
+                .devices
+                .iter()
+                .filter_map(|(_, history)| history.iter().next_back().cloned())
+                .collect(),
+        })
     }
 
     fn dropped_samples(&self) -> u64 {

@@ -1,0 +1,303 @@
+//! The Prometheus endpoint (`VLLM_PROFILING_PROMETHEUS_ADDR=host:port`): `GET /metrics` in the
+//! OpenMetrics text format, encoded by `prometheus-client` from a snapshot taken at each
+//! scrape, served by `tiny_http` on the agent's `vprof-metrics` thread.
+//!
+//! Series (per device where that applies, labelled `device`, `uuid`, `name`):
+//! `vllm_profiler_gpu_utilization_percent`, `vllm_profiler_gpu_memory_used_bytes`,
+//! `vllm_profiler_gpu_memory_total_bytes`, `vllm_profiler_gpu_temperature_celsius`,
+//! `vllm_profiler_gpu_power_watts`; `vllm_profiler_step_duration_seconds` (histogram),
+//! `vllm_profiler_steps_total`, `vllm_profiler_tokens_total` and `vllm_profiler_dropped_total`
+//! (labelled `what`: `steps`, `samples`, `events`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, TryRecvError};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+use vllm_profiler_core::{MetricsSnapshot, Session};
+
+/// Upper bounds of the step-duration histogram, seconds: 1 ms to 30 s.
+pub const STEP_BUCKETS_S: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// How often the server thread looks at its stop channel while no request comes.
+const POLL: Duration = Duration::from_millis(200);
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// The OpenMetrics text of `snapshot`.
+pub fn render(snapshot: &MetricsSnapshot) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Scrape(snapshot.clone())));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry)
+        .expect("writing to a String does not fail");
+    text
+}
+
+#[derive(Debug)]
+struct Scrape(MetricsSnapshot);
+
+type Labels = Vec<(&'static str, String)>;
+
+impl Scrape {
+    fn device_labels(&self, device_id: u32) -> Labels {
+        let device = self.0.devices.iter().find(|d| d.index == device_id);
+        let mut labels = vec![("device", device_id.to_string())];
+        if let Some(uuid) = device.and_then(|d| d.uuid.clone()) {
+            labels.push(("uuid", uuid));
+        }
+        if let Some(name) = device.and_then(|d| d.name.clone()) {
+            labels.push(("name", name));
+        }
+        labels
+    }
+
+    /// One gauge family over the devices that have a value for it.
+    fn gauge(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        name: &str,
+        help: &str,
+        unit: Unit,
+        value: impl Fn(&vllm_profiler_format::GpuSample) -> Option<f64>,
+    ) -> std::fmt::Result {
+        let samples: Vec<_> = self
+            .0
+            .latest_samples
+            .iter()
+            .filter_map(|s| Some((s.device_id, value(s)?)))
+            .collect();
+        if samples.is_empty() {
+            return Ok(());
+        }
+        let mut family = encoder.encode_descriptor(name, help, Some(&unit), MetricType::Gauge)?;
+        for (device_id, value) in samples {
+            let labels = self.device_labels(device_id);
+            ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let s = &self.0;
+        let percent = || Unit::Other("percent".to_owned());
+        self.gauge(
+            &mut encoder,
+            "vllm_profiler_gpu_utilization",
+            "Percent of time a kernel ran on the GPU, at the newest sample.",
+            percent(),
+            |g| g.gpu_utilization,
+        )?;
+        self.gauge(
+            &mut encoder,
+            "vllm_profiler_gpu_memory_used",
+            "GPU memory in use, all processes.",
+            Unit::Bytes,
+            |g| g.memory_used_mb.map(|mb| mb * MIB),
+        )?;
+        self.gauge(
+            &mut encoder,
+            "vllm_profiler_gpu_memory_total",
+            "GPU memory in all.",
+            Unit::Bytes,
+            |g| g.memory_total_mb.map(|mb| mb * MIB),
+        )?;
+        self.gauge(
+            &mut encoder,
+            "vllm_profiler_gpu_temperature",
+            "GPU temperature.",
+            Unit::Celsius,
+            |g| g.temperature,
+        )?;
+        self.gauge(
+            &mut encoder,
+            "vllm_profiler_gpu_power",
+            "GPU power draw.",
+            Unit::Other("watts".to_owned()),
+            |g| g.power_draw,
+        )?;
+
+        let mut buckets: Vec<(f64, u64)> = STEP_BUCKETS_S
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(s.step_buckets.iter().copied())
+            .collect();
+        buckets.truncate(STEP_BUCKETS_S.len() + 1);
+        let histogram = encoder.encode_descriptor(
+            "vllm_profiler_step_duration",
+            "Duration of the inference steps recorded in this process.",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        {
+            let mut histogram = histogram;
+            histogram.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                s.step_seconds_sum,
+                s.total_steps,
+                &buckets,
+                None,
+            )?;
+        }
+
+        let steps = ConstCounter::new(s.total_steps);
+        steps.encode(encoder.encode_descriptor(
+            "vllm_profiler_steps",
+            "Inference steps recorded.",
+            None,
+            steps.metric_type(),
+        )?)?;
+        let tokens = ConstCounter::new(s.total_tokens);
+        tokens.encode(encoder.encode_descriptor(
+            "vllm_profiler_tokens",
+            "Tokens of the recorded steps.",
+            None,
+            tokens.metric_type(),
+        )?)?;
+        let mut dropped = encoder.encode_descriptor(
+            "vllm_profiler_dropped",
+            "Records not kept: steps evicted from the bounded history (still in the totals), \
+             samples evicted from theirs, events lost to a full buffer (missing from the totals).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (what, count) in [
+            ("steps", s.dropped_steps),
+            ("samples", s.dropped_samples),
+            ("events", s.lost_events),
+        ] {
+            let labels: Labels = vec![("what", what.to_owned())];
+            ConstCounter::new(count).encode(dropped.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Binds `addr` now (so that a port in use is reported at once) and serves `/metrics` from
+/// `session` on a `vprof-metrics` thread until `stop` disconnects. `Err` says why it cannot.
+pub(crate) fn serve(addr: &str, session: Arc<Session>, stop: Receiver<()>) -> Result<(), String> {
+    let server = tiny_http::Server::http(addr)
+        .map_err(|err| format!("cannot serve Prometheus metrics on {addr}: {err}"))?;
+    let spawned = std::thread::Builder::new()
+        .name("vprof-metrics".to_owned())
+        .spawn(move || serve_loop(&server, &session, &stop));
+    spawned
+        .map(drop)
+        .map_err(|err| format!("cannot start the metrics thread: {err}"))
+}
+
+fn serve_loop(server: &tiny_http::Server, session: &Session, stop: &Receiver<()>) {
+    while matches!(stop.try_recv(), Err(TryRecvError::Empty)) {
+        let request = match server.recv_timeout(POLL) {
+            Ok(Some(request)) => request,
+            Ok(None) => continue,
+            Err(_) => return,
+        };
+        let response = respond(request.method(), request.url(), session);
+        let _ = request.respond(response);
+    }
+}
+
+fn respond(
+    method: &tiny_http::Method,
+    url: &str,
+    session: &Session,
+) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+    let path = url.split('?').next().unwrap_or("");
+    let text = |status: u16, body: String, content_type: &str| {
+        let header =
+            tiny_http::Header::from_bytes("Content-Type", content_type).expect("a valid header");
+        tiny_http::Response::from_string(body)
+            .with_status_code(status)
+            .with_header(header)
+    };
+    if path != "/metrics" {
+        return text(404, "only /metrics is served\n".into(), "text/plain");
+    }
+    if *method != tiny_http::Method::Get && *method != tiny_http::Method::Head {
+        return text(405, "GET /metrics\n".into(), "text/plain");
+    }
+    match session.metrics_snapshot(&STEP_BUCKETS_S) {
+        Ok(snapshot) => text(
+            200,
+            render(&snapshot),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+        Err(err) => text(503, format!("{err}\n"), "text/plain"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vllm_profiler_format::{GpuDevice, GpuSample};
+
+    use super::*;
+
+    #[test]
+    fn renders_every_series_with_exact_values() {
+        let snapshot = MetricsSnapshot {
+            total_steps: 5,
+            total_tokens: 50,
+            step_seconds_sum: 0.75,
+            step_buckets: {
+                let mut b = vec![0; STEP_BUCKETS_S.len() + 1];
+                b[5] = 3; // <= 50 ms
+                b[7] = 2; // <= 250 ms
+                b
+            },
+            dropped_steps: 1,
+            dropped_samples: 2,
+            lost_events: 3,
+            devices: vec![GpuDevice {
+                index: 0,
+                name: Some("Fake GPU".into()),
+                uuid: Some("GPU-1".into()),
+                gpu_type: "nvidia".into(),
+                memory_total_mb: Some(1024.0),
+            }],
+            latest_samples: vec![GpuSample {
+                device_id: 0,
+                gpu_utilization: Some(42.0),
+                memory_used_mb: Some(512.0),
+                memory_total_mb: Some(1024.0),
+                temperature: Some(61.0),
+                power_draw: None,
+                ..GpuSample::default()
+            }],
+        };
+        let text = render(&snapshot);
+        let labels = r#"{device="0",uuid="GPU-1",name="Fake GPU"}"#;
+        for line in [
+            format!("vllm_profiler_gpu_utilization_percent{labels} 42.0"),
+            format!("vllm_profiler_gpu_memory_used_bytes{labels} 536870912.0"),
+            format!("vllm_profiler_gpu_memory_total_bytes{labels} 1073741824.0"),
+            format!("vllm_profiler_gpu_temperature_celsius{labels} 61.0"),
+            "vllm_profiler_step_duration_seconds_sum 0.75".to_owned(),
+            "vllm_profiler_step_duration_seconds_count 5".to_owned(),
+            r#"vllm_profiler_step_duration_seconds_bucket{le="0.025"} 0"#.to_owned(),
+            r#"vllm_profiler_step_duration_seconds_bucket{le="0.05"} 3"#.to_owned(),
+            r#"vllm_profiler_step_duration_seconds_bucket{le="0.25"} 5"#.to_owned(),
+            r#"vllm_profiler_step_duration_seconds_bucket{le="+Inf"} 5"#.to_owned(),
+            "vllm_profiler_steps_total 5".to_owned(),
+            "vllm_profiler_tokens_total 50".to_owned(),
+            r#"vllm_profiler_dropped_total{what="events"} 3"#.to_owned(),
+            "# EOF".to_owned(),
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing in:\n{text}"
+            );
+        }
+        // No power figure: no power series at all, rather than a made-up 0.
+        assert!(!text.contains("vllm_profiler_gpu_power"), "{text}");
+    }
+}

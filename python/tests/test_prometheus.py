@@ -1,0 +1,230 @@
+"""The Prometheus endpoint (VLLM_PROFILING_PROMETHEUS_ADDR) of a preloaded agent: its text
+parses with the official client's OpenMetrics parser and carries exact values; a real
+Prometheus server scrapes it; a port in use is one stderr line and the host goes on."""
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import mode_env, read_report
+
+MIB = 1024 * 1024
+STEPS = 7
+
+HOST = """
+import sys, time
+from vllm_profiler.vllm_monitor import VLLMPerformanceMonitor
+monitor = VLLMPerformanceMonitor()
+for i in range(%d):
+    with monitor.profile_inference_step(batch_size=2, num_tokens=10):
+        time.sleep(0.03)
+print("ready", flush=True)
+sys.stdin.readline()  # the test closes stdin when it is done
+""" % STEPS
+
+SCRIPT = {
+    "devices": [
+        {
+            "name": "Scraped GPU",
+            "uuid": "GPU-feedface-0000-0000-0000-000000000000",
+            "memory_total_mb": 8192,
+            "frames": [
+                {
+                    "gpu_utilization": 37,
+                    "memory_controller_utilization": 5,
+                    "memory_used_mb": 2048,
+                    "temperature": 55,
+                    "power_draw_mw": 123000,
+                }
+            ],
+        }
+    ]
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_host(agent_library, fake_nvml, tmp_path, addr):
+    script = tmp_path / "nvml.json"
+    script.write_text(json.dumps(SCRIPT))
+    env = mode_env("preloaded", agent_library)
+    # The default amd-smi name, absent here, is skipped silently; a named one would warn.
+    env.pop("VLLM_PROFILING_AMDSMI_LIBRARY")
+    env.update(
+        {
+            "VLLM_ENABLE_PROFILING": "1",
+            "VLLM_PROFILING_OUTPUT_DIR": str(tmp_path / "out"),
+            "VLLM_PROFILING_PROMETHEUS_ADDR": addr,
+            "VLLM_PROFILING_NVML_LIBRARY": str(fake_nvml),
+            "FAKE_NVML_SCRIPT": str(script),
+            "VLLM_PROFILING_SAMPLE_INTERVAL": "0.05",
+        }
+    )
+    host = subprocess.Popen(
+        [sys.executable, "-c", HOST],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    first = host.stdout.readline()
+    if first.strip() != "ready":
+        host.kill()
+        raise AssertionError(f"{first!r}\n{host.stderr.read()}")
+    return host
+
+
+def stop_host(host):
+    out, err = host.communicate(input="\n", timeout=30)
+    assert host.returncode == 0, err
+    return out, err
+
+
+def scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+        return response.read().decode()
+
+
+def families(text: str) -> dict:
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def value(family, sample, /, **labels):
+    found = [s.value for s in family.samples if s.name == sample and s.labels == labels]
+    assert len(found) == 1, (sample, labels, family.samples)
+    return found[0]
+
+
+def test_metrics_parse_with_the_official_parser_and_carry_exact_values(
+    agent_library, fake_nvml, tmp_path
+):
+    pytest.importorskip("prometheus_client", reason="pip install prometheus_client")
+    port = free_port()
+    host = start_host(agent_library, fake_nvml, tmp_path, f"127.0.0.1:{port}")
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        deadline = time.monotonic() + 10
+        while "vllm_profiler_gpu_utilization_percent" not in (text := scrape(url)):
+            assert time.monotonic() < deadline, text
+            time.sleep(0.05)
+        parsed = families(text)
+        device = {
+            "device": "0",
+            "uuid": "GPU-feedface-0000-0000-0000-000000000000",
+            "name": "Scraped GPU",
+        }
+        gpu = "vllm_profiler_gpu_"
+        assert value(parsed[gpu + "utilization_percent"], gpu + "utilization_percent", **device) == 37
+        assert value(parsed[gpu + "memory_used_bytes"], gpu + "memory_used_bytes", **device) == 2048 * MIB
+        assert value(parsed[gpu + "memory_total_bytes"], gpu + "memory_total_bytes", **device) == 8192 * MIB
+        assert value(parsed[gpu + "temperature_celsius"], gpu + "temperature_celsius", **device) == 55
+        assert value(parsed[gpu + "power_watts"], gpu + "power_watts", **device) == 123
+        steps = parsed["vllm_profiler_steps"]
+        assert steps.type == "counter"
+        assert value(steps, "vllm_profiler_steps_total") == STEPS
+        assert value(parsed["vllm_profiler_tokens"], "vllm_profiler_tokens_total") == 10 * STEPS
+        histogram = parsed["vllm_profiler_step_duration_seconds"]
+        assert histogram.type == "histogram"
+        assert value(histogram, "vllm_profiler_step_duration_seconds_count") == STEPS
+        # Each step sleeps 30 ms: none is at or under 25 ms, all are by 250 ms.
+        bucket = "vllm_profiler_step_duration_seconds_bucket"
+        assert value(histogram, bucket, le="0.025") == 0
+        assert value(histogram, bucket, le="0.25") == STEPS
+        assert value(histogram, bucket, le="+Inf") == STEPS
+        total = value(histogram, "vllm_profiler_step_duration_seconds_sum")
+        assert STEPS * 0.03 <= total < STEPS * 0.25
+        dropped = parsed["vllm_profiler_dropped"]
+        for what in ("steps", "samples", "events"):
+            assert value(dropped, "vllm_profiler_dropped_total", what=what) == 0
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/other", timeout=5)
+        assert missing.value.code == 404
+    finally:
+        out, err = stop_host(host)
+    assert out == ""  # nothing after "ready", which start_host read
+    assert "vllm-profiler:" not in err, err
+
+
+def test_a_port_in_use_is_one_stderr_line_and_the_host_goes_on(agent_library, fake_nvml, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        addr = "127.0.0.1:%d" % taken.getsockname()[1]
+        host = start_host(agent_library, fake_nvml, tmp_path, addr)
+        out, err = stop_host(host)
+    lines = [line for line in err.splitlines() if line.startswith("vllm-profiler:")]
+    assert len(lines) == 1, err
+    assert f"cannot serve Prometheus metrics on {addr}" in lines[0]
+    assert out == ""  # nothing after "ready", which start_host read
+    steps = read_report(tmp_path / "out", "detailed_steps", host.pid)["detailed_steps"]
+    assert len(steps) == STEPS
+
+
+PROMETHEUS_CONFIG = """
+global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: vllm-profiler
+    static_configs:
+      - targets: ["%s"]
+"""
+
+
+def test_a_real_prometheus_server_scrapes_the_agent(agent_library, fake_nvml, tmp_path):
+    prometheus = shutil.which("prometheus")
+    if prometheus is None:
+        pytest.skip("no prometheus binary (Debian: apt-get install prometheus; .ci/run does)")
+    port, prom_port = free_port(), free_port()
+    host = start_host(agent_library, fake_nvml, tmp_path, f"127.0.0.1:{port}")
+    config = tmp_path / "prometheus.yml"
+    config.write_text(PROMETHEUS_CONFIG % f"127.0.0.1:{port}")
+    server = subprocess.Popen(
+        [
+            prometheus,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "prometheus.log", "w"),
+    )
+    try:
+        query = urllib.parse.urlencode({"query": 'vllm_profiler_steps_total{job="vllm-profiler"}'})
+        url = f"http://127.0.0.1:{prom_port}/api/v1/query?{query}"
+        deadline = time.monotonic() + 60
+        result = []
+        while not result:
+            assert time.monotonic() < deadline, (tmp_path / "prometheus.log").read_text()[-3000:]
+            time.sleep(0.5)
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    result = json.load(response)["data"]["result"]
+            except OSError:
+                continue
+        assert [float(r["value"][1]) for r in result] == [STEPS]
+        query = urllib.parse.urlencode({"query": "vllm_profiler_gpu_utilization_percent"})
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{prom_port}/api/v1/query?{query}", timeout=5
+        ) as response:
+            gpu = json.load(response)["data"]["result"]
+        assert [(r["metric"]["device"], float(r["value"][1])) for r in gpu] == [("0", 37.0)]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        stop_host(host)
