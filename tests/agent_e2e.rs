@@ -115,8 +115,8 @@ fn pid_from_files(dir: &Path) -> u32 {
     );
     assert_eq!(
         names.len(),
-        3,
-        "three files, no temporaries left: {names:?}"
+        4,
+        "four reports (summary, steps, GPU history, trace), no temporaries left: {names:?}"
     );
     pids[0]
 }
@@ -319,7 +319,7 @@ fn forked_child_writes_only_its_own_steps() {
         !names.iter().any(|n| n.contains(&quiet.to_string())),
         "a child that recorded nothing writes nothing: {names:?}"
     );
-    assert_eq!(names.len(), 6, "{names:?}");
+    assert_eq!(names.len(), 8, "four reports each: {names:?}");
 }
 
 #[test]

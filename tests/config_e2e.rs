@@ -189,6 +189,7 @@ fn check_reports(dir: &Path, pid: u32, with_gpu: bool) -> Result<(), String> {
     let mut expected = vec![
         format::detailed_steps_file_name(pid),
         format::summary_file_name(pid),
+        format::trace_file_name(pid),
     ];
     if with_gpu {
         expected.insert(1, format::gpu_history_file_name(pid));
@@ -413,11 +414,12 @@ fn no_variable_value_reaches_a_report_and_reports_are_0644() {
     assert_eq!(child.status.code(), Some(5), "{}", child.stderr);
     assert_eq!(child.stdout, format!("host done {STEPS}\n"));
     let warnings = agent_lines(&child.stderr).unwrap();
-    // Seven malformed values, and the amd-smi path that does not load.
-    assert_eq!(warnings.len(), 8, "{warnings:?}");
+    // Seven malformed values, the amd-smi path that does not load, and the Prometheus
+    // address whose host does not resolve.
+    assert_eq!(warnings.len(), 9, "{warnings:?}");
 
     let names = file_names(&out);
-    assert_eq!(names.len(), 3, "{names:?}");
+    assert_eq!(names.len(), 4, "{names:?}");
     check_reports(&out, child.pid, true).unwrap();
     let history = read_reports(&out, child.pid).history;
     assert_eq!(history.devices.len(), 1, "the fake NVML was sampled");

@@ -79,7 +79,7 @@ fn pids_with_files(dir: &Path) -> BTreeSet<u32> {
         .collect()
 }
 
-/// The three reports of `pid` parse with the format types; returns the batch sizes of its
+/// The four reports of `pid` parse with the format types; returns the batch sizes of its
 /// kept steps.
 fn steps_of(dir: &Path, pid: u32) -> Vec<u32> {
     let names = file_names(dir);
@@ -87,7 +87,7 @@ fn steps_of(dir: &Path, pid: u32) -> Vec<u32> {
         .iter()
         .filter(|n| !n.starts_with('.') && n.contains(&format!("_{pid}.")))
         .collect();
-    assert_eq!(own.len(), 3, "three reports of {pid}: {names:?}");
+    assert_eq!(own.len(), 4, "four reports of {pid}: {names:?}");
     let r = read_reports(dir, pid);
     assert_eq!(r.summary.pid, pid);
     assert_eq!(r.summary.total_steps, r.steps.detailed_steps.len() as u64);

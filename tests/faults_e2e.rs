@@ -264,6 +264,7 @@ fn symlinks_planted_at_report_and_temporary_paths_are_never_followed() {
         shell_name(format::summary_file_name),
         shell_name(format::detailed_steps_file_name),
         shell_name(format::gpu_history_file_name),
+        shell_name(format::trace_file_name),
     ];
     // A link at each final path and at the first 20 temporary paths of each report.
     let mut plant = String::from("set -e; cd \"$OUT\"; ");
@@ -295,6 +296,7 @@ fn symlinks_planted_at_report_and_temporary_paths_are_never_followed() {
         format::summary_file_name(child.pid),
         format::detailed_steps_file_name(child.pid),
         format::gpu_history_file_name(child.pid),
+        format::trace_file_name(child.pid),
     ];
     for name in &reports {
         let meta = std::fs::symlink_metadata(out.join(name)).unwrap();
@@ -305,7 +307,7 @@ fn symlinks_planted_at_report_and_temporary_paths_are_never_followed() {
     assert_eq!(r.steps.detailed_steps.len(), STEPS as usize);
     // Every planted temporary link is still there, untouched; nothing else was added.
     let entries = file_names(&out);
-    assert_eq!(entries.len(), 3 + 3 * 20, "{entries:?}");
+    assert_eq!(entries.len(), 4 + 4 * 20, "{entries:?}");
     for entry in entries.iter().filter(|e| e.starts_with('.')) {
         let target = std::fs::read_link(out.join(entry)).unwrap();
         assert_eq!(target, victim, "{entry}");

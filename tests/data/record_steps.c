@@ -4,6 +4,9 @@
  *        record_steps threads     4 threads record 20000 steps with a span each while the
  *                                 main thread exports; prints "lost N", the events that
  *                                 came back VLLM_PROFILER_E_BUFFER_FULL
+ *        record_steps trace N     N steps as above on the main thread while a second thread
+ *                                 records N steps inside a span "outer" begun before each
+ *                                 step and ended inside it (the trace must clip the step)
  *        record_steps forks       3 threads fork 400 times each while another reconfigures;
  *                                 every child records one step and _exits; none may hang
  * Prints nothing else on success; on a failed check, one line on stderr and exit status 1. */
@@ -172,6 +175,30 @@ static int threads(void) {
     return failures == 0 ? 0 : 1;
 }
 
+static void *straddle_thread(void *arg) {
+    long steps = (long)arg;
+    for (long i = 0; i < steps; i++) {
+        uint64_t outer = vllm_profiler_span_begin("outer");
+        CHECK(outer != 0, "span_begin outer");
+        sleep_ms(1);
+        uint64_t step = vllm_profiler_step_begin(1, 1);
+        CHECK(step != 0, "step_begin");
+        sleep_ms(1);
+        CHECK(vllm_profiler_span_end(outer) == VLLM_PROFILER_OK, "span_end outer");
+        sleep_ms(1);
+        CHECK(vllm_profiler_step_end(step) == VLLM_PROFILER_OK, "step_end");
+    }
+    return NULL;
+}
+
+static int trace(int steps) {
+    pthread_t other;
+    pthread_create(&other, NULL, straddle_thread, (void *)(long)steps);
+    int rc = record(steps);
+    pthread_join(other, NULL);
+    return rc == 0 && failures == 0 ? 0 : 1;
+}
+
 #define FORKERS 3
 #define FORKS_EACH 400
 
@@ -224,7 +251,8 @@ int main(int argc, char **argv) {
     if (argc == 2 && strcmp(argv[1], "forks") == 0) return forks();
     if (argc == 2 && strcmp(argv[1], "errors") == 0) return errors();
     if (argc == 2 && strcmp(argv[1], "threads") == 0) return threads();
+    if (argc == 3 && strcmp(argv[1], "trace") == 0) return trace(atoi(argv[2]));
     if (argc == 2) return record(atoi(argv[1]));
-    fprintf(stderr, "usage: record_steps STEPS | errors | threads | forks\n");
+    fprintf(stderr, "usage: record_steps STEPS | errors | threads | trace STEPS | forks\n");
     return 2;
 }

@@ -203,11 +203,12 @@ pub fn read_json(path: &Path) -> Value {
         .unwrap_or_else(|e| panic!("{} is not valid JSON: {e}", path.display()))
 }
 
-/// The three report files of process `pid` in `dir`, parsed with the format crate's types.
+/// The four report files of process `pid` in `dir`, parsed with the format crate's types.
 pub struct Reports {
     pub summary: vllm_profiler_format::PerformanceSummary,
     pub steps: vllm_profiler_format::DetailedSteps,
     pub history: vllm_profiler_format::GpuHistory,
+    pub trace: vllm_profiler_format::TraceFile,
 }
 
 pub fn read_reports(dir: &Path, pid: u32) -> Reports {
@@ -219,6 +220,7 @@ pub fn read_reports(dir: &Path, pid: u32) -> Reports {
             .expect("detailed steps schema"),
         history: serde_json::from_value(typed(f::gpu_history_file_name(pid)))
             .expect("gpu history schema"),
+        trace: serde_json::from_value(typed(f::trace_file_name(pid))).expect("trace schema"),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod recorder;
 pub mod sampler;
 pub mod session;
 pub mod shapes;
+pub mod trace;
 
 pub use error::{ProfilerError, Result};
 pub use recorder::ThreadRecorder;

@@ -46,6 +46,7 @@ pub(crate) struct SpanEvent {
     pub shapes: NameId,
     /// Sequence number of the step it belongs to, 0 when outside every step.
     pub step_seq: u64,
+    pub start_ns: u64,
     pub duration_ns: u64,
 }
 
@@ -411,6 +412,7 @@ impl ThreadRecorder {
             memory_delta_mb,
             shapes,
             step_seq: span.step_seq,
+            start_ns: span.start_ns,
             duration_ns: end_ns.saturating_sub(span.start_ns),
         }))
     }

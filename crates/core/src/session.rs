@@ -9,6 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
 use hdrhistogram::Histogram;
+
+use crate::trace::{self, TraceSpan, TraceStep};
 use parking_lot::{Mutex, MutexGuard, RwLock};
 use ringbuf::traits::{Consumer, Observer, Split};
 use ringbuf::{HeapCons, HeapRb};
@@ -330,6 +332,8 @@ struct Collector {
     sources: Vec<ThreadSource>,
     totals: Aggregates,
     history: Bounded<KeptStep>,
+    /// The newest spans, one by one, for the trace.
+    trace_spans: Bounded<TraceSpan>,
     next_step_id: u64,
 }
 
@@ -417,6 +421,7 @@ impl Session {
                 sources: Vec::new(),
                 totals: Aggregates::new(),
                 history: Bounded::new(max),
+                trace_spans: Bounded::new(trace::span_capacity(max)),
                 next_step_id: 0,
             }),
             samples: Mutex::new(SampleStore {
@@ -466,7 +471,13 @@ impl Session {
     pub fn set_settings(&self, settings: Settings) {
         let max = settings.max_history;
         *self.settings.write() = settings;
-        self.collector.lock().history.set_capacity(max);
+        {
+            let mut collector = self.collector.lock();
+            collector.history.set_capacity(max);
+            collector
+                .trace_spans
+                .set_capacity(trace::span_capacity(max));
+        }
         let mut samples = self.samples.lock();
         samples.host.set_capacity(max);
         for (_, h) in &mut samples.devices {
@@ -543,12 +554,19 @@ impl Session {
             sources,
             totals,
             history,
+            trace_spans,
             next_step_id,
         } = collector;
         for source in sources.iter_mut() {
             while let Some(event) = source.consumer.try_pop() {
                 match event {
                     Event::Span(span) => {
+                        trace_spans.push(TraceSpan {
+                            thread_id: source.thread_id,
+                            name: span.name,
+                            start_ns: span.start_ns,
+                            duration_ns: span.duration_ns,
+                        });
                         let (memory_calls, memory_delta_mb) = memory_of(&span);
                         totals.add_layer(
                             span.name,
@@ -899,12 +917,14 @@ impl Session {
                     self.summary_locked(&collector, None),
                     collector.history.iter().cloned().collect::<Vec<_>>(),
                     collector.history.dropped(),
+                    collector.trace_spans.iter().copied().collect::<Vec<_>>(),
+                    collector.trace_spans.dropped(),
                 )
             })
         };
         let history = self.gpu_history();
         let mut written = Vec::new();
-        if let Some((summary, kept, dropped_steps)) = recorded {
+        if let Some((summary, kept, dropped_steps, spans, dropped_spans)) = recorded {
             written.push(write_json_atomic(
                 dir,
                 &format::summary_file_name(self.pid),
@@ -928,6 +948,31 @@ impl Session {
                 dir,
                 &format::detailed_steps_file_name(self.pid),
                 &steps,
+            )?);
+            let trace_steps: Vec<TraceStep> = kept
+                .iter()
+                .map(|k| TraceStep {
+                    thread_id: k.thread_id,
+                    step_id: k.step_id,
+                    start_ns: k.event.start_ns,
+                    duration_ns: k.event.duration_ns,
+                    batch_size: k.event.batch_size,
+                    num_tokens: k.event.num_tokens,
+                })
+                .collect();
+            let trace = trace::build(
+                self.pid,
+                self.started_unix,
+                &trace_steps,
+                &spans,
+                dropped_spans,
+                &names,
+                history.as_ref(),
+            );
+            written.push(write_json_atomic(
+                dir,
+                &format::trace_file_name(self.pid),
+                &trace,
             )?);
         }
         if let Some(history) = history {

@@ -65,7 +65,8 @@ fn steps_and_nested_spans_reach_summary_and_history() {
 
     let dir = tempfile::tempdir().unwrap();
     let files = s.export(dir.path()).unwrap();
-    assert_eq!(files.len(), 2, "no samples, so no gpu history: {files:?}");
+    // Summary, detailed steps and trace; no samples, so no gpu history.
+    assert_eq!(files.len(), 3, "{files:?}");
     let steps: vllm_profiler_format::DetailedSteps = serde_json::from_slice(
         &std::fs::read(dir.path().join("detailed_steps_4242.json")).unwrap(),
     )
@@ -286,7 +287,7 @@ fn sampler_tick_feeds_history_and_step_memory() {
     rec.step_end(h).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let files = s.export(dir.path()).unwrap();
-    assert_eq!(files.len(), 3);
+    assert_eq!(files.len(), 4);
     let history: vllm_profiler_format::GpuHistory =
         serde_json::from_slice(&std::fs::read(dir.path().join("gpu_history_4242.json")).unwrap())
             .unwrap();

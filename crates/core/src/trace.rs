@@ -1,0 +1,288 @@
+//! `trace_<pid>.json` in the Chrome trace event format, for Perfetto and `chrome://tracing`:
+//! steps and spans as `X` events on their real pid and thread id, GPU figures as `C` counter
+//! tracks, and `M` events naming the process and its threads.
+//!
+//! Perfetto drops events that overlap on one thread, so the events of each thread are made to
+//! nest: sorted by start (the longer first), an event that starts inside another but would end
+//! after it is cut at the other's end and marked `"clipped": 1`. That happens only when a span
+//! began before a step and ended inside it, or the other way round.
+//!
+//! Times are microseconds since the session started (`otherData.started_unix` is that start
+//! in Unix seconds), with nanosecond resolution.
+
+use std::collections::BTreeMap;
+
+use vllm_profiler_format::{self as format, TraceArg, TraceEvent};
+
+/// Most spans the trace keeps (the newest); older ones are dropped and counted.
+pub const MAX_TRACE_SPANS: usize = 65_536;
+
+/// Spans the trace keeps with a step history of `max_history`: 64 per kept step, between
+/// 1024 and [`MAX_TRACE_SPANS`], so that the trace covers about the steps the other reports
+/// keep and an export stays proportionate to them.
+pub fn span_capacity(max_history: usize) -> usize {
+    max_history.saturating_mul(64).clamp(1024, MAX_TRACE_SPANS)
+}
+
+/// A finished span as the trace keeps it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TraceSpan {
+    pub thread_id: u32,
+    pub name: crate::names::NameId,
+    pub start_ns: u64,
+    pub duration_ns: u64,
+}
+
+/// A kept step, as the trace needs it.
+pub(crate) struct TraceStep {
+    pub thread_id: u32,
+    pub step_id: u64,
+    pub start_ns: u64,
+    pub duration_ns: u64,
+    pub batch_size: u32,
+    pub num_tokens: u32,
+}
+
+/// One `X` event before it is nested.
+struct Interval {
+    thread_id: u32,
+    start_ns: u64,
+    end_ns: u64,
+    is_step: bool,
+    name: String,
+    args: BTreeMap<String, TraceArg>,
+}
+
+fn us(ns: u64) -> f64 {
+    ns as f64 / 1000.0
+}
+
+/// Builds the trace of one process.
+pub(crate) fn build(
+    pid: u32,
+    started_unix: f64,
+    steps: &[TraceStep],
+    spans: &[TraceSpan],
+    dropped_spans: u64,
+    names: &[std::sync::Arc<str>],
+    gpu: Option<&format::GpuHistory>,
+) -> format::TraceFile {
+    let mut intervals: Vec<Interval> = Vec::with_capacity(steps.len() + spans.len());
+    for step in steps {
+        let number = |n: u64| TraceArg::Number(n as f64);
+        intervals.push(Interval {
+            thread_id: step.thread_id,
+            start_ns: step.start_ns,
+            end_ns: step.start_ns.saturating_add(step.duration_ns),
+            is_step: true,
+            name: format!("step {}", step.step_id),
+            args: BTreeMap::from([
+                ("step_id".to_owned(), number(step.step_id)),
+                ("batch_size".to_owned(), number(u64::from(step.batch_size))),
+                ("num_tokens".to_owned(), number(u64::from(step.num_tokens))),
+            ]),
+        });
+    }
+    for span in spans {
+        let name = names
+            .get(span.name.0 as usize)
+            .map_or_else(|| "?".to_owned(), |n| n.to_string());
+        intervals.push(Interval {
+            thread_id: span.thread_id,
+            start_ns: span.start_ns,
+            end_ns: span.start_ns.saturating_add(span.duration_ns),
+            is_step: false,
+            name,
+            args: BTreeMap::new(),
+        });
+    }
+    // Per thread, outer first: earlier start, then later end, then a step before a span.
+    intervals.sort_by(|a, b| {
+        (
+            a.thread_id,
+            a.start_ns,
+            std::cmp::Reverse(a.end_ns),
+            !a.is_step,
+        )
+            .cmp(&(
+                b.thread_id,
+                b.start_ns,
+                std::cmp::Reverse(b.end_ns),
+                !b.is_step,
+            ))
+    });
+    let mut events = Vec::with_capacity(intervals.len() + 16);
+    events.push(metadata(pid, 0, "process_name", process_name(pid)));
+    let mut thread = None;
+    let mut open: Vec<u64> = Vec::new();
+    for mut interval in intervals {
+        if thread != Some(interval.thread_id) {
+            thread = Some(interval.thread_id);
+            open.clear();
+            events.push(metadata(
+                pid,
+                interval.thread_id,
+                "thread_name",
+                thread_name(interval.thread_id),
+            ));
+        }
+        while open.last().is_some_and(|&end| end <= interval.start_ns) {
+            open.pop();
+        }
+        if let Some(&outer_end) = open.last() {
+            if interval.end_ns > outer_end {
+                interval.end_ns = outer_end;
+                interval
+                    .args
+                    .insert("clipped".to_owned(), TraceArg::Number(1.0));
+            }
+        }
+        open.push(interval.end_ns);
+        events.push(TraceEvent {
+            name: interval.name,
+            cat: Some(if interval.is_step { "step" } else { "span" }.to_owned()),
+            ph: "X".to_owned(),
+            ts: us(interval.start_ns),
+            dur: Some(us(interval.end_ns - interval.start_ns)),
+            pid,
+            tid: interval.thread_id,
+            args: interval.args,
+        });
+    }
+    if let Some(gpu) = gpu {
+        for sample in &gpu.gpu_history {
+            let mut args = BTreeMap::new();
+            for (key, value) in [
+                ("utilization_percent", sample.gpu_utilization),
+                ("memory_used_mb", sample.memory_used_mb),
+                ("temperature_c", sample.temperature),
+                ("power_watts", sample.power_draw),
+            ] {
+                if let Some(value) = value {
+                    args.insert(key.to_owned(), TraceArg::Number(value));
+                }
+            }
+            if args.is_empty() {
+                continue;
+            }
+            events.push(TraceEvent {
+                name: format!("GPU {}", sample.device_id),
+                cat: Some("gpu".to_owned()),
+                ph: "C".to_owned(),
+                ts: ((sample.timestamp - started_unix) * 1e6).max(0.0),
+                dur: None,
+                pid,
+                tid: 0,
+                args,
+            });
+        }
+    }
+    format::TraceFile {
+        trace_events: events,
+        display_time_unit: "ms".to_owned(),
+        other_data: BTreeMap::from([
+            ("started_unix".to_owned(), TraceArg::Number(started_unix)),
+            (
+                "dropped_spans".to_owned(),
+                TraceArg::Number(dropped_spans as f64),
+            ),
+        ]),
+    }
+}
+
+fn metadata(pid: u32, tid: u32, kind: &str, name: String) -> TraceEvent {
+    TraceEvent {
+        name: kind.to_owned(),
+        cat: None,
+        ph: "M".to_owned(),
+        ts: 0.0,
+        dur: None,
+        pid,
+        tid,
+        args: BTreeMap::from([("name".to_owned(), TraceArg::Text(name))]),
+    }
+}
+
+/// `/proc/<pid>/task/<tid>/comm` while the thread lives.
+fn thread_name(tid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
+        .map(|name| name.trim_end().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| format!("thread {tid}"))
+}
+
+fn process_name(pid: u32) -> String {
+    let exe = std::fs::read_to_string("/proc/self/comm")
+        .map(|name| name.trim_end().to_owned())
+        .unwrap_or_default();
+    format!("{exe} (pid {pid})")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::names::NameId;
+
+    #[test]
+    fn events_of_a_thread_nest_and_an_overlapping_one_is_clipped() {
+        let names: Vec<Arc<str>> = vec!["outside".into(), "layer".into()];
+        let steps = [TraceStep {
+            thread_id: 7,
+            step_id: 0,
+            start_ns: 1_000,
+            duration_ns: 9_000,
+            batch_size: 2,
+            num_tokens: 3,
+        }];
+        let spans = [
+            // Inside the step.
+            TraceSpan {
+                thread_id: 7,
+                name: NameId(1),
+                start_ns: 2_000,
+                duration_ns: 1_000,
+            },
+            // Began inside the step, ended after it.
+            TraceSpan {
+                thread_id: 7,
+                name: NameId(0),
+                start_ns: 5_000,
+                duration_ns: 10_000,
+            },
+            // Another thread: untouched.
+            TraceSpan {
+                thread_id: 8,
+                name: NameId(1),
+                start_ns: 0,
+                duration_ns: 50_000,
+            },
+        ];
+        let trace = build(42, 100.0, &steps, &spans, 0, &names, None);
+        let x: Vec<_> = trace.trace_events.iter().filter(|e| e.ph == "X").collect();
+        let summary: Vec<_> = x
+            .iter()
+            .map(|e| (e.tid, e.name.as_str(), e.ts, e.dur.unwrap()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (7, "step 0", 1.0, 9.0),
+                (7, "layer", 2.0, 1.0),
+                (7, "outside", 5.0, 5.0),
+                (8, "layer", 0.0, 50.0),
+            ]
+        );
+        assert_eq!(x[2].args["clipped"], TraceArg::Number(1.0));
+        assert!(!x[1].args.contains_key("clipped"));
+        let threads: Vec<_> = trace
+            .trace_events
+            .iter()
+            .filter(|e| e.ph == "M" && e.name == "thread_name")
+            .map(|e| e.tid)
+            .collect();
+        assert_eq!(threads, [7, 8]);
+    }
+}
