@@ -119,7 +119,7 @@ pub struct Rarely(u8);
 
 impl Rarely {
     fn now(&self) -> bool {
-        self.0 % 8 == 0
+        self.0.is_multiple_of(8)
     }
 }
 
