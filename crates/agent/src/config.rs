@@ -327,10 +327,15 @@ fn parse_devices(text: &str) -> std::result::Result<Option<Vec<u32>>, ()> {
 }
 
 /// `host:port` (the host a name, an IPv4 address or a bracketed IPv6 one), trimmed.
+/// `host:port`, or `:port` for loopback (`127.0.0.1:port`): the endpoint is exposed beyond
+/// the host only when a host says so.
 fn parse_addr(text: &str) -> Option<String> {
     let text = text.trim();
     let (host, port) = text.rsplit_once(':')?;
     port.parse::<u16>().ok()?;
+    if host.is_empty() {
+        return Some(format!("127.0.0.1:{port}"));
+    }
     let valid_host = !host.is_empty()
         && host.len() <= 255
         && !host.chars().any(|c| c.is_whitespace() || c.is_control());
@@ -472,7 +477,7 @@ mod tests {
             (OUTPUT_DIR, "", "using the default"),
             (PROMETHEUS_ADDR, "NaN", "using no endpoint"),
             (PROMETHEUS_ADDR, "localhost:99999", "using no endpoint"),
-            (PROMETHEUS_ADDR, ":9090", "using no endpoint"),
+            (PROMETHEUS_ADDR, ":x", "using no endpoint"),
         ];
         for (var, value, used) in bad {
             let (config, warnings) = from(&[(var, value)]);
@@ -497,6 +502,10 @@ mod tests {
             assert!(warnings.is_empty(), "{addr}: {warnings:?}");
             assert_eq!(config.prometheus_addr.as_deref(), Some(addr.trim()));
         }
+        // No host: loopback, never every interface.
+        let (config, warnings) = from(&[(PROMETHEUS_ADDR, ":9090")]);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(config.prometheus_addr.as_deref(), Some("127.0.0.1:9090"));
     }
 
     #[test]
