@@ -1,4 +1,6 @@
-//! `vllm-profiler`: list the GPUs the agent would sample; later, read and compare reports.
+//! `vllm-profiler`: list the GPUs the agent would sample; read and compare reports.
+
+mod report;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -25,6 +27,38 @@ enum Command {
     /// Print seed 001's GPU list as JSON ({"gpus": [...], "total": n, "detector": "..."}),
     /// found by the same detector chain as the agent: amd-smi, then NVML, then the CPU.
     Gpus(GpusArgs),
+    /// Print a run's reports as tables: the summary, the top layers, and GPU min/avg/max per
+    /// device, for each process that wrote reports in DIR.
+    Report(ReportArgs),
+    /// Compare run A with run B (report dirs, or summary files): the change of each metric and
+    /// of each layer's mean duration, with regressions past a threshold flagged.
+    Compare(CompareArgs),
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// The output dir of a profiled run.
+    dir: PathBuf,
+    /// Print the same as JSON, for scripts.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct CompareArgs {
+    /// The baseline run: a report dir (its process with the most steps) or a summary file.
+    a: PathBuf,
+    /// The run to judge against it.
+    b: PathBuf,
+    /// Percent by which a figure may get worse before it is a regression.
+    #[arg(long, default_value_t = 5.0, value_name = "PERCENT")]
+    threshold: f64,
+    /// Print the comparison as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Exit with status 2 when there is a regression.
+    #[arg(long)]
+    fail_on_regression: bool,
 }
 
 #[derive(Args)]
@@ -74,6 +108,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Gpus(args) => gpus(args),
+        Command::Report(args) => report_command(args),
+        Command::Compare(args) => match compare_command(args) {
+            Ok(true) => return ExitCode::from(2),
+            other => other.map(drop),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -82,6 +121,35 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn report_command(args: ReportArgs) -> Result<(), String> {
+    let run = report::load(&args.dir)?;
+    if args.json {
+        let text = serde_json::to_string_pretty(&run).map_err(|e| e.to_string())?;
+        println!("{text}");
+    } else {
+        print!("{}", report::render(&run));
+    }
+    Ok(())
+}
+
+/// `Ok(true)`: there are regressions and the caller asked to fail on them.
+fn compare_command(args: CompareArgs) -> Result<bool, String> {
+    if !args.threshold.is_finite() || args.threshold < 0.0 {
+        return Err(format!(
+            "--threshold must be a percent >= 0, got {}",
+            args.threshold
+        ));
+    }
+    let comparison = report::compare(&args.a, &args.b, args.threshold)?;
+    if args.json {
+        let text = serde_json::to_string_pretty(&comparison).map_err(|e| e.to_string())?;
+        println!("{text}");
+    } else {
+        print!("{}", report::render_comparison(&comparison));
+    }
+    Ok(args.fail_on_regression && comparison.regressions > 0)
 }
 
 fn gpus(args: GpusArgs) -> Result<(), String> {

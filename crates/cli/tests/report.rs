@@ -1,0 +1,237 @@
+//! `vllm-profiler report` and `compare` on report files written here with the format crate's
+//! types, so every figure the commands print is known exactly.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use vllm_profiler_format::{
+    self as format, Comparison, Counters, GpuDevice, GpuHistory, GpuSample, LayerPerformance,
+    MemorySource, PerformanceSummary, RunReport,
+};
+
+fn cli(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vllm-profiler"))
+        .args(args)
+        .output()
+        .expect("the CLI runs")
+}
+
+fn layer(avg: f64, calls: u64) -> LayerPerformance {
+    LayerPerformance {
+        avg_duration_ms: avg,
+        call_count: calls,
+        total_duration_ms: avg * calls as f64,
+        avg_memory_delta_mb: None,
+    }
+}
+
+fn summary(pid: u32, steps: u64, avg: f64, tokens_per_second: f64) -> PerformanceSummary {
+    PerformanceSummary {
+        schema_version: format::SCHEMA_VERSION,
+        pid,
+        generated_at: 1.0,
+        last_n_steps: None,
+        total_steps: steps,
+        avg_duration_ms: Some(avg),
+        min_duration_ms: Some(avg / 2.0),
+        max_duration_ms: Some(avg * 2.0),
+        p50_duration_ms: Some(avg),
+        p90_duration_ms: Some(avg * 1.5),
+        p99_duration_ms: Some(avg * 1.9),
+        total_tokens: steps * 10,
+        total_batch_size: steps,
+        tokens_per_second: Some(tokens_per_second),
+        window_seconds: Some(1.0),
+        avg_memory_mb: Some(1000.0),
+        max_memory_mb: Some(1200.0),
+        memory_source: MemorySource::Gpu,
+        detector: Some("NVMLDetector".into()),
+        layer_performance: BTreeMap::from([
+            ("model.attn".to_owned(), layer(2.0, 10)),
+            ("model.mlp".to_owned(), layer(1.0, 30)),
+            ("lm_head".to_owned(), layer(0.5, 10)),
+        ]),
+        counters: Counters::default(),
+    }
+}
+
+fn write(dir: &Path, name: String, value: &impl serde::Serialize) {
+    std::fs::write(dir.join(name), serde_json::to_vec(value).unwrap()).unwrap();
+}
+
+fn sample(utilization: f64, memory: f64) -> GpuSample {
+    GpuSample {
+        timestamp: 1.0,
+        device_id: 0,
+        gpu_utilization: Some(utilization),
+        memory_used_mb: Some(memory),
+        ..GpuSample::default()
+    }
+}
+
+fn run_dir(dir: &Path) {
+    write(
+        dir,
+        format::summary_file_name(11),
+        &summary(11, 100, 20.0, 500.0),
+    );
+    write(
+        dir,
+        format::summary_file_name(12),
+        &summary(12, 5, 4.0, 50.0),
+    );
+    let history = GpuHistory {
+        schema_version: format::SCHEMA_VERSION,
+        pid: 11,
+        detector: "NVMLDetector".into(),
+        sample_interval_s: 0.1,
+        devices: vec![GpuDevice {
+            index: 0,
+            name: Some("Fake H100".into()),
+            ..GpuDevice::default()
+        }],
+        gpu_history: vec![
+            sample(10.0, 100.0),
+            sample(30.0, 300.0),
+            sample(80.0, 200.0),
+        ],
+        host_history: Vec::new(),
+        dropped_samples: 0,
+    };
+    write(dir, format::gpu_history_file_name(11), &history);
+}
+
+#[test]
+fn report_prints_the_summary_top_layers_and_gpu_spread_per_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    run_dir(tmp.path());
+    let out = cli(&["report".as_ref(), tmp.path().as_os_str()]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    for line in [
+        "Process 11 (100 steps, 1000 tokens, 500.0 tokens/s)",
+        "all steps           20.000  20.000  30.000  38.000  10.000  40.000",
+        // Most total time first: mlp 30 ms, attn 20 ms, lm_head 5 ms.
+        "model.mlp      30   1.000    30.000",
+        "model.attn     10   2.000    20.000",
+        "lm_head        10   0.500     5.000",
+        "GPU 0 Fake H100 utilization %    10.0  40.0  80.0        3",
+        "GPU 0 Fake H100 memory used MiB   100   200   300        3",
+        // No temperature in any sample: a dash, never a made-up 0.
+        "GPU 0 Fake H100 temperature C       -     -     -        3",
+        "Process 12 (5 steps, 50 tokens, 50.0 tokens/s)",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line:?} missing in:\n{text}"
+        );
+    }
+
+    let json = cli(&["report".as_ref(), tmp.path().as_os_str(), "--json".as_ref()]);
+    assert!(json.status.success());
+    let run: RunReport = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(run.processes.len(), 2);
+    let p = &run.processes[0];
+    assert_eq!((p.pid, p.summary.total_steps), (11, 100));
+    let names: Vec<_> = p.top_layers.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["model.mlp", "model.attn", "lm_head"]);
+    let gpu = &p.gpus[0];
+    let util = gpu.gpu_utilization.unwrap();
+    assert_eq!((util.min, util.avg, util.max), (10.0, 40.0, 80.0));
+    assert_eq!(gpu.samples, 3);
+    assert!(run.processes[1].gpus.is_empty(), "pid 12 sampled nothing");
+}
+
+#[test]
+fn report_errors_name_the_problem_and_exit_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = cli(&["report".as_ref(), tmp.path().as_os_str()]);
+    assert_eq!(empty.status.code(), Some(1));
+    let stderr = String::from_utf8(empty.stderr).unwrap();
+    assert!(
+        stderr.contains("no performance_summary_<pid>.json"),
+        "{stderr}"
+    );
+
+    std::fs::write(tmp.path().join("performance_summary_7.json"), b"{not json").unwrap();
+    let bad = cli(&["report".as_ref(), tmp.path().as_os_str()]);
+    assert_eq!(bad.status.code(), Some(1));
+    let stderr = String::from_utf8(bad.stderr).unwrap();
+    assert!(
+        stderr.contains("performance_summary_7.json is not a report"),
+        "{stderr}"
+    );
+    assert!(bad.stdout.is_empty());
+}
+
+#[test]
+fn compare_shows_each_change_and_flags_regressions_past_the_threshold() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    run_dir(&a);
+    // B: steps 10 % slower (a regression at 5 %), throughput 4 % lower (not one), attn 50 %
+    // slower, lm_head gone, a new layer.
+    let mut slower = summary(21, 100, 22.0, 480.0);
+    slower
+        .layer_performance
+        .insert("model.attn".into(), layer(3.0, 10));
+    slower.layer_performance.remove("lm_head");
+    slower
+        .layer_performance
+        .insert("model.rope".into(), layer(0.1, 10));
+    write(&b, format::summary_file_name(21), &slower);
+
+    let out = cli(&[
+        "compare".as_ref(),
+        a.as_os_str(),
+        b.as_os_str(),
+        "--json".as_ref(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let c: Comparison = serde_json::from_slice(&out.stdout).unwrap();
+    // A's process with the most steps is compared.
+    assert_eq!((c.pid_a, c.pid_b), (11, 21));
+    let metric = |name: &str| c.metrics.iter().find(|m| m.name == name).unwrap().clone();
+    let avg = metric("avg_duration_ms");
+    assert_eq!((avg.a, avg.b), (Some(20.0), Some(22.0)));
+    assert!((avg.change_percent.unwrap() - 10.0).abs() < 1e-9);
+    assert!(avg.regression);
+    let tps = metric("tokens_per_second");
+    assert!((tps.change_percent.unwrap() + 4.0).abs() < 1e-9);
+    assert!(!tps.regression && tps.higher_is_better);
+    let attn = c.layers.iter().find(|l| l.name == "model.attn").unwrap();
+    assert!(attn.regression && (attn.change_percent.unwrap() - 50.0).abs() < 1e-9);
+    assert_eq!(c.only_in_a, ["lm_head"]);
+    assert_eq!(c.only_in_b, ["model.rope"]);
+    // avg, p50, p90, p99, max all 10 % worse, and attn.
+    assert_eq!(c.regressions, 6);
+
+    let table = cli(&["compare".as_ref(), a.as_os_str(), b.as_os_str()]);
+    let text = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l == "avg_duration_ms      20.000    22.000  +10.0%  REGRESSION"),
+        "{text}"
+    );
+    assert!(text.contains("only in A: lm_head") && text.contains("6 regression(s)"));
+
+    let strict = cli(&[
+        "compare".as_ref(),
+        a.as_os_str(),
+        b.as_os_str(),
+        "--fail-on-regression".as_ref(),
+    ]);
+    assert_eq!(strict.status.code(), Some(2));
+    let lenient = cli(&[
+        "compare".as_ref(),
+        a.as_os_str(),
+        b.as_os_str(),
+        "--threshold".as_ref(),
+        "60".as_ref(),
+        "--fail-on-regression".as_ref(),
+    ]);
+    assert_eq!(lenient.status.code(), Some(0), "nothing is 60 % worse");
+}
