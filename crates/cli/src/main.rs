@@ -1,5 +1,6 @@
 //! `vllm-profiler`: list the GPUs the agent would sample; read and compare reports.
 
+mod html;
 mod report;
 
 use std::io::{IsTerminal, Write};
@@ -42,6 +43,10 @@ struct ReportArgs {
     /// Print the same as JSON, for scripts.
     #[arg(long)]
     json: bool,
+    /// Also write one self-contained HTML page with plots (GPU utilization, memory and power
+    /// over time, the step-duration histogram, the layer table).
+    #[arg(long, value_name = "OUT.html")]
+    html: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -125,6 +130,10 @@ fn main() -> ExitCode {
 
 fn report_command(args: ReportArgs) -> Result<(), String> {
     let run = report::load(&args.dir)?;
+    if let Some(out) = &args.html {
+        let page = html::render(&args.dir, &run)?;
+        std::fs::write(out, page).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    }
     if args.json {
         let text = serde_json::to_string_pretty(&run).map_err(|e| e.to_string())?;
         println!("{text}");
