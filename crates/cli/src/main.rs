@@ -2,6 +2,7 @@
 
 mod html;
 mod report;
+mod watchdog;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -34,6 +35,60 @@ enum Command {
     /// Compare run A with run B (report dirs, or summary files): the change of each metric and
     /// of each layer's mean duration, with regressions past a threshold flagged.
     Compare(CompareArgs),
+    /// Seed 003's idle-GPU watchdog: after IDLE_LIMIT checks in a row with GPU utilization
+    /// under IDLE_THRESHOLD % (and no new requests), and not before MIN_RUNTIME seconds, run
+    /// COMMAND once (for example a pod stop). A failed command resets the count.
+    Watchdog(WatchdogArgs),
+}
+
+#[derive(Args)]
+struct WatchdogArgs {
+    /// Utilization (percent, busiest GPU) under which a check is idle.
+    #[arg(long, default_value_t = 5.0, value_name = "PERCENT")]
+    idle_threshold: f64,
+    /// Seconds between checks.
+    #[arg(long, default_value_t = 60.0, value_name = "SECONDS", value_parser = parse_seconds)]
+    check_interval: f64,
+    /// Idle checks in a row before acting.
+    #[arg(long, default_value_t = 5, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    idle_limit: u32,
+    /// Seconds from the start before which it never acts.
+    #[arg(long, default_value_t = 600.0, value_name = "SECONDS", value_parser = parse_seconds)]
+    min_runtime: f64,
+    /// A Prometheus /metrics URL whose request counter growing counts as activity.
+    #[arg(long, value_name = "URL")]
+    requests_url: Option<String>,
+    /// The counter read at --requests-url (summed over its labels).
+    #[arg(
+        long,
+        default_value = "vllm:request_success_total",
+        value_name = "NAME"
+    )]
+    requests_metric: String,
+    /// Log what it would do instead of running the command.
+    #[arg(long)]
+    dry_run: bool,
+    /// Stop after this many checks.
+    #[arg(long, value_name = "N")]
+    max_checks: Option<u64>,
+    /// NVML library to load instead of libnvidia-ml.so.1.
+    #[arg(long, env = "VLLM_PROFILING_NVML_LIBRARY", value_name = "PATH")]
+    nvml_library: Option<PathBuf>,
+    /// amd-smi library to load instead of libamd_smi.so.
+    #[arg(long, env = "VLLM_PROFILING_AMDSMI_LIBRARY", value_name = "PATH")]
+    amdsmi_library: Option<PathBuf>,
+    /// The command to run once the GPUs stayed idle, after `--`.
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=31_536_000.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "expected seconds between 0 and 31536000, got {text:?}"
+        )),
+    }
 }
 
 #[derive(Args)]
@@ -114,6 +169,22 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Gpus(args) => gpus(args),
         Command::Report(args) => report_command(args),
+        Command::Watchdog(args) => watchdog::run(&watchdog::Watch {
+            idle_threshold: args.idle_threshold,
+            check_interval: Duration::from_secs_f64(args.check_interval),
+            idle_limit: args.idle_limit,
+            min_runtime: Duration::from_secs_f64(args.min_runtime),
+            requests_url: args.requests_url,
+            requests_metric: args.requests_metric,
+            dry_run: args.dry_run,
+            max_checks: args.max_checks,
+            command: args.command,
+            gpu: Options {
+                nvml_library: args.nvml_library,
+                amdsmi_library: args.amdsmi_library,
+                devices: None,
+            },
+        }),
         Command::Compare(args) => match compare_command(args) {
             Ok(true) => return ExitCode::from(2),
             other => other.map(drop),
