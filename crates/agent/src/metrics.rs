@@ -22,7 +22,7 @@ use prometheus_client::registry::{Registry, Unit};
 use vllm_profiler_core::{MetricsSnapshot, Session};
 
 /// Upper bounds of the step-duration histogram, seconds: 1 ms to 30 s.
-pub const STEP_BUCKETS_S: [f64; 14] = [
+pub(crate) const STEP_BUCKETS_S: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
@@ -32,7 +32,7 @@ const POLL: Duration = Duration::from_millis(200);
 const MIB: f64 = 1024.0 * 1024.0;
 
 /// The OpenMetrics text of `snapshot`.
-pub fn render(snapshot: &MetricsSnapshot) -> String {
+pub(crate) fn render(snapshot: &MetricsSnapshot) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Scrape(snapshot.clone())));
     let mut text = String::new();
