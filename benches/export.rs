@@ -43,7 +43,7 @@ fn p7(c: &mut Criterion) {
 
 fn export(session: &Session, dir: &std::path::Path) {
     let written = session.export(dir).expect("export");
-    assert_eq!(written.len(), 3, "summary, detailed steps, GPU history");
+    assert_eq!(written.len(), 4, "summary, detailed steps, trace, GPU history");
 }
 
 criterion_group!(benches, p7);
