@@ -43,7 +43,11 @@ fn p7(c: &mut Criterion) {
 
 fn export(session: &Session, dir: &std::path::Path) {
     let written = session.export(dir).expect("export");
-    assert_eq!(written.len(), 4, "summary, detailed steps, trace, GPU history");
+    assert_eq!(
+        written.len(),
+        4,
+        "summary, detailed steps, trace, GPU history"
+    );
 }
 
 criterion_group!(benches, p7);
