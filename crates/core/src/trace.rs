@@ -10,6 +10,7 @@
 //! Times are microseconds since the session started (`otherData.started_unix` is that start
 //! in Unix seconds), with nanosecond resolution.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use vllm_profiler_format::{self as format, TraceArg, TraceEvent};
@@ -50,7 +51,7 @@ struct Interval {
     end_ns: u64,
     is_step: bool,
     name: String,
-    args: BTreeMap<String, TraceArg>,
+    args: BTreeMap<Cow<'static, str>, TraceArg>,
 }
 
 fn us(ns: u64) -> f64 {
@@ -77,9 +78,15 @@ pub(crate) fn build(
             is_step: true,
             name: format!("step {}", step.step_id),
             args: BTreeMap::from([
-                ("step_id".to_owned(), number(step.step_id)),
-                ("batch_size".to_owned(), number(u64::from(step.batch_size))),
-                ("num_tokens".to_owned(), number(u64::from(step.num_tokens))),
+                (Cow::Borrowed("step_id"), number(step.step_id)),
+                (
+                    Cow::Borrowed("batch_size"),
+                    number(u64::from(step.batch_size)),
+                ),
+                (
+                    Cow::Borrowed("num_tokens"),
+                    number(u64::from(step.num_tokens)),
+                ),
             ]),
         });
     }
@@ -134,14 +141,18 @@ pub(crate) fn build(
                 interval.end_ns = outer_end;
                 interval
                     .args
-                    .insert("clipped".to_owned(), TraceArg::Number(1.0));
+                    .insert(Cow::Borrowed("clipped"), TraceArg::Number(1.0));
             }
         }
         open.push(interval.end_ns);
         events.push(TraceEvent {
             name: interval.name,
-            cat: Some(if interval.is_step { "step" } else { "span" }.to_owned()),
-            ph: "X".to_owned(),
+            cat: Some(Cow::Borrowed(if interval.is_step {
+                "step"
+            } else {
+                "span"
+            })),
+            ph: Cow::Borrowed("X"),
             ts: us(interval.start_ns),
             dur: Some(us(interval.end_ns - interval.start_ns)),
             pid,
@@ -159,7 +170,7 @@ pub(crate) fn build(
                 ("power_watts", sample.power_draw),
             ] {
                 if let Some(value) = value {
-                    args.insert(key.to_owned(), TraceArg::Number(value));
+                    args.insert(Cow::Borrowed(key), TraceArg::Number(value));
                 }
             }
             if args.is_empty() {
@@ -167,8 +178,8 @@ pub(crate) fn build(
             }
             events.push(TraceEvent {
                 name: format!("GPU {}", sample.device_id),
-                cat: Some("gpu".to_owned()),
-                ph: "C".to_owned(),
+                cat: Some(Cow::Borrowed("gpu")),
+                ph: Cow::Borrowed("C"),
                 ts: ((sample.timestamp - started_unix) * 1e6).max(0.0),
                 dur: None,
                 pid,
@@ -194,12 +205,12 @@ fn metadata(pid: u32, tid: u32, kind: &str, name: String) -> TraceEvent {
     TraceEvent {
         name: kind.to_owned(),
         cat: None,
-        ph: "M".to_owned(),
+        ph: Cow::Borrowed("M"),
         ts: 0.0,
         dur: None,
         pid,
         tid,
-        args: BTreeMap::from([("name".to_owned(), TraceArg::Text(name))]),
+        args: BTreeMap::from([(Cow::Borrowed("name"), TraceArg::Text(name))]),
     }
 }
 

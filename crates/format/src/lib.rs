@@ -6,6 +6,7 @@
 //! they do not know (serde does by default).
 #![forbid(unsafe_code)]
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -125,9 +126,9 @@ pub struct TraceFile {
 pub struct TraceEvent {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cat: Option<String>,
-    pub ph: String,
-    /// Microseconds since the Unix epoch (0 for metadata).
+    pub cat: Option<Cow<'static, str>>,
+    pub ph: Cow<'static, str>,
+    /// Microseconds since the session started (`otherData.started_unix`); 0 for metadata.
     #[serde(default)]
     pub ts: f64,
     /// Microseconds, `X` events only.
@@ -136,8 +137,9 @@ pub struct TraceEvent {
     pub pid: u32,
     #[serde(default)]
     pub tid: u32,
+    /// Static keys: a trace has tens of thousands of events, and none needs its own copy.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub args: BTreeMap<String, TraceArg>,
+    pub args: BTreeMap<Cow<'static, str>, TraceArg>,
 }
 
 /// A value in a trace event's `args`.
