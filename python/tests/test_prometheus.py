@@ -56,7 +56,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_host(agent_library, fake_nvml, tmp_path, addr):
+REENABLE = """
+import sys, time
+from vllm_profiler.integration import disable_vllm_profiling, enable_vllm_profiling
+from vllm_profiler.vllm_monitor import VLLMPerformanceMonitor
+monitor = VLLMPerformanceMonitor()
+for round in range(3):
+    enable_vllm_profiling(sample_interval=0.05)
+    for i in range(2):
+        with monitor.profile_inference_step(batch_size=1, num_tokens=10):
+            time.sleep(0.01)
+    if round < 2:
+        disable_vllm_profiling()  # and at once enable again: the port must be served again
+print("ready", flush=True)
+sys.stdin.readline()
+"""
+
+
+def start_host(agent_library, fake_nvml, tmp_path, addr, code=HOST):
     script = tmp_path / "nvml.json"
     script.write_text(json.dumps(SCRIPT))
     env = mode_env("preloaded", agent_library)
@@ -73,7 +90,7 @@ def start_host(agent_library, fake_nvml, tmp_path, addr):
         }
     )
     host = subprocess.Popen(
-        [sys.executable, "-c", HOST],
+        [sys.executable, "-c", code],
         env=env,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -174,6 +191,19 @@ def test_a_port_in_use_is_one_stderr_line_and_the_host_goes_on(agent_library, fa
     assert out == ""  # nothing after "ready", which start_host read
     steps = read_report(tmp_path / "out", "detailed_steps", host.pid)["detailed_steps"]
     assert len(steps) == STEPS
+
+
+def test_after_disable_and_enable_the_same_port_is_served_again(agent_library, fake_nvml, tmp_path):
+    pytest.importorskip("prometheus_client", reason="pip install prometheus_client")
+    port = free_port()
+    host = start_host(agent_library, fake_nvml, tmp_path, f"127.0.0.1:{port}", REENABLE)
+    try:
+        parsed = families(scrape(f"http://127.0.0.1:{port}/metrics"))
+        # One session across the three rounds: its totals keep every step.
+        assert value(parsed["vllm_profiler_steps"], "vllm_profiler_steps_total") == 6
+    finally:
+        out, err = stop_host(host)
+    assert "vllm-profiler:" not in err, err
 
 
 PROMETHEUS_CONFIG = """

@@ -9,10 +9,11 @@
 //! `vllm_profiler_steps_total`, `vllm_profiler_tokens_total` and `vllm_profiler_dropped_total`
 //! (labelled `what`: `steps`, `samples`, `events`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -182,17 +183,65 @@ impl Collector for Scrape {
     }
 }
 
-/// Binds `addr` now (so that a port in use is reported at once) and serves `/metrics` from
-/// `session` on a `vprof-metrics` thread until `stop` disconnects. `Err` says why it cannot.
+/// How long a new server keeps trying a port in use when this process served metrics before:
+/// after a disable and an enable, the old server may hold the port for one more poll.
+const BIND_RETRY: Duration = Duration::from_millis(50);
+const BIND_TRIES: u32 = 20;
+
+/// Whether a server of this process has bound its port before.
+static SERVED_HERE: AtomicBool = AtomicBool::new(false);
+
+/// Binds `addr` and serves `/metrics` from `session` on a `vprof-metrics` thread until `stop`
+/// disconnects. `Err` says why it cannot: a port in use is reported at once, unless this
+/// process's own previous server may still hold it, which is waited for up to a second.
 pub(crate) fn serve(addr: &str, session: Arc<Session>, stop: Receiver<()>) -> Result<(), String> {
-    let server = tiny_http::Server::http(addr)
-        .map_err(|err| format!("cannot serve Prometheus metrics on {addr}: {err}"))?;
+    let describe =
+        |err: &dyn std::fmt::Display| format!("cannot serve Prometheus metrics on {addr}: {err}");
+    let first = match tiny_http::Server::http(addr) {
+        Ok(server) => Some(server),
+        Err(err) if SERVED_HERE.load(Ordering::Acquire) && err.to_string().contains("in use") => {
+            None
+        }
+        Err(err) => return Err(describe(&err)),
+    };
+    let addr = addr.to_owned();
     let spawned = std::thread::Builder::new()
         .name("vprof-metrics".to_owned())
-        .spawn(move || serve_loop(&server, &session, &stop));
+        .spawn(move || {
+            let server = match first {
+                Some(server) => server,
+                None => match bind_when_free(&addr, &stop) {
+                    Some(server) => server,
+                    None => return,
+                },
+            };
+            SERVED_HERE.store(true, Ordering::Release);
+            serve_loop(&server, &session, &stop);
+        });
     spawned
         .map(drop)
         .map_err(|err| format!("cannot start the metrics thread: {err}"))
+}
+
+/// Retries a port held by this process's previous server; one stderr line if it stays taken.
+fn bind_when_free(addr: &str, stop: &Receiver<()>) -> Option<tiny_http::Server> {
+    let mut last_error = String::new();
+    for _ in 0..BIND_TRIES {
+        if !matches!(
+            stop.recv_timeout(BIND_RETRY),
+            Err(RecvTimeoutError::Timeout)
+        ) {
+            return None;
+        }
+        match tiny_http::Server::http(addr) {
+            Ok(server) => return Some(server),
+            Err(err) => last_error = err.to_string(),
+        }
+    }
+    crate::ffi::print_warnings(&[format!(
+        "cannot serve Prometheus metrics on {addr}: {last_error}"
+    )]);
+    None
 }
 
 fn serve_loop(server: &tiny_http::Server, session: &Session, stop: &Receiver<()>) {
