@@ -657,11 +657,6 @@ fn pynvml_reads_the_fake_nvml_like_a_real_one() {
     );
 }
 
-fn which(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-}
-
 /// Runs only where an NVIDIA driver is installed: the agent and the CLI against the real
 /// NVML, compared with `nvidia-smi`.
 #[test]

@@ -16,29 +16,14 @@ fn the_html_report_has_every_plot_and_renders_in_chromium() {
         tmp.path(),
     );
     let out = tmp.path().join("reports");
-    let script = tmp.path().join("nvml.json");
     let frames: Vec<_> = (0..8)
         .map(|i| {
             json!({"gpu_utilization": 10 + 10 * i, "memory_controller_utilization": 1,
                    "memory_used_mb": 1000 + 100 * i, "power_draw_mw": 100_000 + 5_000 * i})
         })
         .collect();
-    std::fs::write(
-        &script,
-        json!({"devices": [{"name": "Plotted GPU", "uuid": "GPU-8",
-            "memory_total_mb": 16384, "frames": frames}]})
-        .to_string(),
-    )
-    .unwrap();
-    let mut cmd = profiled_command(&exe, &out);
-    cmd.arg("30")
-        .env("FAKE_NVML_SCRIPT", &script)
-        .env("VLLM_PROFILING_NVML_LIBRARY", fake_nvml_library())
-        .env(
-            "VLLM_PROFILING_AMDSMI_LIBRARY",
-            tmp.path().join("no-amd.so"),
-        )
-        .env("VLLM_PROFILING_SAMPLE_INTERVAL", "0.01");
+    let mut cmd = profiled_on_fake_gpu(&exe, tmp.path(), &out, "Plotted GPU", &frames, "0.01");
+    cmd.arg("30");
     assert_success(&run(&mut cmd, Duration::from_secs(60)));
 
     let page = tmp.path().join("report.html");
@@ -117,12 +102,4 @@ fn the_html_report_has_every_plot_and_renders_in_chromium() {
         "the page rendered almost blank: {inked}/{total}"
     );
     assert!(blue > 500, "no plot drawn: {blue} blue pixels");
-}
-
-fn which(program: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }

@@ -20,25 +20,10 @@ fn the_trace_nests_per_thread_and_holds_every_step_span_and_sample() {
         tmp.path(),
     );
     let out = tmp.path().join("reports");
-    let script = tmp.path().join("nvml.json");
     let frame = json!({"gpu_utilization": 64, "memory_controller_utilization": 3,
         "memory_used_mb": 4096, "temperature": 50, "power_draw_mw": 150000});
-    std::fs::write(
-        &script,
-        json!({"devices": [{"name": "Traced GPU", "uuid": "GPU-7",
-            "memory_total_mb": 16384, "frames": [frame]}]})
-        .to_string(),
-    )
-    .unwrap();
-    let mut cmd = profiled_command(&exe, &out);
-    cmd.args(["trace", &STEPS.to_string()])
-        .env("FAKE_NVML_SCRIPT", &script)
-        .env("VLLM_PROFILING_NVML_LIBRARY", fake_nvml_library())
-        .env(
-            "VLLM_PROFILING_AMDSMI_LIBRARY",
-            tmp.path().join("no-amd.so"),
-        )
-        .env("VLLM_PROFILING_SAMPLE_INTERVAL", "0.005");
+    let mut cmd = profiled_on_fake_gpu(&exe, tmp.path(), &out, "Traced GPU", &[frame], "0.005");
+    cmd.args(["trace", &STEPS.to_string()]);
     let child = run(&mut cmd, Duration::from_secs(60));
     assert_success(&child);
     let pid = child.pid;

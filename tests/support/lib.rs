@@ -269,3 +269,31 @@ pub fn expected_gpu_sample(
         process_memory_used_mb: Some(own.unwrap_or(0.0)),
     }
 }
+
+/// Whether `program` is on the `PATH`.
+pub fn which(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+/// `profiled_command` for `program`, sampling every `interval` seconds a fake NVML with one
+/// device called `name` that plays `frames` (the script goes to `dir/nvml.json`).
+pub fn profiled_on_fake_gpu(
+    program: impl AsRef<std::ffi::OsStr>,
+    dir: &Path,
+    out: &Path,
+    name: &str,
+    frames: &[Value],
+    interval: &str,
+) -> Command {
+    let script = dir.join("nvml.json");
+    let devices = serde_json::json!({"devices": [{"name": name, "uuid": format!("GPU-{name}"),
+        "memory_total_mb": 16384, "frames": frames}]});
+    std::fs::write(&script, devices.to_string()).expect("script written");
+    let mut cmd = profiled_command(program, out);
+    cmd.env("FAKE_NVML_SCRIPT", &script)
+        .env("VLLM_PROFILING_NVML_LIBRARY", fake_nvml_library())
+        .env("VLLM_PROFILING_AMDSMI_LIBRARY", dir.join("no-amd.so"))
+        .env("VLLM_PROFILING_SAMPLE_INTERVAL", interval);
+    cmd
+}
