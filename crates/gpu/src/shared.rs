@@ -704,6 +704,30 @@ mod tests {
     }
 
     #[test]
+    fn a_sample_read_back_is_the_sample_written_to_the_last_bit() {
+        // Without serde_json's float_roundtrip this timestamp came back 1 ulp off.
+        let shared = SharedDeviceSample {
+            sampler_pid: 1,
+            sequence: 2,
+            sample: GpuSample {
+                timestamp: 1_795_482_243.760_378_1,
+                gpu_utilization: Some(0.1 + 0.2),
+                ..GpuSample::default()
+            },
+            processes: None,
+        };
+        let mut framed = Vec::new();
+        frame_payload(&serde_json::to_vec(&shared).unwrap(), &mut framed);
+        let payload = framed_payload(&framed).unwrap().unwrap();
+        let back: SharedDeviceSample = serde_json::from_slice(payload).unwrap();
+        assert_eq!(back, shared);
+        assert_eq!(
+            back.sample.timestamp.to_bits(),
+            shared.sample.timestamp.to_bits()
+        );
+    }
+
+    #[test]
     fn file_stems_keep_only_safe_characters() {
         assert_eq!(
             file_stem("NVMLDetector", "GPU-1234-abcd").as_deref(),
