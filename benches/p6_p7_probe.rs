@@ -233,8 +233,8 @@ fn p7b() -> Value {
                 let start = Instant::now();
                 assert_eq!(
                     abi.export_to(output.path()),
-                    2,
-                    "summary and detailed steps"
+                    3,
+                    "summary, detailed steps and trace (no GPU history: monitoring is off)"
                 );
                 times.push(start.elapsed());
             }

@@ -5,12 +5,14 @@ criterion estimates (target/criterion/<group>/<function>/new/estimates.json), th
     python3 benches/scripts/table.py --criterion target/criterion --pieces DIR
 
 prints one Markdown table: id | what | ours | compared with | ratio | target | met?
-A piece that is missing gives a row that says "not built yet" (criterion) or "not run".
+A piece that is missing gives a row that says "not built yet" (criterion) or "not run", and the
+script then exits 1 after the table, naming them: a suite with a dead part must not pass.
 """
 
 import argparse
 import json
 import os
+import sys
 
 NOT_BUILT = "not built yet"
 
@@ -180,6 +182,11 @@ def main():
     print("|" + "---|" * len(header))
     for r in rows:
         print("| " + " | ".join(str(c) for c in r) + " |")
+    missing = [f"{r[0]} {r[1]}" for r in rows
+               if any(str(c).startswith((NOT_BUILT, "not run")) for c in r[2:5])]
+    if missing:
+        print("table.py: no figure for: " + "; ".join(missing), file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
