@@ -85,7 +85,9 @@ fn steps_of(dir: &Path, pid: u32) -> Vec<u32> {
     let names = file_names(dir);
     let own: Vec<&String> = names
         .iter()
-        .filter(|n| !n.starts_with('.') && n.contains(&format!("_{pid}.")))
+        .filter(|n| {
+            !n.starts_with('.') && !n.starts_with("journal_") && n.contains(&format!("_{pid}."))
+        })
         .collect();
     assert_eq!(own.len(), 4, "four reports of {pid}: {names:?}");
     let r = read_reports(dir, pid);

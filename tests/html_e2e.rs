@@ -60,7 +60,7 @@ fn the_html_report_has_every_plot_and_renders_in_chromium() {
         .into_iter()
         .find(|name| which(name))
     else {
-        eprintln!("skipped the rendering check: no chromium (Debian: apt-get install chromium)");
+        missing_tool("the rendering check needs chromium (Debian: apt-get install chromium)");
         return;
     };
     let shot = tmp.path().join("shot.png");

@@ -89,6 +89,27 @@ def run_scenario(request, agent_library, tmp_path):
     return run
 
 
+# Set by .ci/run: a test that would skip for want of a tool fails instead, so that a broken
+# install step cannot pass as a skip.
+REQUIRE_TOOLS = "VLLM_PROFILER_REQUIRE_TOOLS"
+
+
+def missing_tool(reason: str) -> None:
+    """Skips the test for want of a tool (`reason` says which and how to get it), or fails it
+    where VLLM_PROFILER_REQUIRE_TOOLS is set."""
+    if os.environ.get(REQUIRE_TOOLS):
+        pytest.fail(f"{reason}; {REQUIRE_TOOLS} is set, so this fails instead of skipping")
+    pytest.skip(reason)
+
+
+def require_module(name: str, reason: str) -> None:
+    """`missing_tool(reason)` unless module `name` can be imported."""
+    import importlib.util
+
+    if importlib.util.find_spec(name) is None:
+        missing_tool(reason)
+
+
 def read_report(out: Path, kind: str, pid: int) -> dict:
     with open(out / f"{kind}_{pid}.json", encoding="utf-8") as f:
         return json.load(f)

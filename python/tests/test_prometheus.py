@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import mode_env, read_report
+from conftest import missing_tool, mode_env, read_report, require_module
 
 MIB = 1024 * 1024
 STEPS = 7
@@ -131,7 +131,7 @@ def value(family, sample, /, **labels):
 def test_metrics_parse_with_the_official_parser_and_carry_exact_values(
     agent_library, fake_nvml, tmp_path
 ):
-    pytest.importorskip("prometheus_client", reason="pip install prometheus_client")
+    require_module("prometheus_client", "pip install prometheus_client (tests/python_env.sh does)")
     port = free_port()
     host = start_host(agent_library, fake_nvml, tmp_path, f"127.0.0.1:{port}")
     try:
@@ -194,7 +194,7 @@ def test_a_port_in_use_is_one_stderr_line_and_the_host_goes_on(agent_library, fa
 
 
 def test_after_disable_and_enable_the_same_port_is_served_again(agent_library, fake_nvml, tmp_path):
-    pytest.importorskip("prometheus_client", reason="pip install prometheus_client")
+    require_module("prometheus_client", "pip install prometheus_client (tests/python_env.sh does)")
     port = free_port()
     host = start_host(agent_library, fake_nvml, tmp_path, f"127.0.0.1:{port}", REENABLE)
     try:
@@ -219,7 +219,7 @@ scrape_configs:
 def test_a_real_prometheus_server_scrapes_the_agent(agent_library, fake_nvml, tmp_path):
     prometheus = shutil.which("prometheus")
     if prometheus is None:
-        pytest.skip("no prometheus binary (Debian: apt-get install prometheus; .ci/run does)")
+        missing_tool("no prometheus binary (Debian: apt-get install prometheus; .ci/run does)")
     port, prom_port = free_port(), free_port()
     host = start_host(agent_library, fake_nvml, tmp_path, f"127.0.0.1:{port}")
     config = tmp_path / "prometheus.yml"

@@ -19,9 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PACKAGE_DIR, ROOT, mode_env
+from conftest import PACKAGE_DIR, ROOT, mode_env, require_module
 
-pytest.importorskip("torch", reason="the stand-in LLM runs a real torch model (.ci/run installs torch)")
+TORCH = "the stand-in LLM runs a real torch model (bash tests/python_env.sh installs it)"
+
+
+@pytest.fixture(autouse=True)
+def _needs_torch():
+    require_module("torch", TORCH)
 
 EXAMPLES = Path(__file__).resolve().parent / "seed004"
 STANDIN = Path(__file__).resolve().parent / "standin"

@@ -27,6 +27,8 @@ _SIGNATURES = {
         [ctypes.c_uint64, ctypes.c_uint32, ctypes.c_uint32],
         ctypes.c_int32,
     ),
+    "vllm_profiler_step_set_engine_step": ([ctypes.c_uint64, ctypes.c_uint64], ctypes.c_int32),
+    "vllm_profiler_set_role": ([ctypes.c_char_p, ctypes.c_int32], ctypes.c_int32),
     "vllm_profiler_span_begin": ([ctypes.c_char_p], ctypes.c_uint64),
     "vllm_profiler_span_end": ([ctypes.c_uint64], ctypes.c_int32),
     "vllm_profiler_span_end_annotated": (

@@ -89,8 +89,7 @@ def _start(config: Dict[str, Any], record_shapes: bool) -> None:
     layers.configure_auto_attach(config["enable_layer_profiling"], record_shapes)
     try:
         _vllm_hook.install()
-        if config["enable_layer_profiling"]:
-            _vllm_hook.attach_loaded_runners()
+        _vllm_hook.discover_running_engine(hook_layers=config["enable_layer_profiling"])
     except Exception as err:  # noqa: BLE001 - the agent runs; only the vLLM hook failed
         _vllm_hook._warn(f"could not hook vLLM ({err}): record steps with VLLMPerformanceMonitor")
 

@@ -10,6 +10,12 @@ profiler = LayerProfiler(model, max_depth=3).attach()
 profiler.detach()        # the model is exactly as before: every hook removed
 ```
 
+A module reached by several paths (one `rotary_emb` shared by every layer) is hooked once and
+named by its paths, the parts where they differ as `*` (`model.layers.*.self_attn.rotary_emb`),
+so that its time is not billed to the first layer that calls it. A module whose class replaces
+`__call__` (vLLM's `@support_torch_compile` models call `self.forward` from their own
+`__call__`, so forward hooks never run) is timed by wrapping its `forward` instead.
+
 This module imports torch only when it measures memory: it is imported at interpreter start
 by the zero-code vLLM hook.
 """
@@ -19,6 +25,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import sys
 import threading
 from typing import Any, Callable, Iterable, List, Optional, Tuple, Union
 
@@ -83,14 +90,18 @@ class LayerProfiler:
         if self._handles:
             return self
         lib = _native.library()
-        for name, module in self.model.named_modules():
-            path = self._path(name)
-            depth = name.count(".") + 1 if name else 0
+        plain_call = _plain_module_call()
+        for module, names in _modules_by_paths(self.model):
+            path = self._path(shared_name(names))
+            depth = names[0].count(".") + 1 if names[0] else 0
             if not self._wanted(path, depth):
                 continue
             pre, post = _hooks(lib, path.encode(), self.memory_probe, self.record_shapes)
-            self._handles.append(module.register_forward_pre_hook(pre))
-            self._handles.append(module.register_forward_hook(post))
+            if plain_call is not None and type(module).__call__ is not plain_call:
+                self._handles.append(_ForwardWrapper(module, pre, post))
+            else:
+                self._handles.append(module.register_forward_pre_hook(pre))
+                self._handles.append(module.register_forward_hook(post))
             self.hooked.append(path)
         return self
 
@@ -109,6 +120,71 @@ class LayerProfiler:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.detach()
+
+
+def _modules_by_paths(model: Any) -> List[Tuple[Any, List[str]]]:
+    """Each module of `model` once, with every path it is reached by, in first-seen order."""
+    try:
+        pairs = model.named_modules(remove_duplicate=False)
+    except TypeError:  # a module tree without the argument: each module by its first path
+        pairs = model.named_modules()
+    found: "dict[int, Tuple[Any, List[str]]]" = {}
+    for name, module in pairs:
+        entry = found.get(id(module))
+        if entry is None:
+            found[id(module)] = (module, [name])
+        elif name not in entry[1]:
+            entry[1].append(name)
+    return list(found.values())
+
+
+def shared_name(paths: List[str]) -> str:
+    """The name of a module reached by `paths`: the path itself when there is one; else the
+    paths with the parts where they differ as `*` (`model.layers.*.self_attn.rotary_emb`), or,
+    for paths of different lengths, `*.` and the parts they end with alike."""
+    if len(paths) == 1:
+        return paths[0]
+    split = [p.split(".") for p in paths]
+    if len({len(parts) for parts in split}) == 1:
+        return ".".join(
+            parts[0] if len(set(parts)) == 1 else "*" for parts in zip(*split)
+        )
+    tail: List[str] = []
+    for parts in zip(*(reversed(p) for p in split)):
+        if len(set(parts)) != 1:
+            break
+        tail.insert(0, parts[0])
+    return "*." + ".".join(tail) if tail else paths[0]
+
+
+def _plain_module_call() -> Optional[Any]:
+    """`torch.nn.Module.__call__` when torch is loaded (a module tree without torch is hooked
+    through its own register_forward_*_hook)."""
+    torch = sys.modules.get("torch")
+    module_class = getattr(getattr(torch, "nn", None), "Module", None)
+    return getattr(module_class, "__call__", None)
+
+
+class _ForwardWrapper:
+    """Times a module through its instance's `forward`, for a module whose own `__call__`
+    bypasses forward hooks; `remove()` puts the class's forward back."""
+
+    def __init__(self, module: Any, pre: Callable[..., None], post: Callable[..., None]) -> None:
+        self._module = module
+        original = module.forward
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            pre(module, args)
+            output = original(*args, **kwargs)
+            post(module, args, output)
+            return output
+
+        self._forward = forward
+        module.forward = forward
+
+    def remove(self) -> None:
+        if self._module.__dict__.get("forward") is self._forward:
+            del self._module.forward
 
 
 def _cuda_probe(model: Any) -> Optional[MemoryProbe]:
@@ -245,6 +321,12 @@ def attach_to_runner(model_runner: Any) -> Optional[LayerProfiler]:
             )
             _auto_attached[id(model)] = profiler
         return profiler.attach()
+
+
+def attached_count() -> int:
+    """How many models vLLM loaded got layer hooks in this process."""
+    with _auto_lock:
+        return sum(1 for p in _auto_attached.values() if p.attached)
 
 
 def detach_auto_attached() -> int:

@@ -271,6 +271,19 @@ pub fn expected_gpu_sample(
 }
 
 /// Whether `program` is on the `PATH`.
+/// Set by `.ci/run`: a test that would skip for want of a tool fails instead, so that a broken
+/// install step cannot pass as a skip.
+pub const REQUIRE_TOOLS: &str = "VLLM_PROFILER_REQUIRE_TOOLS";
+
+/// A test cannot run here for want of a tool (`reason` says which, and how to get it): it
+/// skips, saying so, or fails where `VLLM_PROFILER_REQUIRE_TOOLS` is set.
+pub fn missing_tool(reason: &str) {
+    if std::env::var_os(REQUIRE_TOOLS).is_some() {
+        panic!("{reason}; {REQUIRE_TOOLS} is set, so this fails instead of skipping");
+    }
+    eprintln!("skipped: {reason}");
+}
+
 pub fn which(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))

@@ -505,6 +505,7 @@ fn check_conservation() {
         serde_json::from_slice(&buf[..got as usize]).expect("the summary parses");
     let c = &summary.counters;
     let accounted = summary.total_steps
+        + summary.empty_steps
         + c.total_spans
         + c.lost_events
         + c.unfinished_steps

@@ -115,6 +115,22 @@ uint64_t vllm_profiler_step_begin(uint32_t batch_size, uint32_t num_tokens);
 int32_t vllm_profiler_step_set_counts(uint64_t step, uint32_t batch_size, uint32_t num_tokens);
 
 /**
+ * Sets which engine step a step still open on this thread served: a vLLM worker's step
+ * carries the engine core's step number from the scheduler output it runs, so that the
+ * reports of the two processes can be joined on it. `UINT64_MAX` clears it. Returns 0 or a
+ * negative error code.
+ */
+int32_t vllm_profiler_step_set_engine_step(uint64_t step, uint64_t engine_step);
+
+/**
+ * Says what this process is in a vLLM server, for every report from now on: `role` is one of
+ * `api_server`, `engine_core`, `worker`, `process` (NUL-terminated); `rank` is a worker's rank,
+ * or negative for none (ignored for other roles). Works before profiling starts and does not
+ * start it. Returns 0 or a negative error code.
+ */
+int32_t vllm_profiler_set_role(const char *role, int32_t rank);
+
+/**
  * Closes a step opened on this thread, and any span still open inside it.
  * Returns 0 or a negative error code.
  */

@@ -65,7 +65,12 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            settings: Settings::default(),
+            // The agent keeps the crash-safe journal: a killed process's reports can be
+            // recovered from it.
+            settings: Settings {
+                journal: true,
+                ..Settings::default()
+            },
             layer_profiling: false,
             devices: None,
             nvml_library: None,

@@ -219,6 +219,37 @@ pub extern "C" fn vllm_profiler_step_set_counts(
     status(|| runtime::with_recorder(|r| r.step_set_counts(step, batch_size, num_tokens)))
 }
 
+/// Sets which engine step a step still open on this thread served: a vLLM worker's step
+/// carries the engine core's step number from the scheduler output it runs, so that the
+/// reports of the two processes can be joined on it. `UINT64_MAX` clears it. Returns 0 or a
+/// negative error code.
+#[no_mangle]
+pub extern "C" fn vllm_profiler_step_set_engine_step(step: u64, engine_step: u64) -> i32 {
+    if runtime::recording_off() {
+        return VLLM_PROFILER_E_NOT_ENABLED;
+    }
+    status(|| runtime::with_recorder(|r| r.step_set_engine_step(step, engine_step)))
+}
+
+/// Says what this process is in a vLLM server, for every report from now on: `role` is one of
+/// `api_server`, `engine_core`, `worker`, `process` (NUL-terminated); `rank` is a worker's rank,
+/// or negative for none (ignored for other roles). Works before profiling starts and does not
+/// start it. Returns 0 or a negative error code.
+#[no_mangle]
+pub extern "C" fn vllm_profiler_set_role(role: *const c_char, rank: i32) -> i32 {
+    status(|| {
+        let name = c_str_bounded(role, 32).ok_or(ProfilerError::InvalidArgument("role is NULL"))?;
+        let role = std::str::from_utf8(name)
+            .ok()
+            .and_then(vllm_profiler_format::Role::parse)
+            .ok_or(ProfilerError::InvalidArgument(
+                "role is not one of api_server, engine_core, worker, process",
+            ))?;
+        runtime::set_role(role, u32::try_from(rank).ok());
+        Ok(())
+    })
+}
+
 /// Closes a step opened on this thread, and any span still open inside it.
 /// Returns 0 or a negative error code.
 #[no_mangle]
@@ -412,6 +443,22 @@ fn first_time(line: &str) -> bool {
         printed.push(hash);
     }
     true
+}
+
+/// Says a failure to write into the output dir `dir`: only the first one per dir (the journal's,
+/// a periodic export's or the final export's) is printed, with a note that later ones are not,
+/// so that an unusable dir is one line however often it is tried.
+pub(crate) fn warn_output_dir(dir: Option<&Path>, line: String) {
+    match dir {
+        Some(dir) if first_time(&format!("output dir failure: {}", dir.display())) => {
+            print_warnings(&[format!(
+                "{line} (later failures to write into {} are not shown)",
+                dir.display()
+            )]);
+        }
+        Some(_) => {}
+        None => print_warnings(&[line]),
+    }
 }
 
 pub(crate) fn print_warnings(lines: &[String]) {

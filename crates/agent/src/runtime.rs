@@ -11,11 +11,12 @@
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use vllm_profiler_core::{ProfilerError, Result, Session, ThreadRecorder};
+use vllm_profiler_format::Role;
 
 use crate::config::{self, Config};
 use crate::{ffi, threads};
@@ -62,6 +63,38 @@ static HOOKS_INSTALLED: AtomicBool = AtomicBool::new(false);
 /// did (multiprocessing's resource tracker or forkserver, an API front end) writes no reports
 /// of its own, periodic or final; an explicit `vllm_profiler_export` still writes them.
 static RECORDED: AtomicBool = AtomicBool::new(false);
+
+/// What this process is in a vLLM server (`Role` as its index below) and a worker's rank
+/// (`NO_RANK`: none), as the host said through `vllm_profiler_set_role`. Kept apart from the
+/// session so that it can be said before profiling starts; every session of the process takes
+/// it. A forked child starts as a plain process again.
+static ROLE: AtomicU8 = AtomicU8::new(3);
+static RANK: AtomicU64 = AtomicU64::new(NO_RANK);
+const NO_RANK: u64 = u64::MAX;
+const ROLES: [Role; 4] = [
+    Role::ApiServer,
+    Role::EngineCore,
+    Role::Worker,
+    Role::Process,
+];
+
+fn identity() -> (Role, Option<u32>) {
+    let role = ROLES[usize::from(ROLE.load(Ordering::Acquire)).min(3)];
+    let rank = u32::try_from(RANK.load(Ordering::Acquire)).ok();
+    (role, rank)
+}
+
+/// `vllm_profiler_set_role`: what this process is, for every report from now on. A rank is
+/// kept for workers only.
+pub fn set_role(role: Role, rank: Option<u32>) {
+    let rank = if role == Role::Worker { rank } else { None };
+    let index = ROLES.iter().position(|r| *r == role).unwrap_or(3);
+    RANK.store(rank.map_or(NO_RANK, u64::from), Ordering::Release);
+    ROLE.store(index as u8, Ordering::Release);
+    if let Ok(session) = own_session() {
+        session.set_identity(role, rank);
+    }
+}
 
 /// See `RECORDED`.
 pub(crate) fn recorded() -> bool {
@@ -172,6 +205,8 @@ fn activate(control: &mut Control, mut config: Config) -> Result<Vec<String>> {
         }
         inherited => {
             let session = Session::new(pid, generation_of(gate) + 1, config.settings.clone());
+            let (role, rank) = identity();
+            session.set_identity(role, rank);
             let parent = SESSION.swap(Some(session.clone()));
             // A forked child: the parent's session may hold locks of threads that do not exist
             // here. Never drop it.
@@ -261,7 +296,10 @@ pub fn disable() -> Result<Vec<PathBuf>> {
     drop(control.threads.take());
     drop(control);
     let session = own_session()?;
-    session.export(&session.settings().output_dir)
+    let written = session.export(&session.settings().output_dir)?;
+    // The reports hold everything now; recording again starts a new journal.
+    session.retire_journal();
+    Ok(written)
 }
 
 pub fn is_enabled() -> bool {
@@ -366,7 +404,8 @@ fn register_thread(generation: u64) -> Result<ThreadRecorder> {
 /// Exit hook: see [`finish`]; a failure is one stderr line.
 pub fn on_exit() {
     if let Err(err) = finish() {
-        ffi::print_warnings(&[format!("final export failed: {err}")]);
+        let dir = own_session().ok().map(|s| s.settings().output_dir);
+        ffi::warn_output_dir(dir.as_deref(), format!("final export failed: {err}"));
     }
 }
 
@@ -401,6 +440,8 @@ pub fn finish() -> Result<bool> {
 /// child starts its own session if (and only if) it records.
 pub(crate) fn after_fork_in_child() {
     RECORDED.store(false, Ordering::Relaxed);
+    ROLE.store(3, Ordering::Relaxed);
+    RANK.store(NO_RANK, Ordering::Relaxed);
     vllm_profiler_gpu::shared::forget_inherited_locks();
     let gate = GATE.load(Ordering::Relaxed);
     if gate & (ENABLED | ARMED) != 0 {

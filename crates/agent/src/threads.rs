@@ -141,9 +141,13 @@ fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Option<Thread> {
     }
 }
 
+/// Drains the rings and appends what they held to the journal, every `DRAIN_PERIOD` at the
+/// latest, so that a kill loses at most the events of the last period.
 fn collect_loop(session: &Session, stop: &AtomicBool) {
     while !stop.load(Ordering::Acquire) {
-        let _ = session.drain();
+        if let Err(warning) = session.collect() {
+            ffi::warn_output_dir(Some(&session.settings().output_dir), warning);
+        }
         thread::park_timeout(DRAIN_PERIOD);
     }
 }
@@ -199,7 +203,6 @@ fn sample_loop(
 }
 
 fn export_loop(session: &Session, stop: &Receiver<()>) {
-    let mut failed = false;
     loop {
         let settings = session.settings();
         let Some(interval) = settings.export_interval else {
@@ -211,13 +214,11 @@ fn export_loop(session: &Session, stop: &Receiver<()>) {
         if !crate::runtime::recorded() {
             continue;
         }
-        match session.export(&settings.output_dir) {
-            Ok(_) => failed = false,
-            Err(err) if !failed => {
-                failed = true;
-                ffi::print_warnings(&[format!("periodic export failed: {err}")]);
-            }
-            Err(_) => {}
+        if let Err(err) = session.export(&settings.output_dir) {
+            ffi::warn_output_dir(
+                Some(&settings.output_dir),
+                format!("periodic export failed: {err}"),
+            );
         }
     }
 }

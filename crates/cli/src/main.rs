@@ -1,6 +1,7 @@
 //! `vllm-profiler`: list the GPUs the agent would sample; read and compare reports.
 
 mod html;
+mod recover;
 mod report;
 mod watchdog;
 
@@ -30,8 +31,13 @@ enum Command {
     /// found by the same detector chain as the agent: amd-smi, then NVML, then the CPU.
     Gpus(GpusArgs),
     /// Print a run's reports as tables: the summary, the top layers, and GPU min/avg/max per
-    /// device, for each process that wrote reports in DIR.
+    /// device, for each process that wrote reports in DIR. Processes that ended without their
+    /// final export (killed) get their reports from their journals first, as `recover` does.
     Report(ReportArgs),
+    /// Write the reports of processes that ended without their final export (SIGKILL, or
+    /// vLLM's engine shutdown) from the crash-safe journal each one keeps in DIR, then remove
+    /// the journals. A process still running is left alone, unless --force.
+    Recover(RecoverArgs),
     /// Compare run A with run B (report dirs, or summary files): the change of each metric and
     /// of each layer's mean duration, with regressions past a threshold flagged.
     Compare(CompareArgs),
@@ -105,6 +111,15 @@ struct ReportArgs {
 }
 
 #[derive(Args)]
+struct RecoverArgs {
+    /// The output dir of a profiled run.
+    dir: PathBuf,
+    /// Also write the reports of processes that still run (their next export replaces them).
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args)]
 struct CompareArgs {
     /// The baseline run: a report dir (its process with the most steps) or a summary file.
     a: PathBuf,
@@ -169,6 +184,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Gpus(args) => gpus(args),
         Command::Report(args) => report_command(args),
+        Command::Recover(args) => recover_command(args),
         Command::Watchdog(args) => watchdog::run(&watchdog::Watch {
             idle_threshold: args.idle_threshold,
             check_interval: Duration::from_secs_f64(args.check_interval),
@@ -199,7 +215,32 @@ fn main() -> ExitCode {
     }
 }
 
+fn recover_command(args: RecoverArgs) -> Result<(), String> {
+    let outcomes = recover::recover_dir(&args.dir, args.force)?;
+    if outcomes.is_empty() {
+        println!("no journals in {}: nothing to recover", args.dir.display());
+    }
+    for outcome in &outcomes {
+        println!("{}", recover::describe(outcome));
+    }
+    let failed = outcomes
+        .iter()
+        .filter(|o| matches!(o.what, recover::Recovery::Failed(_)))
+        .count();
+    match failed {
+        0 => Ok(()),
+        n => Err(format!("{n} journal(s) could not be recovered")),
+    }
+}
+
 fn report_command(args: ReportArgs) -> Result<(), String> {
+    // The reports of killed processes first, so that they are in the tables; a dir that
+    // cannot be read is said by `load` below.
+    for outcome in recover::recover_dir(&args.dir, false).unwrap_or_default() {
+        if !matches!(outcome.what, recover::Recovery::Running) {
+            eprintln!("vllm-profiler: {}", recover::describe(&outcome));
+        }
+    }
     let run = report::load(&args.dir)?;
     if let Some(out) = &args.html {
         let page = html::render(&args.dir, &run)?;

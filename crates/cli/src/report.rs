@@ -176,9 +176,18 @@ pub fn render(report: &RunReport) -> String {
     let mut out = format!("Reports in {}\n", report.dir);
     for p in &report.processes {
         let s = &p.summary;
+        let role = match s.rank {
+            Some(rank) => format!("{} rank {rank}", s.role.as_str()),
+            None => s.role.as_str().to_owned(),
+        };
+        let empty = if s.empty_steps > 0 {
+            format!(" (+{} empty)", s.empty_steps)
+        } else {
+            String::new()
+        };
         let _ = write!(
             out,
-            "\nProcess {} ({} steps, {} tokens{})\n\n",
+            "\nProcess {} {role} ({} steps{empty}, {} tokens{})\n\n",
             p.pid,
             s.total_steps,
             s.total_tokens,

@@ -30,9 +30,12 @@ fn summary(pid: u32, steps: u64, avg: f64, tokens_per_second: f64) -> Performanc
     PerformanceSummary {
         schema_version: format::SCHEMA_VERSION,
         pid,
+        role: format::Role::Process,
+        rank: None,
         generated_at: 1.0,
         last_n_steps: None,
         total_steps: steps,
+        empty_steps: 0,
         avg_duration_ms: Some(avg),
         min_duration_ms: Some(avg / 2.0),
         max_duration_ms: Some(avg * 2.0),
@@ -84,6 +87,8 @@ fn run_dir(dir: &Path) {
     let history = GpuHistory {
         schema_version: format::SCHEMA_VERSION,
         pid: 11,
+        role: format::Role::Process,
+        rank: None,
         detector: "NVMLDetector".into(),
         sample_interval_s: 0.1,
         devices: vec![GpuDevice {
@@ -110,7 +115,7 @@ fn report_prints_the_summary_top_layers_and_gpu_spread_per_process() {
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8(out.stdout).unwrap();
     for line in [
-        "Process 11 (100 steps, 1000 tokens, 500.0 tokens/s)",
+        "Process 11 process (100 steps, 1000 tokens, 500.0 tokens/s)",
         "all steps           20.000  20.000  30.000  38.000  10.000  40.000",
         // Most total time first: mlp 30 ms, attn 20 ms, lm_head 5 ms.
         "model.mlp      30   1.000    30.000",
@@ -120,7 +125,7 @@ fn report_prints_the_summary_top_layers_and_gpu_spread_per_process() {
         "GPU 0 Fake H100 memory used MiB   100   200   300        3",
         // No temperature in any sample: a dash, never a made-up 0.
         "GPU 0 Fake H100 temperature C       -     -     -        3",
-        "Process 12 (5 steps, 50 tokens, 50.0 tokens/s)",
+        "Process 12 process (5 steps, 50 tokens, 50.0 tokens/s)",
     ] {
         assert!(
             text.lines().any(|l| l == line),

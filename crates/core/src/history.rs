@@ -21,6 +21,21 @@ impl<T> Bounded<T> {
         }
     }
 
+    /// A history of `capacity` holding `items` (oldest first; the oldest past the bound are
+    /// dropped and counted) after `dropped` were dropped already.
+    pub fn restore(capacity: usize, items: Vec<T>, dropped: u64) -> Self {
+        let mut history = Bounded::new(capacity);
+        history.dropped = dropped;
+        for item in items {
+            history.push(item);
+        }
+        history
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     pub fn push(&mut self, item: T) {
         if self.items.len() >= self.capacity {
             self.items.pop_front();

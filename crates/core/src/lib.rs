@@ -6,6 +6,7 @@
 pub mod error;
 pub mod export;
 pub mod history;
+pub mod journal;
 pub mod names;
 pub mod recorder;
 pub mod sampler;
@@ -18,4 +19,4 @@ pub use recorder::ThreadRecorder;
 pub use sampler::{
     process_memory_mb, DeviceBackend, DeviceReading, HostProbe, Sampler, CPU_DETECTOR,
 };
-pub use session::{MetricsSnapshot, Session, Settings};
+pub use session::{recover, MetricsSnapshot, Recovered, Session, Settings};

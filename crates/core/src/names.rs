@@ -20,7 +20,7 @@ pub const MAX_SHAPES: usize = 65_536;
 pub const MAX_SHAPES_BYTES: usize = 16 << 20;
 
 /// Id of an interned string. `NameId::NONE` stands for "none" (no parent span, no shapes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct NameId(pub u32);
 
 impl NameId {
@@ -132,6 +132,25 @@ impl Interner {
     /// The string of `id`; `None` for `NameId::NONE` or an id this table never gave out.
     pub fn resolve(&self, id: NameId) -> Option<Arc<str>> {
         self.table.read().names.get(id.0 as usize).cloned()
+    }
+
+    /// How many strings the table holds (the next id).
+    pub fn len(&self) -> usize {
+        self.table.read().names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The strings of ids `from` and up, in id order.
+    pub fn since(&self, from: usize) -> Vec<Arc<str>> {
+        let table = self.table.read();
+        table
+            .names
+            .get(from..)
+            .map(<[_]>::to_vec)
+            .unwrap_or_default()
     }
 
     /// A snapshot of every string, indexed by id, for exporters.

@@ -20,21 +20,21 @@ use crate::session::Session;
 pub const MAX_OPEN_STEPS: usize = 1024;
 /// Deepest span nesting on one thread.
 pub const MAX_OPEN_SPANS: usize = 4096;
-/// Events per thread ring (56 bytes each: about 460 KB per recording thread). Sized for bursts:
+/// Events per thread ring (64 bytes each: 512 KiB per recording thread). Sized for bursts:
 /// a forward pass with layer profiling emits hundreds of spans in a few milliseconds.
 pub const RING_CAPACITY: usize = 8192;
 /// The collector is woken after this many events, well before the ring can fill.
 const WAKE_EVERY: u32 = (RING_CAPACITY / 8) as u32;
 
 /// A finished span or step, as handed from a recording thread to the collector.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Event {
     // Keep events small: the ring is preallocated, RING_CAPACITY of them per thread.
     Span(SpanEvent),
     Step(StepEvent),
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub(crate) struct SpanEvent {
     pub name: NameId,
     pub parent: NameId,
@@ -57,9 +57,15 @@ const NO_MEMORY_DELTA: f32 = f32::NAN;
 /// spellings of the same shapes are unbounded, unlike the shapes themselves).
 const SHAPES_CACHE_LIMIT: usize = 4096;
 
-#[derive(Debug, Clone, Copy)]
+/// `StepEvent::engine_step` of a step that served no known engine step.
+pub const NO_ENGINE_STEP: u64 = u64::MAX;
+
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub(crate) struct StepEvent {
     pub seq: u64,
+    /// The engine step this step served (a worker's step), or the engine's own sequence
+    /// number of it; `NO_ENGINE_STEP` when unknown.
+    pub engine_step: u64,
     pub batch_size: u32,
     pub num_tokens: u32,
     pub start_ns: u64,
@@ -73,6 +79,7 @@ pub(crate) struct StepEvent {
 
 struct OpenStep {
     seq: u64,
+    engine_step: u64,
     start_ns: u64,
     batch_size: u32,
     num_tokens: u32,
@@ -170,6 +177,7 @@ impl ThreadRecorder {
         let seq = self.next_seq();
         self.open_steps.push(OpenStep {
             seq,
+            engine_step: NO_ENGINE_STEP,
             start_ns,
             batch_size,
             num_tokens,
@@ -182,19 +190,29 @@ impl ThreadRecorder {
     /// Sets the batch size and token count of an open step: an engine learns them only after
     /// its scheduler ran, inside the step.
     pub fn step_set_counts(&mut self, handle: u64, batch_size: u32, num_tokens: u32) -> Result<()> {
+        let step = self.open_step(handle)?;
+        step.batch_size = batch_size;
+        step.num_tokens = num_tokens;
+        Ok(())
+    }
+
+    /// Sets the engine step an open step served: vLLM's workers learn it from the scheduler
+    /// output they run. `NO_ENGINE_STEP` clears it.
+    pub fn step_set_engine_step(&mut self, handle: u64, engine_step: u64) -> Result<()> {
+        self.open_step(handle)?.engine_step = engine_step;
+        Ok(())
+    }
+
+    fn open_step(&mut self, handle: u64) -> Result<&mut OpenStep> {
         let seq = self.seq_of(handle, "step")?;
-        let step = self
-            .open_steps
+        self.open_steps
             .iter_mut()
             .rev()
             .find(|s| s.seq == seq)
             .ok_or(ProfilerError::UnknownHandle {
                 kind: "step",
                 handle,
-            })?;
-        step.batch_size = batch_size;
-        step.num_tokens = num_tokens;
-        Ok(())
+            })
     }
 
     /// Closes a step and every span still open inside it.
@@ -212,6 +230,7 @@ impl ThreadRecorder {
         let (utilization_end, memory_end_mb) = self.session.latest().read();
         self.push(Event::Step(StepEvent {
             seq,
+            engine_step: step.engine_step,
             batch_size: step.batch_size,
             num_tokens: step.num_tokens,
             start_ns: step.start_ns,
@@ -456,8 +475,9 @@ mod tests {
 
     #[test]
     fn events_stay_small() {
+        // One cache line: the ring is preallocated, RING_CAPACITY events per thread.
         assert!(
-            std::mem::size_of::<Event>() <= 56,
+            std::mem::size_of::<Event>() <= 64,
             "{}",
             std::mem::size_of::<Event>()
         );

@@ -1,5 +1,11 @@
 //! One profiling session of one process: settings, the name table, the collector that drains
 //! the thread rings into aggregates and bounded histories, and the sample store.
+//!
+//! `snapshot` saves and restores all of it for the crash-safe journal (`crate::journal`).
+
+mod snapshot;
+
+pub use snapshot::{recover, Recovered};
 
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -50,6 +56,9 @@ pub struct Settings {
     /// Detailed steps and samples per device kept.
     pub max_history: usize,
     pub gpu_monitoring: bool,
+    /// Keep the crash-safe journal in the output dir (`crate::journal`): what the collector
+    /// drains is appended there, so that a killed process's reports can be recovered.
+    pub journal: bool,
 }
 
 impl Default for Settings {
@@ -60,6 +69,7 @@ impl Default for Settings {
             export_interval: None,
             max_history: 10_000,
             gpu_monitoring: true,
+            journal: false,
         }
     }
 }
@@ -135,7 +145,7 @@ impl LatestMetrics {
 }
 
 /// A step as kept in the bounded history: names as ids, times in nanoseconds.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct KeptStep {
     step_id: u64,
     thread_id: u32,
@@ -144,7 +154,7 @@ struct KeptStep {
     layers: Arc<[KeptLayer]>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct KeptLayer {
     name: NameId,
     parent: NameId,
@@ -247,7 +257,7 @@ struct ThreadSource {
     pending: FxHashMap<u64, StepBuilder>,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 struct LayerTotals {
     calls: u64,
     total_ns: u64,
@@ -257,8 +267,11 @@ struct LayerTotals {
 }
 
 /// Running totals over every step and span ever collected.
+#[derive(Clone)]
 struct Aggregates {
     total_steps: u64,
+    /// Steps that scheduled nothing (batch size and tokens 0): in no other total.
+    empty_steps: u64,
     total_ns: u128,
     min_ns: u64,
     max_ns: u64,
@@ -278,6 +291,7 @@ impl Aggregates {
     fn new() -> Self {
         Aggregates {
             total_steps: 0,
+            empty_steps: 0,
             total_ns: 0,
             min_ns: u64::MAX,
             max_ns: 0,
@@ -330,11 +344,114 @@ impl Aggregates {
 
 struct Collector {
     sources: Vec<ThreadSource>,
+    kept: Kept,
+    /// What was drained since the journal last took it.
+    feed: Feed,
+}
+
+/// What the collector has made of every event: totals and bounded histories.
+struct Kept {
     totals: Aggregates,
     history: Bounded<KeptStep>,
     /// The newest spans, one by one, for the trace.
     trace_spans: Bounded<TraceSpan>,
     next_step_id: u64,
+}
+
+/// Most drained events held for the journal between two of its writes (64 MiB). Past it they
+/// are let go, and the journal's next write is a whole snapshot instead.
+const FEED_LIMIT: usize = 1 << 20;
+
+/// The drained events the journal has not written yet, in drain order. Kept only while the
+/// journal is open.
+#[derive(Default)]
+struct Feed {
+    active: bool,
+    events: Vec<(u32, Event)>,
+    /// Events were let go: the journal must write a snapshot.
+    overflowed: bool,
+}
+
+impl Feed {
+    #[inline]
+    fn push(&mut self, thread_id: u32, event: &Event) {
+        if !self.active {
+            return;
+        }
+        if self.events.len() < FEED_LIMIT {
+            self.events.push((thread_id, *event));
+        } else {
+            self.events.clear();
+            self.overflowed = true;
+        }
+    }
+}
+
+impl Kept {
+    fn new(max_history: usize) -> Kept {
+        Kept {
+            totals: Aggregates::new(),
+            history: Bounded::new(max_history),
+            trace_spans: Bounded::new(trace::span_capacity(max_history)),
+            next_step_id: 0,
+        }
+    }
+
+    /// Whether anything was ever collected.
+    fn any(&self) -> bool {
+        self.totals.total_steps > 0 || self.totals.empty_steps > 0 || self.totals.total_spans > 0
+    }
+
+    /// Folds one event of thread `thread_id` in; `pending` holds that thread's builders of
+    /// steps not ended yet.
+    fn ingest(&mut self, pending: &mut FxHashMap<u64, StepBuilder>, thread_id: u32, event: Event) {
+        match event {
+            Event::Span(span) => {
+                self.trace_spans.push(TraceSpan {
+                    thread_id,
+                    name: span.name,
+                    start_ns: span.start_ns,
+                    duration_ns: span.duration_ns,
+                });
+                let (memory_calls, memory_delta_mb) = memory_of(&span);
+                self.totals.add_layer(
+                    span.name,
+                    1,
+                    span.duration_ns,
+                    (u64::from(memory_calls), memory_delta_mb),
+                );
+                if span.step_seq != 0 {
+                    if pending.len() >= MAX_PENDING_STEPS && !pending.contains_key(&span.step_seq) {
+                        // A step that is never ended keeps its builder: forget the oldest one
+                        // (smallest sequence number).
+                        if let Some(&oldest) = pending.keys().min() {
+                            pending.remove(&oldest);
+                        }
+                    }
+                    pending.entry(span.step_seq).or_default().add(&span);
+                }
+            }
+            Event::Step(step) => {
+                let layers = pending
+                    .remove(&step.seq)
+                    .map(|b| Arc::from(b.layers))
+                    .unwrap_or_default();
+                if step.batch_size == 0 && step.num_tokens == 0 {
+                    // Scheduled nothing: counted, and kept out of every duration and rate.
+                    self.totals.empty_steps += 1;
+                    return;
+                }
+                self.totals.add_step(&step);
+                self.history.push(KeptStep {
+                    step_id: self.next_step_id,
+                    thread_id,
+                    event: step,
+                    layers,
+                });
+                self.next_step_id += 1;
+            }
+        }
+    }
 }
 
 struct SampleStore {
@@ -344,6 +461,23 @@ struct SampleStore {
     host: Bounded<format::HostSample>,
     /// One history per sampled device, in the order the backend reports them.
     devices: Vec<(u32, Bounded<format::GpuSample>)>,
+    /// What the journal has not written yet (kept only while it is open).
+    feed: SampleFeed,
+}
+
+#[derive(Default)]
+struct SampleFeed {
+    active: bool,
+    /// One entry per tick: the host sample and the devices' samples.
+    ticks: Vec<(format::HostSample, Vec<format::GpuSample>)>,
+    devices_changed: bool,
+    overflowed: bool,
+}
+
+impl SampleStore {
+    fn dropped(&self) -> u64 {
+        self.host.dropped() + self.devices.iter().map(|(_, h)| h.dropped()).sum::<u64>()
+    }
 }
 
 /// What a metrics endpoint serves (see [`Session::metrics_snapshot`]).
@@ -386,6 +520,12 @@ pub struct Session {
     free_thread_slots: Mutex<Vec<u32>>,
     /// Set by the final export at exit: later exports do nothing.
     closed: AtomicBool,
+    /// What this process is in a vLLM server, and a worker's rank.
+    identity: RwLock<(format::Role, Option<u32>)>,
+    /// The crash-safe journal's files; taken only by the collector thread and the final export.
+    journal: Mutex<crate::journal::Journal>,
+    /// A session rebuilt from a journal: the name its process had (`None`: this process).
+    recovered_name: Option<String>,
 }
 
 fn unix_now() -> f64 {
@@ -419,23 +559,34 @@ impl Session {
             latest: LatestMetrics::default(),
             collector: Mutex::new(Collector {
                 sources: Vec::new(),
-                totals: Aggregates::new(),
-                history: Bounded::new(max),
-                trace_spans: Bounded::new(trace::span_capacity(max)),
-                next_step_id: 0,
+                kept: Kept::new(max),
+                feed: Feed::default(),
             }),
             samples: Mutex::new(SampleStore {
                 detector: None,
                 described_devices: Vec::new(),
                 host: Bounded::new(max),
                 devices: Vec::new(),
+                feed: SampleFeed::default(),
             }),
             export_lock: Mutex::new(()),
             collector_thread: ArcSwapOption::const_empty(),
             next_thread_slot: AtomicU32::new(1),
             free_thread_slots: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
+            identity: RwLock::new((format::Role::Process, None)),
+            journal: Mutex::new(crate::journal::Journal::new(pid)),
+            recovered_name: None,
         })
+    }
+
+    /// Sets what this process is (and a worker's rank), for every report from now on.
+    pub fn set_identity(&self, role: format::Role, rank: Option<u32>) {
+        *self.identity.write() = (role, rank);
+    }
+
+    pub fn identity(&self) -> (format::Role, Option<u32>) {
+        *self.identity.read()
     }
 
     pub fn pid(&self) -> u32 {
@@ -473,8 +624,9 @@ impl Session {
         *self.settings.write() = settings;
         {
             let mut collector = self.collector.lock();
-            collector.history.set_capacity(max);
+            collector.kept.history.set_capacity(max);
             collector
+                .kept
                 .trace_spans
                 .set_capacity(trace::span_capacity(max));
         }
@@ -552,57 +704,13 @@ impl Session {
     fn drain_locked(collector: &mut Collector) {
         let Collector {
             sources,
-            totals,
-            history,
-            trace_spans,
-            next_step_id,
+            kept,
+            feed,
         } = collector;
         for source in sources.iter_mut() {
             while let Some(event) = source.consumer.try_pop() {
-                match event {
-                    Event::Span(span) => {
-                        trace_spans.push(TraceSpan {
-                            thread_id: source.thread_id,
-                            name: span.name,
-                            start_ns: span.start_ns,
-                            duration_ns: span.duration_ns,
-                        });
-                        let (memory_calls, memory_delta_mb) = memory_of(&span);
-                        totals.add_layer(
-                            span.name,
-                            1,
-                            span.duration_ns,
-                            (u64::from(memory_calls), memory_delta_mb),
-                        );
-                        if span.step_seq != 0 {
-                            if source.pending.len() >= MAX_PENDING_STEPS
-                                && !source.pending.contains_key(&span.step_seq)
-                            {
-                                // A step that is never ended keeps its builder: forget the
-                                // oldest one (smallest sequence number).
-                                if let Some(&oldest) = source.pending.keys().min() {
-                                    source.pending.remove(&oldest);
-                                }
-                            }
-                            source.pending.entry(span.step_seq).or_default().add(&span);
-                        }
-                    }
-                    Event::Step(step) => {
-                        totals.add_step(&step);
-                        let layers = source
-                            .pending
-                            .remove(&step.seq)
-                            .map(|b| Arc::from(b.layers))
-                            .unwrap_or_default();
-                        history.push(KeptStep {
-                            step_id: *next_step_id,
-                            thread_id: source.thread_id,
-                            event: step,
-                            layers,
-                        });
-                        *next_step_id += 1;
-                    }
-                }
+                feed.push(source.thread_id, &event);
+                kept.ingest(&mut source.pending, source.thread_id, event);
             }
         }
         // A thread that has exited and whose events are all in can be forgotten.
@@ -614,12 +722,22 @@ impl Session {
         let mut store = self.samples.lock();
         store.detector = Some(detector);
         store.described_devices = devices;
+        store.feed.devices_changed = store.feed.active;
     }
 
     /// Adds one tick of samples: the host, and every sampled device (one bounded history each).
     pub fn record_samples(&self, host: format::HostSample, devices: &[format::GpuSample]) {
         let max = self.settings.read().max_history;
         let mut store = self.samples.lock();
+        let store = &mut *store;
+        if store.feed.active {
+            if store.feed.ticks.len() < FEED_LIMIT {
+                store.feed.ticks.push((host.clone(), devices.to_vec()));
+            } else {
+                store.feed.ticks.clear();
+                store.feed.overflowed = true;
+            }
+        }
         store.host.push(host);
         for sample in devices {
             let position = store
@@ -653,10 +771,10 @@ impl Session {
         let detector = self.samples.lock().detector.map(str::to_owned);
         let window;
         let totals = match last_n_steps {
-            None => &collector.totals,
+            None => &collector.kept.totals,
             Some(n) => {
                 let mut agg = Aggregates::new();
-                for kept in collector.history.last(n as usize) {
+                for kept in collector.kept.history.last(n as usize) {
                     agg.add_step(&kept.event);
                     for layer in kept.layers.iter() {
                         agg.add_layer(
@@ -702,12 +820,16 @@ impl Session {
             })
             .collect();
         let c = &self.counters;
+        let (role, rank) = self.identity();
         format::PerformanceSummary {
             schema_version: format::SCHEMA_VERSION,
             pid: self.pid,
+            role,
+            rank,
             generated_at: unix_now(),
             last_n_steps,
             total_steps: steps,
+            empty_steps: totals.empty_steps,
             avg_duration_ms: any.then(|| totals.total_ns as f64 / 1e6 / steps as f64),
             min_duration_ms: any.then(|| ms(totals.min_ns)),
             max_duration_ms: any.then(|| ms(totals.max_ns)),
@@ -725,8 +847,8 @@ impl Session {
             detector,
             layer_performance,
             counters: format::Counters {
-                kept_steps: collector.history.len() as u64,
-                dropped_steps: collector.history.dropped(),
+                kept_steps: collector.kept.history.len() as u64,
+                dropped_steps: collector.kept.history.dropped(),
                 dropped_samples: self.dropped_samples(),
                 lost_events: c.lost_events.load(Ordering::Relaxed),
                 auto_closed_spans: c.auto_closed_spans.load(Ordering::Relaxed),
@@ -743,7 +865,7 @@ impl Session {
     pub fn metrics_snapshot(&self, bucket_bounds_s: &[f64]) -> Result<MetricsSnapshot> {
         let mut collector = self.lock_collector()?;
         Self::drain_locked(&mut collector);
-        let totals = &collector.totals;
+        let totals = &collector.kept.totals;
         let mut step_buckets = Vec::with_capacity(bucket_bounds_s.len() + 1);
         let mut counted = 0;
         for &bound in bucket_bounds_s {
@@ -767,9 +889,8 @@ impl Session {
             total_tokens: totals.total_tokens,
             step_seconds_sum: totals.total_ns as f64 / 1e9,
             step_buckets,
-            dropped_steps: collector.history.dropped(),
-            dropped_samples: store.host.dropped()
-                + store.devices.iter().map(|(_, h)| h.dropped()).sum::<u64>(),
+            dropped_steps: collector.kept.history.dropped(),
+            dropped_samples: store.dropped(),
             lost_events: self.counters.lost_events.load(Ordering::Relaxed),
             devices: store.described_devices.clone(),
             latest_samples: store
@@ -781,8 +902,7 @@ impl Session {
     }
 
     fn dropped_samples(&self) -> u64 {
-        let store = self.samples.lock();
-        store.host.dropped() + store.devices.iter().map(|(_, h)| h.dropped()).sum::<u64>()
+        self.samples.lock().dropped()
     }
 
     /// One kept step as its report record.
@@ -803,6 +923,8 @@ impl Session {
             memory_used_mb: finite(e.memory_end_mb),
             memory_start_mb: finite(e.memory_start_mb),
             thread_id: kept.thread_id,
+            engine_step: (e.engine_step != crate::recorder::NO_ENGINE_STEP)
+                .then_some(e.engine_step),
             layer_timings: kept
                 .layers
                 .iter()
@@ -858,9 +980,12 @@ impl Session {
             .flat_map(|(_, h)| h.iter().filter(|s| s.timestamp >= since).cloned())
             .collect();
         gpu_history.sort_by(|a, b| a.timestamp.total_cmp(&b.timestamp));
+        let (role, rank) = self.identity();
         format::GpuHistory {
             schema_version: format::SCHEMA_VERSION,
             pid: self.pid,
+            role,
+            rank,
             detector: store
                 .detector
                 .unwrap_or(crate::sampler::CPU_DETECTOR)
@@ -874,8 +999,7 @@ impl Session {
                 .filter(|s| s.timestamp >= since)
                 .cloned()
                 .collect(),
-            dropped_samples: store.host.dropped()
-                + store.devices.iter().map(|(_, h)| h.dropped()).sum::<u64>(),
+            dropped_samples: store.dropped(),
         }
     }
 
@@ -892,12 +1016,15 @@ impl Session {
 
     /// The final export: waits for one in progress, writes, and closes the session so that no
     /// periodic export replaces (or half-writes) the final files afterwards.
+    /// The journal goes once the reports are written: they hold everything it had.
     pub fn close_and_export(&self, dir: &std::path::Path) -> Result<Vec<PathBuf>> {
         let _serial = self.lock_exports()?;
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(Vec::new());
         }
-        self.export_locked(dir)
+        let written = self.export_locked(dir)?;
+        self.close_journal();
+        Ok(written)
     }
 
     fn lock_exports(&self) -> Result<MutexGuard<'_, ()>> {
@@ -911,14 +1038,18 @@ impl Session {
         let recorded = {
             let mut collector = self.lock_collector()?;
             Self::drain_locked(&mut collector);
-            let totals = &collector.totals;
-            (totals.total_steps > 0 || totals.total_spans > 0).then(|| {
+            collector.kept.any().then(|| {
                 (
                     self.summary_locked(&collector, None),
-                    collector.history.iter().cloned().collect::<Vec<_>>(),
-                    collector.history.dropped(),
-                    collector.trace_spans.iter().copied().collect::<Vec<_>>(),
-                    collector.trace_spans.dropped(),
+                    collector.kept.history.iter().cloned().collect::<Vec<_>>(),
+                    collector.kept.history.dropped(),
+                    collector
+                        .kept
+                        .trace_spans
+                        .iter()
+                        .copied()
+                        .collect::<Vec<_>>(),
+                    collector.kept.trace_spans.dropped(),
                 )
             })
         };
@@ -932,9 +1063,12 @@ impl Session {
             )?);
             let names = self.interner.snapshot();
             let shapes = ShapesTable::new(self.shapes.snapshot());
+            let (role, rank) = self.identity();
             let steps = format::DetailedSteps {
                 schema_version: format::SCHEMA_VERSION,
                 pid: self.pid,
+                role,
+                rank,
                 memory_source: self.latest.memory_source(),
                 dropped_steps,
                 // Streamed: one record is built and written at a time.
@@ -960,9 +1094,20 @@ impl Session {
                     num_tokens: k.event.num_tokens,
                 })
                 .collect();
+            let (role, rank) = self.identity();
+            let process = trace::TraceProcess {
+                pid: self.pid,
+                started_unix: self.started_unix,
+                name: self
+                    .recovered_name
+                    .clone()
+                    .unwrap_or_else(trace::TraceProcess::own_name),
+                role,
+                rank,
+                live: self.recovered_name.is_none(),
+            };
             let trace = trace::build(
-                self.pid,
-                self.started_unix,
+                &process,
                 &trace_steps,
                 &spans,
                 dropped_spans,

@@ -26,7 +26,7 @@ pub fn span_capacity(max_history: usize) -> usize {
 }
 
 /// A finished span as the trace keeps it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub(crate) struct TraceSpan {
     pub thread_id: u32,
     pub name: crate::names::NameId,
@@ -59,9 +59,30 @@ fn us(ns: u64) -> f64 {
 }
 
 /// Builds the trace of one process.
+/// The process a trace is of.
+pub(crate) struct TraceProcess {
+    pub pid: u32,
+    /// Unix seconds of `ts` 0.
+    pub started_unix: f64,
+    /// Its name as the trace shows it (`/proc/self/comm` when it is this process).
+    pub name: String,
+    pub role: format::Role,
+    pub rank: Option<u32>,
+    /// Whether this is the running process, whose threads' names can still be read.
+    pub live: bool,
+}
+
+impl TraceProcess {
+    /// The name of the calling process: its `comm` (vLLM sets it, `VLLM::EngineCore`).
+    pub fn own_name() -> String {
+        std::fs::read_to_string("/proc/self/comm")
+            .map(|name| name.trim_end().to_owned())
+            .unwrap_or_default()
+    }
+}
+
 pub(crate) fn build(
-    pid: u32,
-    started_unix: f64,
+    process: &TraceProcess,
     steps: &[TraceStep],
     spans: &[TraceSpan],
     dropped_spans: u64,
@@ -118,8 +139,18 @@ pub(crate) fn build(
                 !b.is_step,
             ))
     });
+    let pid = process.pid;
     let mut events = Vec::with_capacity(intervals.len() + 16);
-    events.push(metadata(pid, 0, "process_name", process_name(pid)));
+    let label = match process.rank {
+        Some(rank) => format!("{} rank {rank}", process.role.as_str()),
+        None => process.role.as_str().to_owned(),
+    };
+    events.push(metadata(
+        pid,
+        0,
+        "process_name",
+        format!("{} (pid {pid}, {label})", process.name),
+    ));
     let mut thread = None;
     let mut open: Vec<u64> = Vec::new();
     for mut interval in intervals {
@@ -130,7 +161,7 @@ pub(crate) fn build(
                 pid,
                 interval.thread_id,
                 "thread_name",
-                thread_name(interval.thread_id),
+                thread_name(interval.thread_id, process.live),
             ));
         }
         while open.last().is_some_and(|&end| end <= interval.start_ns) {
@@ -180,7 +211,7 @@ pub(crate) fn build(
                 name: format!("GPU {}", sample.device_id),
                 cat: Some(Cow::Borrowed("gpu")),
                 ph: Cow::Borrowed("C"),
-                ts: ((sample.timestamp - started_unix) * 1e6).max(0.0),
+                ts: ((sample.timestamp - process.started_unix) * 1e6).max(0.0),
                 dur: None,
                 pid,
                 tid: 0,
@@ -191,13 +222,27 @@ pub(crate) fn build(
     format::TraceFile {
         trace_events: events,
         display_time_unit: "ms".to_owned(),
-        other_data: BTreeMap::from([
-            ("started_unix".to_owned(), TraceArg::Number(started_unix)),
+        other_data: [
+            (
+                "started_unix".to_owned(),
+                TraceArg::Number(process.started_unix),
+            ),
             (
                 "dropped_spans".to_owned(),
                 TraceArg::Number(dropped_spans as f64),
             ),
-        ]),
+            (
+                "role".to_owned(),
+                TraceArg::Text(process.role.as_str().to_owned()),
+            ),
+        ]
+        .into_iter()
+        .chain(
+            process
+                .rank
+                .map(|rank| ("rank".to_owned(), TraceArg::Number(f64::from(rank)))),
+        )
+        .collect(),
     }
 }
 
@@ -214,20 +259,13 @@ fn metadata(pid: u32, tid: u32, kind: &str, name: String) -> TraceEvent {
     }
 }
 
-/// `/proc/<pid>/task/<tid>/comm` while the thread lives.
-fn thread_name(tid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
+/// `/proc/self/task/<tid>/comm` while the thread lives (and the process is this one).
+fn thread_name(tid: u32, live: bool) -> String {
+    live.then(|| std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).ok())
+        .flatten()
         .map(|name| name.trim_end().to_owned())
-        .ok()
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| format!("thread {tid}"))
-}
-
-fn process_name(pid: u32) -> String {
-    let exe = std::fs::read_to_string("/proc/self/comm")
-        .map(|name| name.trim_end().to_owned())
-        .unwrap_or_default();
-    format!("{exe} (pid {pid})")
 }
 
 #[cfg(test)]
@@ -271,7 +309,20 @@ mod tests {
                 duration_ns: 50_000,
             },
         ];
-        let trace = build(42, 100.0, &steps, &spans, 0, &names, None);
+        let process = TraceProcess {
+            pid: 42,
+            started_unix: 100.0,
+            name: "test".to_owned(),
+            role: format::Role::Worker,
+            rank: Some(1),
+            live: true,
+        };
+        let trace = build(&process, &steps, &spans, 0, &names, None);
+        assert_eq!(
+            trace.other_data.get("role"),
+            Some(&TraceArg::Text("worker".to_owned()))
+        );
+        assert_eq!(trace.other_data.get("rank"), Some(&TraceArg::Number(1.0)));
         let x: Vec<_> = trace.trace_events.iter().filter(|e| e.ph == "X").collect();
         let summary: Vec<_> = x
             .iter()

@@ -150,6 +150,45 @@ pub enum TraceArg {
     Text(String),
 }
 
+/// What a process is in a vLLM server (SPEC: every report carries it). The Python hook tells
+/// the agent; a process it says nothing about is `process`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The OpenAI-compatible front end (`vllm.entrypoints.openai.api_server`).
+    ApiServer,
+    /// The process running vLLM's `EngineCore` (its scheduler and engine steps).
+    EngineCore,
+    /// A model worker (`VllmWorker-N`, `Worker_TP`); its reports carry its `rank`.
+    Worker,
+    #[default]
+    Process,
+}
+
+impl Role {
+    /// The role's name in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::ApiServer => "api_server",
+            Role::EngineCore => "engine_core",
+            Role::Worker => "worker",
+            Role::Process => "process",
+        }
+    }
+
+    /// The role named `name` (`api_server`, `engine_core`, `worker`, `process`).
+    pub fn parse(name: &str) -> Option<Role> {
+        [
+            Role::ApiServer,
+            Role::EngineCore,
+            Role::Worker,
+            Role::Process,
+        ]
+        .into_iter()
+        .find(|role| role.as_str() == name)
+    }
+}
+
 /// Where the per-step `memory_used_mb` figures come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -171,13 +210,24 @@ pub enum MemorySource {
 pub struct PerformanceSummary {
     pub schema_version: u32,
     pub pid: u32,
+    /// What this process is in a vLLM server.
+    #[serde(default)]
+    pub role: Role,
+    /// A worker's rank (tensor and pipeline parallel); `null` for other roles.
+    #[serde(default)]
+    pub rank: Option<u32>,
     /// Unix seconds when this summary was made.
     pub generated_at: f64,
     /// `None` for the whole run; `Some(n)` when summarising only the last `n` kept steps.
     #[serde(default)]
     pub last_n_steps: Option<u64>,
-    /// seed 004: every step recorded (not only the kept history).
+    /// seed 004: every step recorded that did work (not only the kept history). A step that
+    /// ended with batch size 0 and 0 tokens scheduled nothing: it is counted in `empty_steps`
+    /// and in no duration, percentile or rate.
     pub total_steps: u64,
+    /// Steps that scheduled nothing (an engine step with no request ready).
+    #[serde(default)]
+    pub empty_steps: u64,
     /// seed 004. `null` when no step was recorded.
     pub avg_duration_ms: Option<f64>,
     /// seed 004.
@@ -252,6 +302,10 @@ pub struct Counters {
 pub struct GpuHistory {
     pub schema_version: u32,
     pub pid: u32,
+    #[serde(default)]
+    pub role: Role,
+    #[serde(default)]
+    pub rank: Option<u32>,
     /// Name of the detector that answered (seed 001), for example `CPUDetector`.
     pub detector: String,
     pub sample_interval_s: f64,
@@ -376,6 +430,10 @@ pub struct HostSample {
 pub struct DetailedSteps<Steps = Vec<StepRecord>> {
     pub schema_version: u32,
     pub pid: u32,
+    #[serde(default)]
+    pub role: Role,
+    #[serde(default)]
+    pub rank: Option<u32>,
     pub memory_source: MemorySource,
     /// Oldest steps evicted from the bounded history before this file was written.
     pub dropped_steps: u64,
@@ -399,6 +457,11 @@ pub struct StepRecord {
     pub memory_start_mb: Option<f64>,
     /// OS thread id that ran the step.
     pub thread_id: u32,
+    /// The engine step this step served: in a worker, the engine core's `engine_step` of the
+    /// scheduler output it ran; in the engine core, its own count of steps that did work
+    /// (0, 1, ...). Join a worker's steps to the engine's on it. `null` when unknown.
+    #[serde(default)]
+    pub engine_step: Option<u64>,
     /// seed 004: per span name inside this step.
     pub layer_timings: BTreeMap<String, LayerTiming>,
     pub gpu_metrics: StepGpuMetrics,

@@ -1,0 +1,269 @@
+//! The crash-safe journal, driven directly: what a session journals is what a session rebuilt
+//! from it reports, file for file; a torn tail loses only its last batch; empty steps stay out
+//! of every duration.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::Value;
+use vllm_profiler_core::journal;
+use vllm_profiler_core::{recover, Session, Settings};
+use vllm_profiler_format::{self as format, Role};
+
+const PID: u32 = 777_001;
+
+fn journaled(dir: &Path) -> Arc<Session> {
+    Session::new(
+        PID,
+        1,
+        Settings {
+            output_dir: dir.to_path_buf(),
+            max_history: 50,
+            journal: true,
+            ..Settings::default()
+        },
+    )
+}
+
+fn host(t: f64) -> format::HostSample {
+    format::HostSample {
+        timestamp: t,
+        process_cpu_percent: Some(12.5),
+        process_rss_mb: Some(300.25),
+        host_memory_used_mb: Some(1000.0),
+        host_memory_total_mb: Some(4000.0),
+    }
+}
+
+fn gpu(t: f64, device_id: u32) -> format::GpuSample {
+    format::GpuSample {
+        timestamp: t,
+        device_id,
+        gpu_utilization: Some(40.0 + f64::from(device_id)),
+        memory_used_mb: Some(1234.5),
+        ..format::GpuSample::default()
+    }
+}
+
+/// Steps with nested spans, empty steps, a span outside any step, samples and a role, with a
+/// journal write (`collect`) after each round, as the collector thread does.
+fn record(s: &Arc<Session>, rounds: u32) {
+    s.describe_devices(
+        "NVMLDetector",
+        vec![format::GpuDevice {
+            index: 0,
+            name: Some("Fake GPU".into()),
+            uuid: Some("GPU-1".into()),
+            gpu_type: "nvidia".into(),
+            memory_total_mb: Some(8192.0),
+        }],
+    );
+    s.set_identity(Role::Worker, Some(1));
+    let mut rec = s.register_thread(11);
+    for round in 0..rounds {
+        for i in 0..7u32 {
+            let step = rec.step_begin(0, 0).unwrap();
+            if i == 3 {
+                // Nothing scheduled: an empty step.
+                rec.step_end(step).unwrap();
+                continue;
+            }
+            rec.step_set_counts(step, 1 + i, 10 * (i + 1)).unwrap();
+            rec.step_set_engine_step(step, u64::from(round * 7 + i))
+                .unwrap();
+            let outer = rec.span_begin(b"model.layers.0").unwrap();
+            let inner = rec.span_begin(b"model.layers.0.mlp").unwrap();
+            rec.span_end_annotated(inner, 1.5, Some(br#"{"input_shapes":[[2,64]]}"#))
+                .unwrap();
+            rec.span_end(outer).unwrap();
+            rec.step_end(step).unwrap();
+        }
+        let free = rec
+            .span_begin(format!("outside.{round}").as_bytes())
+            .unwrap();
+        rec.span_end(free).unwrap();
+        let t = 1_700_000_000.0 + f64::from(round);
+        s.record_samples(host(t), &[gpu(t, 0), gpu(t, 1)]);
+        s.collect().unwrap();
+    }
+}
+
+/// The report files of `pid` in `dir` as JSON, without what differs by when they were made.
+fn reports(dir: &Path, pid: u32) -> Vec<(String, Value)> {
+    let mut files = Vec::new();
+    for name in [
+        format::summary_file_name(pid),
+        format::detailed_steps_file_name(pid),
+        format::gpu_history_file_name(pid),
+        format::trace_file_name(pid),
+    ] {
+        let text =
+            std::fs::read_to_string(dir.join(&name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut json: Value = serde_json::from_str(&text).unwrap();
+        json.as_object_mut().unwrap().remove("generated_at");
+        files.push((name, json));
+    }
+    files
+}
+
+fn process_name_event(trace: &mut Value) {
+    // The live process names itself by its comm, the rebuilt one by the journal's: the same.
+    for event in trace["traceEvents"].as_array_mut().unwrap() {
+        if event["name"] == "process_name" {
+            assert!(event["args"]["name"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("(pid {PID}, worker rank 1)")));
+        }
+    }
+}
+
+#[test]
+fn a_rebuilt_session_reports_what_the_live_one_would() {
+    let journal_dir = tempfile::tempdir().unwrap();
+    let live = journaled(journal_dir.path());
+    record(&live, 12);
+    assert!(journal_dir
+        .path()
+        .join(journal::snapshot_file_name(PID))
+        .is_file());
+
+    let recovered = recover(journal_dir.path(), PID).unwrap();
+    assert_eq!(recovered.writer.pid, PID);
+    assert!(!recovered.writer.is_running(), "no process has pid {PID}");
+    assert_eq!(recovered.stopped, None);
+    assert_eq!(recovered.batches, 11);
+
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    live.export(a.path()).unwrap();
+    recovered.session.close_and_export(b.path()).unwrap();
+    let (mut live_files, mut rebuilt) = (reports(a.path(), PID), reports(b.path(), PID));
+    process_name_event(&mut live_files[3].1);
+    process_name_event(&mut rebuilt[3].1);
+    for ((name, x), (_, y)) in live_files.iter().zip(&rebuilt) {
+        assert_eq!(x, y, "{name} differs");
+    }
+    let summary = &live_files[0].1;
+    assert_eq!(summary["total_steps"], 12 * 6);
+    assert_eq!(summary["empty_steps"], 12);
+    assert_eq!(summary["role"], "worker");
+    assert_eq!(summary["rank"], 1);
+    assert_eq!(summary["counters"]["total_spans"], 12 * 13);
+    let steps = live_files[1].1["detailed_steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 50, "the history bound");
+    assert_eq!(steps.last().unwrap()["engine_step"], 11 * 7 + 6);
+    let samples = live_files[2].1["gpu_history"].as_array().unwrap();
+    assert_eq!(samples.len(), 24);
+}
+
+#[test]
+fn a_torn_last_batch_loses_only_that_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = journaled(dir.path());
+    record(&live, 5);
+    let log = dir.path().join(journal::log_file_name(PID));
+    let whole = std::fs::read(&log).unwrap();
+    let steps_of = |path: &Path| {
+        let got = recover(path, PID).unwrap();
+        let summary = got.session.summary(None).unwrap();
+        (summary.total_steps, got.batches, got.stopped.is_some())
+    };
+    // The first write is the snapshot (with the first round), then one batch per round.
+    assert_eq!(steps_of(dir.path()), (30, 4, false));
+    // Cut inside the last frame: the batches before it are read back, the cut is said.
+    for cut in [whole.len() - 1, whole.len() - 5, whole.len() - 40] {
+        std::fs::write(&log, &whole[..cut]).unwrap();
+        assert_eq!(steps_of(dir.path()), (24, 3, true), "cut at {cut}");
+    }
+    // A flipped byte in the last batch: the same.
+    let mut damaged = whole.clone();
+    let at = damaged.len() - 3;
+    damaged[at] ^= 0x40;
+    std::fs::write(&log, &damaged).unwrap();
+    assert_eq!(steps_of(dir.path()), (24, 3, true));
+    // No log at all (a kill between the snapshot and the log): the snapshot alone.
+    std::fs::remove_file(&log).unwrap();
+    let got = recover(dir.path(), PID).unwrap();
+    assert_eq!(got.batches, 0);
+    assert_eq!(got.session.summary(None).unwrap().total_steps, 6);
+}
+
+#[test]
+fn a_new_output_dir_moves_the_journal_and_the_final_export_removes_it() {
+    let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let live = journaled(first.path());
+    record(&live, 2);
+    let files = |dir: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    let journal_files = [
+        journal::log_file_name(PID),
+        journal::snapshot_file_name(PID),
+    ];
+    assert_eq!(files(first.path()), journal_files);
+    live.set_settings(Settings {
+        output_dir: second.path().to_path_buf(),
+        ..live.settings()
+    });
+    record(&live, 1);
+    assert_eq!(files(first.path()), Vec::<String>::new());
+    assert_eq!(files(second.path()), journal_files);
+    assert_eq!(
+        recover(second.path(), PID)
+            .unwrap()
+            .session
+            .summary(None)
+            .unwrap()
+            .total_steps,
+        18
+    );
+    live.close_and_export(second.path()).unwrap();
+    let left = files(second.path());
+    assert!(
+        left.iter().all(|name| !name.starts_with("journal_")),
+        "{left:?}"
+    );
+    assert_eq!(left.len(), 4, "{left:?}");
+    // Closed: nothing is journaled again.
+    live.collect().unwrap();
+    assert_eq!(files(second.path()).len(), 4);
+}
+
+#[test]
+fn a_session_that_recorded_nothing_writes_no_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = journaled(dir.path());
+    s.record_samples(host(1.0), &[]);
+    s.collect().unwrap();
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn empty_steps_are_counted_apart_and_kept_out_of_durations() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Session::new(PID, 1, Settings::default());
+    let mut rec = s.register_thread(1);
+    for _ in 0..3 {
+        let step = rec.step_begin(0, 0).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        rec.step_end(step).unwrap();
+    }
+    let step = rec.step_begin(2, 8).unwrap();
+    rec.step_end(step).unwrap();
+    let summary = s.summary(None).unwrap();
+    assert_eq!((summary.total_steps, summary.empty_steps), (1, 3));
+    assert!(summary.max_duration_ms.unwrap() < 30.0, "{summary:?}");
+    assert_eq!(summary.counters.kept_steps, 1);
+    s.export(dir.path()).unwrap();
+    let steps: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join(format::detailed_steps_file_name(PID))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(steps["detailed_steps"].as_array().unwrap().len(), 1);
+    assert_eq!(steps["detailed_steps"][0]["step_id"], 0);
+}
