@@ -12,6 +12,7 @@ script then exits 1 after the table, naming them: a suite with a dead part must 
 import argparse
 import json
 import os
+import statistics
 import sys
 
 NOT_BUILT = "not built yet"
@@ -176,6 +177,22 @@ def main():
                 target + " (median)", f["met"])
         else:
             row("P8", f"start-up: {label}", "not run", "", "", target, None)
+
+    p9 = load(args.pieces, "p9.json")
+    for arm, label, target, limit in (("on", "profiling on, defaults", "≤ 1 %", 1.0),
+                                      ("layers", "with layer profiling", "≤ 5 %", 5.0)):
+        f = (p9 or {}).get("arms", {}).get(arm)
+        if f:
+            row("P9", f"real vLLM generate slowdown, {label} (median of {f['pairs']} "
+                f"interleaved pairs)", f"{f['slowdown_pct_median']:+.2f} %",
+                f"off: {statistics.median(f['off_tokens_per_s']):.0f} tokens/s "
+                f"(spread {f['off_spread_pct']:.1f} %)",
+                f"{f['slowdown_pct_min']:+.2f} to {f['slowdown_pct_max']:+.2f} %", target,
+                f["slowdown_pct_median"] <= limit)
+        elif p9 and arm == "layers":
+            continue  # the smoke run measures the first arm only
+        else:
+            row("P9", f"real vLLM generate slowdown, {label}", "not run", "", "", target, None)
 
     header = ["id", "what", "ours", "compared with", "ratio", "target", "met?"]
     print("| " + " | ".join(header) + " |")

@@ -267,6 +267,44 @@ def vllm_child_process(out):
     }
 
 
+class _NaiveDelegatingFinder:
+    """Another package's finder that, like ours, asks the rest of sys.meta_path for the spec
+    of the modules it patches, and has no guard of its own: without the package's guard the
+    two would ask each other for ever (RecursionError)."""
+
+    def __init__(self):
+        self.asked = 0
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != "vllm.v1.engine.core":
+            return None
+        self.asked += 1
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                return spec
+        return None
+
+
+def vllm_with_another_finder(out):
+    import site
+
+    naive = _NaiveDelegatingFinder()
+    sys.meta_path.insert(0, naive)
+    site.addsitedir(os.environ["VLLM_PROFILER_PTH_DIR"])  # ours goes first now
+    sys.meta_path.remove(naive)
+    sys.meta_path.insert(0, naive)  # and theirs in front of it: each delegates to the other
+    from vllm.v1.engine.core import EngineCore
+
+    engine = EngineCore(max_num_seqs=2)
+    engine.add_request("r0", [1] * 4, 2)
+    while engine.scheduler.has_requests():
+        engine.step()
+    return {"asked": naive.asked, "patched": getattr(EngineCore.step, "__vllm_profiler_wrapped__", False)}
+
+
 def vllm_moved(out):
     import site
 
@@ -428,6 +466,7 @@ SCENARIOS = {
         vllm_batch_queue,
         vllm_child_process,
         vllm_moved,
+        vllm_with_another_finder,
         layers,
         layer_memory,
         layer_memory_cuda,

@@ -258,6 +258,21 @@ def test_engine_processes_started_after_enable_profile_themselves(run_scenario):
     assert not (out / f"detailed_steps_{r['pid']}.json").exists()  # the parent ran no step
 
 
+def test_the_import_hook_composes_with_another_delegating_finder(run_scenario, tmp_path):
+    """Mechanism test: a second finder that delegates to sys.meta_path with no guard of its
+    own, in front of ours: the import ends (no RecursionError), the engine is wrapped once and
+    its steps are recorded."""
+    env = vllm_env(STANDIN)
+    env["VLLM_PROFILING_OUTPUT_DIR"] = str(tmp_path / "out")
+    proc, _ = run_scenario("vllm_with_another_finder", env_extra=env)
+    r = result(proc)
+    assert r["patched"] is True
+    assert r["asked"] == 2, "theirs, then theirs again through ours, which then answers"
+    steps = read_report(tmp_path / "out", "detailed_steps", r["pid"])["detailed_steps"]
+    assert [(s["batch_size"], s["num_tokens"]) for s in steps] == [(1, 4), (1, 1)]
+    assert "RecursionError" not in proc.stderr
+
+
 def test_moved_vllm_names_give_one_warning_and_vllm_still_imports(run_scenario):
     proc, _ = run_scenario("vllm_moved", env_extra=vllm_env(STANDIN_MOVED))
     assert result(proc)["value"] == 42

@@ -20,6 +20,7 @@ _SIGNATURES = {
     "vllm_profiler_enable": ([ctypes.c_char_p], ctypes.c_int32),
     "vllm_profiler_disable": ([], ctypes.c_int32),
     "vllm_profiler_finish": ([], ctypes.c_int32),
+    "vllm_profiler_flush": ([], ctypes.c_int32),
     "vllm_profiler_is_enabled": ([], ctypes.c_int32),
     "vllm_profiler_step_begin": ([ctypes.c_uint32, ctypes.c_uint32], ctypes.c_uint64),
     "vllm_profiler_step_end": ([ctypes.c_uint64], ctypes.c_int32),

@@ -137,6 +137,7 @@ def _wrap_schedule(scheduler_class: type) -> None:
             lib = _state.lib
             lib.vllm_profiler_step_set_counts(handle, batch, tokens)
             if tokens > 0:
+                _state.unflushed = True
                 number = _engine_steps
                 _engine_steps += 1
                 lib.vllm_profiler_step_set_engine_step(handle, number)
@@ -175,9 +176,23 @@ def _profiled_step(step: Callable[..., Any]) -> Callable[..., Any]:
             _state.handle = 0
             if handle:
                 lib.vllm_profiler_step_end(handle)
+                if getattr(_state, "unflushed", False) and _went_idle(self):
+                    # The last request is done: vLLM may kill this process at once now (its
+                    # server's shutdown does): everything goes to the journal before the
+                    # outputs go out.
+                    _state.unflushed = False
+                    lib.vllm_profiler_flush()
 
     setattr(profiled_step, _PATCHED, True)
     return profiled_step
+
+
+def _went_idle(engine: Any) -> bool:
+    """No request left to schedule and no batch in flight."""
+    try:
+        return not engine.scheduler.has_requests() and not getattr(engine, "batch_queue", None)
+    except Exception:  # noqa: BLE001 - an engine without them is never idle to us
+        return False
 
 
 def _wrap(cls: type, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> bool:

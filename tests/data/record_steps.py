@@ -59,6 +59,27 @@ def main():
         record(lib, int(sys.argv[2]))
         print("recorded", flush=True)
         time.sleep(60)
+    elif mode == "until-killed":
+        # Steps until killed, each logged to TRUTH (its number and when it ended) as it ends;
+        # a line flushed is on disk whatever kills the process.
+        lib = abi.load()
+        with open(sys.argv[2], "w", buffering=1) as truth:
+            i = 0
+            while True:
+                step = lib.vllm_profiler_step_begin(i % 7 + 1, i + 1)
+                span = lib.vllm_profiler_span_begin(b"model.layers.0")
+                time.sleep(0.002)
+                lib.vllm_profiler_span_end(span)
+                assert lib.vllm_profiler_step_end(step) == 0, abi.last_error(lib)
+                truth.write(f"{i + 1} {time.time()}\n")
+                i += 1
+    elif mode == "flush-then-wait":
+        # N steps, made crash-safe at once, then waits to be killed.
+        lib = abi.load()
+        record(lib, int(sys.argv[2]))
+        assert lib.vllm_profiler_flush() == 0, abi.last_error(lib)
+        print("flushed", flush=True)
+        time.sleep(60)
     elif mode == "fork":
         lib = abi.load()
         record(lib, 3)

@@ -128,8 +128,12 @@ pub enum Op {
     Enable(Config),
     Disable(Rarely),
     IsEnabled,
+    Flush,
     StepBegin(u32, u32),
     StepSetCounts(Handle, u32, u32),
+    StepSetEngineStep(Handle, u64),
+    /// A role by its index in `ROLES` (past its end: NULL), and a rank.
+    SetRole(u8, i32),
     StepEnd(Handle),
     SpanBegin(Name),
     SpanEnd(Handle),
@@ -155,6 +159,15 @@ pub enum ThreadOp {
 }
 
 const KNOWN_NAMES: [&str; 4] = ["model", "model.layers.0", "model.layers.0.mlp", "lm_head"];
+/// The roles of `vllm_profiler_set_role`, and names it must refuse.
+const ROLES: [&str; 6] = [
+    "api_server",
+    "engine_core",
+    "worker",
+    "process",
+    "",
+    "Worker",
+];
 
 fn c_string(bytes: Vec<u8>) -> CString {
     let bytes: Vec<u8> = bytes.into_iter().filter(|&b| b != 0).collect();
@@ -316,6 +329,9 @@ fn run_op(op: Op, handles: &mut Handles) {
                 check_code("disable", counted(abi::vllm_profiler_disable()));
             }
         }
+        Op::Flush => {
+            check_code("flush", counted(abi::vllm_profiler_flush()));
+        }
         Op::IsEnabled => {
             let on = counted(abi::vllm_profiler_is_enabled());
             assert!(on == 0 || on == 1, "is_enabled returned {on}");
@@ -330,6 +346,26 @@ fn run_op(op: Op, handles: &mut Handles) {
                 "step_set_counts",
                 counted(abi::vllm_profiler_step_set_counts(step, batch, tokens)),
             );
+        }
+        Op::StepSetEngineStep(handle, engine_step) => {
+            let step = pick(&handle, &handles.steps);
+            check_code(
+                "step_set_engine_step",
+                counted(abi::vllm_profiler_step_set_engine_step(step, engine_step)),
+            );
+        }
+        Op::SetRole(index, rank) => {
+            let role = ROLES
+                .get(usize::from(index))
+                .map(|r| c_string(r.as_bytes().to_vec()));
+            let code = counted(abi::vllm_profiler_set_role(ptr(&role), rank));
+            let valid = usize::from(index) < 4;
+            assert_eq!(
+                code == 0,
+                valid,
+                "set_role({role:?}, {rank}) returned {code}"
+            );
+            check_code("set_role", code);
         }
         Op::StepEnd(handle) => {
             let step = pick(&handle, &handles.steps);

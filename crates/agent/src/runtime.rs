@@ -328,6 +328,14 @@ pub fn export(dir: Option<&Path>) -> Result<Vec<PathBuf>> {
     }
 }
 
+/// `vllm_profiler_flush`: the collector's turn, now, on the calling thread.
+pub fn flush() -> Result<()> {
+    match own_session() {
+        Ok(session) => session.collect().map_err(ProfilerError::Io),
+        Err(_) => Ok(()),
+    }
+}
+
 /// `vllm_profiler_summary_json`: the summary as JSON bytes.
 pub fn summary_json(last_n_steps: Option<u64>) -> Result<Vec<u8>> {
     let summary = own_session()?.summary(last_n_steps)?;
