@@ -305,6 +305,19 @@ def vllm_with_another_finder(out):
     return {"asked": naive.asked, "patched": getattr(EngineCore.step, "__vllm_profiler_wrapped__", False)}
 
 
+def vllm_unhookable_worker(out):
+    import site
+
+    site.addsitedir(os.environ["VLLM_PROFILER_PTH_DIR"])
+    from vllm.v1.worker.gpu_worker import SchedulerOutput, Worker
+
+    worker = Worker(rank=3)
+    worker.load_model()
+    for i in range(3):
+        worker.execute_model(SchedulerOutput({"r0": 4 - i}, 4 - i))
+    return {}
+
+
 def vllm_moved(out):
     import site
 
@@ -467,6 +480,7 @@ SCENARIOS = {
         vllm_child_process,
         vllm_moved,
         vllm_with_another_finder,
+        vllm_unhookable_worker,
         layers,
         layer_memory,
         layer_memory_cuda,

@@ -195,6 +195,7 @@ def test_without_a_gpu_the_detector_answers_with_the_cpu(run_scenario):
 
 STANDIN = PACKAGE_DIR / "tests" / "standin"
 STANDIN_MOVED = PACKAGE_DIR / "tests" / "standin_moved"
+STANDIN_UNHOOKABLE = PACKAGE_DIR / "tests" / "standin_unhookable"
 
 
 def vllm_env(root):
@@ -271,6 +272,25 @@ def test_the_import_hook_composes_with_another_delegating_finder(run_scenario, t
     steps = read_report(tmp_path / "out", "detailed_steps", r["pid"])["detailed_steps"]
     assert [(s["batch_size"], s["num_tokens"]) for s in steps] == [(1, 4), (1, 1)]
     assert "RecursionError" not in proc.stderr
+
+
+def test_a_worker_whose_model_cannot_be_hooked_is_one_warning_and_still_steps(
+        run_scenario, tmp_path):
+    """Mechanism test (a stand-in worker whose runner hides its model): layer profiling on, the
+    worker's model executions are steps, with its rank, and one line says layers are not
+    profiled."""
+    env = vllm_env(STANDIN_UNHOOKABLE)
+    env["VLLM_ENABLE_LAYER_PROFILING"] = "1"
+    env["VLLM_PROFILING_OUTPUT_DIR"] = str(tmp_path / "out")
+    proc, _ = run_scenario("vllm_unhookable_worker", env_extra=env)
+    r = result(proc)
+    warnings = [l for l in proc.stderr.splitlines() if "could be hooked" in l]
+    assert len(warnings) == 1, proc.stderr
+    assert "no model of Worker" in warnings[0]
+    steps = read_report(tmp_path / "out", "detailed_steps", r["pid"])
+    assert [(s["batch_size"], s["num_tokens"]) for s in steps["detailed_steps"]] == [
+        (1, 4), (1, 3), (1, 2)]
+    assert (steps["role"], steps["rank"]) == ("worker", 3)
 
 
 def test_moved_vllm_names_give_one_warning_and_vllm_still_imports(run_scenario):

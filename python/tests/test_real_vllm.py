@@ -181,6 +181,9 @@ def check_engine(out, pid, truth, requests):
     assert [s["engine_step"] for s in steps] == list(range(len(work)))
     assert history["role"] == "engine_core"
     assert trace["otherData"]["role"] == "engine_core"
+    # Sampling began with the process (at vLLM's import), not at the first step: the samples
+    # cover the engine's start-up and model load.
+    assert history["host_history"][0]["timestamp"] < steps[0]["start_time"] - 1.0
     return work
 
 
