@@ -152,6 +152,17 @@ def main():
     x = criterion_ns(crit, "p7/export_10k_steps_10k_samples")
     row("P7", "one export, 10 k steps + 10 k samples", ns(x) or NOT_BUILT, "", "", "≤ 50 ms",
         None if x is None else x <= 50e6)
+    on, off = (criterion_ns(crit, f"p10/collect_1000_steps_journal_{k}") for k in ("on", "off"))
+    if on is None or off is None:
+        row("P10", "journal: collector cost per event", NOT_BUILT, "", "", "≤ 200 ns", None)
+    else:
+        extra = (on - off) / 5000
+        row("P10", "journal: collector cost per event, on minus off (1000 steps, 5 events each)",
+            ns(extra), f"{ns(off / 5000)} per event recorded and drained without it",
+            f"{on / off:.2f}× the turn", "≤ 200 ns", extra <= 200)
+    x = criterion_ns(crit, "p10/snapshot_10k_steps")
+    row("P10", "journal: one snapshot of 10 k steps + 10 k samples (start, each compaction)",
+        ns(x) or NOT_BUILT, "", "", "≤ 50 ms", None if x is None else x <= 50e6)
     p7b = probe.get("p7b")
     if p7b:
         row("P7b", "step pair p99 while another thread exports, vs quiet",
