@@ -163,10 +163,19 @@ fn concurrent_forks_while_reconfiguring_never_hang_a_child() {
     cmd.arg("forks");
     let parent = run(&mut cmd, Duration::from_secs(120));
     assert_success(&parent);
-    // The children _exit: only the parent may have written reports.
+    // The children _exit: only the parent may have written reports. A child that lived to
+    // its collector's first turn left its journal (it recorded a step), never the parent's,
+    // whose final export removed its own.
     let suffix = format!("_{}.json", parent.pid);
     let names = file_names(&out);
-    assert!(names.iter().all(|n| n.ends_with(&suffix)), "{names:?}");
+    let (journals, reports): (Vec<&String>, Vec<&String>) =
+        names.iter().partition(|n| n.starts_with("journal_"));
+    assert!(reports.iter().all(|n| n.ends_with(&suffix)), "{names:?}");
+    let parents = format!("journal_{}.", parent.pid);
+    assert!(
+        journals.iter().all(|n| !n.starts_with(&parents)),
+        "{names:?}"
+    );
 }
 
 #[test]

@@ -175,3 +175,65 @@ fn a_kill_right_after_a_flush_loses_nothing() {
         37
     );
 }
+
+#[test]
+fn a_flush_after_disable_writes_no_journal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let mut cmd = clean_command("python3");
+    cmd.arg(workspace_root().join("tests/data/record_steps.py"))
+        .arg("flush-after-disable")
+        .arg(agent_library())
+        .arg(&out);
+    let done = run(&mut cmd, Duration::from_secs(30));
+    assert_success(&done);
+    let pid = done.pid;
+    let lines: Vec<&str> = done.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!("journal_{pid}.lock journal_{pid}.log journal_{pid}.snapshot"),
+            format!("detailed_steps_{pid}.json performance_summary_{pid}.json trace_{pid}.json"),
+        ]
+    );
+}
+
+#[test]
+fn a_forked_child_does_not_keep_its_killed_parents_journal_alive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let mut cmd = profiled_command("python3", &out);
+    cmd.arg(workspace_root().join("tests/data/record_steps.py"))
+        .arg("fork-child-outlives")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut parent = cmd.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(parent.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let child: i32 = line.trim().strip_prefix("child ").unwrap().parse().unwrap();
+    parent.kill().unwrap();
+    parent.wait().unwrap();
+    let cli = Command::new(cli_binary())
+        .arg("recover")
+        .arg(&out)
+        .output()
+        .unwrap();
+    // The child lives on, holding copies of its parent's fds.
+    let _ = nix_kill(child);
+    let said = String::from_utf8_lossy(&cli.stdout).into_owned();
+    assert!(
+        said.contains(&format!("pid {}: wrote 4 reports (6 steps)", parent.id())),
+        "{said}"
+    );
+}
+
+fn nix_kill(pid: i32) -> std::io::Result<()> {
+    Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .map(drop)
+}

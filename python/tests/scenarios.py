@@ -208,7 +208,12 @@ def vllm_engine(out):
         engine.step()
         steps += 1
     engine.step()  # an idle step returns before scheduling: recorded with zero counts
-    return {"steps": steps + 1, "wrapped_name": EngineCore.step.__name__}
+    import copy
+
+    loader = sys.modules["vllm.v1.engine.core"].__loader__
+    copy.copy(loader)  # code that copies or dispatches on a module's loader sees the real one
+    return {"steps": steps + 1, "wrapped_name": EngineCore.step.__name__,
+            "loader": type(loader).__name__}
 
 
 def vllm_batch_queue(out):

@@ -213,6 +213,7 @@ def test_vllm_engine_steps_become_profiler_steps_without_code_changes(run_scenar
     proc, _ = run_scenario("vllm_engine", env_extra=env)
     r = result(proc)
     assert r["wrapped_name"] == "step"
+    assert r["loader"] == "SourceFileLoader"
     assert r["steps"] == 5
     steps = read_report(tmp_path / "engine", "detailed_steps", r["pid"])["detailed_steps"]
     # Prefill of all three requests, then decodes as they finish; then one idle step, which
@@ -362,3 +363,68 @@ def test_layer_memory_delta_on_a_real_cuda_device(run_scenario):
     timings = steps[0]["layer_timings"]
     assert timings["model.0"]["memory_delta_mb"] >= 64.0
     assert timings["model"]["memory_delta_mb"] >= 64.0
+
+
+ODD_ENGINES = {
+    # A step that is a static method, and an engine made by __new__ alone: neither may break.
+    "static": '''
+class EngineCore:
+    @staticmethod
+    def step():
+        return "static step"
+''',
+    "new_only": '''
+class EngineCore:
+    def __new__(cls, *args, **kwargs):
+        self = super().__new__(cls)
+        self.args = (args, kwargs)
+        return self
+
+    def step(self):
+        return "step", self.args
+''',
+    # No step at all: one warning, which must not raise where stderr is closed.
+    "moved": '''
+class EngineCore:
+    def run(self):
+        return "run"
+''',
+}
+
+ODD_DRIVER = '''
+import importlib, site, sys
+site.addsitedir(sys.argv[1])
+import vllm.v1.engine.core as core
+variant = sys.argv[2]
+if variant == "static":
+    print(core.EngineCore.step(), core.EngineCore().step())
+elif variant == "new_only":
+    print(core.EngineCore(1, 2, x=3).step())
+else:
+    print(core.EngineCore().run())
+'''
+
+
+@pytest.mark.parametrize("variant", sorted(ODD_ENGINES))
+def test_odd_engine_classes_run_as_without_the_hook(variant, tmp_path):
+    """vLLM-like classes the hook must leave working: a static step, an engine made by
+    `__new__` alone, moved names; with stderr closed (the hook's warnings must not become the
+    host's OSError). Stdout and the exit status are those without the hook."""
+    package = tmp_path / "vllm" / "v1" / "engine"
+    package.mkdir(parents=True)
+    for d in (tmp_path / "vllm", tmp_path / "vllm" / "v1", package):
+        (d / "__init__.py").write_text("")
+    (package / "core.py").write_text(ODD_ENGINES[variant])
+    driver = tmp_path / "driver.py"
+    driver.write_text(ODD_DRIVER)
+    env = clean_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_DIR), str(tmp_path)])
+    args = [sys.executable, str(driver), str(PACKAGE_DIR), variant]
+    plain = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+    assert plain.returncode == 0, plain.stderr
+    env["VLLM_ENABLE_PROFILING"] = "1"
+    # stderr closed: a warning must not become the host's OSError.
+    hooked = subprocess.run(["/bin/sh", "-c", 'exec "$@" 2>&-', "sh", *args], env=env,
+                            stdout=subprocess.PIPE, text=True, timeout=60)
+    assert hooked.returncode == 0
+    assert hooked.stdout == plain.stdout

@@ -22,8 +22,34 @@ if TYPE_CHECKING:
 
 
 
+def _patch_after_exec(loader: Any, patcher: Callable[[Any], object], on_error: Callable[[str], None]) -> bool:
+    """Makes `loader.exec_module` run the patcher after it, on this loader instance only and
+    for one call (the path finders make a loader per module), so that the loader keeps its
+    type: code that dispatches on it (pkg_resources) or copies it sees the real one. False
+    where the instance takes no attribute."""
+    exec_module = loader.exec_module
+
+    def exec_then_patch(module: Any) -> None:
+        try:
+            del loader.exec_module  # the class's again, for any later use of this loader
+        except AttributeError:
+            pass
+        exec_module(module)
+        try:
+            patcher(module)
+        except Exception as err:  # noqa: BLE001 - never fail the host's import
+            on_error(f"could not patch {module.__name__} ({err})")
+
+    try:
+        loader.exec_module = exec_then_patch
+    except (AttributeError, TypeError):
+        return False
+    return True
+
+
 class _Loader:
-    """Runs the real loader, then the patcher; a failing patcher never fails the import."""
+    """Runs the real loader, then the patcher; a failing patcher never fails the import. For
+    loaders that take no attribute (see `_patch_after_exec`)."""
 
     def __init__(self, inner: Any, patcher: Callable[[Any], object], on_error: Callable[[str], None]) -> None:
         self._inner = inner
@@ -41,7 +67,10 @@ class _Loader:
             self._on_error(f"could not patch {module.__name__} ({err})")
 
     def __getattr__(self, name: str) -> Any:
-        # Whatever else the real loader offers (get_resource_reader, is_package, ...).
+        # Whatever else the real loader offers (get_resource_reader, is_package, ...); not
+        # `_inner` itself, which a copy looks up before it is set.
+        if name == "_inner":
+            raise AttributeError(name)
         return getattr(self._inner, name)
 
 
@@ -69,8 +98,10 @@ class PatchingFinder:
                     continue
                 spec = finder.find_spec(fullname, path, target)
                 if spec is not None:
-                    if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                        spec.loader = _Loader(spec.loader, patcher, self._on_error)
+                    loader = spec.loader
+                    if loader is not None and hasattr(loader, "exec_module"):
+                        if not _patch_after_exec(loader, patcher, self._on_error):
+                            spec.loader = _Loader(loader, patcher, self._on_error)
                     return spec
             return None
         finally:

@@ -72,7 +72,10 @@ _model_hooked = False
 def _warn(message: str) -> None:
     if message not in _warned:
         _warned.add(message)
-        sys.stderr.write(f"vllm-profiler: {message}\n")
+        try:
+            sys.stderr.write(f"vllm-profiler: {message}\n")
+        except Exception:  # noqa: BLE001 - a closed or broken stderr is the host's business
+            pass
 
 
 def _library() -> Optional[Any]:
@@ -195,10 +198,25 @@ def _went_idle(engine: Any) -> bool:
         return False
 
 
+def _plain_method(cls: type, name: str) -> Optional[Callable[..., Any]]:
+    """`cls.name` when it is a plain function (its own or inherited, not `object`'s, not a
+    static or class method): only those are wrapped, since the wrappers pass `self` on."""
+    import inspect
+
+    try:
+        raw = inspect.getattr_static(cls, name)
+    except AttributeError:
+        return None
+    if isinstance(raw, (staticmethod, classmethod)) or getattr(object, name, None) is raw:
+        return None
+    return raw if inspect.isfunction(raw) else None
+
+
 def _wrap(cls: type, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> bool:
-    """Replaces `cls.name` by `make(original)`, once; False when there is no such method."""
-    method = cls.__dict__.get(name) or getattr(cls, name, None)
-    if not callable(method):
+    """Replaces `cls.name` by `make(original)`, once; False when there is no such plain
+    method."""
+    method = _plain_method(cls, name)
+    if method is None:
         return False
     if not getattr(method, _PATCHED, False):
         wrapped = make(method)
@@ -258,13 +276,11 @@ def patch(module: Any) -> bool:
     """Wraps `module.EngineCore`: its steps, its construction (the role) and its shutdown;
     False, with one warning, when the names moved."""
     engine = getattr(module, "EngineCore", None)
-    if engine is None or not callable(getattr(engine, "step", None)):
+    if not isinstance(engine, type) or _plain_method(engine, "step") is None:
         _warn(f"{ENGINE_MODULE}.EngineCore.step not found: vLLM steps are not profiled")
         return False
     for name in ENGINE_STEPS:
-        method = getattr(engine, name, None)
-        if callable(method) and not getattr(method, _PATCHED, False):
-            setattr(engine, name, _profiled_step(method))
+        _wrap(engine, name, _profiled_step)
     _wrap(engine, "__init__", _after_init("engine_core"))
     proc = getattr(module, "EngineCoreProc", None)
     proc = proc if isinstance(proc, type) else None

@@ -80,6 +80,30 @@ def main():
         assert lib.vllm_profiler_flush() == 0, abi.last_error(lib)
         print("flushed", flush=True)
         time.sleep(60)
+    elif mode == "flush-after-disable":
+        # Loaded, enabled, recorded, disabled, then flushed: prints the output dir after each.
+        lib = abi.load(sys.argv[2])
+        out = sys.argv[3]
+        config = '{"output_dir": "%s", "enable_gpu_monitoring": false}' % out
+        assert lib.vllm_profiler_enable(config.encode()) == 0
+        record(lib, 5)
+        assert lib.vllm_profiler_flush() == 0
+        print(" ".join(sorted(os.listdir(out))), flush=True)
+        assert lib.vllm_profiler_disable() == 0
+        assert lib.vllm_profiler_flush() == 0
+        print(" ".join(sorted(os.listdir(out))), flush=True)
+    elif mode == "fork-child-outlives":
+        # Records, makes its journal current, forks a child that only sleeps, then waits to be
+        # killed: the child must not keep the parent's journal looking alive.
+        lib = abi.load()
+        record(lib, 6)
+        assert lib.vllm_profiler_flush() == 0
+        child = os.fork()
+        if child == 0:
+            time.sleep(30)
+            os._exit(0)
+        print(f"child {child}", flush=True)
+        time.sleep(60)
     elif mode == "fork":
         lib = abi.load()
         record(lib, 3)

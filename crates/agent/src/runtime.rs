@@ -328,11 +328,21 @@ pub fn export(dir: Option<&Path>) -> Result<Vec<PathBuf>> {
     }
 }
 
-/// `vllm_profiler_flush`: the collector's turn, now, on the calling thread.
+/// `vllm_profiler_flush`: the collector's turn, now, on the calling thread. Nothing when
+/// recording is off: a disabled session's journal was retired with its final reports.
 pub fn flush() -> Result<()> {
-    match own_session() {
-        Ok(session) => session.collect().map_err(ProfilerError::Io),
-        Err(_) => Ok(()),
+    if !is_enabled() {
+        return Ok(());
+    }
+    let Ok(session) = own_session() else {
+        return Ok(());
+    };
+    let mut turn = session.collect();
+    let failure = turn.failure.take();
+    threads::handle_turn(&session, turn);
+    match failure {
+        Some(failure) => Err(ProfilerError::Io(failure)),
+        None => Ok(()),
     }
 }
 
@@ -451,6 +461,8 @@ pub(crate) fn after_fork_in_child() {
     ROLE.store(3, Ordering::Relaxed);
     RANK.store(NO_RANK, Ordering::Relaxed);
     vllm_profiler_gpu::shared::forget_inherited_locks();
+    // A lock the child held would make its parent's journal look alive after the parent died.
+    vllm_profiler_core::journal::forget_inherited_lock();
     let gate = GATE.load(Ordering::Relaxed);
     if gate & (ENABLED | ARMED) != 0 {
         GATE.store(

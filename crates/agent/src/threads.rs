@@ -145,10 +145,23 @@ fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Option<Thread> {
 /// latest, so that a kill loses at most the events of the last period.
 fn collect_loop(session: &Session, stop: &AtomicBool) {
     while !stop.load(Ordering::Acquire) {
-        if let Err(warning) = session.collect() {
-            ffi::warn_output_dir(Some(&session.settings().output_dir), warning);
-        }
+        handle_turn(session, session.collect());
         thread::park_timeout(DRAIN_PERIOD);
+    }
+}
+
+/// What a collector turn left: a compaction's snapshot is written on a thread of its own, so
+/// that draining goes on meanwhile (where no thread can be had, the unrun job fails the
+/// compaction, which is tried again later); failures and notes are one line each.
+pub(crate) fn handle_turn(session: &Session, turn: vllm_profiler_core::Turn) {
+    if let Some(job) = turn.job {
+        spawn("vprof-snapshot", move || job.run());
+    }
+    if let Some(failure) = turn.failure {
+        ffi::warn_output_dir(Some(&session.settings().output_dir), failure);
+    }
+    if let Some(note) = turn.note {
+        ffi::print_warnings(&[note]);
     }
 }
 

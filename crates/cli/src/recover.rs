@@ -20,7 +20,7 @@ pub enum Recovery {
         /// Why the log was not read to its end (a torn last frame after a kill).
         stopped: Option<String>,
     },
-    /// Its process still runs here: it writes its own reports.
+    /// Its process still runs (it holds the journal's lock): it writes its own reports.
     Running,
     Failed(String),
 }
@@ -38,25 +38,37 @@ pub fn recover_dir(dir: &Path, force: bool) -> Result<Vec<Outcome>, String> {
 }
 
 fn recover_one(dir: &Path, pid: u32, force: bool) -> Recovery {
-    let recovered = match vllm_profiler_core::recover(dir, pid) {
-        Ok(recovered) => recovered,
-        Err(err) => return Recovery::Failed(err.to_string()),
-    };
-    if recovered.writer.is_running() && !force {
-        return Recovery::Running;
+    // A journal is other processes' data: whatever it holds must cost at most its own line,
+    // never the other journals of the dir (the rebuild checks what it reads; this is the
+    // last guard).
+    let attempt = std::panic::catch_unwind(|| {
+        let Some(recovered) = vllm_profiler_core::recover(dir, pid, force)? else {
+            return Ok(Recovery::Running);
+        };
+        let steps = recovered.session.summary(None).map_or(0, |s| s.total_steps);
+        let files = recovered.session.close_and_export(dir)?;
+        let stopped = recovered.stopped.clone();
+        recovered.remove_journal();
+        Ok(Recovery::Written {
+            files: files.len(),
+            steps,
+            stopped,
+        })
+    });
+    match attempt {
+        Ok(Ok(recovery)) => recovery,
+        Ok(Err(err)) => Recovery::Failed(describe_error(&err)),
+        Err(_) => Recovery::Failed("an internal error (a bug) stopped its recovery".into()),
     }
-    let session = recovered.session;
-    let steps = session.summary(None).map_or(0, |s| s.total_steps);
-    match session.close_and_export(dir) {
-        Ok(files) => {
-            journal::remove(dir, pid);
-            Recovery::Written {
-                files: files.len(),
-                steps,
-                stopped: recovered.stopped,
-            }
+}
+
+fn describe_error(err: &vllm_profiler_core::ProfilerError) -> String {
+    match err {
+        // The report files could not be written.
+        vllm_profiler_core::ProfilerError::Io(why) => {
+            format!("its reports cannot be written: {why}")
         }
-        Err(err) => Recovery::Failed(err.to_string()),
+        other => other.to_string(),
     }
 }
 

@@ -29,6 +29,8 @@ pub enum ProfilerError {
     ThreadExiting,
     /// A bug inside the profiler was caught before it could reach the host.
     Internal(String),
+    /// A journal could not be read or made sense of (the reason, with its path, inside).
+    Journal(String),
 }
 
 const NOT_ENABLED: &str = "profiling is not enabled";
@@ -60,6 +62,7 @@ impl ProfilerError {
             ProfilerError::LimitExceeded(_) => -7,
             ProfilerError::ThreadExiting => -8,
             ProfilerError::Internal(_) => -9,
+            ProfilerError::Journal(_) => -5,
         }
     }
 }
@@ -83,6 +86,7 @@ impl fmt::Display for ProfilerError {
             ProfilerError::Io(msg) => write!(f, "export failed: {msg}"),
             ProfilerError::LimitExceeded(what) => write!(f, "limit exceeded: {what}"),
             ProfilerError::Internal(msg) => write!(f, "internal profiler error: {msg}"),
+            ProfilerError::Journal(msg) => f.write_str(msg),
         }
     }
 }

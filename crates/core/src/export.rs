@@ -38,17 +38,7 @@ pub fn write_atomic_with(
     name: &str,
     write: impl FnOnce(&mut fs::File) -> io::Result<()>,
 ) -> io::Result<PathBuf> {
-    fs::create_dir_all(dir).map_err(|err| {
-        // create_dir_all says "File exists" of a file in the dir's place.
-        let reason = match err.kind() {
-            io::ErrorKind::AlreadyExists => "it exists and is not a directory".to_owned(),
-            _ => err.to_string(),
-        };
-        io::Error::new(
-            err.kind(),
-            format!("cannot create output dir {}: {reason}", dir.display()),
-        )
-    })?;
+    create_output_dir(dir)?;
     let final_path = dir.join(name);
     let mut temp_path = PathBuf::new();
     let result = (|| {
@@ -67,6 +57,21 @@ pub fn write_atomic_with(
         ));
     }
     Ok(final_path)
+}
+
+/// Creates the output dir `dir` if missing; the error names it and says why.
+pub fn create_output_dir(dir: &Path) -> io::Result<()> {
+    fs::create_dir_all(dir).map_err(|err| {
+        // create_dir_all says "File exists" of a file in the dir's place.
+        let reason = match err.kind() {
+            io::ErrorKind::AlreadyExists => "it exists and is not a directory".to_owned(),
+            _ => err.to_string(),
+        };
+        io::Error::new(
+            err.kind(),
+            format!("cannot create output dir {}: {reason}", dir.display()),
+        )
+    })
 }
 
 /// Temporaries tried before giving up when their names are taken (by leftovers of a process

@@ -39,7 +39,7 @@ impl<T> Bounded<T> {
     pub fn push(&mut self, item: T) {
         if self.items.len() >= self.capacity {
             self.items.pop_front();
-            self.dropped += 1;
+            self.dropped = self.dropped.saturating_add(1);
         }
         self.items.push_back(item);
     }
@@ -49,7 +49,7 @@ impl<T> Bounded<T> {
         self.capacity = capacity.max(1);
         while self.items.len() > self.capacity {
             self.items.pop_front();
-            self.dropped += 1;
+            self.dropped = self.dropped.saturating_add(1);
         }
     }
 

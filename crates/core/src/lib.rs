@@ -19,4 +19,4 @@ pub use recorder::ThreadRecorder;
 pub use sampler::{
     process_memory_mb, DeviceBackend, DeviceReading, HostProbe, Sampler, CPU_DETECTOR,
 };
-pub use session::{recover, MetricsSnapshot, Recovered, Session, Settings};
+pub use session::{recover, MetricsSnapshot, Recovered, Session, Settings, Turn};

@@ -3,9 +3,11 @@
 //!
 //! `snapshot` saves and restores all of it for the crash-safe journal (`crate::journal`).
 
+mod journaling;
 mod kept;
 mod snapshot;
 
+pub use journaling::Turn;
 use kept::{Aggregates, Feed, Kept, KeptLayer, KeptStep, LayerTotals, StepBuilder, FEED_LIMIT};
 pub use snapshot::{recover, Recovered};
 
@@ -212,7 +214,11 @@ struct SampleFeed {
 
 impl SampleStore {
     fn dropped(&self) -> u64 {
-        self.host.dropped() + self.devices.iter().map(|(_, h)| h.dropped()).sum::<u64>()
+        self.devices
+            .iter()
+            .fold(self.host.dropped(), |sum, (_, h)| {
+                sum.saturating_add(h.dropped())
+            })
     }
 }
 
@@ -531,7 +537,7 @@ impl Session {
         let quantile = |q: f64| {
             any.then(|| {
                 let v = totals.histogram.value_at_quantile(q);
-                ms(v.clamp(totals.min_ns, totals.max_ns))
+                ms(v.max(totals.min_ns).min(totals.max_ns))
             })
         };
         let window_ns = totals.last_end_ns.saturating_sub(totals.first_start_ns);

@@ -45,6 +45,21 @@ fn gpu(t: f64, device_id: u32) -> format::GpuSample {
     }
 }
 
+/// A collector turn, as the agent's thread takes it: a compaction's snapshot written at once.
+fn collect(s: &Session) {
+    let turn = s.collect();
+    assert_eq!(turn.failure, None);
+    if let Some(job) = turn.job {
+        job.run();
+    }
+}
+
+fn recovered(dir: &Path) -> vllm_profiler_core::Recovered {
+    recover(dir, PID, false)
+        .unwrap()
+        .expect("no process runs with the test's pid")
+}
+
 /// Steps with nested spans, empty steps, a span outside any step, samples and a role, with a
 /// journal write (`collect`) after each round, as the collector thread does.
 fn record(s: &Arc<Session>, rounds: u32) {
@@ -84,7 +99,7 @@ fn record(s: &Arc<Session>, rounds: u32) {
         rec.span_end(free).unwrap();
         let t = 1_700_000_000.0 + f64::from(round);
         s.record_samples(host(t), &[gpu(t, 0), gpu(t, 1)]);
-        s.collect().unwrap();
+        collect(s);
     }
 }
 
@@ -128,14 +143,18 @@ fn a_rebuilt_session_reports_what_the_live_one_would() {
         .join(journal::snapshot_file_name(PID))
         .is_file());
 
-    let recovered = recover(journal_dir.path(), PID).unwrap();
+    // The live session holds the journal's lock: it is left alone.
+    assert!(recover(journal_dir.path(), PID, false).unwrap().is_none());
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    live.export(a.path()).unwrap();
+    // Gone as a SIGKILL would take it: nothing written at its end, the lock let go.
+    drop(live);
+
+    let recovered = recovered(journal_dir.path());
     assert_eq!(recovered.writer.pid, PID);
     assert!(!recovered.writer.is_running(), "no process has pid {PID}");
     assert_eq!(recovered.stopped, None);
     assert_eq!(recovered.batches, 11);
-
-    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    live.export(a.path()).unwrap();
     recovered.session.close_and_export(b.path()).unwrap();
     let (mut live_files, mut rebuilt) = (reports(a.path(), PID), reports(b.path(), PID));
     process_name_event(&mut live_files[3].1);
@@ -161,10 +180,11 @@ fn a_torn_last_batch_loses_only_that_batch() {
     let dir = tempfile::tempdir().unwrap();
     let live = journaled(dir.path());
     record(&live, 5);
+    drop(live);
     let log = dir.path().join(journal::log_file_name(PID));
     let whole = std::fs::read(&log).unwrap();
     let steps_of = |path: &Path| {
-        let got = recover(path, PID).unwrap();
+        let got = recovered(path);
         let summary = got.session.summary(None).unwrap();
         (summary.total_steps, got.batches, got.stopped.is_some())
     };
@@ -183,7 +203,7 @@ fn a_torn_last_batch_loses_only_that_batch() {
     assert_eq!(steps_of(dir.path()), (24, 3, true));
     // No log at all (a kill between the snapshot and the log): the snapshot alone.
     std::fs::remove_file(&log).unwrap();
-    let got = recover(dir.path(), PID).unwrap();
+    let got = recovered(dir.path());
     assert_eq!(got.batches, 0);
     assert_eq!(got.session.summary(None).unwrap().total_steps, 6);
 }
@@ -202,6 +222,7 @@ fn a_new_output_dir_moves_the_journal_and_the_final_export_removes_it() {
         names
     };
     let journal_files = [
+        journal::lock_file_name(PID),
         journal::log_file_name(PID),
         journal::snapshot_file_name(PID),
     ];
@@ -213,15 +234,10 @@ fn a_new_output_dir_moves_the_journal_and_the_final_export_removes_it() {
     record(&live, 1);
     assert_eq!(files(first.path()), Vec::<String>::new());
     assert_eq!(files(second.path()), journal_files);
-    assert_eq!(
-        recover(second.path(), PID)
-            .unwrap()
-            .session
-            .summary(None)
-            .unwrap()
-            .total_steps,
-        18
-    );
+    let forced = recover(second.path(), PID, true).unwrap().unwrap();
+    assert_eq!(forced.session.summary(None).unwrap().total_steps, 18);
+    forced.remove_journal(); // forced over a running writer: the journal stays
+    assert_eq!(files(second.path()), journal_files);
     live.close_and_export(second.path()).unwrap();
     let left = files(second.path());
     assert!(
@@ -230,7 +246,7 @@ fn a_new_output_dir_moves_the_journal_and_the_final_export_removes_it() {
     );
     assert_eq!(left.len(), 4, "{left:?}");
     // Closed: nothing is journaled again.
-    live.collect().unwrap();
+    collect(&live);
     assert_eq!(files(second.path()).len(), 4);
 }
 
@@ -239,7 +255,7 @@ fn a_session_that_recorded_nothing_writes_no_journal() {
     let dir = tempfile::tempdir().unwrap();
     let s = journaled(dir.path());
     s.record_samples(host(1.0), &[]);
-    s.collect().unwrap();
+    collect(&s);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
@@ -266,4 +282,152 @@ fn empty_steps_are_counted_apart_and_kept_out_of_durations() {
     .unwrap();
     assert_eq!(steps["detailed_steps"].as_array().unwrap().len(), 1);
     assert_eq!(steps["detailed_steps"][0]["step_id"], 0);
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn compactions_go_on_beside_the_collector_and_lose_nothing_at_any_moment() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = journaled(dir.path());
+    record(&live, 3);
+    live.set_journal_limit(1);
+    // A turn that starts a compaction hands its snapshot back; until it is written, batches
+    // go to both logs, and a kill at that moment recovers from the old pair.
+    let mut rec = live.register_thread(12);
+    let mut step_and_turn = |n: u32| {
+        let step = rec.step_begin(1, n).unwrap();
+        rec.step_end(step).unwrap();
+        live.collect()
+    };
+    let turn = step_and_turn(1);
+    let job = turn
+        .job
+        .expect("the log passed its limit: a compaction starts");
+    assert_eq!(turn.failure, None);
+    assert!(names_in(dir.path()).contains(&journal::next_log_file_name(PID)));
+    let turn = step_and_turn(2);
+    assert!(turn.job.is_none(), "one compaction at a time");
+    let copy = tempfile::tempdir().unwrap();
+    let copy_of = |from: &Path| {
+        for name in names_in(from) {
+            std::fs::copy(from.join(&name), copy.path().join(&name)).unwrap();
+        }
+        let got = recover(copy.path(), PID, true).unwrap().unwrap();
+        got.session.summary(None).unwrap().total_steps
+    };
+    assert_eq!(
+        copy_of(dir.path()),
+        18 + 2,
+        "before the new snapshot: the old pair"
+    );
+    job.run();
+    assert_eq!(
+        copy_of(dir.path()),
+        18 + 2,
+        "between the two renames: the new snapshot and .next"
+    );
+    step_and_turn(3); // the new log goes in place
+    let names = names_in(dir.path());
+    assert!(
+        !names.contains(&journal::next_log_file_name(PID)),
+        "{names:?}"
+    );
+    assert_eq!(copy_of(dir.path()), 18 + 3);
+    drop(rec);
+    drop(live);
+    assert_eq!(
+        recovered(dir.path())
+            .session
+            .summary(None)
+            .unwrap()
+            .total_steps,
+        21
+    );
+}
+
+#[test]
+fn journal_files_removed_under_a_running_process_are_written_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = journaled(dir.path());
+    record(&live, 2);
+    for name in names_in(dir.path()) {
+        std::fs::remove_file(dir.path().join(name)).unwrap();
+    }
+    record(&live, 1);
+    assert_eq!(
+        names_in(dir.path()).len(),
+        3,
+        "lock, snapshot and log again"
+    );
+    drop(live);
+    assert_eq!(
+        recovered(dir.path())
+            .session
+            .summary(None)
+            .unwrap()
+            .total_steps,
+        18
+    );
+}
+
+#[test]
+fn a_dead_journal_of_the_same_pid_is_replaced_with_a_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = journaled(dir.path());
+    record(&first, 1);
+    drop(first); // died unrecovered
+    let second = journaled(dir.path());
+    second.describe_devices("CPUDetector", Vec::new());
+    let mut rec = second.register_thread(3);
+    let step = rec.step_begin(1, 1).unwrap();
+    rec.step_end(step).unwrap();
+    let turn = second.collect();
+    let note = turn
+        .note
+        .expect("one line says the old journal is replaced");
+    assert!(note.contains("never recovered"), "{note}");
+    assert!(second.collect().note.is_none(), "said once");
+}
+
+#[test]
+fn a_damaged_journal_is_refused_with_a_reason_never_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = journaled(dir.path());
+    record(&live, 2);
+    drop(live);
+    let log = dir.path().join(journal::log_file_name(PID));
+    // A frame with a good CRC whose batch does not decode: the log ends there.
+    let mut bad = std::fs::read(&log).unwrap();
+    let payload = vec![7u8; 40];
+    bad.extend((payload.len() as u32).to_le_bytes());
+    bad.extend(crc32fast::hash(&payload).to_le_bytes());
+    bad.extend(&payload);
+    std::fs::write(&log, &bad).unwrap();
+    let got = recovered(dir.path());
+    assert!(
+        got.stopped.is_some(),
+        "a batch that does not decode ends the log"
+    );
+    assert_eq!(got.session.summary(None).unwrap().total_steps, 12);
+    drop(got); // its hold on the journal
+               // A snapshot of garbage: an error naming the journal.
+    std::fs::write(
+        dir.path().join(journal::snapshot_file_name(PID)),
+        vec![0x55; 4096],
+    )
+    .unwrap();
+    let err = recover(dir.path(), PID, false).err().expect("refused");
+    assert!(err.to_string().contains("cannot be read"), "{err}");
+    assert!(
+        err.to_string().contains(&journal::snapshot_file_name(PID)),
+        "{err}"
+    );
 }

@@ -58,9 +58,9 @@ impl StepBuilder {
         match self.index.get(&span.name) {
             Some(&i) => {
                 let layer = &mut self.layers[i];
-                layer.calls += 1;
-                layer.total_ns += span.duration_ns;
-                layer.memory_calls += memory_calls;
+                layer.calls = layer.calls.saturating_add(1);
+                layer.total_ns = layer.total_ns.saturating_add(span.duration_ns);
+                layer.memory_calls = layer.memory_calls.saturating_add(memory_calls);
                 layer.memory_delta_mb += memory_delta_mb;
                 if layer.shapes == NameId::NONE {
                     layer.shapes = span.shapes;
@@ -140,20 +140,21 @@ impl Aggregates {
 
     pub(super) fn add_step(&mut self, step: &StepEvent) {
         let d = step.duration_ns;
-        self.total_steps += 1;
-        self.total_ns += u128::from(d);
+        // Saturating throughout: a counter never wraps, even fed a hostile journal.
+        self.total_steps = self.total_steps.saturating_add(1);
+        self.total_ns = self.total_ns.saturating_add(u128::from(d));
         self.min_ns = self.min_ns.min(d);
         self.max_ns = self.max_ns.max(d);
         // `record` grows the auto-resizing histogram; `saturating_record` would clamp.
         let _ = self.histogram.record(d.max(1));
-        self.total_tokens += u64::from(step.num_tokens);
-        self.total_batch += u64::from(step.batch_size);
+        self.total_tokens = self.total_tokens.saturating_add(u64::from(step.num_tokens));
+        self.total_batch = self.total_batch.saturating_add(u64::from(step.batch_size));
         self.first_start_ns = self.first_start_ns.min(step.start_ns);
-        self.last_end_ns = self.last_end_ns.max(step.start_ns + d);
+        self.last_end_ns = self.last_end_ns.max(step.start_ns.saturating_add(d));
         if !step.memory_end_mb.is_nan() {
             let m = f64::from(step.memory_end_mb);
             self.memory_sum += m;
-            self.memory_count += 1;
+            self.memory_count = self.memory_count.saturating_add(1);
             self.memory_max = self.memory_max.max(m);
         }
     }
@@ -165,16 +166,19 @@ impl Aggregates {
         total_ns: u64,
         memory: (u64, f64),
     ) {
+        if name == NameId::NONE {
+            return;
+        }
         let i = name.0 as usize;
         if self.layers.len() <= i {
             self.layers.resize(i + 1, LayerTotals::default());
         }
         let layer = &mut self.layers[i];
-        layer.calls += calls;
-        layer.total_ns += total_ns;
-        layer.memory_calls += memory.0;
+        layer.calls = layer.calls.saturating_add(calls);
+        layer.total_ns = layer.total_ns.saturating_add(total_ns);
+        layer.memory_calls = layer.memory_calls.saturating_add(memory.0);
         layer.memory_delta_mb += memory.1;
-        self.total_spans += calls;
+        self.total_spans = self.total_spans.saturating_add(calls);
     }
 }
 
@@ -272,7 +276,7 @@ impl Kept {
                     .unwrap_or_default();
                 if step.batch_size == 0 && step.num_tokens == 0 {
                     // Scheduled nothing: counted, and kept out of every duration and rate.
-                    self.totals.empty_steps += 1;
+                    self.totals.empty_steps = self.totals.empty_steps.saturating_add(1);
                     return;
                 }
                 self.totals.add_step(&step);
@@ -282,7 +286,7 @@ impl Kept {
                     event: step,
                     layers,
                 });
-                self.next_step_id += 1;
+                self.next_step_id = self.next_step_id.saturating_add(1);
             }
         }
     }

@@ -1,5 +1,6 @@
-//! The session's side of the crash-safe journal (`crate::journal`): what a snapshot and a batch
-//! hold, the collector's writes, and the rebuilding of a session from a journal.
+//! What the crash-safe journal (`crate::journal`) holds of a session: a snapshot (the whole
+//! state at one moment) and batches (what each collector turn drained after it), and the
+//! rebuilding of a session from them. The writing is in `journaling`.
 //!
 //! A snapshot is everything an export reads, taken under the collector's lock, so that the
 //! batches after it hold exactly the events drained after it. Rebuilt, the session folds the
@@ -17,10 +18,10 @@ type CounterValues = [u64; 4];
 
 /// The whole session at one moment.
 #[derive(Serialize, Deserialize)]
-struct State {
+pub(super) struct State {
     version: u32,
     /// The journal generation this snapshot starts; its log carries the same.
-    generation: u64,
+    pub(super) generation: u64,
     writer: Writer,
     started_unix: f64,
     process_name: String,
@@ -28,8 +29,8 @@ struct State {
     sample_interval_s: f64,
     role: format::Role,
     rank: Option<u32>,
-    names: Vec<String>,
-    shapes: Vec<String>,
+    pub(super) names: Vec<String>,
+    pub(super) shapes: Vec<String>,
     counters: CounterValues,
     memory_source: format::MemorySource,
     totals: Totals,
@@ -69,31 +70,25 @@ struct Totals {
 
 /// What one collector drain adds after the snapshot or the batch before it.
 #[derive(Default, Serialize, Deserialize)]
-struct Batch {
+pub(super) struct Batch {
     /// Names and shapes interned since the previous batch, in id order.
-    names: Vec<String>,
-    shapes: Vec<String>,
-    events: Vec<(u32, Event)>,
+    pub(super) names: Vec<String>,
+    pub(super) shapes: Vec<String>,
+    pub(super) events: Vec<(u32, Event)>,
     /// One entry per sampler tick: the host and the devices.
-    ticks: Vec<(format::HostSample, Vec<format::GpuSample>)>,
+    pub(super) ticks: Vec<(format::HostSample, Vec<format::GpuSample>)>,
     /// The detector and devices, when they were described since.
-    devices: Option<(Option<String>, Vec<format::GpuDevice>)>,
-    counters: CounterValues,
-    memory_source: format::MemorySource,
-    role: format::Role,
-    rank: Option<u32>,
+    pub(super) devices: Option<(Option<String>, Vec<format::GpuDevice>)>,
+    pub(super) counters: CounterValues,
+    pub(super) memory_source: format::MemorySource,
+    pub(super) role: format::Role,
+    pub(super) rank: Option<u32>,
 }
 
 impl Batch {
-    fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.events.is_empty() && self.ticks.is_empty() && self.devices.is_none()
     }
-}
-
-enum JournalWrite {
-    Nothing,
-    Snapshot(Box<State>),
-    Batch(Batch),
 }
 
 impl Aggregates {
@@ -148,7 +143,7 @@ impl Aggregates {
 }
 
 impl HotCounters {
-    fn values(&self) -> CounterValues {
+    pub(super) fn values(&self) -> CounterValues {
         [
             self.lost_events.load(Ordering::Relaxed),
             self.auto_closed_spans.load(Ordering::Relaxed),
@@ -165,117 +160,17 @@ impl HotCounters {
     }
 }
 
-fn strings(table: Vec<Arc<str>>) -> Vec<String> {
+pub(super) fn strings(table: Vec<Arc<str>>) -> Vec<String> {
     table.iter().map(|s| s.to_string()).collect()
 }
 
 impl Session {
-    /// The collector's turn: drains the thread rings and, with the journal on, appends what
-    /// they held to it (a snapshot first, when the journal is not open yet, has grown past its
-    /// limit, or missed events). A process that never recorded anything writes no journal.
-    /// The error is a failed write, said once per distinct message by the caller; the journal
-    /// tries again a few seconds later, starting with a snapshot.
-    pub fn collect(&self) -> std::result::Result<(), String> {
-        let settings = self.settings();
-        if !settings.journal || self.closed.load(Ordering::Acquire) {
-            let _ = self.drain();
-            return Ok(());
-        }
-        // Lock order: journal, collector, samples. Nothing takes the journal while holding
-        // the others.
-        let mut journal = self.journal.lock();
-        let write = {
-            // A collector busy for seconds is not the journal's failure: try at the next turn.
-            let Ok(mut collector) = self.lock_collector() else {
-                return Ok(());
-            };
-            Self::drain_locked(&mut collector);
-            if journal.is_closed() || !collector.kept.any() {
-                return Ok(());
-            }
-            if !journal.may_write() {
-                // Waiting after a failure: hold nothing meanwhile, the next write is a
-                // snapshot.
-                collector.feed = Feed::default();
-                self.samples.lock().feed = SampleFeed::default();
-                return Ok(());
-            }
-            let mut samples = self.samples.lock();
-            if journal.needs_snapshot(&settings.output_dir)
-                || collector.feed.overflowed
-                || samples.feed.overflowed
-            {
-                let mut state = self.capture(&collector, &samples, &settings);
-                state.generation = journal.next_generation();
-                journal.names_written = state.names.len();
-                journal.shapes_written = state.shapes.len();
-                collector.feed = Feed {
-                    active: true,
-                    ..Feed::default()
-                };
-                samples.feed = SampleFeed {
-                    active: true,
-                    ..SampleFeed::default()
-                };
-                JournalWrite::Snapshot(Box::new(state))
-            } else {
-                let (role, rank) = self.identity();
-                let batch = Batch {
-                    names: strings(self.interner.since(journal.names_written)),
-                    shapes: strings(self.shapes.since(journal.shapes_written)),
-                    events: std::mem::take(&mut collector.feed.events),
-                    ticks: std::mem::take(&mut samples.feed.ticks),
-                    devices: std::mem::take(&mut samples.feed.devices_changed).then(|| {
-                        (
-                            samples.detector.map(str::to_owned),
-                            samples.described_devices.clone(),
-                        )
-                    }),
-                    counters: self.counters.values(),
-                    memory_source: self.latest.memory_source(),
-                    role,
-                    rank,
-                };
-                journal.names_written += batch.names.len();
-                journal.shapes_written += batch.shapes.len();
-                if batch.is_empty() && batch.names.is_empty() {
-                    JournalWrite::Nothing
-                } else {
-                    JournalWrite::Batch(batch)
-                }
-            }
-        };
-        // The files are written with the collector free again.
-        let written = match write {
-            JournalWrite::Nothing => Ok(()),
-            JournalWrite::Snapshot(state) => journal.write_snapshot(&settings.output_dir, |out| {
-                postcard::to_io(&*state, out)
-                    .map(|_| ())
-                    .map_err(std::io::Error::other)
-            }),
-            JournalWrite::Batch(batch) => match postcard::to_stdvec(&batch) {
-                Ok(bytes) => journal.append(&bytes),
-                Err(err) => Err(std::io::Error::other(err)),
-            },
-        };
-        written.map_err(|err| format!("the crash-safe journal could not be written: {err}"))
-    }
-
-    /// Removes the journal: reports just written hold everything it had. Recording again
-    /// starts a new one (with a snapshot of everything so far).
-    pub fn retire_journal(&self) {
-        let mut journal = self.journal.lock();
-        journal.retire();
-        self.collector.lock().feed = Feed::default();
-        self.samples.lock().feed = SampleFeed::default();
-    }
-
-    /// Removes the journal for good (the final export).
-    pub(super) fn close_journal(&self) {
-        self.journal.lock().close();
-    }
-
-    fn capture(&self, collector: &Collector, samples: &SampleStore, settings: &Settings) -> State {
+    pub(super) fn capture(
+        &self,
+        collector: &Collector,
+        samples: &SampleStore,
+        settings: &Settings,
+    ) -> State {
         let (role, rank) = self.identity();
         let kept = &collector.kept;
         State {
@@ -444,61 +339,255 @@ pub struct Recovered {
     pub batches: usize,
     /// Why the log was not read to its end, if it was not (a torn last frame after a kill).
     pub stopped: Option<String>,
+    /// The hold on the journal; `None` when forced over a writer that still runs.
+    claim: Option<journal::Claim>,
 }
 
-/// Rebuilds the session of process `pid` from its journal in `dir`. Export it with
-/// `close_and_export` to write the reports it would have written.
-pub fn recover(dir: &std::path::Path, pid: u32) -> Result<Recovered> {
-    let invalid = |what: String| ProfilerError::Internal(what);
-    let bytes = journal::read_snapshot(dir, pid)?;
-    let state: State = postcard::from_bytes(&bytes).map_err(|err| {
-        invalid(format!(
-            "{}: not a journal snapshot of this version ({err})",
-            dir.join(journal::snapshot_file_name(pid)).display()
-        ))
-    })?;
+impl Recovered {
+    /// Removes the journal (once its reports are written), unless its writer still runs.
+    pub fn remove_journal(self) {
+        if let Some(claim) = self.claim {
+            claim.remove();
+        }
+    }
+}
+
+/// The journal could not be read: this is why, with its path.
+fn unreadable(dir: &std::path::Path, pid: u32, why: impl std::fmt::Display) -> ProfilerError {
+    ProfilerError::Journal(format!(
+        "the journal {} cannot be read: {why}",
+        dir.join(journal::snapshot_file_name(pid)).display()
+    ))
+}
+
+/// Rebuilds the session of process `pid` from its journal in `dir`; export it with
+/// `close_and_export` to write the reports it would have written, then remove the journal.
+/// `Ok(None)` when its writer still runs (unless `force`: then the journal stays). Every id,
+/// count and length read is checked: a damaged or hostile journal is an error, never a panic
+/// or an allocation it declares.
+pub fn recover(dir: &std::path::Path, pid: u32, force: bool) -> Result<Option<Recovered>> {
+    let claim = match journal::claim(dir, pid).map_err(|err| unreadable(dir, pid, err))? {
+        journal::Claimed::Claim(claim) => Some(claim),
+        journal::Claimed::Running if force => None,
+        journal::Claimed::Running => return Ok(None),
+    };
+    let snapshot = match journal::open_snapshot(dir, pid) {
+        Ok(snapshot) => snapshot,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            // Leftovers of a writer that died before its first snapshot landed: nothing to
+            // recover; they go, so that they are said once.
+            if let Some(claim) = claim.filter(journal::Claim::locked) {
+                claim.remove();
+            }
+            return Err(unreadable(
+                dir,
+                pid,
+                "there is no snapshot: nothing to recover (its other files were removed)",
+            ));
+        }
+        Err(err) => return Err(unreadable(dir, pid, err)),
+    };
+    let mut scratch = vec![0; 1 << 16];
+    let (state, _) = postcard::from_io::<State, _>((snapshot, &mut scratch))
+        .map_err(|err| unreadable(dir, pid, format!("not a snapshot of this version ({err})")))?;
     if state.version != JOURNAL_VERSION || state.writer.pid != pid {
-        return Err(invalid(format!(
-            "{}: a snapshot of version {} by pid {}, not version {JOURNAL_VERSION} by pid {pid}",
-            dir.join(journal::snapshot_file_name(pid)).display(),
-            state.version,
-            state.writer.pid
-        )));
+        return Err(unreadable(
+            dir,
+            pid,
+            format!(
+                "a snapshot of version {} by pid {}, not of version {JOURNAL_VERSION} by pid {pid}",
+                state.version, state.writer.pid
+            ),
+        ));
+    }
+    state.check().map_err(|why| unreadable(dir, pid, why))?;
+    let locked = claim.as_ref().is_some_and(journal::Claim::locked);
+    if !locked && !force && state.writer.is_running() {
+        return Ok(None); // no lock file to ask: the process table says it runs
     }
     let writer = state.writer.clone();
     let generation = state.generation;
-    let (session, mut pending) = Session::restore(pid, state)?;
-    let log = match journal::read_log(dir, pid) {
-        Ok(log) => Some(log),
-        // A kill between the snapshot and its log: the snapshot alone is whole.
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
-        Err(err) => return Err(err.into()),
-    };
+    let (session, mut pending) =
+        Session::restore(pid, state).map_err(|err| unreadable(dir, pid, err))?;
     let mut batches = 0;
     let mut stopped = None;
-    if let Some(log) = log {
-        // An older log (a kill between the two renames of a compaction) is in the snapshot.
-        if log.header.version == JOURNAL_VERSION
-            && log.header.writer == writer
-            && log.header.generation == generation
-        {
-            stopped = log.stopped;
-            for bytes in log.batches {
-                match postcard::from_bytes::<Batch>(&bytes) {
-                    Ok(batch) => session.apply(batch, &mut pending)?,
-                    Err(err) => {
-                        stopped = Some(format!("a batch that does not decode ({err})"));
-                        break;
-                    }
-                }
-                batches += 1;
+    let log = journal::open_log(dir, pid, generation).map_err(|err| unreadable(dir, pid, err))?;
+    if let Some(mut log) = log {
+        while let Some(frame) = log.next_frame() {
+            let batch = frame.and_then(|bytes| {
+                postcard::from_bytes::<Batch>(&bytes)
+                    .map_err(|err| format!("a batch that does not decode ({err})"))
+            });
+            let applied = batch.and_then(|batch| {
+                session.check(&batch).and_then(|()| {
+                    session
+                        .apply(batch, &mut pending)
+                        .map_err(|e| e.to_string())
+                })
+            });
+            if let Err(why) = applied {
+                stopped = Some(why);
+                break;
             }
+            batches += 1;
         }
     }
-    Ok(Recovered {
+    Ok(Some(Recovered {
         session,
         writer,
         batches,
         stopped,
-    })
+        claim,
+    }))
+}
+
+/// An id a journal names: one of the table's (of `len` entries), or none.
+fn known(id: NameId, len: usize) -> bool {
+    id == NameId::NONE || (id.0 as usize) < len
+}
+
+impl State {
+    /// Whether every id names an entry of its table and the totals hold together.
+    fn check(&self) -> std::result::Result<(), String> {
+        let (names, shapes) = (self.names.len(), self.shapes.len());
+        let layer_ok = |l: &KeptLayer| {
+            known(l.name, names)
+                && l.name != NameId::NONE
+                && known(l.parent, names)
+                && known(l.shapes, shapes)
+        };
+        if !self.history.iter().all(|k| k.layers.iter().all(layer_ok)) {
+            return Err("a kept step names a layer it does not hold".into());
+        }
+        if !self
+            .pending
+            .iter()
+            .all(|(_, _, layers)| layers.iter().all(layer_ok))
+        {
+            return Err("a step in progress names a layer it does not hold".into());
+        }
+        if !self
+            .trace_spans
+            .iter()
+            .all(|s| known(s.name, names) && s.name != NameId::NONE)
+        {
+            return Err("a traced span names a layer it does not hold".into());
+        }
+        if self.totals.layers.len() > names {
+            return Err("more layer totals than layer names".into());
+        }
+        if self.totals.total_steps > 0 && self.totals.min_ns > self.totals.max_ns {
+            return Err("the shortest step is longer than the longest".into());
+        }
+        Ok(())
+    }
+}
+
+impl Session {
+    /// Whether a batch's events name only ids the tables will hold once its names are in.
+    fn check(&self, batch: &Batch) -> std::result::Result<(), String> {
+        let names = self.interner.len() + batch.names.len();
+        let shapes = self.shapes.len() + batch.shapes.len();
+        let ok = batch.events.iter().all(|(_, event)| match event {
+            Event::Span(span) => {
+                span.name != NameId::NONE
+                    && known(span.name, names)
+                    && known(span.parent, names)
+                    && known(span.shapes, shapes)
+            }
+            Event::Step(_) => true,
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err("a batch names a layer or shapes it does not hold".into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recorder::{SpanEvent, NO_ENGINE_STEP};
+
+    fn span(name: u32, parent: u32, shapes: u32) -> Event {
+        Event::Span(SpanEvent {
+            name: NameId(name),
+            parent: NameId(parent),
+            depth: 0,
+            memory_delta_mb: f32::NAN,
+            shapes: NameId(shapes),
+            step_seq: 1,
+            start_ns: 0,
+            duration_ns: 1,
+        })
+    }
+
+    #[test]
+    fn a_batch_naming_ids_no_table_holds_is_refused() {
+        let s = Session::new(1, 1, Settings::default());
+        s.interner().intern(b"model").unwrap();
+        let batch = |events: Vec<Event>, names: Vec<String>| Batch {
+            names,
+            events: events.into_iter().map(|e| (1, e)).collect(),
+            ..Batch::default()
+        };
+        let none = NameId::NONE.0;
+        assert!(s.check(&batch(vec![span(0, none, none)], vec![])).is_ok());
+        assert!(s
+            .check(&batch(vec![span(1, 0, none)], vec!["new".into()]))
+            .is_ok());
+        for bad in [
+            span(1, none, none),
+            span(u32::MAX - 1, none, none),
+            span(none, none, none),
+            span(0, 7, none),
+            span(0, none, 0),
+        ] {
+            assert!(s.check(&batch(vec![bad], vec![])).is_err(), "{bad:?}");
+        }
+        let step = Event::Step(crate::recorder::StepEvent {
+            seq: 1,
+            engine_step: NO_ENGINE_STEP,
+            batch_size: 1,
+            num_tokens: 1,
+            start_ns: u64::MAX,
+            duration_ns: u64::MAX,
+            memory_start_mb: f32::NAN,
+            memory_end_mb: f32::NAN,
+            utilization_start: f32::NAN,
+            utilization_end: f32::NAN,
+        });
+        // Times and counts at their limits saturate instead of wrapping or panicking.
+        let mut pending = Pending::default();
+        s.apply(batch(vec![step, step], vec![]), &mut pending)
+            .unwrap();
+        let summary = s.summary(None).unwrap();
+        assert_eq!(summary.total_steps, 2);
+    }
+
+    #[test]
+    fn a_snapshot_whose_totals_do_not_hold_together_is_refused() {
+        let s = Session::new(1, 1, Settings::default());
+        let collector = s.collector.lock();
+        let samples = s.samples.lock();
+        let mut state = s.capture(&collector, &samples, &Settings::default());
+        drop((collector, samples));
+        assert!(state.check().is_ok());
+        state.totals.total_steps = 1;
+        state.totals.min_ns = 10;
+        state.totals.max_ns = 1;
+        assert!(state.check().is_err());
+        state.totals.max_ns = 10;
+        state.totals.layers = vec![LayerTotals::default(); 3];
+        assert!(state.check().is_err(), "layer totals past the names");
+        state.totals.layers.clear();
+        state.trace_spans.push(TraceSpan {
+            thread_id: 1,
+            name: NameId(5),
+            start_ns: 0,
+            duration_ns: 1,
+        });
+        assert!(state.check().is_err(), "a traced span of no name");
+    }
 }
