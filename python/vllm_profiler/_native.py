@@ -128,11 +128,32 @@ def _find() -> ctypes.CDLL:
     )
 
 
+# The recording calls: nanoseconds each, never blocking on anything that needs Python. They
+# are called through `ctypes.PyDLL`, which keeps the GIL: a ctypes call through `CDLL` lets
+# the GIL go and takes it back, and where another thread of the host waits for it (vLLM's
+# engine core has its output thread serialising results) that thread runs first, for up to
+# the interpreter's switch interval. Everything else (exports, enable, flush: file writes and
+# thread starts) keeps `CDLL` and lets the GIL go.
+_KEEP_GIL = (
+    "vllm_profiler_step_begin",
+    "vllm_profiler_step_end",
+    "vllm_profiler_step_set_counts",
+    "vllm_profiler_step_set_engine_step",
+    "vllm_profiler_span_begin",
+    "vllm_profiler_span_end",
+    "vllm_profiler_span_end_annotated",
+    "vllm_profiler_set_role",
+    "vllm_profiler_is_enabled",
+)
+
+
 def _typed(lib: ctypes.CDLL) -> ctypes.CDLL:
+    keep_gil = ctypes.PyDLL(lib._name, handle=lib._handle)
     for name, (argtypes, restype) in _SIGNATURES.items():
-        func = getattr(lib, name)
+        func = getattr(keep_gil if name in _KEEP_GIL else lib, name)
         func.argtypes = argtypes
         func.restype = restype
+        setattr(lib, name, func)
     return lib
 
 
