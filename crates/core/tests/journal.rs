@@ -60,6 +60,11 @@ fn recovered(dir: &Path) -> vllm_profiler_core::Recovered {
         .expect("no process runs with the test's pid")
 }
 
+/// The steps that did work in the reports recover makes of `dir`.
+fn recovered_steps(dir: &Path) -> u64 {
+    recovered(dir).session.summary(None).unwrap().total_steps
+}
+
 /// Steps with nested spans, empty steps, a span outside any step, samples and a role, with a
 /// journal write (`collect`) after each round, as the collector thread does.
 fn record(s: &Arc<Session>, rounds: u32) {
@@ -343,14 +348,7 @@ fn compactions_go_on_beside_the_collector_and_lose_nothing_at_any_moment() {
     assert_eq!(copy_of(dir.path()), 18 + 3);
     drop(rec);
     drop(live);
-    assert_eq!(
-        recovered(dir.path())
-            .session
-            .summary(None)
-            .unwrap()
-            .total_steps,
-        21
-    );
+    assert_eq!(recovered_steps(dir.path()), 21);
 }
 
 #[test]
@@ -368,14 +366,7 @@ fn journal_files_removed_under_a_running_process_are_written_again() {
         "lock, snapshot and log again"
     );
     drop(live);
-    assert_eq!(
-        recovered(dir.path())
-            .session
-            .summary(None)
-            .unwrap()
-            .total_steps,
-        18
-    );
+    assert_eq!(recovered_steps(dir.path()), 18);
 }
 
 #[test]
