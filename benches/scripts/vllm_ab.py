@@ -165,6 +165,14 @@ def run(env, args, tmp, label):
     return r["tokens"] / statistics.median(r["seconds"])
 
 
+def recorded_pids(out_dir):
+    if not os.path.isdir(out_dir):
+        return set()
+    return {name.split("_")[-1].split(".")[0] for name in os.listdir(out_dir)
+            if name.startswith("detailed_steps_") or
+            (name.startswith("journal_") and name.endswith(".snapshot"))}
+
+
 def process_pairs_arm(arm, base, args, tmp):
     on_env = dict(base, VLLM_PROFILING_OUTPUT_DIR=os.path.join(tmp, arm), **ARMS[arm])
     off, on, slowdowns = [], [], []
@@ -173,6 +181,11 @@ def process_pairs_arm(arm, base, args, tmp):
         if pair % 2:
             order.reverse()
         got = {label: run(env, args, tmp, f"{arm}-{pair}-{label}") for label, env in order}
+        # Each "on" process recorded: its engine core's reports, or (killed by vLLM's
+        # shutdown) its journal.
+        recorded = recorded_pids(on_env["VLLM_PROFILING_OUTPUT_DIR"])
+        if len(recorded) < pair + 1:
+            sys.exit(f"vllm_ab: {arm} pair {pair}: the on process recorded nothing")
         off.append(got["off"])
         on.append(got[arm])
         slowdowns.append(100.0 * (got["off"] - got[arm]) / got["off"])
@@ -208,8 +221,9 @@ def main():
         args.pairs, args.processes, args.rounds, args.max_tokens, arms = 1, 1, 1, 8, arms[:1]
     library = os.environ.get("VLLM_PROFILER_LIBRARY") or os.path.join(
         ROOT, "target/release/libvllm_profiler.so")
+    # The installed package, not the checkout's (run_all.sh puts python/ on PYTHONPATH).
     base = {k: v for k, v in os.environ.items()
-            if not k.startswith("VLLM_") and k != "LD_PRELOAD"}
+            if not k.startswith("VLLM_") and k not in ("LD_PRELOAD", "PYTHONPATH")}
     base.update({"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind",
                  "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
                  "DO_NOT_TRACK": "1"})

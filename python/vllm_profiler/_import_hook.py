@@ -13,7 +13,7 @@ Imported at interpreter start in profiled processes: it imports nothing but `sys
 from __future__ import annotations
 
 import sys
-import threading
+import _thread  # not threading: this runs at every Python start-up, and threading imports more
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ class PatchingFinder:
     def __init__(self, targets: Dict[str, Callable[[Any], object]], on_error: Callable[[str], None]) -> None:
         self.targets = targets
         self._on_error = on_error
-        self._busy = threading.local()
+        self._busy = _thread._local()
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
         patcher = self.targets.get(fullname)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
+import _thread  # not threading: this runs at every Python start-up, and threading imports more
 
 from . import _import_hook
 
@@ -52,10 +52,10 @@ ENGINE_STEP_ATTRIBUTE = "vllm_profiler_engine_step"
 _PATCHED = "__vllm_profiler_wrapped__"
 NO_ENGINE_STEP = 2**64 - 1
 
-_state = threading.local()
+_state = _thread._local()
 _warned = set()
 _lib: Optional[Any] = None
-_lock = threading.Lock()
+_lock = _thread.allocate_lock()
 # Model runners and workers that loaded a model, so that layer profiling turned on later can
 # reach them (a weakref.WeakSet, made when the first one loads).
 _runners: Optional[Any] = None
