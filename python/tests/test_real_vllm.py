@@ -368,8 +368,11 @@ def test_openai_server_stopped_by_a_signal_keeps_the_engines_reports(
     engine core's reports are exact all the same: it flushed its journal when its last request
     was done, before the outputs went out, and `recover` writes the reports from it (or its
     shutdown wrote them). They add up to vLLM's own token counters. The worker's, recovered
-    too, lack at most the steps of its last second."""
-    run = Run(tmp_path, installed_site, VLLM_ENABLE_PROFILING="1")
+    too, lack at most the steps of its last second. The agent starts with each process: its
+    Prometheus endpoint answers while the engine still loads, before vLLM's /health does."""
+    metrics_port = free_port()
+    run = Run(tmp_path, installed_site, VLLM_ENABLE_PROFILING="1",
+              VLLM_PROFILING_PROMETHEUS_ADDR=f"127.0.0.1:{metrics_port}")
     port = free_port()
     log = open(tmp_path / "server.log", "w")
     server = subprocess.Popen(
@@ -381,14 +384,22 @@ def test_openai_server_stopped_by_a_signal_keeps_the_engines_reports(
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.time() + 300
+        profiler_metrics = None
         while True:
             assert server.poll() is None, (tmp_path / "server.log").read_text()[-4000:]
+            if profiler_metrics is None:
+                try:
+                    profiler_metrics = http(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2)
+                except OSError:
+                    pass
             try:
                 http(base + "/health", timeout=2)
                 break
             except OSError:
                 assert time.time() < deadline, "the server did not come up"
-                time.sleep(1)
+                time.sleep(0.2)
+        assert profiler_metrics is not None, "no profiler metrics before the engine was up"
+        assert "vllm_profiler_steps_total 0" in profiler_metrics, profiler_metrics[-2000:]
         requests = [{"model": str(tiny_model), "prompt": f"the quick brown fox {i}",
                      "max_tokens": 2 + i % 5, "ignore_eos": True, "temperature": 0}
                     for i in range(20)]
