@@ -157,6 +157,79 @@ fn default_sigterm_exports_then_dies_by_sigterm() {
 }
 
 #[test]
+fn signals_the_host_blocks_wait_for_it_whatever_threads_the_agent_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let child = run_both("blocked-signals", tmp.path(), &[]);
+    assert_eq!(child.status.code(), Some(0), "stderr:\n{}", child.stderr);
+    assert_eq!(
+        child.stdout,
+        "pending ['SIGHUP', 'SIGTERM', 'SIGUSR1']\ntaken SIGHUP\ntaken SIGUSR1\ntaken SIGTERM\ndone\n"
+    );
+    check_all_five(tmp.path(), child.pid);
+    assert_no_temporaries(tmp.path());
+}
+
+#[test]
+fn a_host_reading_signals_through_signalfd_reads_them_all() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = compile_c(
+        &workspace_root().join("tests/data/signalfd_host.c"),
+        tmp.path(),
+    );
+    let out = tmp.path().join("reports");
+    let plain = run(&mut clean_command(&exe), LIMIT);
+    let profiled = run(&mut profiled_command(&exe, &out), LIMIT);
+    let expected = format!(
+        "read {}\nread {}\nread {}\ndone\n",
+        libc::SIGHUP,
+        libc::SIGUSR1,
+        libc::SIGTERM
+    );
+    for finished in [&plain, &profiled] {
+        assert_eq!(
+            (finished.status.code(), finished.stdout.as_str()),
+            (Some(0), expected.as_str()),
+            "stderr:\n{}",
+            finished.stderr
+        );
+    }
+    assert_eq!(steps_of(&out, profiled.pid), vec![1; 5]);
+}
+
+#[test]
+fn every_thread_the_agent_starts_blocks_every_asynchronous_signal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = profiled_command("python3", tmp.path());
+    // The metrics endpoint too: its HTTP server starts threads of its own.
+    cmd.arg(script())
+        .arg("thread-masks")
+        .env("VLLM_PROFILING_PROMETHEUS_ADDR", "127.0.0.1:0");
+    let child = run(&mut cmd, LIMIT);
+    assert_eq!(child.status.code(), Some(0), "stderr:\n{}", child.stderr);
+    let threads: Vec<&str> = child.stdout.lines().collect();
+    for name in [
+        "vprof-collector",
+        "vprof-sampler",
+        "vprof-signals",
+        "vprof-metrics",
+    ] {
+        assert!(
+            threads
+                .iter()
+                .any(|t| t.starts_with(&format!("thread {name} "))),
+            "{name} runs: {threads:?}"
+        );
+    }
+    assert!(
+        threads.len() > 4,
+        "the HTTP server's own threads: {threads:?}"
+    );
+    for thread in &threads {
+        assert!(thread.ends_with(" unblocked []"), "{threads:?}");
+    }
+}
+
+#[test]
 fn default_sigint_set_by_the_host_dies_by_sigint_losing_at_most_one_interval() {
     // The host set SIG_DFL itself (Python's own default raises KeyboardInterrupt): the host's
     // choice wins, so no exit handler runs; the last periodic export is what is left.

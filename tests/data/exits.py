@@ -129,6 +129,48 @@ def main_fork_sigterm():
     print("PIDS", *children, flush=True)
 
 
+BLOCKED = (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM)
+
+
+def main_blocked_signals():
+    """A critical section that blocks signals, sent to the process while the agent's threads
+    run, then takes them with sigtimedwait (as a signalfd reader does): each one waits for the
+    host, pending, whatever threads the agent runs."""
+    record(3)
+    time.sleep(0.3)  # the agent's threads are up and running
+    signal.pthread_sigmask(signal.SIG_BLOCK, BLOCKED)
+    for sig in BLOCKED:
+        os.kill(os.getpid(), sig)
+    time.sleep(0.3)
+    print("pending", sorted(s.name for s in signal.sigpending()), flush=True)
+    for _ in BLOCKED:
+        info = signal.sigtimedwait(BLOCKED, 5)
+        print("taken", None if info is None else signal.Signals(info.si_signo).name, flush=True)
+    record(2, 3)
+    print("done", flush=True)
+
+
+ASYNCHRONOUS = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
+                signal.SIGPIPE, signal.SIGALRM, signal.SIGTERM, signal.SIGCHLD, signal.SIGWINCH)
+
+
+def main_thread_masks():
+    """Prints, for each thread but this one (every other is the agent's, or a crate's it
+    started), its name and the asynchronous signals it leaves unblocked."""
+    record(3)
+    time.sleep(0.5)  # every thread is up: collector, sampler, signals, metrics and its server
+    me = threading.get_native_id()
+    for tid in sorted(int(t) for t in os.listdir("/proc/self/task")):
+        if tid == me:
+            continue
+        with open(f"/proc/self/task/{tid}/comm") as f:
+            name = f.read().strip()
+        with open(f"/proc/self/task/{tid}/status") as f:
+            blocked = int(next(line for line in f if line.startswith("SigBlk:")).split()[1], 16)
+        open_to = [sig.name for sig in ASYNCHRONOUS if not blocked & (1 << (sig - 1))]
+        print("thread", name, "unblocked", open_to, flush=True)
+
+
 def main():
     mode = sys.argv[1]
     if mode == "normal":
@@ -170,6 +212,10 @@ def main():
         time.sleep(1.0)
         print("aborting", flush=True)
         os.abort()
+    elif mode == "thread-masks":
+        main_thread_masks()
+    elif mode == "blocked-signals":
+        main_blocked_signals()
     elif mode == "fork-sigterm":
         main_fork_sigterm()
     elif mode == "fork-threaded":

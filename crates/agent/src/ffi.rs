@@ -577,9 +577,10 @@ pub(crate) fn install_signal_export() {
         return;
     }
     let [read_fd, write_fd] = fds;
-    let reader = std::thread::Builder::new()
-        .name("vprof-signals".to_owned())
-        .spawn(move || signal_loop(read_fd));
+    let reader = crate::quiet_threads::spawn(
+        std::thread::Builder::new().name("vprof-signals".to_owned()),
+        move || signal_loop(read_fd),
+    );
     if reader.is_err() {
         // SAFETY: both fds were just opened here and are used by nobody else.
         unsafe {

@@ -1,7 +1,8 @@
 //! `libvllm_profiler.so`: the in-process agent of vllm-profiler.
 //!
-//! - `ffi`: every `extern "C"` function, the constructor and the process hooks (the only
-//!   unsafe code);
+//! - `ffi`: every `extern "C"` function, the constructor and the process hooks;
+//! - `quiet_threads`: spawns the agent's threads with every asynchronous signal blocked (with
+//!   `ffi`, the only unsafe code);
 //! - `config`: the environment and the JSON configuration;
 //! - `runtime`: the gate, the session, enable/disable/export, fork and exit;
 //! - `threads`: the collector and sampler threads;
@@ -11,6 +12,7 @@
 mod config;
 mod ffi;
 mod metrics;
+mod quiet_threads;
 mod runtime;
 mod threads;
 

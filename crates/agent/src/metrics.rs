@@ -195,6 +195,15 @@ static SERVED_HERE: AtomicBool = AtomicBool::new(false);
 /// disconnects. `Err` says why it cannot: a port in use is reported at once, unless this
 /// process's own previous server may still hold it, which is waited for up to a second.
 pub(crate) fn serve(addr: &str, session: Arc<Session>, stop: Receiver<()>) -> Result<(), String> {
+    // tiny_http starts its own threads as it binds: they block signals as ours do.
+    crate::quiet_threads::with_signals_blocked(|| serve_blocking_signals(addr, session, stop))
+}
+
+fn serve_blocking_signals(
+    addr: &str,
+    session: Arc<Session>,
+    stop: Receiver<()>,
+) -> Result<(), String> {
     let describe =
         |err: &dyn std::fmt::Display| format!("cannot serve Prometheus metrics on {addr}: {err}");
     let first = match tiny_http::Server::http(addr) {

@@ -18,6 +18,7 @@ use vllm_profiler_gpu::SharedBackend;
 
 use crate::config::Config;
 use crate::ffi;
+use crate::quiet_threads;
 
 /// How often the collector drains when no thread asked it to.
 const DRAIN_PERIOD: Duration = Duration::from_millis(50);
@@ -131,7 +132,7 @@ pub(crate) fn start(session: &Arc<Session>, config: &Config) -> Running {
 }
 
 fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Option<Thread> {
-    match thread::Builder::new().name(name.to_owned()).spawn(body) {
+    match quiet_threads::spawn(thread::Builder::new().name(name.to_owned()), body) {
         // The join handle is dropped: the thread is detached.
         Ok(handle) => Some(handle.thread().clone()),
         Err(err) => {
