@@ -119,6 +119,9 @@ def main_fork_sigterm():
         if child == 0:
             if records:
                 record(2, 100)
+                # The child's sampler takes its first sample (an export before it has none
+                # writes no gpu_history: on a loaded machine that raced).
+                time.sleep(0.5)
             os.kill(os.getpid(), signal.SIGTERM)
             hang()
             os._exit(0)
