@@ -230,6 +230,24 @@ fn every_thread_the_agent_starts_blocks_every_asynchronous_signal() {
 }
 
 #[test]
+fn a_saved_and_restored_sigterm_handler_is_sig_dfl_and_the_journal_keeps_the_steps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let child = run_both("sigterm-save-restore", tmp.path(), &[]);
+    assert_eq!(child.stdout, "saved SIG_DFL True\nrestored, killing\n");
+    assert_eq!(child.status.signal(), Some(libc::SIGTERM));
+    // The host put SIG_DFL back over our handler (the host wins): no exit work ran, and the
+    // journal holds the steps.
+    let recovered = run(
+        std::process::Command::new(cli_binary())
+            .arg("recover")
+            .arg(tmp.path()),
+        LIMIT,
+    );
+    assert_success(&recovered);
+    check_all_five(tmp.path(), child.pid);
+}
+
+#[test]
 fn default_sigint_set_by_the_host_dies_by_sigint_losing_at_most_one_interval() {
     // The host set SIG_DFL itself (Python's own default raises KeyboardInterrupt): the host's
     // choice wins, so no exit handler runs; the last periodic export is what is left.

@@ -205,6 +205,17 @@ def main():
         print("killing", flush=True)
         os.kill(os.getpid(), signal.SIGTERM)
         hang()
+    elif mode == "sigterm-save-restore":
+        # What uvicorn does: save the handler, put one in, put the saved one back.
+        saved = signal.getsignal(signal.SIGTERM)
+        print("saved SIG_DFL", saved is signal.SIG_DFL, flush=True)
+        signal.signal(signal.SIGTERM, on_term)
+        record(5)
+        signal.signal(signal.SIGTERM, saved)
+        time.sleep(1.0)  # past the journal's bound: every step is on disk
+        print("restored, killing", flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+        hang()
     elif mode == "os-exit":
         record(5)
         time.sleep(1.0)  # at least one periodic export

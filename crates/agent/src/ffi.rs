@@ -1,5 +1,6 @@
 //! Every `extern "C"` function of `libvllm_profiler.so`, the library constructor and the
-//! process hooks. This is the only module of the agent with `unsafe` code.
+//! process hooks (exit, fork). The SIGTERM export is `signals`; the threads' signal mask is
+//! `quiet_threads`.
 //!
 //! Contract: every function is safe to call from any thread at any time with any argument.
 //! Errors come back as negative codes (handles: 0) and a message in the thread's last error;
@@ -7,11 +8,10 @@
 #![allow(unsafe_code)]
 
 use std::cell::RefCell;
-use std::ffi::{c_char, c_int, CStr, OsStr};
+use std::ffi::{c_char, CStr, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 
 use vllm_profiler_core::{ProfilerError, Result};
 
@@ -508,157 +508,8 @@ extern "C" fn after_fork_in_child() {
     // before_fork and leaked the guard. A spin lock has no waiter queue, so the plain unlock
     // leaves it free here.
     unsafe { runtime::CONTROL.force_unlock() };
-    forget_parent_signal_pipe();
+    crate::signals::forget_parent_signal_pipe();
     let _ = catch_unwind(runtime::after_fork_in_child);
-}
-
-/// Write end of the pipe that the SIGTERM handler writes the signal number to; -1 when no
-/// thread of this process reads it (a forked child until it records).
-static SIGNAL_PIPE_WRITE: AtomicI32 = AtomicI32::new(-1);
-/// Read end, kept only to close it in a forked child.
-static SIGNAL_PIPE_READ: AtomicI32 = AtomicI32::new(-1);
-/// The process whose `vprof-signals` thread reads the pipe.
-static SIGNAL_OWNER: AtomicU32 = AtomicU32::new(0);
-/// A signal was handed to the thread already; a second one takes the default action at once.
-static SIGNAL_PENDING: AtomicBool = AtomicBool::new(false);
-
-/// The signals whose default disposition the agent takes over to write the final reports
-/// first. Not SIGINT: Python installs its KeyboardInterrupt handler only where it finds SIGINT
-/// at SIG_DFL, and KeyboardInterrupt runs the exit hook anyway.
-const EXPORT_SIGNALS: [c_int; 1] = [libc::SIGTERM];
-
-/// Async-signal-safe: atomics, getpid, write, sigaction, raise.
-extern "C" fn on_terminating_signal(sig: c_int) {
-    // SAFETY: errno is the calling thread's; saved and restored around the calls below.
-    let errno = unsafe { *libc::__errno_location() };
-    let fd = SIGNAL_PIPE_WRITE.load(Ordering::Acquire);
-    // SAFETY: getpid has no preconditions and is async-signal-safe.
-    let pid = unsafe { libc::getpid() } as u32;
-    let handed_over = fd >= 0
-        && SIGNAL_OWNER.load(Ordering::Acquire) == pid
-        && !SIGNAL_PENDING.swap(true, Ordering::AcqRel)
-        && {
-            let byte = sig as u8;
-            // SAFETY: writes one byte from a live local to a pipe this process owns;
-            // write is async-signal-safe.
-            unsafe { libc::write(fd, std::ptr::addr_of!(byte).cast(), 1) == 1 }
-        };
-    if !handed_over {
-        // Nobody exports here (or again): the default action, as if we were not there. The
-        // signal is blocked while this handler runs, so it lands when the handler returns.
-        default_action(sig);
-    }
-    // SAFETY: as above.
-    unsafe { *libc::__errno_location() = errno };
-}
-
-/// Puts `sig` back to SIG_DFL and raises it on the calling thread.
-fn default_action(sig: c_int) {
-    // SAFETY: signal() with SIG_DFL and raise() are async-signal-safe and take no pointers.
-    unsafe {
-        libc::signal(sig, libc::SIG_DFL);
-        libc::raise(sig);
-    }
-}
-
-/// Takes over SIGTERM where it has the default disposition (now, when the session starts in
-/// this process): its handler wakes the `vprof-signals` thread, which writes the final reports
-/// (the exit hook's work), restores SIG_DFL and raises the signal again, so the process dies by
-/// it as it would have. A handler the host installs later replaces ours: the host wins. Once
-/// per process (a forked child that records takes over again, with its own pipe and thread).
-pub(crate) fn install_signal_export() {
-    let pid = std::process::id();
-    if SIGNAL_OWNER.load(Ordering::Acquire) == pid {
-        return;
-    }
-    let mut fds = [-1 as c_int; 2];
-    // SAFETY: pipe2 writes two fds into the two-element array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return;
-    }
-    let [read_fd, write_fd] = fds;
-    let reader = crate::quiet_threads::spawn(
-        std::thread::Builder::new().name("vprof-signals".to_owned()),
-        move || signal_loop(read_fd),
-    );
-    if reader.is_err() {
-        // SAFETY: both fds were just opened here and are used by nobody else.
-        unsafe {
-            libc::close(read_fd);
-            libc::close(write_fd);
-        }
-        return;
-    }
-    SIGNAL_PENDING.store(false, Ordering::Release);
-    SIGNAL_PIPE_READ.store(read_fd, Ordering::Release);
-    SIGNAL_PIPE_WRITE.store(write_fd, Ordering::Release);
-    SIGNAL_OWNER.store(pid, Ordering::Release);
-    let handler = on_terminating_signal as extern "C" fn(c_int) as libc::sighandler_t;
-    for sig in EXPORT_SIGNALS {
-        // SAFETY: sigaction reads and writes plain sigaction structs we own; the handler is an
-        // extern "C" function that lives as long as the process (the library is not unloaded
-        // while profiling) and is async-signal-safe.
-        unsafe {
-            let mut old: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(sig, std::ptr::null(), &mut old) != 0 {
-                continue;
-            }
-            // SIG_DFL, or ours inherited through fork(); anything else is the host's.
-            if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != handler {
-                continue;
-            }
-            let mut new: libc::sigaction = std::mem::zeroed();
-            new.sa_sigaction = handler;
-            new.sa_flags = libc::SA_RESTART;
-            libc::sigfillset(&mut new.sa_mask);
-            libc::sigaction(sig, &new, std::ptr::null_mut());
-        }
-    }
-}
-
-/// The `vprof-signals` thread: waits for a signal number from the handler, writes the final
-/// reports, then lets the signal take its default action.
-fn signal_loop(read_fd: c_int) {
-    loop {
-        let mut byte = 0u8;
-        // SAFETY: reads at most one byte into a live local from the pipe's read end.
-        let n = unsafe { libc::read(read_fd, std::ptr::addr_of_mut!(byte).cast(), 1) };
-        if n == 1 {
-            let sig = c_int::from(byte);
-            let _ = catch_unwind(runtime::on_exit);
-            // SAFETY: an empty set plus one valid signal; unblocks it on this thread only, so
-            // that raise() below delivers it here.
-            unsafe {
-                let mut set: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut set);
-                libc::sigaddset(&mut set, sig);
-                libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-            }
-            default_action(sig);
-            // Not reached unless the host changed the disposition meanwhile: the host wins.
-            SIGNAL_PENDING.store(false, Ordering::Release);
-        } else if n == 0
-            || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
-        {
-            return;
-        }
-    }
-}
-
-/// In a forked child: the parent's signal thread does not exist here, so the handler must not
-/// hand signals to a pipe nobody reads (it takes the default action instead).
-/// The child has one thread (this one), so closing the inherited fds races with nothing.
-fn forget_parent_signal_pipe() {
-    SIGNAL_OWNER.store(0, Ordering::Release);
-    SIGNAL_PENDING.store(false, Ordering::Release);
-    for end in [&SIGNAL_PIPE_WRITE, &SIGNAL_PIPE_READ] {
-        let fd = end.swap(-1, Ordering::AcqRel);
-        if fd >= 0 {
-            // SAFETY: the fd was the parent's pipe, inherited; nothing here uses it any more
-            // (the handler reads -1 from now on).
-            unsafe { libc::close(fd) };
-        }
-    }
 }
 
 /// Registers the exit hook (final export) and the fork hooks. Called once per process: at load

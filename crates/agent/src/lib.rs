@@ -2,7 +2,8 @@
 //!
 //! - `ffi`: every `extern "C"` function, the constructor and the process hooks;
 //! - `quiet_threads`: spawns the agent's threads with every asynchronous signal blocked (with
-//!   `ffi`, the only unsafe code);
+//!   `ffi` and `signals`, the only unsafe code);
+//! - `signals`: the final export on SIGTERM;
 //! - `config`: the environment and the JSON configuration;
 //! - `runtime`: the gate, the session, enable/disable/export, fork and exit;
 //! - `threads`: the collector and sampler threads;
@@ -14,6 +15,7 @@ mod ffi;
 mod metrics;
 mod quiet_threads;
 mod runtime;
+mod signals;
 mod threads;
 
 pub use ffi::*;

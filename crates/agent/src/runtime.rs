@@ -228,7 +228,7 @@ fn activate(control: &mut Control, mut config: Config) -> Result<Vec<String>> {
         }
         control.threads = Some(threads::start(&session, &config));
     }
-    ffi::install_signal_export();
+    crate::signals::install_export(on_exit);
     control.config = Some(config);
     GATE.store(
         (session.generation() << GENERATION_SHIFT) | ENABLED | ARMED,
