@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -198,7 +199,18 @@ def test_after_disable_and_enable_the_same_port_is_served_again(agent_library, f
     port = free_port()
     host = start_host(agent_library, fake_nvml, tmp_path, f"127.0.0.1:{port}", REENABLE)
     try:
-        parsed = families(scrape(f"http://127.0.0.1:{port}/metrics"))
+        # The last enable may find the port still held by the server the disable stopped (it
+        # closes on its own thread); the new one binds it as soon as it is free, retrying
+        # every 50 ms for a second.
+        deadline = time.time() + 5
+        while True:
+            try:
+                text = scrape(f"http://127.0.0.1:{port}/metrics")
+                break
+            except urllib.error.URLError:
+                assert time.time() < deadline, "the port was never served again"
+                time.sleep(0.05)
+        parsed = families(text)
         # One session across the three rounds: its totals keep every step.
         assert value(parsed["vllm_profiler_steps"], "vllm_profiler_steps_total") == 6
     finally:
