@@ -20,7 +20,7 @@ fn escape(text: &str) -> String {
 }
 
 fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
-    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    serde_json::from_slice(&crate::input::read_report(path).ok()?).ok()
 }
 
 /// A line chart of `points` (x: seconds from the first sample) as an SVG element.

@@ -1,6 +1,7 @@
 //! `vllm-profiler`: list the GPUs the agent would sample; read and compare reports.
 
 mod html;
+mod input;
 mod recover;
 mod report;
 mod watchdog;

@@ -14,8 +14,7 @@ use vllm_profiler_format::{
 pub const TOP_LAYERS: usize = 10;
 
 fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
-    let bytes =
-        std::fs::read(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+    let bytes = crate::input::read_report(path)?;
     serde_json::from_slice(&bytes).map_err(|err| {
         format!(
             "{} is not a report vllm-profiler wrote: {err}",

@@ -240,3 +240,63 @@ fn compare_shows_each_change_and_flags_regressions_past_the_threshold() {
     ]);
     assert_eq!(lenient.status.code(), Some(0), "nothing is 60 % worse");
 }
+
+/// Runs `report DIR`; a CLI that blocks is killed after 20 s and fails the test.
+fn report_within_limit(dir: &Path) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vllm-profiler"))
+        .arg("report")
+        .arg(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the CLI runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().ok();
+            panic!("vllm-profiler report blocked on {}", dir.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+#[test]
+fn report_refuses_what_is_not_a_regular_file_of_bounded_size_and_never_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let summary = dir.path().join(format::summary_file_name(7));
+    let cases: [(&str, Box<dyn Fn()>); 3] = [
+        (
+            "is not a regular file",
+            Box::new(|| {
+                let name = std::ffi::CString::new(summary.as_os_str().as_encoded_bytes()).unwrap();
+                // SAFETY: a NUL-terminated path and a mode.
+                assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+            }),
+        ),
+        (
+            "is not a regular file",
+            Box::new(|| std::os::unix::fs::symlink("/dev/zero", &summary).unwrap()),
+        ),
+        (
+            "is larger than 268435456 bytes, the most a report may have",
+            Box::new(|| {
+                let file = std::fs::File::create(&summary).unwrap();
+                file.set_len((256 << 20) + 1).unwrap(); // sparse: no disk used
+            }),
+        ),
+    ];
+    for (said, make) in cases {
+        let _ = std::fs::remove_file(&summary);
+        make();
+        let out = report_within_limit(dir.path());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(
+            stderr.contains(&format!("{} {said}", summary.display())),
+            "{stderr}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+}
