@@ -157,16 +157,23 @@ impl<F: Fn(&str) -> Option<OsString>> EnvReader<F> {
                 .push(format!("{var} is set but empty; using the default"));
             return None;
         }
-        if raw.len() > PATH_MAX_BYTES {
-            self.warn(
-                var,
-                &raw,
-                &format!("a path (at most {PATH_MAX_BYTES} bytes)"),
-                "the default",
-            );
+        if let Some(expected) = unusable_path(raw.as_encoded_bytes()) {
+            self.warn(var, &raw, &expected, "the default");
             return None;
         }
         Some(PathBuf::from(raw))
+    }
+}
+
+/// What a path must be that `raw` is not, if `raw` can never be one the kernel takes: the one
+/// rule for a path from the environment and from the JSON configuration.
+fn unusable_path(raw: &[u8]) -> Option<String> {
+    if raw.len() > PATH_MAX_BYTES {
+        Some(format!("a path (at most {PATH_MAX_BYTES} bytes)"))
+    } else if raw.contains(&0) {
+        Some("a path (no NUL byte)".to_owned())
+    } else {
+        None
     }
 }
 
@@ -269,7 +276,13 @@ impl Config {
                 "enable_gpu_monitoring" => s.gpu_monitoring = json_bool(key, value)?,
                 "enable_layer_profiling" => next.layer_profiling = json_bool(key, value)?,
                 "output_dir" => match value {
-                    Value::String(dir) if !dir.is_empty() => s.output_dir = PathBuf::from(dir),
+                    Value::String(dir) if !dir.is_empty() => match unusable_path(dir.as_bytes()) {
+                        Some(expected) => {
+                            let got = shown(OsStr::new(dir));
+                            return Err(invalid(format!("{key} {got} is not {expected}")));
+                        }
+                        None => s.output_dir = PathBuf::from(dir),
+                    },
                     _ => return Err(invalid(format!("{key} must be a non-empty string"))),
                 },
                 "sample_interval" => {
@@ -574,5 +587,37 @@ mod tests {
             assert_eq!(err.code(), -4, "{bad}");
             assert_eq!(config, before, "{bad} changed the config");
         }
+    }
+
+    #[test]
+    fn json_output_dir_is_held_to_the_environments_rules() {
+        let longest = "y".repeat(PATH_MAX_BYTES);
+        let mut config = Config::default();
+        config
+            .apply_json(&serde_json::json!({ "output_dir": longest }).to_string())
+            .unwrap();
+        assert_eq!(config.settings.output_dir, PathBuf::from(&longest));
+        let before = config.clone();
+        let too_long = "y".repeat(10 << 20);
+        for (dir, said) in [
+            (too_long.as_str(), "is not a path (at most 4095 bytes)"),
+            ("/tmp/a\u{0}b", "is not a path (no NUL byte)"),
+        ] {
+            let err = config
+                .apply_json(&serde_json::json!({ "output_dir": dir }).to_string())
+                .unwrap_err();
+            let message = err.to_string();
+            assert!(message.contains(said), "{message}");
+            // Never the whole 10 MB back: a shown value is cut.
+            assert!(message.len() < 300, "{} bytes", message.len());
+            assert_eq!(config, before);
+        }
+        // The environment: the same rule (it cannot hold a NUL).
+        let (env_config, warnings) = from(&[(OUTPUT_DIR, &too_long)]);
+        assert_eq!(
+            env_config.settings.output_dir,
+            Config::default().settings.output_dir
+        );
+        assert!(warnings[0].contains("is not a path (at most 4095 bytes)"));
     }
 }
