@@ -248,6 +248,31 @@ fn a_saved_and_restored_sigterm_handler_is_sig_dfl_and_the_journal_keeps_the_ste
 }
 
 #[test]
+fn a_relative_output_dir_from_the_environment_is_the_working_dir_at_load_even_when_armed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    for processes in [None, Some("not-this-one")] {
+        let mut cmd = profiled_command("python3", Path::new("reports"));
+        cmd.current_dir(tmp.path())
+            .arg(script())
+            .arg("chdir-then-record")
+            .arg(&elsewhere);
+        if let Some(filter) = processes {
+            // Outside the filter the process is only armed: it starts at its first recording
+            // call, after the chdir.
+            cmd.env("VLLM_PROFILING_PROCESSES", filter);
+        }
+        let child = run(&mut cmd, LIMIT);
+        assert_success(&child);
+        assert_eq!(child.stdout, "done\n");
+        check_all_five(&tmp.path().join("reports"), child.pid);
+        assert!(!elsewhere.join("reports").exists(), "{processes:?}");
+        std::fs::remove_dir_all(tmp.path().join("reports")).unwrap();
+    }
+}
+
+#[test]
 fn default_sigint_set_by_the_host_dies_by_sigint_losing_at_most_one_interval() {
     // The host set SIG_DFL itself (Python's own default raises KeyboardInterrupt): the host's
     // choice wins, so no exit handler runs; the last periodic export is what is left.

@@ -216,6 +216,10 @@ def main():
         print("restored, killing", flush=True)
         os.kill(os.getpid(), signal.SIGTERM)
         hang()
+    elif mode == "chdir-then-record":
+        os.chdir(sys.argv[2])
+        record(5)
+        print("done", flush=True)
     elif mode == "os-exit":
         record(5)
         time.sleep(1.0)  # at least one periodic export

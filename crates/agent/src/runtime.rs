@@ -145,7 +145,10 @@ pub fn on_load() {
     if switch == Some(false) || (switch.is_none() && raw.is_empty()) {
         return;
     }
-    let (config, mut warnings) = Config::from_env();
+    let (mut config, mut warnings) = Config::from_env();
+    // A relative dir from the environment is the working dir's as the library loads, in every
+    // process (an armed one activates later, maybe after a chdir).
+    resolve_output_dir(&mut config.settings.output_dir);
     let matches = current_exe_name().is_some_and(|name| config.matches_process(&name));
     if switch.is_none() {
         // Malformed master switch: say so only where the process would have been profiled.
@@ -237,8 +240,9 @@ fn activate(control: &mut Control, mut config: Config) -> Result<Vec<String>> {
     Ok(std::mem::take(&mut control.warnings))
 }
 
-/// A relative output dir is taken relative to the working directory at enable time, so that a
-/// later `chdir` of the host does not move the reports.
+/// A relative output dir is taken relative to the working directory when it is given (the
+/// environment's as the library loads, the JSON configuration's at enable), so that a later
+/// `chdir` of the host does not move the reports.
 fn resolve_output_dir(dir: &mut PathBuf) {
     if dir.is_relative() {
         if let Ok(cwd) = std::env::current_dir() {
