@@ -120,6 +120,18 @@ static int errors(void) {
     CHECK(strstr(buf, "\"total_steps\":2,") != NULL, "summary counts the two steps: %s", buf);
     free(buf);
 
+    /* Past the nesting limit a span is refused with E_LIMIT; the open ones stay, the outermost
+     * among them, and ending it ends them all. */
+    uint64_t deep = vllm_profiler_step_begin(1, 1);
+    uint64_t root = vllm_profiler_span_begin("root");
+    for (int i = 1; i < VLLM_PROFILER_MAX_OPEN_SPANS; i++)
+        CHECK(vllm_profiler_span_begin("nested") != 0, "span %d of the limit", i);
+    CHECK(vllm_profiler_span_begin("one too many") == 0, "past the limit");
+    last_error_contains("more than 4096 spans open", __LINE__);
+    CHECK(vllm_profiler_span_end(root) == VLLM_PROFILER_OK, "the outermost span is kept");
+    CHECK(vllm_profiler_span_begin("room again") != 0, "a span after the deep ones ended");
+    CHECK(vllm_profiler_step_end(deep) == VLLM_PROFILER_OK, "deep step");
+
     CHECK(vllm_profiler_disable() == VLLM_PROFILER_OK, "disable");
     CHECK(vllm_profiler_is_enabled() == 0, "disabled");
     CHECK(vllm_profiler_disable() == VLLM_PROFILER_E_NOT_ENABLED, "disable twice");

@@ -46,7 +46,8 @@
 #define VLLM_PROFILER_E_BUFFER_FULL -6
 
 /**
- * A limit was reached (span name longer than 1024 bytes, more than 65536 distinct names).
+ * A limit was reached (span name longer than 1024 bytes, more than 65536 distinct names,
+ * more than VLLM_PROFILER_MAX_OPEN_SPANS spans open on the thread).
  */
 #define VLLM_PROFILER_E_LIMIT -7
 
@@ -65,6 +66,18 @@
  * NUL).
  */
 #define VLLM_PROFILER_MAX_SHAPES_JSON_LEN 4096
+
+/**
+ * Most spans one thread may have open at once: past it, vllm_profiler_span_begin returns 0
+ * with VLLM_PROFILER_E_LIMIT and the open spans are kept.
+ */
+#define VLLM_PROFILER_MAX_OPEN_SPANS 4096
+
+/**
+ * Most steps one thread may have open at once: past it, the oldest open step is abandoned
+ * (counted as unfinished), so that a path that leaks steps never stops recording.
+ */
+#define VLLM_PROFILER_MAX_OPEN_STEPS 1024
 
 #ifdef __cplusplus
 extern "C" {

@@ -31,7 +31,8 @@ pub const VLLM_PROFILER_E_INVALID_CONFIG: i32 = -4;
 pub const VLLM_PROFILER_E_IO: i32 = -5;
 /// The thread's event buffer was full: the event was dropped and counted.
 pub const VLLM_PROFILER_E_BUFFER_FULL: i32 = -6;
-/// A limit was reached (span name longer than 1024 bytes, more than 65536 distinct names).
+/// A limit was reached (span name longer than 1024 bytes, more than 65536 distinct names,
+/// more than VLLM_PROFILER_MAX_OPEN_SPANS spans open on the thread).
 pub const VLLM_PROFILER_E_LIMIT: i32 = -7;
 /// The calling thread is exiting.
 pub const VLLM_PROFILER_E_THREAD_EXITING: i32 = -8;
@@ -41,6 +42,12 @@ pub const VLLM_PROFILER_E_INTERNAL: i32 = -9;
 /// Longest `shapes_json` that vllm_profiler_span_end_annotated accepts, in bytes (without the
 /// NUL).
 pub const VLLM_PROFILER_MAX_SHAPES_JSON_LEN: usize = 4096;
+/// Most spans one thread may have open at once: past it, vllm_profiler_span_begin returns 0
+/// with VLLM_PROFILER_E_LIMIT and the open spans are kept.
+pub const VLLM_PROFILER_MAX_OPEN_SPANS: usize = 4096;
+/// Most steps one thread may have open at once: past it, the oldest open step is abandoned
+/// (counted as unfinished), so that a path that leaks steps never stops recording.
+pub const VLLM_PROFILER_MAX_OPEN_STEPS: usize = 1024;
 
 const LAST_ERROR_CAPACITY: usize = 512;
 
@@ -577,10 +584,18 @@ mod tests {
     }
 
     #[test]
-    fn shapes_limit_in_the_header_is_the_recorder_s() {
+    fn limits_in_the_header_are_the_recorder_s() {
         assert_eq!(
             VLLM_PROFILER_MAX_SHAPES_JSON_LEN,
             vllm_profiler_core::shapes::MAX_SHAPES_JSON_LEN
+        );
+        assert_eq!(
+            VLLM_PROFILER_MAX_OPEN_SPANS,
+            vllm_profiler_core::recorder::MAX_OPEN_SPANS
+        );
+        assert_eq!(
+            VLLM_PROFILER_MAX_OPEN_STEPS,
+            vllm_profiler_core::recorder::MAX_OPEN_STEPS
         );
     }
 

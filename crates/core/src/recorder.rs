@@ -247,14 +247,14 @@ impl ThreadRecorder {
     }
 
     /// Opens a span named by `name` (UTF-8 bytes, no NUL) inside the innermost open step. At
-    /// the nesting limit the outermost open span is abandoned (counted in `unfinished_spans`).
+    /// the nesting limit the new span is refused and the open ones are kept: the outermost
+    /// (the model's root) are the ones that matter. Ending a step closes the spans it holds,
+    /// so a path that leaks spans inside steps never fills the stack for good.
     pub fn span_begin(&mut self, name: &[u8]) -> Result<u64> {
         if self.open_spans.len() >= MAX_OPEN_SPANS {
-            self.open_spans.remove(0);
-            self.session
-                .counters()
-                .unfinished_spans
-                .fetch_add(1, Ordering::Relaxed);
+            return Err(ProfilerError::LimitExceeded(
+                "more than 4096 spans open on this thread",
+            ));
         }
         let name = match self.names.get(name) {
             Some(id) => *id,

@@ -373,19 +373,31 @@ fn leaked_steps_and_spans_never_stop_recording() {
     for _ in 0..limit + 5 {
         rec.step_begin(1, 1).unwrap(); // an exception path that never ends its step
     }
-    let depth = vllm_profiler_core::recorder::MAX_OPEN_SPANS as u64;
-    for _ in 0..depth + 3 {
+    // Past the nesting limit a new span is refused; the open ones, the outermost first, stay.
+    let depth = vllm_profiler_core::recorder::MAX_OPEN_SPANS;
+    let root = rec.span_begin(b"root").unwrap();
+    for _ in 1..depth {
         rec.span_begin(b"leaked").unwrap();
     }
+    for _ in 0..3 {
+        let refused = rec.span_begin(b"refused").unwrap_err();
+        assert_eq!(refused.code(), -7, "{refused}");
+    }
+    assert_eq!(rec.open_counts(), (limit as usize, depth));
+    rec.span_end(root).unwrap(); // closes every span opened inside it
+    assert_eq!(rec.open_counts().1, 0);
     let step = rec.step_begin(4, 4).unwrap();
+    let span = rec.span_begin(b"after").unwrap();
+    rec.span_end(span).unwrap();
     rec.step_end(step).unwrap();
     let summary = s.summary(None).unwrap();
     assert_eq!(summary.total_steps, 1);
+    assert_eq!(summary.layer_performance["after"].call_count, 1);
     assert_eq!(
         summary.counters.unfinished_steps, 6,
         "5 over the limit + 1 for the new one"
     );
-    assert_eq!(summary.counters.unfinished_spans, 3);
+    assert_eq!(summary.counters.unfinished_spans, 0);
 }
 
 #[test]
