@@ -183,6 +183,9 @@ pub struct SharedBackend {
 
 /// First word of a shared sample file's header line: `vprof-shared-v1 <length> <crc32>`.
 const HEADER_TAG: &str = "vprof-shared-v1";
+/// The largest shared sample file read: one device's sample with a process list of
+/// thousands of entries fits many times over.
+const MAX_SHARED_FILE_BYTES: usize = 1 << 20;
 
 /// The JSON of a shared sample file, if it is whole: the length and CRC-32 of the header
 /// match what follows. `Err(needed)` when `bytes` is too short for the length it announces.
@@ -389,8 +392,13 @@ impl SharedBackend {
             let n = data.read_at(&mut self.read_buf, 0).ok()?;
             match framed_payload(&self.read_buf[..n]) {
                 Ok(payload) => break payload?,
-                // A long process list: read again with room for all of it.
-                Err(needed) if needed > self.read_buf.len() && needed <= 1 << 24 => {
+                // A long process list: read again with room for all of it, where the file
+                // really is that long (another process wrote it: its header is not trusted).
+                Err(needed)
+                    if needed > self.read_buf.len()
+                        && needed <= MAX_SHARED_FILE_BYTES
+                        && data.metadata().is_ok_and(|m| m.len() >= needed as u64) =>
+                {
                     self.read_buf.resize(needed, 0)
                 }
                 Err(_) => return None,
@@ -609,6 +617,30 @@ mod tests {
         let mut reader = SharedBackend::new(reader_inner, dir.path()).ok().unwrap();
         assert!(tick(&mut reader, now + 0.1).is_empty());
         assert_eq!(reads.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_header_announcing_more_than_the_file_holds_costs_no_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = crate::unix_now();
+        let (holder_inner, _) = counting(Some("GPU-3"));
+        let _holder = {
+            let mut holder = SharedBackend::new(holder_inner, dir.path()).ok().unwrap();
+            tick(&mut holder, now);
+            holder
+        };
+        let path = dir.path().join("nvmldetector-GPU-3.json");
+        let (reader_inner, _) = counting(Some("GPU-3"));
+        let mut reader = SharedBackend::new(reader_inner, dir.path()).ok().unwrap();
+        for announced in [
+            MAX_SHARED_FILE_BYTES,     // within the cap, but the file is 40 bytes
+            MAX_SHARED_FILE_BYTES + 1, // over the cap
+            usize::MAX - 100,          // would overflow
+        ] {
+            fs::write(&path, format!("{HEADER_TAG} {announced} 0\n{{}}")).unwrap();
+            assert!(tick(&mut reader, now + 0.1).is_empty());
+            assert_eq!(reader.read_buf.len(), 4096, "announced {announced}");
+        }
     }
 
     #[test]
