@@ -125,6 +125,30 @@ fn normal_exit_writes_the_final_reports() {
 }
 
 #[test]
+fn an_export_removes_the_temporaries_killed_writers_left() {
+    let tmp = tempfile::tempdir().unwrap();
+    let aged = std::time::SystemTime::now() - Duration::from_secs(60);
+    // A writer killed mid-export (its lock went with it), and a file that is not ours.
+    let left = tmp
+        .path()
+        .join(".detailed_steps_4000001.json.4000001.0.tmp");
+    let foreign = tmp.path().join(".notes.tmp");
+    for path in [&left, &foreign] {
+        std::fs::File::create(path)
+            .unwrap()
+            .set_modified(aged)
+            .unwrap();
+    }
+    let child = run_both("normal", tmp.path(), &[]);
+    assert_eq!(child.status.code(), Some(0));
+    assert!(!left.exists(), "{:?}", file_names(tmp.path()));
+    assert!(foreign.exists());
+    std::fs::remove_file(&foreign).unwrap();
+    check_all_five(tmp.path(), child.pid);
+    assert_no_temporaries(tmp.path());
+}
+
+#[test]
 fn sys_exit_keeps_its_code_and_writes_the_final_reports() {
     let tmp = tempfile::tempdir().unwrap();
     let child = run_both("sys-exit", tmp.path(), &[]);

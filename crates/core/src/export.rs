@@ -1,12 +1,16 @@
-//! Atomic report writes: a temporary file in the same directory, then a rename.
+//! Atomic report writes: a temporary file in the same directory, then a rename. A writer
+//! holds an `flock` on its temporary until the rename, so a temporary whose lock is free was
+//! left by a writer that no longer exists (killed while it wrote, in any pid namespace), and
+//! an export removes such leftovers from its dir.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
-use nix::fcntl::OFlag;
+use nix::fcntl::{Flock, FlockArg, OFlag};
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -41,11 +45,13 @@ pub fn write_atomic_with(
     create_output_dir(dir)?;
     let final_path = dir.join(name);
     let mut temp_path = PathBuf::new();
-    let result = (|| {
+    let result = (|| -> io::Result<()> {
         let mut file = create_temp(dir, name, &mut temp_path)?;
-        write(&mut file)?;
+        write(&mut *file)?;
+        // Renamed with its lock held: a cleaner never takes a temporary being written.
+        fs::rename(&temp_path, &final_path)?;
         drop(file);
-        fs::rename(&temp_path, &final_path)
+        Ok(())
     })();
     if let Err(err) = result {
         if !temp_path.as_os_str().is_empty() {
@@ -78,9 +84,10 @@ pub fn create_output_dir(dir: &Path) -> io::Result<()> {
 /// with a reused pid, or by files planted there).
 const TEMP_TRIES: u32 = 100;
 
-/// Creates a new temporary `.{name}.{pid}.{counter}.tmp` in `dir` (its path left in `path`):
-/// never through a symlink, never an existing file; a name taken is skipped for the next one.
-fn create_temp(dir: &Path, name: &str, path: &mut PathBuf) -> io::Result<fs::File> {
+/// Creates a new temporary `.{name}.{pid}.{counter}.tmp` in `dir` (its path left in `path`),
+/// locked: never through a symlink, never an existing file; a name taken is skipped for the
+/// next one.
+fn create_temp(dir: &Path, name: &str, path: &mut PathBuf) -> io::Result<Flock<fs::File>> {
     let mut tries = 0;
     loop {
         *path = dir.join(format!(
@@ -103,9 +110,112 @@ fn create_temp(dir: &Path, name: &str, path: &mut PathBuf) -> io::Result<fs::Fil
                 *path = PathBuf::new();
                 return Err(err);
             }
-            Ok(file) => return Ok(file),
+            Ok(file) => {
+                // A new file nobody else has open: the lock is free.
+                return Flock::lock(file, FlockArg::LockExclusiveNonblock)
+                    .map_err(|(_, errno)| io::Error::from(errno));
+            }
         }
     }
+}
+
+/// A temporary younger than this is left alone even when its lock is free: its writer may be
+/// between creating it and locking it.
+const TEMP_GRACE: Duration = Duration::from_secs(2);
+/// Most entries of a dir looked at for leftovers in one pass.
+const TEMP_SCAN_LIMIT: usize = 100_000;
+/// How often, at most, a process looks for leftovers (Unix seconds of the last look).
+const TEMP_SCAN_PERIOD_S: u64 = 60;
+static LAST_TEMP_SCAN_S: AtomicU64 = AtomicU64::new(0);
+
+/// Removes leftovers from `dir` (see [`remove_dead_temporaries`]) if this process has not
+/// looked in the last minute: at its first export, and now and then after.
+pub fn remove_dead_temporaries_now_and_then(dir: &Path) {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST_TEMP_SCAN_S.load(Ordering::Relaxed);
+    if now.saturating_sub(last) < TEMP_SCAN_PERIOD_S && last != 0 {
+        return;
+    }
+    if LAST_TEMP_SCAN_S
+        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+        .is_ok()
+    {
+        remove_dead_temporaries(dir);
+    }
+}
+
+/// Removes the temporaries in `dir` that no writer holds (their lock is free) and that are
+/// older than a moment: what processes killed while they wrote left. Only names this module
+/// makes for the agent's files are looked at; anything else stays. Returns how many went.
+pub fn remove_dead_temporaries(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten().take(TEMP_SCAN_LIMIT) {
+        let name = entry.file_name();
+        if !name.to_str().is_some_and(is_agent_temporary) {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(file) = OpenOptions::new()
+            .read(true)
+            .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).bits())
+            .open(&path)
+        else {
+            continue;
+        };
+        let old_enough = file.metadata().is_ok_and(|meta| {
+            meta.is_file()
+                && meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age >= TEMP_GRACE)
+        });
+        if !old_enough {
+            continue;
+        }
+        // Held: its writer is alive.
+        let Ok(_lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
+            continue;
+        };
+        if fs::remove_file(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// `.{name}.{pid}.{counter}.tmp` where `name` is one of the agent's report or journal files.
+fn is_agent_temporary(file: &str) -> bool {
+    let Some(inner) = file.strip_prefix('.').and_then(|f| f.strip_suffix(".tmp")) else {
+        return false;
+    };
+    let mut parts = inner.rsplitn(3, '.');
+    let (Some(counter), Some(pid), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(counter) || !digits(pid) {
+        return false;
+    }
+    let numbered = |prefix: &str, suffix: &str| {
+        name.strip_prefix(prefix)
+            .and_then(|rest| rest.strip_suffix(suffix))
+            .is_some_and(digits)
+    };
+    [
+        "performance_summary_",
+        "detailed_steps_",
+        "gpu_history_",
+        "trace_",
+    ]
+    .iter()
+    .any(|prefix| numbered(prefix, ".json"))
+        || numbered("journal_", ".snapshot")
 }
 
 #[cfg(test)]
@@ -173,5 +283,52 @@ mod tests {
         for path in &planted {
             assert!(fs::symlink_metadata(path).unwrap().file_type().is_symlink());
         }
+    }
+
+    #[test]
+    fn only_unlocked_old_temporaries_of_the_agent_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let old = SystemTime::now() - Duration::from_secs(60);
+        let make = |name: &str, aged: bool| {
+            let path = dir.join(name);
+            let file = fs::File::create(&path).unwrap();
+            if aged {
+                file.set_modified(old).unwrap();
+            }
+            (path, file)
+        };
+        let (dead, _) = make(".performance_summary_12.json.12.0.tmp", true);
+        let (dead_snapshot, _) = make(".journal_7.snapshot.7.3.tmp", true);
+        let (held, held_file) = make(".trace_13.json.13.1.tmp", true);
+        let _writer = Flock::lock(held_file, FlockArg::LockExclusiveNonblock).unwrap();
+        let (fresh, _) = make(".gpu_history_14.json.14.2.tmp", false);
+        let (foreign, _) = make(".notes.txt.1.1.tmp", true);
+        let (not_numbered, _) = make(".trace_x.json.1.1.tmp", true);
+        assert_eq!(remove_dead_temporaries(dir), 2);
+        assert!(!dead.exists() && !dead_snapshot.exists());
+        for kept in [&held, &fresh, &foreign, &not_numbered] {
+            assert!(kept.exists(), "{}", kept.display());
+        }
+    }
+
+    #[test]
+    fn a_temporary_is_locked_until_its_rename() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_atomic_with(tmp.path(), "trace_1.json", |file| {
+            let temp = fs::read_dir(tmp.path())
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| p.extension().is_some_and(|e| e == "tmp"))
+                .unwrap();
+            let other = fs::File::open(&temp).unwrap();
+            assert!(
+                Flock::lock(other, FlockArg::LockExclusiveNonblock).is_err(),
+                "held while written"
+            );
+            file.write_all(b"{}")
+        })
+        .unwrap();
+        assert_eq!(fs::read(tmp.path().join("trace_1.json")).unwrap(), b"{}");
     }
 }

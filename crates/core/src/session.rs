@@ -776,6 +776,7 @@ impl Session {
     }
 
     fn export_locked(&self, dir: &std::path::Path) -> Result<Vec<PathBuf>> {
+        crate::export::remove_dead_temporaries_now_and_then(dir);
         // Under the lock: drain, the summary (cheap: totals) and a shallow copy of the history.
         let recorded = {
             let mut collector = self.lock_collector()?;
