@@ -47,7 +47,7 @@ pub fn write_atomic_with(
     let mut temp_path = PathBuf::new();
     let result = (|| -> io::Result<()> {
         let mut file = create_temp(dir, name, &mut temp_path)?;
-        write(&mut *file)?;
+        write(&mut file)?;
         // Renamed with its lock held: a cleaner never takes a temporary being written.
         fs::rename(&temp_path, &final_path)?;
         drop(file);
