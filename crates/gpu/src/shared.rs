@@ -593,16 +593,19 @@ mod tests {
         );
     }
 
+    /// A backend that holds device `uuid`'s lock and has published one sample taken at `now`.
+    fn publishing(dir: &Path, uuid: &str, now: f64) -> SharedBackend {
+        let (inner, _) = counting(Some(uuid));
+        let mut holder = SharedBackend::new(inner, dir).ok().unwrap();
+        tick(&mut holder, now);
+        holder
+    }
+
     #[test]
     fn a_sample_left_by_a_process_that_is_gone_is_not_taken() {
         let dir = tempfile::tempdir().unwrap();
         let now = crate::unix_now();
-        let (holder_inner, _) = counting(Some("GPU-1"));
-        let _holder = {
-            let mut holder = SharedBackend::new(holder_inner, dir.path()).ok().unwrap();
-            tick(&mut holder, now);
-            holder
-        };
+        let _holder = publishing(dir.path(), "GPU-1", now);
         let path = dir.path().join("nvmldetector-GPU-1.json");
         let bytes = fs::read(&path).unwrap();
         let payload = framed_payload(&bytes).unwrap().unwrap();
@@ -623,12 +626,7 @@ mod tests {
     fn a_header_announcing_more_than_the_file_holds_costs_no_memory() {
         let dir = tempfile::tempdir().unwrap();
         let now = crate::unix_now();
-        let (holder_inner, _) = counting(Some("GPU-3"));
-        let _holder = {
-            let mut holder = SharedBackend::new(holder_inner, dir.path()).ok().unwrap();
-            tick(&mut holder, now);
-            holder
-        };
+        let _holder = publishing(dir.path(), "GPU-3", now);
         let path = dir.path().join("nvmldetector-GPU-3.json");
         let (reader_inner, _) = counting(Some("GPU-3"));
         let mut reader = SharedBackend::new(reader_inner, dir.path()).ok().unwrap();
