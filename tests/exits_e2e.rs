@@ -276,12 +276,18 @@ fn a_relative_output_dir_from_the_environment_is_the_working_dir_at_load_even_wh
     let tmp = tempfile::tempdir().unwrap();
     let elsewhere = tmp.path().join("elsewhere");
     std::fs::create_dir(&elsewhere).unwrap();
-    for processes in [None, Some("not-this-one")] {
+    for (processes, then) in [
+        (None, "record"),
+        (Some("not-this-one"), "record"),
+        // Armed, then enabled without a configuration: the environment's, as resolved at load.
+        (Some("not-this-one"), "enable"),
+    ] {
         let mut cmd = profiled_command("python3", Path::new("reports"));
         cmd.current_dir(tmp.path())
             .arg(script())
             .arg("chdir-then-record")
-            .arg(&elsewhere);
+            .arg(&elsewhere)
+            .arg(then);
         if let Some(filter) = processes {
             // Outside the filter the process is only armed: it starts at its first recording
             // call, after the chdir.
@@ -291,7 +297,7 @@ fn a_relative_output_dir_from_the_environment_is_the_working_dir_at_load_even_wh
         assert_success(&child);
         assert_eq!(child.stdout, "done\n");
         check_all_five(&tmp.path().join("reports"), child.pid);
-        assert!(!elsewhere.join("reports").exists(), "{processes:?}");
+        assert!(!elsewhere.join("reports").exists(), "{processes:?} {then}");
         std::fs::remove_dir_all(tmp.path().join("reports")).unwrap();
     }
 }

@@ -218,6 +218,8 @@ def main():
         hang()
     elif mode == "chdir-then-record":
         os.chdir(sys.argv[2])
+        if sys.argv[3:] == ["enable"] and PROFILED:
+            assert abi.load().vllm_profiler_enable(None) == 0
         record(5)
         print("done", flush=True)
     elif mode == "os-exit":

@@ -12,7 +12,7 @@
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwapOption;
 use vllm_profiler_core::{ProfilerError, Result, Session, ThreadRecorder};
@@ -122,13 +122,29 @@ fn control() -> spin::mutex::SpinMutexGuard<'static, Control, spin::relax::Yield
 impl Control {
     /// The environment's configuration; its warnings are queued the first time only.
     fn env_config(&mut self) -> Config {
-        let (config, warnings) = Config::from_env();
+        let (config, warnings) = env_config();
         if !self.env_warned {
             self.env_warned = true;
             self.warnings.extend(warnings);
         }
         config
     }
+}
+
+/// The working dir as the library loaded: a relative output dir from the environment is
+/// taken from it, in every process, whenever (and after whatever chdir) it starts recording.
+static LOAD_CWD: OnceLock<PathBuf> = OnceLock::new();
+
+/// The environment's configuration, its relative output dir taken from the working dir at
+/// load (see [`LOAD_CWD`]).
+fn env_config() -> (Config, Vec<String>) {
+    let (mut config, warnings) = Config::from_env();
+    if let Some(cwd) = LOAD_CWD.get() {
+        if config.settings.output_dir.is_relative() {
+            config.settings.output_dir = cwd.join(&config.settings.output_dir);
+        }
+    }
+    (config, warnings)
 }
 
 fn generation_of(gate: u64) -> u64 {
@@ -138,6 +154,9 @@ fn generation_of(gate: u64) -> u64 {
 /// Called by the library constructor: reads the environment and decides. Starts the agent's
 /// threads (without waiting for them) only in a process that matches the process filter.
 pub fn on_load() {
+    if let Ok(cwd) = std::env::current_dir() {
+        let _ = LOAD_CWD.set(cwd);
+    }
     let Some(raw) = std::env::var_os(config::ENABLE_PROFILING) else {
         return;
     };
@@ -145,10 +164,7 @@ pub fn on_load() {
     if switch == Some(false) || (switch.is_none() && raw.is_empty()) {
         return;
     }
-    let (mut config, mut warnings) = Config::from_env();
-    // A relative dir from the environment is the working dir's as the library loads, in every
-    // process (an armed one activates later, maybe after a chdir).
-    resolve_output_dir(&mut config.settings.output_dir);
+    let (config, mut warnings) = env_config();
     let matches = current_exe_name().is_some_and(|name| config.matches_process(&name));
     if switch.is_none() {
         // Malformed master switch: say so only where the process would have been profiled.

@@ -19,8 +19,14 @@ pub fn read_report(path: &Path) -> Result<Vec<u8>, String> {
 
 fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
     let shown = path.display();
-    // O_NONBLOCK: opening a FIFO returns at once instead of waiting for a writer (a regular
-    // file ignores the flag).
+    // The type first, without opening (opening a device or a FIFO has effects of its own);
+    // a symlink to a regular file is followed.
+    let kind = std::fs::metadata(path).map_err(|err| format!("cannot read {shown}: {err}"))?;
+    if !kind.file_type().is_file() {
+        return Err(format!("{shown} is not a regular file"));
+    }
+    // O_NONBLOCK: should the name be swapped for a FIFO meanwhile, opening it returns at once
+    // instead of waiting for a writer (a regular file ignores the flag).
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)

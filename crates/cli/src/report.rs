@@ -31,10 +31,12 @@ fn pids_in(dir: &Path) -> Result<Vec<u32>, String> {
         .filter_map(|entry| entry.ok())
         .filter_map(|entry| {
             let name = entry.file_name().into_string().ok()?;
-            name.strip_prefix("performance_summary_")?
-                .strip_suffix(".json")?
-                .parse()
-                .ok()
+            let digits = name
+                .strip_prefix("performance_summary_")?
+                .strip_suffix(".json")?;
+            // Only the name the agent writes (`_007`, `_+7` are someone else's files).
+            let pid: u32 = digits.parse().ok()?;
+            (pid.to_string() == digits).then_some(pid)
         })
         .collect();
     pids.sort_unstable();

@@ -300,3 +300,23 @@ fn report_refuses_what_is_not_a_regular_file_of_bounded_size_and_never_blocks() 
         assert!(out.stdout.is_empty());
     }
 }
+
+#[test]
+fn report_reads_only_the_names_the_agent_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    run_dir(tmp.path());
+    // Someone else's files, named almost like ours: neither doubled nor read.
+    for stray in ["011", "+11", "08"] {
+        write(
+            tmp.path(),
+            format!("performance_summary_{stray}.json"),
+            &summary(11, 1, 1.0, 1.0),
+        );
+    }
+    let json = cli(&["report".as_ref(), tmp.path().as_os_str(), "--json".as_ref()]);
+    assert!(json.status.success(), "{json:?}");
+    let run: RunReport = serde_json::from_slice(&json.stdout).unwrap();
+    let pids: Vec<u32> = run.processes.iter().map(|p| p.pid).collect();
+    assert_eq!(pids, [11, 12]);
+    assert_eq!(run.processes[0].summary.total_steps, 100);
+}

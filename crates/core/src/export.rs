@@ -156,7 +156,11 @@ pub fn remove_dead_temporaries(dir: &Path) -> usize {
     let mut removed = 0;
     for entry in entries.flatten().take(TEMP_SCAN_LIMIT) {
         let name = entry.file_name();
-        if !name.to_str().is_some_and(is_agent_temporary) {
+        // The type without opening it (a FIFO's or a device's open has effects), from the
+        // entry itself (a symlink is a symlink).
+        if !name.to_str().is_some_and(is_agent_temporary)
+            || !entry.file_type().is_ok_and(|t| t.is_file())
+        {
             continue;
         }
         let path = entry.path();
@@ -305,7 +309,13 @@ mod tests {
         let (fresh, _) = make(".gpu_history_14.json.14.2.tmp", false);
         let (foreign, _) = make(".notes.txt.1.1.tmp", true);
         let (not_numbered, _) = make(".trace_x.json.1.1.tmp", true);
+        // Named like ours but not a file: never opened (a FIFO's open would wake its writer).
+        let fifo = dir.join(".trace_15.json.15.4.tmp");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let link = dir.join(".trace_16.json.16.5.tmp");
+        std::os::unix::fs::symlink(&held, &link).unwrap();
         assert_eq!(remove_dead_temporaries(dir), 2);
+        assert!(fifo.exists() && fs::symlink_metadata(&link).is_ok());
         assert!(!dead.exists() && !dead_snapshot.exists());
         for kept in [&held, &fresh, &foreign, &not_numbered] {
             assert!(kept.exists(), "{}", kept.display());
