@@ -265,30 +265,31 @@ fn report_within_limit(dir: &Path) -> Output {
 fn report_refuses_what_is_not_a_regular_file_of_bounded_size_and_never_blocks() {
     let dir = tempfile::tempdir().unwrap();
     let summary = dir.path().join(format::summary_file_name(7));
-    let cases: [(&str, Box<dyn Fn()>); 3] = [
-        (
-            "is not a regular file",
-            Box::new(|| {
-                let name = std::ffi::CString::new(summary.as_os_str().as_encoded_bytes()).unwrap();
-                // SAFETY: a NUL-terminated path and a mode.
-                assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
-            }),
-        ),
-        (
-            "is not a regular file",
-            Box::new(|| std::os::unix::fs::symlink("/dev/zero", &summary).unwrap()),
-        ),
+    fn fifo(path: &Path) {
+        let name = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path and a mode.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+    }
+    fn dev_zero_link(path: &Path) {
+        std::os::unix::fs::symlink("/dev/zero", path).unwrap();
+    }
+    fn sparse_over_the_limit(path: &Path) {
+        let file = std::fs::File::create(path).unwrap();
+        file.set_len((256 << 20) + 1).unwrap(); // sparse: no disk used
+    }
+    // What a case puts at the summary's path.
+    type Plant = fn(&Path);
+    let cases: [(&str, Plant); 3] = [
+        ("is not a regular file", fifo),
+        ("is not a regular file", dev_zero_link),
         (
             "is larger than 268435456 bytes, the most a report may have",
-            Box::new(|| {
-                let file = std::fs::File::create(&summary).unwrap();
-                file.set_len((256 << 20) + 1).unwrap(); // sparse: no disk used
-            }),
+            sparse_over_the_limit,
         ),
     ];
     for (said, make) in cases {
         let _ = std::fs::remove_file(&summary);
-        make();
+        make(&summary);
         let out = report_within_limit(dir.path());
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{stderr}");
