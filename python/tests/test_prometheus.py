@@ -270,3 +270,79 @@ def test_a_real_prometheus_server_scrapes_the_agent(agent_library, fake_nvml, tm
         server.terminate()
         server.wait(timeout=30)
         stop_host(host)
+
+
+def proc_status(pid: int) -> dict:
+    with open(f"/proc/{pid}/status") as f:
+        return dict(line.split(":", 1) for line in f.read().splitlines())
+
+
+def exchange(port: int, payload: bytes) -> bytes:
+    """Sends `payload` on a new connection and reads until the server closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(payload)
+        answer = b""
+        try:
+            while chunk := s.recv(65536):
+                answer += chunk
+        except ConnectionResetError:  # the server dropped bytes it never read
+            pass
+        return answer
+
+
+HOSTILE = [
+    (b"POST /metrics HTTP/1.1\r\nContent-Length: 1000000000000\r\n\r\n", b"HTTP/1.1 405 "),
+    (b"GET /metrics HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\n", b"HTTP/1.1 200 "),
+    (b"GET /metrics HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n", b"HTTP/1.1 200 "),
+    (b"PUT /metrics HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 9\r\n\r\n", b"HTTP/1.1 405 "),
+    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(256)), b"HTTP/1.1 400 "),
+    (b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n", b"HTTP/1.1 431 "),
+    (b"GET /metrics HTTP/1.1\r\n\r\n" * 50, b"HTTP/1.1 200 "),
+]
+
+
+def test_hostile_clients_cost_the_host_no_thread_and_bounded_memory(
+    agent_library, fake_nvml, tmp_path
+):
+    """What issue 14 saw: 500 connections that send half a request line raised the host from 9
+    to 505 threads. Now the server is one thread with at most 16 connections of at most 8 KiB
+    read each; a declared body is never read, and the endpoint answers through all of it."""
+    require_module("prometheus_client", "pip install prometheus_client (tests/python_env.sh does)")
+    port = free_port()
+    host = start_host(agent_library, fake_nvml, tmp_path, f"127.0.0.1:{port}")
+    url = f"http://127.0.0.1:{port}/metrics"
+    held = []
+    try:
+        scrape(url)
+        before = proc_status(host.pid)
+        for _ in range(500):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(b"GET /metr")
+            held.append(s)
+        for payload, status in HOSTILE:
+            answer = exchange(port, payload)
+            assert answer.startswith(status), (payload[:60], answer[:200])
+            assert answer.count(b"HTTP/1.1 ") == 1, "one answer per connection"
+        # Every 500 still open on our side: the scrape is answered all the same.
+        text = scrape(url)
+        during = proc_status(host.pid)
+        assert value(families(text)["vllm_profiler_steps"], "vllm_profiler_steps_total") == STEPS
+        assert int(during["Threads"]) == int(before["Threads"]), (before, during)
+        grew_kib = int(during["VmRSS"].split()[0]) - int(before["VmRSS"].split()[0])
+        assert grew_kib < 8 * 1024, f"the host grew by {grew_kib} KiB"
+        # The server closed all but the newest 16 of the 500, unanswered.
+        closed = 0
+        for s in held:
+            s.settimeout(0)
+            try:
+                closed += s.recv(1) == b""
+            except ConnectionResetError:  # closed with our half line unread
+                closed += 1
+            except BlockingIOError:
+                pass
+        assert closed >= 500 - 16, closed
+    finally:
+        for s in held:
+            s.close()
+        out, err = stop_host(host)
+    assert "vllm-profiler:" not in err, err

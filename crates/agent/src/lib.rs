@@ -12,6 +12,7 @@
 
 mod config;
 mod ffi;
+mod http;
 mod metrics;
 mod quiet_threads;
 mod runtime;

@@ -1,6 +1,6 @@
 //! The Prometheus endpoint (`VLLM_PROFILING_PROMETHEUS_ADDR=host:port`): `GET /metrics` in the
 //! OpenMetrics text format, encoded by `prometheus-client` from a snapshot taken at each
-//! scrape, served by `tiny_http` on the agent's `vprof-metrics` thread.
+//! scrape, served by the bounded server of `http` on the agent's `vprof-metrics` thread.
 //!
 //! Series (per device where that applies, labelled `device`, `uuid`, `name`):
 //! `vllm_profiler_gpu_utilization_percent`, `vllm_profiler_gpu_memory_used_bytes`,
@@ -9,11 +9,13 @@
 //! `vllm_profiler_steps_total`, `vllm_profiler_tokens_total` and `vllm_profiler_dropped_total`
 //! (labelled `what`: `steps`, `samples`, `events`).
 
+use std::io;
+use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -22,13 +24,12 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 use vllm_profiler_core::{MetricsSnapshot, Session};
 
+use crate::http;
+
 /// Upper bounds of the step-duration histogram, seconds: 1 ms to 30 s.
 pub(crate) const STEP_BUCKETS_S: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
-
-/// How often the server thread looks at its stop channel while no request comes.
-const POLL: Duration = Duration::from_millis(200);
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -195,45 +196,42 @@ static SERVED_HERE: AtomicBool = AtomicBool::new(false);
 /// disconnects. `Err` says why it cannot: a port in use is reported at once, unless this
 /// process's own previous server may still hold it, which is waited for up to a second.
 pub(crate) fn serve(addr: &str, session: Arc<Session>, stop: Receiver<()>) -> Result<(), String> {
-    // tiny_http starts its own threads as it binds: they block signals as ours do.
-    crate::quiet_threads::with_signals_blocked(|| serve_blocking_signals(addr, session, stop))
-}
-
-fn serve_blocking_signals(
-    addr: &str,
-    session: Arc<Session>,
-    stop: Receiver<()>,
-) -> Result<(), String> {
     let describe =
         |err: &dyn std::fmt::Display| format!("cannot serve Prometheus metrics on {addr}: {err}");
-    let first = match tiny_http::Server::http(addr) {
-        Ok(server) => Some(server),
-        Err(err) if SERVED_HERE.load(Ordering::Acquire) && err.to_string().contains("in use") => {
+    let first = match TcpListener::bind(addr) {
+        Ok(listener) => Some(listener),
+        Err(err)
+            if SERVED_HERE.load(Ordering::Acquire) && err.kind() == io::ErrorKind::AddrInUse =>
+        {
             None
         }
         Err(err) => return Err(describe(&err)),
     };
     let addr = addr.to_owned();
-    let spawned = std::thread::Builder::new()
-        .name("vprof-metrics".to_owned())
-        .spawn(move || {
-            let server = match first {
-                Some(server) => server,
-                None => match bind_when_free(&addr, &stop) {
-                    Some(server) => server,
-                    None => return,
-                },
-            };
-            SERVED_HERE.store(true, Ordering::Release);
-            serve_loop(&server, &session, &stop);
-        });
+    let builder = std::thread::Builder::new().name("vprof-metrics".to_owned());
+    let spawned = crate::quiet_threads::spawn(builder, move || {
+        let listener = match first {
+            Some(listener) => listener,
+            None => match bind_when_free(&addr, &stop) {
+                Some(listener) => listener,
+                None => return,
+            },
+        };
+        SERVED_HERE.store(true, Ordering::Release);
+        let handle = |request: &http::Request| respond(request, &session);
+        if let Err(err) = http::serve(listener, http::Limits::DEFAULT, &stop, &handle) {
+            crate::ffi::print_warnings(&[format!(
+                "stopped serving Prometheus metrics on {addr}: {err}"
+            )]);
+        }
+    });
     spawned
         .map(drop)
         .map_err(|err| format!("cannot start the metrics thread: {err}"))
 }
 
 /// Retries a port held by this process's previous server; one stderr line if it stays taken.
-fn bind_when_free(addr: &str, stop: &Receiver<()>) -> Option<tiny_http::Server> {
+fn bind_when_free(addr: &str, stop: &Receiver<()>) -> Option<TcpListener> {
     let mut last_error = String::new();
     for _ in 0..BIND_TRIES {
         if !matches!(
@@ -242,8 +240,8 @@ fn bind_when_free(addr: &str, stop: &Receiver<()>) -> Option<tiny_http::Server> 
         ) {
             return None;
         }
-        match tiny_http::Server::http(addr) {
-            Ok(server) => return Some(server),
+        match TcpListener::bind(addr) {
+            Ok(listener) => return Some(listener),
             Err(err) => last_error = err.to_string(),
         }
     }
@@ -253,44 +251,20 @@ fn bind_when_free(addr: &str, stop: &Receiver<()>) -> Option<tiny_http::Server> 
     None
 }
 
-fn serve_loop(server: &tiny_http::Server, session: &Session, stop: &Receiver<()>) {
-    while matches!(stop.try_recv(), Err(TryRecvError::Empty)) {
-        let request = match server.recv_timeout(POLL) {
-            Ok(Some(request)) => request,
-            Ok(None) => continue,
-            Err(_) => return,
-        };
-        let response = respond(request.method(), request.url(), session);
-        let _ = request.respond(response);
+fn respond(request: &http::Request, session: &Session) -> http::Response {
+    if request.path != "/metrics" {
+        return http::Response::text(404, "only /metrics is served\n");
     }
-}
-
-fn respond(
-    method: &tiny_http::Method,
-    url: &str,
-    session: &Session,
-) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
-    let path = url.split('?').next().unwrap_or("");
-    let text = |status: u16, body: String, content_type: &str| {
-        let header =
-            tiny_http::Header::from_bytes("Content-Type", content_type).expect("a valid header");
-        tiny_http::Response::from_string(body)
-            .with_status_code(status)
-            .with_header(header)
-    };
-    if path != "/metrics" {
-        return text(404, "only /metrics is served\n".into(), "text/plain");
-    }
-    if *method != tiny_http::Method::Get && *method != tiny_http::Method::Head {
-        return text(405, "GET /metrics\n".into(), "text/plain");
+    if request.method != "GET" && request.method != "HEAD" {
+        return http::Response::text(405, "GET /metrics\n");
     }
     match session.metrics_snapshot(&STEP_BUCKETS_S) {
-        Ok(snapshot) => text(
-            200,
-            render(&snapshot),
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        ),
-        Err(err) => text(503, format!("{err}\n"), "text/plain"),
+        Ok(snapshot) => http::Response {
+            status: 200,
+            content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            body: render(&snapshot).into_bytes(),
+        },
+        Err(err) => http::Response::text(503, &format!("{err}\n")),
     }
 }
 

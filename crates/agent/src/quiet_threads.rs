@@ -37,9 +37,9 @@ where
 }
 
 /// Runs `f` with every asynchronous signal blocked on the calling thread, so that every
-/// thread it starts (ours, or a crate's, such as the HTTP server's) starts blocking them; the
+/// thread it starts starts blocking them; the
 /// calling thread's mask is what it was before when this returns.
-pub(crate) fn with_signals_blocked<R>(f: impl FnOnce() -> R) -> R {
+fn with_signals_blocked<R>(f: impl FnOnce() -> R) -> R {
     // SAFETY: sigfillset/sigdelset fill a sigset_t we own; pthread_sigmask reads it and writes
     // the old mask into another we own. glibc keeps its own internal signals out of the set.
     let old = unsafe {
