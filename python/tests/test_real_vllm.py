@@ -141,7 +141,15 @@ class Run:
                 if (began is None or s["start"] >= began) and (ended is None or s["end"] <= ended)]
 
     def engine_pids(self):
-        return sorted(int(p.stem.split("_")[1]) for p in self.truth.glob("truth_*.jsonl"))
+        """The engine processes, in the order they ran their first step. Not by pid: pids wrap
+        (CI's pid_max is 32768, and the suite starts thousands of processes before this)."""
+        def first_start(path):
+            with open(path) as f:
+                line = f.readline()
+            return json.loads(line)["start"] if line else float("inf")
+
+        files = sorted(self.truth.glob("truth_*.jsonl"), key=first_start)
+        return [int(p.stem.split("_")[1]) for p in files]
 
 
 def reports(out, pid):
