@@ -247,7 +247,7 @@ fn activate(control: &mut Control, mut config: Config) -> Result<Vec<String>> {
         }
         control.threads = Some(threads::start(&session, &config));
     }
-    crate::signals::install_export(on_exit);
+    crate::signals::take_over_sigterm(on_terminate);
     control.config = Some(config);
     GATE.store(
         (session.generation() << GENERATION_SHIFT) | ENABLED | ARMED,
@@ -437,6 +437,22 @@ fn register_thread(generation: u64) -> Result<ThreadRecorder> {
     let thread_id = nix::unistd::gettid().as_raw() as u32;
     RECORDED.store(true, Ordering::Release);
     Ok(session.register_thread(thread_id))
+}
+
+/// SIGTERM's work where its disposition is the default: the process is about to die by the
+/// signal, so it writes only what the crash-safe journal lacks (one collector turn: the rings'
+/// last events, or a first snapshot) and no report. It never waits for an export in progress
+/// (it takes no export lock) and prints nothing; `vllm-profiler recover` writes the reports
+/// from the journal, as after a SIGKILL. Recording stays on: should the host change the
+/// disposition meanwhile and live on, its exit hook exports as usual.
+pub fn on_terminate() {
+    if !is_enabled() || !recorded() {
+        return;
+    }
+    if let Ok(session) = own_session() {
+        // `flush` without its lines and its compaction thread: the old pair stays whole.
+        drop(session.collect());
+    }
 }
 
 /// Exit hook: see [`finish`]; a failure is one stderr line.

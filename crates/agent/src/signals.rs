@@ -1,7 +1,8 @@
-//! The final export on SIGTERM. Where SIGTERM has the default disposition, the agent installs
-//! a handler that only writes the signal number to a pipe; the `vprof-signals` thread reads
-//! it, runs the exit work it was given, restores SIG_DFL and raises SIGTERM again, so the
-//! process dies by it as it would have. A handler the host installs later replaces ours.
+//! SIGTERM with the default disposition. The agent installs a handler that only writes the
+//! signal number to a pipe; the `vprof-signals` thread reads it, runs the work it was given
+//! (the runtime's: a last journal turn, no export), restores SIG_DFL and raises SIGTERM again,
+//! so the process dies by it as it would have. A handler the host installs later replaces
+//! ours.
 //!
 //! In a Python process the handler goes in only once the interpreter is initialised. Python
 //! reads every signal's disposition once, as it starts, and `signal.getsignal` answers from
@@ -25,7 +26,7 @@ static SIGNAL_OWNER: AtomicU32 = AtomicU32::new(0);
 /// A signal was handed to the thread already; a second one takes the default action at once.
 static SIGNAL_PENDING: AtomicBool = AtomicBool::new(false);
 
-/// The signals whose default disposition the agent takes over to write the final reports
+/// The signals whose default disposition the agent takes over to save the journal's tail
 /// first. Not SIGINT: Python installs its KeyboardInterrupt handler only where it finds SIGINT
 /// at SIG_DFL, and KeyboardInterrupt runs the exit hook anyway.
 const EXPORT_SIGNALS: [c_int; 1] = [libc::SIGTERM];
@@ -83,10 +84,9 @@ fn python_started() -> Option<bool> {
 
 /// Takes over SIGTERM where it has the default disposition: at once, or in a Python process
 /// that is still starting, from the `vprof-signals` thread once it has started. On SIGTERM the
-/// thread calls `on_signal` (the exit hook's work), then lets the signal take its default
-/// action. Once per process (a forked child that records takes over again, with its own pipe
+/// thread calls `on_signal`, then lets the signal take its default action. Once per process (a forked child that records takes over again, with its own pipe
 /// and thread).
-pub(crate) fn install_export(on_signal: fn()) {
+pub(crate) fn take_over_sigterm(on_signal: fn()) {
     let pid = std::process::id();
     if SIGNAL_OWNER.load(Ordering::Acquire) == pid {
         return;
