@@ -33,6 +33,7 @@ fn summary(pid: u32, steps: u64, avg: f64, tokens_per_second: f64) -> Performanc
         role: format::Role::Process,
         rank: None,
         generated_at: 1.0,
+        export: None,
         last_n_steps: None,
         total_steps: steps,
         empty_steps: 0,
@@ -90,6 +91,7 @@ fn run_dir(dir: &Path) {
         role: format::Role::Process,
         rank: None,
         detector: "NVMLDetector".into(),
+        export: None,
         sample_interval_s: 0.1,
         devices: vec![GpuDevice {
             index: 0,

@@ -255,6 +255,8 @@ pub struct Session {
     samples: Mutex<SampleStore>,
     /// Serialises exports so that files are replaced in order.
     export_lock: Mutex<()>,
+    /// Exports written so far (under `export_lock`): the next one's stamp is one more.
+    exports: AtomicU64,
     /// The collector thread, unparked by recording threads: lock-free, unlike a channel send.
     collector_thread: ArcSwapOption<std::thread::Thread>,
     /// Thread slots: the next never-used one, and those freed by exited threads.
@@ -312,6 +314,7 @@ impl Session {
                 feed: SampleFeed::default(),
             }),
             export_lock: Mutex::new(()),
+            exports: AtomicU64::new(0),
             collector_thread: ArcSwapOption::const_empty(),
             next_thread_slot: AtomicU32::new(1),
             free_thread_slots: Mutex::new(Vec::new()),
@@ -569,6 +572,7 @@ impl Session {
             role,
             rank,
             generated_at: unix_now(),
+            export: None,
             last_n_steps,
             total_steps: steps,
             empty_steps: totals.empty_steps,
@@ -742,6 +746,7 @@ impl Session {
                 .cloned()
                 .collect(),
             dropped_samples: store.dropped(),
+            export: None,
         }
     }
 
@@ -777,13 +782,20 @@ impl Session {
 
     fn export_locked(&self, dir: &std::path::Path) -> Result<Vec<PathBuf>> {
         crate::export::remove_dead_temporaries_now_and_then(dir);
+        let stamp = format::ExportStamp {
+            sequence: self.exports.fetch_add(1, Ordering::Relaxed) + 1,
+            at: unix_now(),
+        };
         // Under the lock: drain, the summary (cheap: totals) and a shallow copy of the history.
         let recorded = {
             let mut collector = self.lock_collector()?;
             Self::drain_locked(&mut collector);
             collector.kept.any().then(|| {
                 (
-                    self.summary_locked(&collector, None),
+                    format::PerformanceSummary {
+                        export: Some(stamp),
+                        ..self.summary_locked(&collector, None)
+                    },
                     collector.kept.history.iter().cloned().collect::<Vec<_>>(),
                     collector.kept.history.dropped(),
                     collector
@@ -796,7 +808,10 @@ impl Session {
                 )
             })
         };
-        let history = self.gpu_history();
+        let history = self.gpu_history().map(|history| format::GpuHistory {
+            export: Some(stamp),
+            ..history
+        });
         let mut written = Vec::new();
         if let Some((summary, kept, dropped_steps, spans, dropped_spans)) = recorded {
             written.push(write_json_atomic(
@@ -814,6 +829,7 @@ impl Session {
                 rank,
                 memory_source: self.latest.memory_source(),
                 dropped_steps,
+                export: Some(stamp),
                 // Streamed: one record is built and written at a time.
                 detailed_steps: StreamedSteps {
                     records: RefCell::new(
@@ -849,7 +865,7 @@ impl Session {
                 rank,
                 live: self.recovered_name.is_none(),
             };
-            let trace = trace::build(
+            let mut trace = trace::build(
                 &process,
                 &trace_steps,
                 &spans,
@@ -857,6 +873,16 @@ impl Session {
                 &names,
                 history.as_ref(),
             );
+            trace.other_data.extend([
+                (
+                    format::ExportStamp::TRACE_SEQUENCE.to_owned(),
+                    format::TraceArg::Number(stamp.sequence as f64),
+                ),
+                (
+                    format::ExportStamp::TRACE_AT.to_owned(),
+                    format::TraceArg::Number(stamp.at),
+                ),
+            ]);
             written.push(write_json_atomic(
                 dir,
                 &format::trace_file_name(self.pid),

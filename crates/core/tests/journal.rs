@@ -108,9 +108,15 @@ fn record(s: &Arc<Session>, rounds: u32) {
     }
 }
 
-/// The report files of `pid` in `dir` as JSON, without what differs by when they were made.
+/// The report files of `pid` in `dir` as JSON, without what differs by when they were made
+/// (the export's stamp: checked to be one for the set, and returned).
 fn reports(dir: &Path, pid: u32) -> Vec<(String, Value)> {
+    reports_and_stamp(dir, pid).0
+}
+
+fn reports_and_stamp(dir: &Path, pid: u32) -> (Vec<(String, Value)>, format::ExportStamp) {
     let mut files = Vec::new();
+    let mut stamps = Vec::new();
     for name in [
         format::summary_file_name(pid),
         format::detailed_steps_file_name(pid),
@@ -121,9 +127,54 @@ fn reports(dir: &Path, pid: u32) -> Vec<(String, Value)> {
             std::fs::read_to_string(dir.join(&name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         let mut json: Value = serde_json::from_str(&text).unwrap();
         json.as_object_mut().unwrap().remove("generated_at");
+        let stamp = match json.get_mut("otherData") {
+            Some(other) => {
+                let other = other.as_object_mut().unwrap();
+                let sequence = other.remove(format::ExportStamp::TRACE_SEQUENCE).unwrap();
+                let at = other.remove(format::ExportStamp::TRACE_AT).unwrap();
+                serde_json::json!({"sequence": sequence.as_f64().unwrap() as u64, "at": at})
+            }
+            None => json.as_object_mut().unwrap().remove("export").unwrap(),
+        };
+        stamps.push(serde_json::from_value::<format::ExportStamp>(stamp).unwrap());
         files.push((name, json));
     }
-    files
+    assert!(stamps.iter().all(|s| *s == stamps[0]), "{stamps:?}");
+    (files, stamps[0])
+}
+
+#[test]
+fn the_reports_of_one_export_share_its_stamp_and_the_next_export_counts_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = journaled(dir.path());
+    record(&live, 2);
+    live.export(dir.path()).unwrap();
+    let (_, first) = reports_and_stamp(dir.path(), PID);
+    assert_eq!(first.sequence, 1);
+    // A summary asked for through the API belongs to no set.
+    assert_eq!(live.summary(None).unwrap().export, None);
+    live.export(dir.path()).unwrap();
+    let (_, second) = reports_and_stamp(dir.path(), PID);
+    assert_eq!(second.sequence, 2);
+    assert!(second.at >= first.at);
+    // One file of the first set put back beside the second: a reader sees the mix.
+    let summary = dir.path().join(format::summary_file_name(PID));
+    let mut old: format::PerformanceSummary =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    old.export = Some(first);
+    std::fs::write(&summary, serde_json::to_vec(&old).unwrap()).unwrap();
+    let stamps: Vec<_> = [
+        format::summary_file_name(PID),
+        format::detailed_steps_file_name(PID),
+    ]
+    .iter()
+    .map(|name| {
+        let json: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join(name)).unwrap()).unwrap();
+        serde_json::from_value::<format::ExportStamp>(json["export"].clone()).unwrap()
+    })
+    .collect();
+    assert_eq!(stamps, [first, second], "a reader sees the mix");
 }
 
 fn process_name_event(trace: &mut Value) {

@@ -205,6 +205,21 @@ pub enum MemorySource {
     None,
 }
 
+/// Which export of a session wrote a report: `sequence` counts the session's exports from 1
+/// (a set written by `vllm-profiler recover` counts from 1 again), `at` is the export's Unix
+/// time in seconds. Files of one set have equal stamps.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ExportStamp {
+    pub sequence: u64,
+    pub at: f64,
+}
+
+impl ExportStamp {
+    /// The keys of the stamp in a trace file's `otherData`.
+    pub const TRACE_SEQUENCE: &'static str = "export_sequence";
+    pub const TRACE_AT: &'static str = "exported_at";
+}
+
 /// `performance_summary_<pid>.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PerformanceSummary {
@@ -218,6 +233,13 @@ pub struct PerformanceSummary {
     pub rank: Option<u32>,
     /// Unix seconds when this summary was made.
     pub generated_at: f64,
+    /// The export that wrote this file: the reports of one export (`performance_summary`,
+    /// `detailed_steps`, `gpu_history`, and `trace`'s `otherData`) carry the same stamp, so a
+    /// reader can tell a whole set from one that mixes two exports (after a kill or a full
+    /// disk). Absent from a summary asked for through the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<ExportStamp>,
+
     /// `None` for the whole run; `Some(n)` when summarising only the last `n` kept steps.
     #[serde(default)]
     pub last_n_steps: Option<u64>,
@@ -317,6 +339,12 @@ pub struct GpuHistory {
     /// Host-side samples taken at the same ticks: process CPU, RSS and host memory.
     pub host_history: Vec<HostSample>,
     pub dropped_samples: u64,
+    /// The export that wrote this file: the reports of one export (`performance_summary`,
+    /// `detailed_steps`, `gpu_history`, and `trace`'s `otherData`) carry the same stamp, so a
+    /// reader can tell a whole set from one that mixes two exports (after a kill or a full
+    /// disk). Absent from a summary asked for through the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<ExportStamp>,
 }
 
 /// One device at one instant. A metric the device cannot give is `null`, never a made-up 0.
@@ -437,6 +465,12 @@ pub struct DetailedSteps<Steps = Vec<StepRecord>> {
     pub memory_source: MemorySource,
     /// Oldest steps evicted from the bounded history before this file was written.
     pub dropped_steps: u64,
+    /// The export that wrote this file: the reports of one export (`performance_summary`,
+    /// `detailed_steps`, `gpu_history`, and `trace`'s `otherData`) carry the same stamp, so a
+    /// reader can tell a whole set from one that mixes two exports (after a kill or a full
+    /// disk). Absent from a summary asked for through the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<ExportStamp>,
     /// seed 004: the kept history, oldest first.
     pub detailed_steps: Steps,
 }
