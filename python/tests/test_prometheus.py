@@ -3,6 +3,7 @@ parses with the official client's OpenMetrics parser and carries exact values; a
 Prometheus server scrapes it; a port in use is one stderr line and the host goes on."""
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -389,3 +390,91 @@ def test_hostile_clients_cost_the_host_no_thread_and_bounded_memory(
     recorded = int(line.removeprefix("steps "))
     summary = read_report(tmp_path / "out", "performance_summary", host.pid)
     assert summary["total_steps"] == recorded
+
+
+FORKING = """
+import os, sys, time
+from vllm_profiler.vllm_monitor import VLLMPerformanceMonitor
+monitor = VLLMPerformanceMonitor()
+with monitor.profile_inference_step(batch_size=1, num_tokens=1):
+    pass
+print("ready", flush=True)
+child = os.fork()
+if child == 0:
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):  # the test reads the parent's pipes to their end
+        os.dup2(null, fd)
+    time.sleep(60)
+    os._exit(0)
+print(child, flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_forked_child_closes_the_sockets_of_the_parents_server(agent_library, fake_nvml, tmp_path):
+    """The child has no server thread: a listener it kept would hold the port and leave
+    scrapes hanging once the parent is gone."""
+    port = free_port()
+    host = start_host(agent_library, fake_nvml, tmp_path, f"127.0.0.1:{port}", FORKING)
+    child = int(host.stdout.readline())
+    try:
+        scrape(f"http://127.0.0.1:{port}/metrics")
+        stop_host(host)
+        fds = os.listdir(f"/proc/{child}/fd")
+        sockets = [fd for fd in fds if os.readlink(f"/proc/{child}/fd/{fd}").startswith("socket:")]
+        assert sockets == [], sockets
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    finally:
+        os.kill(child, 9)
+
+
+OUT_OF_FDS = """
+import resource, sys, time
+from vllm_profiler.vllm_monitor import VLLMPerformanceMonitor
+monitor = VLLMPerformanceMonitor()
+with monitor.profile_inference_step(batch_size=1, num_tokens=1):
+    pass
+time.sleep(0.5)
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+held = []
+try:
+    while True:
+        held.append(open("/dev/null"))
+except OSError:
+    pass
+print("ready", flush=True)
+sys.stdin.readline()
+"""
+
+
+def cpu_ticks(pid: int, thread_name: str) -> int:
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/comm") as f:
+            if f.read().strip() != thread_name:
+                continue
+        with open(f"/proc/{pid}/task/{task}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+    raise AssertionError(f"no {thread_name} thread in {pid}")
+
+
+def test_out_of_fds_the_server_waits_instead_of_spinning(agent_library, fake_nvml, tmp_path):
+    """accept() fails with EMFILE while a connection waits: the server backs off (it spun at
+    a full core before), and is back once the host has fds again."""
+    port = free_port()
+    host = start_host(agent_library, fake_nvml, tmp_path, f"127.0.0.1:{port}", OUT_OF_FDS)
+    try:
+        waiting = socket.create_connection(("127.0.0.1", port), timeout=5)
+        waiting.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
+        before = cpu_ticks(host.pid, "vprof-metrics")
+        time.sleep(2)
+        spent = cpu_ticks(host.pid, "vprof-metrics") - before
+        # A spin costs about 200 ticks in 2 s (100 per second of a core); a poll every 100 ms
+        # costs next to none.
+        assert spent < 40, f"{spent} ticks in 2 s"
+        waiting.close()
+    finally:
+        out, err = stop_host(host)
+    assert "vllm-profiler:" not in err, err

@@ -6,12 +6,21 @@
 //! request per connection. Requests are parsed by `httparse`; the sockets are non-blocking and
 //! waited on with `poll(2)`, so one slow client never holds up another.
 //!
-//! When a new connection comes while 16 are open, the oldest is closed: a
-//! client that opens sockets and sends nothing can delay a scrape by one turn, never refuse it.
+//! When a new connection comes while 16 are open, the oldest is closed. A new connection is
+//! read at once, so a scrape whose request is already there is answered before any later
+//! connection can push it out. Once answered, a connection's unread bytes (a body) are read
+//! and dropped for up to [`LINGER`] before it closes, so that the kernel does not reset the
+//! connection under an answer still on its way. A forked child closes the sockets it
+//! inherited (`sockets`). No error of `accept` or `poll` stops the server: it backs off for
+//! [`BACK_OFF`] (out of fds: after closing its oldest connection).
+
+mod sockets;
+
+pub(crate) use sockets::close_inherited;
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
@@ -29,9 +38,12 @@ pub(crate) struct Limits {
     pub deadline: Duration,
 }
 
+/// Open connections at most, whatever the limits say.
+const MAX_CONNECTIONS: usize = 16;
+
 impl Limits {
     pub(crate) const DEFAULT: Limits = Limits {
-        connections: 16,
+        connections: MAX_CONNECTIONS,
         head_bytes: 8 * 1024,
         deadline: Duration::from_secs(5),
     };
@@ -43,6 +55,11 @@ const MAX_HEADERS: usize = 64;
 const POLL: Duration = Duration::from_millis(200);
 /// How long a stopped server goes on answering the connections it had.
 const DRAIN: Duration = Duration::from_secs(1);
+/// How long an answered connection's unread bytes are read and dropped, and how many at most.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 64 * 1024;
+/// How long the server leaves the listener alone after `accept` or `poll` failed.
+const BACK_OFF: Duration = Duration::from_millis(100);
 /// Connections accepted per turn at most, so that a flood cannot starve the open ones.
 const ACCEPTS_PER_TURN: usize = 64;
 
@@ -74,9 +91,13 @@ enum State {
     Reading(Vec<u8>),
     /// The answer and how much of it is written.
     Writing(Vec<u8>, usize),
+    /// Answered: what the client still sends is read and dropped (this many bytes so far).
+    Lingering(usize),
 }
 
 struct Connection {
+    // Declared first, so dropped first: the registry lets go of the fd before it is closed.
+    _registered: sockets::Registered,
     stream: TcpStream,
     state: State,
     deadline: Instant,
@@ -93,18 +114,26 @@ pub(crate) fn serve(
     handle: &dyn Fn(&Request) -> Response,
 ) -> io::Result<()> {
     listener.set_nonblocking(true)?;
+    let registered = sockets::register(listener.as_raw_fd());
+    let limits = Limits {
+        connections: limits.connections.clamp(1, MAX_CONNECTIONS),
+        ..limits
+    };
     let mut open: Vec<Connection> = Vec::with_capacity(limits.connections);
+    let mut listen_again = Instant::now();
     while matches!(stop.try_recv(), Err(TryRecvError::Empty)) {
-        let listener_ready = serve_turn(Some(&listener), &mut open, limits, handle)?;
-        if listener_ready {
-            accept(&listener, limits, &mut open);
+        let listening = Instant::now() >= listen_again;
+        let listener_ready = serve_turn(listening.then_some(&listener), &mut open, limits, handle);
+        if listener_ready && !accept(&listener, limits, &mut open, handle) {
+            listen_again = Instant::now() + BACK_OFF;
         }
     }
-    accept(&listener, limits, &mut open);
+    accept(&listener, limits, &mut open, handle);
+    drop(registered);
     drop(listener);
     let drained = Instant::now() + DRAIN;
     while !open.is_empty() && Instant::now() < drained {
-        serve_turn(None, &mut open, limits, handle)?;
+        serve_turn(None, &mut open, limits, handle);
     }
     Ok(())
 }
@@ -116,13 +145,24 @@ fn serve_turn(
     open: &mut Vec<Connection>,
     limits: Limits,
     handle: &dyn Fn(&Request) -> Response,
-) -> io::Result<bool> {
+) -> bool {
     let now = Instant::now();
     let wait = open
         .iter()
         .map(|c| c.deadline.saturating_duration_since(now))
         .fold(POLL, Duration::min);
-    let (listener_ready, ready) = wait_ready(listener, open, wait)?;
+    let (listener_ready, ready) = match wait_ready(listener, open, wait) {
+        Ok(ready) => ready,
+        Err(err) => {
+            // More fds than the host's limit now allows (EINVAL), or no memory: fewer
+            // connections, a pause, and the next turn tries again.
+            if err == nix::errno::Errno::EINVAL && !open.is_empty() {
+                open.remove(0);
+            }
+            std::thread::sleep(BACK_OFF);
+            return false;
+        }
+    };
     let now = Instant::now();
     let mut index = 0;
     open.retain_mut(|connection| {
@@ -130,7 +170,7 @@ fn serve_turn(
         index += 1;
         turn(connection, events, now, limits, handle)
     });
-    Ok(listener_ready)
+    listener_ready
 }
 
 /// Polls the listener and the connections; returns whether the listener has a connection
@@ -139,14 +179,14 @@ fn wait_ready(
     listener: Option<&TcpListener>,
     open: &[Connection],
     wait: Duration,
-) -> io::Result<(bool, Vec<PollFlags>)> {
+) -> nix::Result<(bool, Vec<PollFlags>)> {
     let mut fds = Vec::with_capacity(open.len() + 1);
     if let Some(listener) = listener {
         fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
     }
     for connection in open {
         let interest = match connection.state {
-            State::Reading(_) => PollFlags::POLLIN,
+            State::Reading(_) | State::Lingering(_) => PollFlags::POLLIN,
             State::Writing(..) => PollFlags::POLLOUT,
         };
         fds.push(PollFd::new(connection.stream.as_fd(), interest));
@@ -155,7 +195,7 @@ fn wait_ready(
     let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::ZERO);
     match nix::poll::poll(&mut fds, timeout) {
         Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-        Err(err) => return Err(err.into()),
+        Err(err) => return Err(err),
     }
     let mut events: Vec<PollFlags> = fds
         .iter()
@@ -165,26 +205,55 @@ fn wait_ready(
     Ok((listener_ready, events))
 }
 
-fn accept(listener: &TcpListener, limits: Limits, open: &mut Vec<Connection>) {
+/// Accepts what is waiting, reading each new connection at once; false when `accept` failed
+/// (the listener is then left alone for [`BACK_OFF`], so that a connection the process has no
+/// fd for does not make every poll return at once).
+fn accept(
+    listener: &TcpListener,
+    limits: Limits,
+    open: &mut Vec<Connection>,
+    handle: &dyn Fn(&Request) -> Response,
+) -> bool {
     for _ in 0..ACCEPTS_PER_TURN {
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
-            // WouldBlock: none left; another error (a connection reset while queued, no fd
-            // left) ends this turn's accepts, and the next turn tries again.
-            Err(_) => return,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => {
+                // Out of fds (EMFILE, ENFILE) or memory: one of ours goes, so that the next
+                // try can take the waiting connection.
+                if matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+                    && !open.is_empty()
+                {
+                    open.remove(0);
+                }
+                return false;
+            }
         };
         if stream.set_nonblocking(true).is_err() {
             continue;
         }
-        if open.len() >= limits.connections {
-            open.remove(0);
-        }
-        open.push(Connection {
+        let mut connection = Connection {
+            _registered: sockets::register(stream.as_raw_fd()),
             stream,
             state: State::Reading(Vec::new()),
             deadline: Instant::now() + limits.deadline,
-        });
+        };
+        if !turn(
+            &mut connection,
+            PollFlags::POLLIN,
+            Instant::now(),
+            limits,
+            handle,
+        ) {
+            continue; // answered (or gone) already
+        }
+        if open.len() >= limits.connections {
+            open.remove(0);
+        }
+        open.push(connection);
     }
+    true
 }
 
 /// One connection's turn; false when it is done with (answered, failed, or out of time).
@@ -199,6 +268,11 @@ fn turn(
         return false;
     }
     let readable = events.intersects(PollFlags::POLLIN | PollFlags::POLLHUP);
+    if readable {
+        if let State::Lingering(dropped) = &mut connection.state {
+            return linger(&mut connection.stream, dropped);
+        }
+    }
     let writable = events.contains(PollFlags::POLLOUT);
     if events.intersects(PollFlags::POLLERR | PollFlags::POLLNVAL) {
         return false;
@@ -248,7 +322,7 @@ fn read_head(stream: &mut TcpStream, head: &mut Vec<u8>, limit: usize) -> Result
         return Ok(match request.parse(head) {
             Ok(httparse::Status::Partial) => continue,
             Ok(httparse::Status::Complete(_)) => {
-                let target = request.path.unwrap_or("");
+                let target = origin_form(request.path.unwrap_or(""));
                 Some(Head::Request {
                     method: request.method.unwrap_or("").to_owned(),
                     path: target.split('?').next().unwrap_or("").to_owned(),
@@ -258,6 +332,20 @@ fn read_head(stream: &mut TcpStream, head: &mut Vec<u8>, limit: usize) -> Result
             Err(_) => Some(Head::Refused(400, "not an HTTP/1.x request")),
         });
     }
+}
+
+/// The path of a target in absolute form (`http://host:port/metrics`, which RFC 9112 has a
+/// server accept), or the target as it is.
+fn origin_form(target: &str) -> &str {
+    let Some(rest) = ["http://", "https://"].iter().find_map(|scheme| {
+        target
+            .get(..scheme.len())
+            .filter(|s| s.eq_ignore_ascii_case(scheme))
+            .map(|_| &target[scheme.len()..])
+    }) else {
+        return target;
+    };
+    rest.find('/').map_or("/", |at| &rest[at..])
 }
 
 /// The bytes that answer `head`.
@@ -289,10 +377,33 @@ fn write_some(connection: &mut Connection) -> bool {
             Err(_) => return false,
         }
     }
-    // Done: the client sees the end of the answer; unread bytes it sent (a body, a second
-    // request) are dropped with the socket.
+    // Done: the client sees the end of the answer. What it still sends (a body, a second
+    // request) is read and dropped for a while: closing with unread bytes would reset the
+    // connection, and the client could lose the end of the answer.
     let _ = connection.stream.shutdown(Shutdown::Write);
-    false
+    connection.state = State::Lingering(0);
+    connection.deadline = connection.deadline.min(Instant::now() + LINGER);
+    linger(&mut connection.stream, &mut 0)
+}
+
+/// Reads and drops what an answered client sends; false once it is done (closed its side)
+/// or sent [`LINGER_BYTES`].
+fn linger(stream: &mut TcpStream, dropped: &mut usize) -> bool {
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return false,
+            Ok(n) => {
+                *dropped += n;
+                if *dropped >= LINGER_BYTES {
+                    return false;
+                }
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
 }
 
 fn reason(status: u16) -> &'static str {
