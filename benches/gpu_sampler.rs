@@ -72,10 +72,10 @@ fn sampler(c: &mut Criterion) {
     // lock files lock like two processes, so both live here.
     let runtime = tempfile::tempdir().expect("temp dir");
     let open = || Box::new(NvmlBackend::open(&options).expect("the fake NVML opens"));
-    let mut sampler = SharedBackend::new(open(), runtime.path())
+    let mut sampler = SharedBackend::new(open(), runtime.path(), std::time::Duration::from_secs(1))
         .ok()
         .expect("shares");
-    let mut reader = SharedBackend::new(open(), runtime.path())
+    let mut reader = SharedBackend::new(open(), runtime.path(), std::time::Duration::from_secs(1))
         .ok()
         .expect("shares");
     let mut timestamp = vllm_profiler_gpu::unix_now();

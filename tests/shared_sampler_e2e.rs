@@ -39,18 +39,26 @@ enum Logged {
         function: String,
         device: u32,
     },
-    Marker,
+    /// A line `TEST <what>` the test wrote.
+    Marker(String),
 }
 
-const MARKER: &str = "TEST killed-the-sampler";
+const MARKER: &str = "killed-the-sampler";
+
+/// Appends the marker `TEST what` to the call log.
+fn mark(call_log: &Path, what: &str) {
+    use std::io::Write;
+    let mut log = fs::OpenOptions::new().append(true).open(call_log).unwrap();
+    writeln!(log, "TEST {what}").unwrap();
+}
 
 fn read_log(path: &Path) -> Vec<Logged> {
     fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
         .filter_map(|line| {
-            if line == MARKER {
-                return Some(Logged::Marker);
+            if let Some(what) = line.strip_prefix("TEST ") {
+                return Some(Logged::Marker(what.to_owned()));
             }
             let mut fields = line.split(' ');
             let pid = fields.next()?.parse().ok()?;
@@ -71,7 +79,7 @@ fn samplers(log: &[Logged]) -> BTreeMap<u32, (BTreeSet<u32>, BTreeSet<u32>)> {
     let mut after = false;
     for entry in log {
         match entry {
-            Logged::Marker => after = true,
+            Logged::Marker(what) => after |= what == MARKER,
             Logged::Call {
                 pid,
                 function,
@@ -215,11 +223,7 @@ fn one_process_samples_each_device_and_another_takes_over_when_it_is_killed() {
     victim.kill().unwrap();
     victim.wait().unwrap();
     // The victim is gone: every line after the marker comes from the survivors.
-    {
-        use std::io::Write;
-        let mut log = fs::OpenOptions::new().append(true).open(&call_log).unwrap();
-        writeln!(log, "{MARKER}").unwrap();
-    }
+    mark(&call_log, MARKER);
 
     for child in &mut children {
         let status = wait_with_limit(child, started);
@@ -325,6 +329,101 @@ fn with_sharing_off_every_process_samples_its_devices() {
     assert!(!file_names(dir)
         .iter()
         .any(|name| name.ends_with(".runtime")));
+}
+
+/// Per device, the pids of the sampling calls logged between markers `from` and `to`.
+fn samplers_between(log: &[Logged], from: &str, to: &str) -> BTreeMap<u32, BTreeSet<u32>> {
+    let mut by_device: BTreeMap<u32, BTreeSet<u32>> = BTreeMap::new();
+    let mut inside = false;
+    for entry in log {
+        match entry {
+            Logged::Marker(what) if what == from => inside = true,
+            Logged::Marker(what) if what == to => inside = false,
+            Logged::Call {
+                pid,
+                function,
+                device,
+            } if inside && is_sampling_call(function) => {
+                by_device.entry(*device).or_default().insert(*pid);
+            }
+            _ => {}
+        }
+    }
+    by_device
+}
+
+/// A holder stopped with SIGSTOP keeps its locks: the other process takes sampling over
+/// once the samples are stale (three intervals, at least 0.5 s), and the holder, continued,
+/// sees the newer generation and yields. At most one process samples a device at a time, but
+/// for one interval around the takeover.
+#[test]
+fn a_stopped_sampler_is_taken_over_and_yields_when_it_continues() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let out = dir.join("out");
+    let call_log: PathBuf = dir.join("calls.log");
+    fs::write(dir.join("nvml.json"), script(&call_log).to_string()).unwrap();
+    let started = Instant::now();
+    // 120 steps of 50 ms: about 6 s of recording each.
+    let mut children: Vec<Child> = (0..2)
+        .map(|i| spawn_recorder(dir, &out, i, 120, &[]))
+        .collect();
+    let pids: Vec<u32> = children.iter().map(Child::id).collect();
+    while samplers(&read_log(&call_log)).len() < 2 && started.elapsed() < LIMIT {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let holders = successions(&read_log(&call_log));
+    let holder = *holders[&0].last().unwrap();
+    let other = *pids.iter().find(|&&p| p != holder).unwrap();
+    let signal = |sig| {
+        // SAFETY: kill(2) with a child's pid and a valid signal number.
+        assert_eq!(unsafe { libc::kill(holder as i32, sig) }, 0);
+    };
+    signal(libc::SIGSTOP);
+    mark(&call_log, "stopped");
+    std::thread::sleep(Duration::from_millis(1500));
+    mark(&call_log, "continuing");
+    signal(libc::SIGCONT);
+    // One interval (20 ms) of two writers at most, then the holder has yielded.
+    std::thread::sleep(Duration::from_millis(300));
+    mark(&call_log, "settled");
+    std::thread::sleep(Duration::from_millis(1000));
+    mark(&call_log, "end");
+    for child in &mut children {
+        let status = wait_with_limit(child, started);
+        assert!(status.success(), "a recorder failed: {status:?}");
+    }
+
+    let log = read_log(&call_log);
+    let stopped = samplers_between(&log, "stopped", "continuing");
+    let settled = samplers_between(&log, "settled", "end");
+    for device in [0, 1] {
+        assert_eq!(
+            stopped[&device],
+            BTreeSet::from([other]),
+            "device {device} while stopped"
+        );
+        assert_eq!(
+            settled[&device],
+            BTreeSet::from([other]),
+            "device {device}: the holder yielded"
+        );
+    }
+    // The other process's samples of the device have no gap of the stop's length: the
+    // takeover came after about 0.5 s (the generous bound leaves room for a slow machine).
+    let reports = read_reports(&out, other);
+    let samples = device_samples(&reports.history, 0);
+    let widest = samples
+        .windows(2)
+        .map(|w| w[1].timestamp - w[0].timestamp)
+        .fold(0.0, f64::max);
+    assert!(
+        widest < 1.2,
+        "a gap of {widest} s in {} samples",
+        samples.len()
+    );
+    assert!(samples.windows(2).all(|w| w[0].timestamp < w[1].timestamp));
 }
 
 /// A forked child that outlives its parent must not keep the parent's devices locked: the

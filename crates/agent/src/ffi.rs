@@ -516,7 +516,6 @@ extern "C" fn after_fork_in_child() {
     // leaves it free here.
     unsafe { runtime::CONTROL.force_unlock() };
     crate::signals::forget_parent_signal_pipe();
-    crate::http::close_inherited();
     let _ = catch_unwind(runtime::after_fork_in_child);
 }
 

@@ -11,12 +11,8 @@
 //! connection can push it out. Once answered, a connection's unread bytes (a body) are read
 //! and dropped for up to [`LINGER`] before it closes, so that the kernel does not reset the
 //! connection under an answer still on its way. A forked child closes the sockets it
-//! inherited (`sockets`). No error of `accept` or `poll` stops the server: it backs off for
+//! inherited (`fork_closed`). No error of `accept` or `poll` stops the server: it backs off for
 //! [`BACK_OFF`] (out of fds: after closing its oldest connection).
-
-mod sockets;
-
-pub(crate) use sockets::close_inherited;
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -26,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
+use vllm_profiler_core::fork_closed;
 
 /// The bounds of a server.
 #[derive(Clone, Copy, Debug)]
@@ -97,7 +94,7 @@ enum State {
 
 struct Connection {
     // Declared first, so dropped first: the registry lets go of the fd before it is closed.
-    _registered: sockets::Registered,
+    _close_in_child: fork_closed::CloseInChild,
     stream: TcpStream,
     state: State,
     deadline: Instant,
@@ -114,7 +111,7 @@ pub(crate) fn serve(
     handle: &dyn Fn(&Request) -> Response,
 ) -> io::Result<()> {
     listener.set_nonblocking(true)?;
-    let registered = sockets::register(listener.as_raw_fd());
+    let noted = fork_closed::close_in_child(listener.as_raw_fd());
     let limits = Limits {
         connections: limits.connections.clamp(1, MAX_CONNECTIONS),
         ..limits
@@ -129,7 +126,7 @@ pub(crate) fn serve(
         }
     }
     accept(&listener, limits, &mut open, handle);
-    drop(registered);
+    drop(noted);
     drop(listener);
     let drained = Instant::now() + DRAIN;
     while !open.is_empty() && Instant::now() < drained {
@@ -234,7 +231,7 @@ fn accept(
             continue;
         }
         let mut connection = Connection {
-            _registered: sockets::register(stream.as_raw_fd()),
+            _close_in_child: fork_closed::close_in_child(stream.as_raw_fd()),
             stream,
             state: State::Reading(Vec::new()),
             deadline: Instant::now() + limits.deadline,

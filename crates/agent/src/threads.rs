@@ -183,16 +183,18 @@ fn sample_loop(
     let detection = vllm_profiler_gpu::detect(options);
     ffi::print_warnings(&detection.warnings);
     let backend = match (detection.backend, shared_dir) {
-        (Some(backend), Some(dir)) => match SharedBackend::new(backend, dir) {
-            Ok(shared) => Some(Box::new(shared) as Box<dyn DeviceBackend>),
-            Err((backend, why)) => {
-                ffi::print_warnings(&[format!(
-                    "GPU samples are not shared with other processes ({why}); this process \
+        (Some(backend), Some(dir)) => {
+            match SharedBackend::new(backend, dir, session.settings().sample_interval) {
+                Ok(shared) => Some(Box::new(shared) as Box<dyn DeviceBackend>),
+                Err((backend, why)) => {
+                    ffi::print_warnings(&[format!(
+                        "GPU samples are not shared with other processes ({why}); this process \
                      samples its devices itself"
-                )]);
-                Some(backend)
+                    )]);
+                    Some(backend)
+                }
             }
-        },
+        }
         (backend, _) => backend,
     };
     let mut sampler = Sampler::new(backend);

@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod export;
+pub mod fork_closed;
 pub mod history;
 pub mod journal;
 pub mod names;

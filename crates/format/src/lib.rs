@@ -400,6 +400,14 @@ pub struct SharedDeviceSample {
     pub sampler_pid: u32,
     /// Counts that process's samples of the device.
     pub sequence: u64,
+    /// Raised by a process that takes sampling over from a holder whose samples went stale
+    /// (stopped, hung in the vendor library): a holder that sees a newer generation yields.
+    #[serde(default)]
+    pub generation: u64,
+    /// The sampler's interval, seconds (0: not known yet); a sample older than three of them
+    /// is stale.
+    #[serde(default)]
+    pub interval_s: f64,
     /// `process_memory_used_mb` is the sampler's own; readers take theirs from `processes`.
     pub sample: GpuSample,
     /// Every process's memory on the device; `None` when it could not be read.

@@ -18,24 +18,35 @@
 //!   `process_memory_used_mb` from the process list.
 //! - A device without a UUID, or a runtime dir that cannot be used, is sampled by every
 //!   process, as without sharing.
+//! - A holder can stop without dying (SIGSTOP, a debugger, a cgroup freezer, a hung vendor
+//!   call) and keep its lock. A process whose device's samples are stale (the newest is older
+//!   than three of the sampler's intervals, and at least [`MIN_STALE_S`]) takes sampling over
+//!   without the lock: it publishes with a higher `generation` and keeps trying the lock. A
+//!   holder or taker that reads a newer generation (or the same one from a higher pid) of a
+//!   live process yields, before its next write. So at most one process writes a device's
+//!   samples, but for one interval around a takeover.
 //!
 //! A forked child must not keep its parent's locks alive (a `flock` belongs to the open file,
-//! which the child shares): [`forget_inherited_locks`] closes them in the child.
+//! which the child shares): each lock file is noted for `fork_closed::close_inherited`.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, Ordering};
 
+use frame::{frame_payload, framed_payload, MAX_SHARED_FILE_BYTES};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg, OFlag};
-use vllm_profiler_core::{process_memory_mb, DeviceBackend, DeviceReading};
+use vllm_profiler_core::{fork_closed, process_memory_mb, DeviceBackend, DeviceReading};
 use vllm_profiler_format::{GpuDevice, GpuSample, SharedDeviceSample};
 
 /// A shared sample older than this when a process starts sharing is not taken: it is left
 /// from an earlier holder, not the current one.
 const STALE_AT_START_S: f64 = 5.0;
+/// Samples go stale after three of the sampler's intervals, and never sooner than this: a
+/// holder the scheduler kept waiting a moment is not taken over.
+pub const MIN_STALE_S: f64 = 0.5;
+const STALE_INTERVALS: f64 = 3.0;
 
 /// The runtime dir used when none is configured: `$XDG_RUNTIME_DIR/vllm-profiler` (per user,
 /// in memory) when set, else `/tmp/vllm-profiler-<uid>`.
@@ -80,45 +91,12 @@ pub fn prepare_runtime_dir(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Raw descriptors of this process's lock files, so that a forked child can close them. A
-/// fixed table of atomics: the fork hook may touch no lock and allocate nothing.
-static LOCK_FDS: [AtomicI32; 64] = [const { AtomicI32::new(-1) }; 64];
-
-fn remember_fd(fd: i32) {
-    for slot in &LOCK_FDS {
-        if slot
-            .compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-        {
-            return;
-        }
-    }
-    // More than 64 devices sharing at once: the rest stay open in a forked child, which
-    // then keeps those locks until it exits. Harmless for correctness of the samples.
-}
-
-fn forget_fd(fd: i32) {
-    for slot in &LOCK_FDS {
-        if slot
-            .compare_exchange(fd, -1, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-        {
-            return;
-        }
-    }
-}
-
-/// In a forked child: closes the lock files inherited from the parent, so that the child
-/// never keeps the parent's devices locked after the parent exits. Async-signal-safe: atomics
-/// and `close` only. The parent's `SharedBackend` is never dropped in the child (its thread
-/// does not exist there), so nothing uses these descriptors again.
-pub fn forget_inherited_locks() {
-    for slot in &LOCK_FDS {
-        let fd = slot.swap(-1, Ordering::AcqRel);
-        if fd >= 0 {
-            let _ = nix::unistd::close(fd);
-        }
-    }
+/// Takes `file`'s lock without blocking; `Err((file, None))` when another holds it.
+fn try_lock(file: File) -> Result<Flock<File>, (File, Option<Errno>)> {
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(file, errno)| match errno {
+        Errno::EWOULDBLOCK | Errno::EINTR => (file, None),
+        errno => (file, Some(errno)),
+    })
 }
 
 /// Whether process `pid` exists: a sample left by a sampler that has exited is not taken (its
@@ -139,6 +117,9 @@ enum Lock {
     Held(Flock<File>),
     /// Another process samples it; the file is kept open to try again cheaply.
     Waiting(File),
+    /// This process samples it without the lock: the holder's samples went stale. It tries
+    /// the lock on each tick.
+    Taking(File),
     /// Not shared: no UUID, or the lock file could not be used. Sampled here.
     Unshared,
 }
@@ -147,13 +128,15 @@ impl Lock {
     fn raw_fd(&self) -> Option<i32> {
         match self {
             Lock::Held(file) => Some(file.as_raw_fd()),
-            Lock::Waiting(file) => Some(file.as_raw_fd()),
+            Lock::Waiting(file) | Lock::Taking(file) => Some(file.as_raw_fd()),
             Lock::Unshared => None,
         }
     }
 }
 
 struct SharedDevice {
+    /// Declared before `lock`, so dropped first: the note goes before the fd is closed.
+    close_in_child: Option<fork_closed::CloseInChild>,
     lock: Lock,
     /// `<detector>-<uuid>.json`, where the sampler writes and the others read; `None` when
     /// unshared.
@@ -164,6 +147,16 @@ struct SharedDevice {
     taken: Option<(u32, u64)>,
     /// Its timestamp: an older sample (from an earlier holder) is never taken after it.
     taken_timestamp: f64,
+    /// The generation this process publishes with.
+    generation: u64,
+    /// The bytes this process wrote last: while the file still starts with them, nobody else
+    /// wrote, and the sampler's tick reads no JSON.
+    last_frame: Vec<u8>,
+    /// When the newest sample read was taken, and the interval its sampler gave: what
+    /// staleness is judged by (before any, from when this process started sharing).
+    seen_timestamp: Option<f64>,
+    seen_interval_s: f64,
+    started: f64,
 }
 
 /// A backend whose devices are each sampled by one process of the host (see the module
@@ -179,49 +172,9 @@ pub struct SharedBackend {
     /// Serialised samples, reused.
     write_buf: Vec<u8>,
     read_buf: Vec<u8>,
-}
-
-/// First word of a shared sample file's header line: `vprof-shared-v1 <length> <crc32>`.
-const HEADER_TAG: &str = "vprof-shared-v1";
-/// The largest shared sample file read: one device's sample with a process list of
-/// thousands of entries fits many times over.
-const MAX_SHARED_FILE_BYTES: usize = 1 << 20;
-
-/// The JSON of a shared sample file, if it is whole: the length and CRC-32 of the header
-/// match what follows. `Err(needed)` when `bytes` is too short for the length it announces.
-fn framed_payload(bytes: &[u8]) -> Result<Option<&[u8]>, usize> {
-    let Some(end) = bytes.iter().position(|&b| b == b'\n') else {
-        return Ok(None);
-    };
-    let Ok(header) = std::str::from_utf8(&bytes[..end]) else {
-        return Ok(None);
-    };
-    let mut fields = header.split(' ');
-    let (Some(HEADER_TAG), Some(len), Some(crc), None) =
-        (fields.next(), fields.next(), fields.next(), fields.next())
-    else {
-        return Ok(None);
-    };
-    let (Ok(len), Ok(crc)) = (len.parse::<usize>(), crc.parse::<u32>()) else {
-        return Ok(None);
-    };
-    let start = end + 1;
-    let Some(stop) = start.checked_add(len) else {
-        return Ok(None);
-    };
-    if stop > bytes.len() {
-        return Err(stop);
-    }
-    let payload = &bytes[start..stop];
-    Ok((crc32fast::hash(payload) == crc).then_some(payload))
-}
-
-/// The bytes of a shared sample file holding `json`.
-fn frame_payload(json: &[u8], out: &mut Vec<u8>) {
-    use std::io::Write;
-    out.clear();
-    let _ = writeln!(out, "{HEADER_TAG} {} {}", json.len(), crc32fast::hash(json));
-    out.extend_from_slice(json);
+    /// This process's last tick and the gap before it (its sampling interval, as it runs).
+    last_tick: Option<f64>,
+    interval_s: f64,
 }
 
 /// Keeps letters, digits, `-`, `_` and `.` of a UUID, so that it is one safe file name.
@@ -254,11 +207,13 @@ fn open_shared_file(path: &Path) -> std::io::Result<File> {
 }
 
 impl SharedBackend {
-    /// Shares `inner`'s devices through `dir` (see [`prepare_runtime_dir`]). `Err` says why
+    /// Shares `inner`'s devices through `dir` (see [`prepare_runtime_dir`]), sampling every
+    /// `interval` (as the ticks come: the gap between them is measured). `Err` says why
     /// sharing is impossible; the caller then samples with `inner` alone.
     pub fn new(
         inner: Box<dyn DeviceBackend>,
         dir: &Path,
+        interval: std::time::Duration,
     ) -> Result<SharedBackend, (Box<dyn DeviceBackend>, String)> {
         if let Err(why) = prepare_runtime_dir(dir) {
             return Err((inner, why));
@@ -276,14 +231,8 @@ impl SharedBackend {
                     .and_then(|uuid| file_stem(detector, uuid));
                 let opened = stem.map(|stem| {
                     let lock = open_shared_file(&dir.join(format!("{stem}.lock")))?;
-                    remember_fd(lock.as_raw_fd());
-                    match open_shared_file(&dir.join(format!("{stem}.json"))) {
-                        Ok(data) => Ok((lock, data)),
-                        Err(err) => {
-                            forget_fd(lock.as_raw_fd());
-                            Err(err)
-                        }
-                    }
+                    let data = open_shared_file(&dir.join(format!("{stem}.json")))?;
+                    Ok::<_, std::io::Error>((lock, data))
                 });
                 let (lock, data) = match opened {
                     None => (Lock::Unshared, None),
@@ -299,11 +248,17 @@ impl SharedBackend {
                     }
                 };
                 SharedDevice {
+                    close_in_child: lock.raw_fd().map(fork_closed::close_in_child),
                     lock,
                     data,
                     published: 0,
                     taken: None,
                     taken_timestamp: started - STALE_AT_START_S,
+                    generation: 0,
+                    last_frame: Vec::new(),
+                    seen_timestamp: None,
+                    seen_interval_s: 0.0,
+                    started,
                 }
             })
             .collect();
@@ -316,51 +271,84 @@ impl SharedBackend {
             publish_failed: false,
             write_buf: Vec::new(),
             read_buf: Vec::new(),
+            last_tick: None,
+            interval_s: interval.as_secs_f64(),
         })
     }
 
-    /// Whether this process samples the device at `position`: it holds its lock (taking it
-    /// now if its holder is gone), or the device is not shared.
-    fn samples_here(&mut self, position: usize) -> bool {
+    /// Whether this process samples the device at `position` at `now`, given the device's
+    /// newest shared sample `frame`: it holds its lock (taking it now if its holder is gone),
+    /// or takes over from a stale holder, or the device is not shared; a newer generation
+    /// elsewhere makes it yield (see the module comment).
+    fn samples_here(
+        &mut self,
+        position: usize,
+        now: f64,
+        frame: Option<&SharedDeviceSample>,
+    ) -> bool {
+        let pid = self.pid;
+        let interval_s = self.interval_s;
         let device = &mut self.devices[position];
-        match std::mem::replace(&mut device.lock, Lock::Unshared) {
-            Lock::Held(file) => {
-                device.lock = Lock::Held(file);
-                true
-            }
-            Lock::Unshared => true,
-            Lock::Waiting(file) => match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                Ok(held) => {
-                    device.lock = Lock::Held(held);
-                    true
-                }
-                Err((file, Errno::EWOULDBLOCK)) | Err((file, Errno::EINTR)) => {
-                    device.lock = Lock::Waiting(file);
-                    false
-                }
-                Err((file, errno)) => {
-                    forget_fd(file.as_raw_fd());
-                    device.data = None;
-                    self.warnings.push(format!(
-                        "cannot lock the sampler of GPU {} ({errno}); this process samples \
-                         it itself",
-                        self.inner.devices()[position].index
-                    ));
-                    true
-                }
+        let newer_elsewhere = frame.is_some_and(|f| {
+            f.sampler_pid != pid
+                && (f.generation, f.sampler_pid) > (device.generation, pid)
+                && is_alive(f.sampler_pid)
+        });
+        let stale_after =
+            (STALE_INTERVALS * device.seen_interval_s.max(interval_s)).max(MIN_STALE_S);
+        let stale = now - device.seen_timestamp.unwrap_or(device.started) > stale_after;
+        let (lock, failed) = match std::mem::replace(&mut device.lock, Lock::Unshared) {
+            Lock::Unshared => (Lock::Unshared, None),
+            Lock::Held(held) if newer_elsewhere => match held.unlock() {
+                Ok(file) => (Lock::Waiting(file), None),
+                Err((held, _)) => (Lock::Held(held), None),
             },
+            Lock::Held(held) => (Lock::Held(held), None),
+            Lock::Taking(file) if newer_elsewhere => (Lock::Waiting(file), None),
+            Lock::Taking(file) => match try_lock(file) {
+                Ok(held) => (Lock::Held(held), None),
+                Err((file, None)) => (Lock::Taking(file), None),
+                Err((file, Some(errno))) => (Lock::Waiting(file), Some(errno)),
+            },
+            Lock::Waiting(file) => match try_lock(file) {
+                Ok(held) => {
+                    // The successor of a holder that is gone: its generation goes on.
+                    device.generation = device.generation.max(frame.map_or(0, |f| f.generation));
+                    (Lock::Held(held), None)
+                }
+                Err((file, None)) if stale => {
+                    device.generation =
+                        device.generation.max(frame.map_or(0, |f| f.generation)) + 1;
+                    (Lock::Taking(file), None)
+                }
+                Err((file, None)) => (Lock::Waiting(file), None),
+                Err((file, Some(errno))) => (Lock::Waiting(file), Some(errno)),
+            },
+        };
+        device.lock = lock;
+        if let Some(errno) = failed {
+            device.close_in_child = None;
+            device.lock = Lock::Unshared;
+            device.data = None;
+            self.warnings.push(format!(
+                "cannot lock the sampler of GPU {} ({errno}); this process samples it itself",
+                self.inner.devices()[position].index
+            ));
         }
+        !matches!(self.devices[position].lock, Lock::Waiting(_))
     }
 
     fn publish(&mut self, position: usize, reading: &DeviceReading) {
         let device = &mut self.devices[position];
-        let (Lock::Held(_), Some(data)) = (&device.lock, &device.data) else {
+        let (Lock::Held(_) | Lock::Taking(_), Some(data)) = (&device.lock, &device.data) else {
             return;
         };
         device.published += 1;
         let shared = SharedDeviceSample {
             sampler_pid: self.pid,
             sequence: device.published,
+            generation: device.generation,
+            interval_s: self.interval_s,
             sample: reading.sample.clone(),
             processes: reading.processes.clone(),
         };
@@ -368,6 +356,8 @@ impl SharedBackend {
             .map_err(std::io::Error::other)
             .and_then(|json| {
                 frame_payload(&json, &mut self.write_buf);
+                device.last_frame.clear();
+                device.last_frame.extend_from_slice(&self.write_buf);
                 data.write_all_at(&self.write_buf, 0)
             });
         if let Err(err) = written {
@@ -381,8 +371,9 @@ impl SharedBackend {
         }
     }
 
-    /// The device's shared sample, if a whole new one came since the last call.
-    fn take_shared(&mut self, position: usize) -> Option<GpuSample> {
+    /// The device's shared sample file, if it holds a whole frame that this process did not
+    /// write; what staleness is judged by is noted.
+    fn read_frame(&mut self, position: usize) -> Option<SharedDeviceSample> {
         let device = &mut self.devices[position];
         let data = device.data.as_ref()?;
         if self.read_buf.len() < 4096 {
@@ -390,6 +381,9 @@ impl SharedBackend {
         }
         let payload = loop {
             let n = data.read_at(&mut self.read_buf, 0).ok()?;
+            if !device.last_frame.is_empty() && self.read_buf[..n].starts_with(&device.last_frame) {
+                return None; // our own, as we wrote it
+            }
             match framed_payload(&self.read_buf[..n]) {
                 Ok(payload) => break payload?,
                 // A long process list: read again with room for all of it, where the file
@@ -404,35 +398,43 @@ impl SharedBackend {
                 Err(_) => return None,
             }
         };
-        let shared: SharedDeviceSample = serde_json::from_slice(payload).ok()?;
-        let id = (shared.sampler_pid, shared.sequence);
+        let frame: SharedDeviceSample = serde_json::from_slice(payload).ok()?;
+        let newest = frame.sample.timestamp.is_finite()
+            && device
+                .seen_timestamp
+                .is_none_or(|seen| frame.sample.timestamp > seen);
+        if newest {
+            device.seen_timestamp = Some(frame.sample.timestamp);
+            device.seen_interval_s = if frame.interval_s.is_finite() {
+                frame.interval_s.clamp(0.0, 3600.0)
+            } else {
+                0.0
+            };
+        }
+        Some(frame)
+    }
+
+    /// `frame`'s sample, if it is new since the last one taken and its sampler lives.
+    fn take(&mut self, position: usize, frame: SharedDeviceSample) -> Option<GpuSample> {
+        let device = &mut self.devices[position];
+        let id = (frame.sampler_pid, frame.sequence);
         if device.taken == Some(id)
-            || shared.sample.timestamp <= device.taken_timestamp
-            || !is_alive(shared.sampler_pid)
+            || frame.sample.timestamp <= device.taken_timestamp
+            || !is_alive(frame.sampler_pid)
         {
             return None;
         }
         device.taken = Some(id);
-        device.taken_timestamp = shared.sample.timestamp;
-        let mut sample = shared.sample;
+        device.taken_timestamp = frame.sample.timestamp;
+        let mut sample = frame.sample;
         sample.device_id = self.inner.devices()[position].index;
-        sample.process_memory_used_mb = process_memory_mb(shared.processes.as_deref(), self.pid);
+        sample.process_memory_used_mb = process_memory_mb(frame.processes.as_deref(), self.pid);
         Some(sample)
     }
 
     /// Whether this process currently samples the device at `position` itself.
     pub fn is_sampler(&self, position: usize) -> bool {
         !matches!(self.devices[position].lock, Lock::Waiting(_))
-    }
-}
-
-impl Drop for SharedBackend {
-    fn drop(&mut self) {
-        for device in &self.devices {
-            if let Some(fd) = device.lock.raw_fd() {
-                forget_fd(fd);
-            }
-        }
     }
 }
 
@@ -450,12 +452,17 @@ impl DeviceBackend for SharedBackend {
     }
 
     fn sample(&mut self, timestamp: f64, out: &mut Vec<GpuSample>) {
+        if let Some(last) = self.last_tick.filter(|&last| timestamp > last) {
+            self.interval_s = (timestamp - last).min(3600.0);
+        }
+        self.last_tick = Some(timestamp);
         for position in 0..self.devices.len() {
-            if self.samples_here(position) {
+            let frame = self.read_frame(position);
+            if self.samples_here(position, timestamp, frame.as_ref()) {
                 let reading = self.inner.read_device(position, timestamp);
                 self.publish(position, &reading);
                 out.push(reading.sample);
-            } else if let Some(sample) = self.take_shared(position) {
+            } else if let Some(sample) = frame.and_then(|frame| self.take(position, frame)) {
                 out.push(sample);
             }
         }
@@ -468,306 +475,6 @@ impl DeviceBackend for SharedBackend {
     }
 }
 
+mod frame;
 #[cfg(test)]
-mod tests {
-    use std::os::unix::fs::PermissionsExt;
-    use std::sync::atomic::AtomicU32;
-    use std::sync::Arc;
-
-    use vllm_profiler_format::ProcessMemory;
-
-    use super::*;
-
-    /// A backend with one device that counts its reads and lists this process with 300 MiB
-    /// and another with 5.
-    struct Counting {
-        devices: Vec<GpuDevice>,
-        reads: Arc<AtomicU32>,
-    }
-
-    fn counting(uuid: Option<&str>) -> (Box<dyn DeviceBackend>, Arc<AtomicU32>) {
-        let reads = Arc::new(AtomicU32::new(0));
-        let backend = Counting {
-            devices: vec![GpuDevice {
-                index: 3,
-                uuid: uuid.map(str::to_owned),
-                gpu_type: "nvidia".to_owned(),
-                ..GpuDevice::default()
-            }],
-            reads: reads.clone(),
-        };
-        (Box::new(backend), reads)
-    }
-
-    impl DeviceBackend for Counting {
-        fn detector_name(&self) -> &'static str {
-            "NVMLDetector"
-        }
-        fn devices(&self) -> &[GpuDevice] {
-            &self.devices
-        }
-        fn read_device(&mut self, _position: usize, timestamp: f64) -> DeviceReading {
-            let n = self.reads.fetch_add(1, Ordering::SeqCst) + 1;
-            let processes = vec![
-                ProcessMemory {
-                    pid: std::process::id(),
-                    used_memory_mb: Some(300.0),
-                },
-                ProcessMemory {
-                    pid: 1,
-                    used_memory_mb: Some(5.0),
-                },
-            ];
-            DeviceReading {
-                sample: GpuSample {
-                    timestamp,
-                    device_id: 3,
-                    gpu_utilization: Some(f64::from(n)),
-                    process_memory_used_mb: Some(300.0),
-                    ..GpuSample::default()
-                },
-                processes: Some(processes),
-            }
-        }
-    }
-
-    fn tick(backend: &mut SharedBackend, timestamp: f64) -> Vec<GpuSample> {
-        let mut out = Vec::new();
-        backend.sample(timestamp, &mut out);
-        out
-    }
-
-    #[test]
-    fn one_backend_reads_the_device_and_the_other_takes_its_samples_then_takes_over() {
-        let dir = tempfile::tempdir().unwrap();
-        let now = crate::unix_now();
-        let (inner_a, reads_a) = counting(Some("GPU-aa/../bb"));
-        let (inner_b, reads_b) = counting(Some("GPU-aa/../bb"));
-        // Two open lock files lock like two processes, even in one process.
-        let mut a = SharedBackend::new(inner_a, dir.path()).ok().unwrap();
-        let mut b = SharedBackend::new(inner_b, dir.path()).ok().unwrap();
-
-        let first = tick(&mut a, now);
-        assert_eq!(first.len(), 1);
-        assert_eq!(first[0].gpu_utilization, Some(1.0));
-        assert!(a.is_sampler(0));
-
-        let shared = tick(&mut b, now + 0.5);
-        assert!(!b.is_sampler(0));
-        assert_eq!(
-            reads_b.load(Ordering::SeqCst),
-            0,
-            "b never reads the device"
-        );
-        assert_eq!(shared.len(), 1);
-        assert_eq!(shared[0].gpu_utilization, Some(1.0));
-        assert_eq!(
-            shared[0].timestamp, now,
-            "the sampler's time, not the reader's"
-        );
-        // Its own memory comes from the list: this test's pid holds 300 MiB.
-        assert_eq!(shared[0].process_memory_used_mb, Some(300.0));
-        assert!(tick(&mut b, now + 0.6).is_empty(), "a sample is taken once");
-
-        tick(&mut a, now + 1.0);
-        assert_eq!(tick(&mut b, now + 1.1)[0].gpu_utilization, Some(2.0));
-        assert_eq!(reads_a.load(Ordering::SeqCst), 2);
-
-        drop(a);
-        let own = tick(&mut b, now + 2.0);
-        assert!(b.is_sampler(0), "b takes over once a is gone");
-        assert_eq!(reads_b.load(Ordering::SeqCst), 1);
-        assert_eq!(own[0].gpu_utilization, Some(1.0));
-        // The device's files have one safe name inside the dir.
-        let mut names: Vec<String> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        assert_eq!(
-            names,
-            [
-                "nvmldetector-GPU-aa_.._bb.json",
-                "nvmldetector-GPU-aa_.._bb.lock"
-            ]
-        );
-    }
-
-    /// A backend that holds device `uuid`'s lock and has published one sample taken at `now`.
-    fn publishing(dir: &Path, uuid: &str, now: f64) -> SharedBackend {
-        let (inner, _) = counting(Some(uuid));
-        let mut holder = SharedBackend::new(inner, dir).ok().unwrap();
-        tick(&mut holder, now);
-        holder
-    }
-
-    #[test]
-    fn a_sample_left_by_a_process_that_is_gone_is_not_taken() {
-        let dir = tempfile::tempdir().unwrap();
-        let now = crate::unix_now();
-        let _holder = publishing(dir.path(), "GPU-1", now);
-        let path = dir.path().join("nvmldetector-GPU-1.json");
-        let bytes = fs::read(&path).unwrap();
-        let payload = framed_payload(&bytes).unwrap().unwrap();
-        let mut left: SharedDeviceSample = serde_json::from_slice(payload).unwrap();
-        // A pid no process can have (above the kernel's pid_max limit of 2^22).
-        left.sampler_pid = 1 << 30;
-        left.sequence = 99;
-        let mut framed = Vec::new();
-        frame_payload(&serde_json::to_vec(&left).unwrap(), &mut framed);
-        fs::write(&path, framed).unwrap();
-        let (reader_inner, reads) = counting(Some("GPU-1"));
-        let mut reader = SharedBackend::new(reader_inner, dir.path()).ok().unwrap();
-        assert!(tick(&mut reader, now + 0.1).is_empty());
-        assert_eq!(reads.load(Ordering::SeqCst), 0);
-    }
-
-    #[test]
-    fn a_header_announcing_more_than_the_file_holds_costs_no_memory() {
-        let dir = tempfile::tempdir().unwrap();
-        let now = crate::unix_now();
-        let _holder = publishing(dir.path(), "GPU-3", now);
-        let path = dir.path().join("nvmldetector-GPU-3.json");
-        let (reader_inner, _) = counting(Some("GPU-3"));
-        let mut reader = SharedBackend::new(reader_inner, dir.path()).ok().unwrap();
-        for announced in [
-            MAX_SHARED_FILE_BYTES,     // within the cap, but the file is 40 bytes
-            MAX_SHARED_FILE_BYTES + 1, // over the cap
-            usize::MAX - 100,          // would overflow
-        ] {
-            fs::write(&path, format!("{HEADER_TAG} {announced} 0\n{{}}")).unwrap();
-            assert!(tick(&mut reader, now + 0.1).is_empty());
-            assert_eq!(reader.read_buf.len(), 4096, "announced {announced}");
-        }
-    }
-
-    #[test]
-    fn a_sample_older_than_the_start_is_not_taken() {
-        let dir = tempfile::tempdir().unwrap();
-        let (holder_inner, _) = counting(Some("GPU-2"));
-        let mut holder = SharedBackend::new(holder_inner, dir.path()).ok().unwrap();
-        tick(&mut holder, crate::unix_now() - 60.0);
-        let (reader_inner, _) = counting(Some("GPU-2"));
-        let mut reader = SharedBackend::new(reader_inner, dir.path()).ok().unwrap();
-        assert!(tick(&mut reader, crate::unix_now()).is_empty());
-    }
-
-    #[test]
-    fn a_device_without_uuid_is_sampled_by_everyone() {
-        let dir = tempfile::tempdir().unwrap();
-        let (inner_a, reads_a) = counting(None);
-        let (inner_b, reads_b) = counting(None);
-        let mut a = SharedBackend::new(inner_a, dir.path()).ok().unwrap();
-        let mut b = SharedBackend::new(inner_b, dir.path()).ok().unwrap();
-        assert_eq!(tick(&mut a, 1.0).len(), 1);
-        assert_eq!(tick(&mut b, 1.0).len(), 1);
-        assert_eq!(
-            (
-                reads_a.load(Ordering::SeqCst),
-                reads_b.load(Ordering::SeqCst)
-            ),
-            (1, 1)
-        );
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
-    }
-
-    #[test]
-    fn an_unsafe_runtime_dir_is_refused_with_the_reason() {
-        let tmp = tempfile::tempdir().unwrap();
-        let open = tmp.path().join("open");
-        fs::create_dir(&open).unwrap();
-        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
-        let err = prepare_runtime_dir(&open).unwrap_err();
-        assert!(err.contains("writable by other users"), "{err}");
-
-        let link = tmp.path().join("link");
-        std::os::unix::fs::symlink(tmp.path(), &link).unwrap();
-        let err = prepare_runtime_dir(&link).unwrap_err();
-        assert!(err.contains("not a directory"), "{err}");
-
-        let file = tmp.path().join("file");
-        fs::write(&file, b"").unwrap();
-        assert!(prepare_runtime_dir(&file.join("sub")).is_err());
-
-        let (inner, _) = counting(Some("GPU-3"));
-        let Err((_, why)) = SharedBackend::new(inner, &open) else {
-            panic!("an open dir must be refused");
-        };
-        assert!(why.contains("writable by other users"), "{why}");
-
-        let fresh = tmp.path().join("a/b");
-        prepare_runtime_dir(&fresh).unwrap();
-        let mode = fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o700);
-    }
-
-    #[test]
-    fn a_frame_is_taken_only_whole() {
-        let mut long = Vec::new();
-        frame_payload(br#"{"a":"a long first payload"}"#, &mut long);
-        assert_eq!(
-            framed_payload(&long),
-            Ok(Some(&br#"{"a":"a long first payload"}"#[..]))
-        );
-        // A shorter payload written over a longer one: the leftover tail is ignored.
-        let mut file = long.clone();
-        let mut short = Vec::new();
-        frame_payload(br#"{"b":1}"#, &mut short);
-        file[..short.len()].copy_from_slice(&short);
-        assert_eq!(framed_payload(&file), Ok(Some(&br#"{"b":1}"#[..])));
-        // Caught half written: the header of the new one, the old bytes after it.
-        let mut torn = long.clone();
-        let mut next = Vec::new();
-        frame_payload(br#"{"a":"a long first payloaX"}"#, &mut next);
-        torn[..next.len() - 10].copy_from_slice(&next[..next.len() - 10]);
-        assert_eq!(framed_payload(&torn), Ok(None));
-        // Too short for the length it announces: how much to read.
-        assert_eq!(framed_payload(&long[..long.len() - 1]), Err(long.len()));
-        for junk in [
-            &b""[..],
-            b"no newline",
-            b"vprof-shared-v1 x y\n{}",
-            b"other 2 0\n{}",
-        ] {
-            assert_eq!(framed_payload(junk), Ok(None), "{junk:?}");
-        }
-    }
-
-    #[test]
-    fn a_sample_read_back_is_the_sample_written_to_the_last_bit() {
-        // Without serde_json's float_roundtrip this timestamp came back 1 ulp off.
-        let shared = SharedDeviceSample {
-            sampler_pid: 1,
-            sequence: 2,
-            sample: GpuSample {
-                timestamp: 1_795_482_243.760_378_1,
-                gpu_utilization: Some(0.1 + 0.2),
-                ..GpuSample::default()
-            },
-            processes: None,
-        };
-        let mut framed = Vec::new();
-        frame_payload(&serde_json::to_vec(&shared).unwrap(), &mut framed);
-        let payload = framed_payload(&framed).unwrap().unwrap();
-        let back: SharedDeviceSample = serde_json::from_slice(payload).unwrap();
-        assert_eq!(back, shared);
-        assert_eq!(
-            back.sample.timestamp.to_bits(),
-            shared.sample.timestamp.to_bits()
-        );
-    }
-
-    #[test]
-    fn file_stems_keep_only_safe_characters() {
-        assert_eq!(
-            file_stem("NVMLDetector", "GPU-1234-abcd").as_deref(),
-            Some("nvmldetector-GPU-1234-abcd")
-        );
-        assert_eq!(
-            file_stem("AMDSMIDetector", "../x y").as_deref(),
-            Some("amdsmidetector-_x_y")
-        );
-        assert_eq!(file_stem("NVMLDetector", ".."), None);
-        assert_eq!(file_stem("NVMLDetector", ""), None);
-    }
-}
+mod tests;
