@@ -185,13 +185,20 @@ fn wait_with_limit(child: &mut Child, started: Instant) -> std::process::ExitSta
     }
 }
 
+/// A new dir with the fake NVML's script (`nvml.json`, logging its calls to `calls.log`) and
+/// the output dir `out`.
+fn scripted_dir() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let call_log = tmp.path().join("calls.log");
+    fs::write(tmp.path().join("nvml.json"), script(&call_log).to_string()).unwrap();
+    (tmp, out, call_log)
+}
+
 #[test]
 fn one_process_samples_each_device_and_another_takes_over_when_it_is_killed() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, out, call_log) = scripted_dir();
     let dir = tmp.path();
-    let out = dir.join("out");
-    let call_log: PathBuf = dir.join("calls.log");
-    fs::write(dir.join("nvml.json"), script(&call_log).to_string()).unwrap();
 
     let started = Instant::now();
     let mut children: Vec<Child> = (0..PROCESSES)
@@ -358,11 +365,8 @@ fn samplers_between(log: &[Logged], from: &str, to: &str) -> BTreeMap<u32, BTree
 /// for one interval around the takeover.
 #[test]
 fn a_stopped_sampler_is_taken_over_and_yields_when_it_continues() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, out, call_log) = scripted_dir();
     let dir = tmp.path();
-    let out = dir.join("out");
-    let call_log: PathBuf = dir.join("calls.log");
-    fs::write(dir.join("nvml.json"), script(&call_log).to_string()).unwrap();
     let started = Instant::now();
     // 120 steps of 50 ms: about 6 s of recording each.
     let mut children: Vec<Child> = (0..2)
@@ -381,6 +385,20 @@ fn a_stopped_sampler_is_taken_over_and_yields_when_it_continues() {
         assert_eq!(unsafe { libc::kill(holder as i32, sig) }, 0);
     };
     signal(libc::SIGSTOP);
+    // Stopped for sure (every thread of it), so that none of its calls comes after the marker.
+    let all_stopped = || {
+        fs::read_dir(format!("/proc/{holder}/task"))
+            .unwrap()
+            .all(|task| {
+                fs::read_to_string(task.unwrap().path().join("stat"))
+                    .unwrap_or_default()
+                    .rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+            })
+    };
+    while !all_stopped() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     mark(&call_log, "stopped");
     std::thread::sleep(Duration::from_millis(1500));
     mark(&call_log, "continuing");

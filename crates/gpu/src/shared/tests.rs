@@ -71,19 +71,24 @@ fn tick(backend: &mut SharedBackend, timestamp: f64) -> Vec<GpuSample> {
     out
 }
 
+/// Two backends of device `uuid` sharing a new dir, with their read counters. Two open lock
+/// files lock like two processes, even in one process.
+fn two_backends(uuid: &str) -> (tempfile::TempDir, [(SharedBackend, Arc<AtomicU32>); 2]) {
+    let dir = tempfile::tempdir().unwrap();
+    let backends = [0, 1].map(|_| {
+        let (inner, reads) = counting(Some(uuid));
+        let backend = SharedBackend::new(inner, dir.path(), INTERVAL)
+            .ok()
+            .unwrap();
+        (backend, reads)
+    });
+    (dir, backends)
+}
+
 #[test]
 fn one_backend_reads_the_device_and_the_other_takes_its_samples_then_takes_over() {
-    let dir = tempfile::tempdir().unwrap();
     let now = crate::unix_now();
-    let (inner_a, reads_a) = counting(Some("GPU-aa/../bb"));
-    let (inner_b, reads_b) = counting(Some("GPU-aa/../bb"));
-    // Two open lock files lock like two processes, even in one process.
-    let mut a = SharedBackend::new(inner_a, dir.path(), INTERVAL)
-        .ok()
-        .unwrap();
-    let mut b = SharedBackend::new(inner_b, dir.path(), INTERVAL)
-        .ok()
-        .unwrap();
+    let (dir, [(mut a, reads_a), (mut b, reads_b)]) = two_backends("GPU-aa/../bb");
 
     let first = tick(&mut a, now);
     assert_eq!(first.len(), 1);
@@ -330,16 +335,8 @@ fn file_stems_keep_only_safe_characters() {
 
 #[test]
 fn a_stopped_holder_is_taken_over_and_yields_once_it_runs_again() {
-    let dir = tempfile::tempdir().unwrap();
     let now = crate::unix_now();
-    let (inner_a, reads_a) = counting(Some("GPU-stop"));
-    let (inner_b, reads_b) = counting(Some("GPU-stop"));
-    let mut a = SharedBackend::new(inner_a, dir.path(), INTERVAL)
-        .ok()
-        .unwrap();
-    let mut b = SharedBackend::new(inner_b, dir.path(), INTERVAL)
-        .ok()
-        .unwrap();
+    let (_dir, [(mut a, reads_a), (mut b, reads_b)]) = two_backends("GPU-stop");
     // b passes for another process (pid 1 lives), so that a can tell b's samples from its own.
     b.pid = 1;
     // Both sample every 0.1 s; a holds the lock.
