@@ -18,15 +18,16 @@
 //! - nothing is lost silently: every step and span ever begun is in the totals, or in
 //!   `lost_events`, or counted unfinished, or still open (the interpreter ends what it left
 //!   open before it checks).
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
-use std::ffi::{c_char, CString};
+mod abi;
+
+use std::ffi::CString;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use arbitrary::{Arbitrary, Unstructured};
-use vllm_profiler as abi;
 
 const E_NOT_ENABLED: i32 = -1;
 const E_INTERNAL: i32 = -9;
@@ -195,10 +196,6 @@ fn name_arg(name: Name) -> Option<CString> {
     }
 }
 
-fn ptr(arg: &Option<CString>) -> *const c_char {
-    arg.as_ref().map_or(std::ptr::null(), |s| s.as_ptr())
-}
-
 fn check_code(call: &str, code: i32) -> i32 {
     assert!(DOCUMENTED.contains(&code), "{call} returned {code}");
     assert_ne!(code, E_INTERNAL, "{call}: {}", last_error());
@@ -208,10 +205,7 @@ fn check_code(call: &str, code: i32) -> i32 {
 /// The thread's last error, checked to be UTF-8.
 fn last_error() -> String {
     let mut buf = vec![0u8; 512];
-    let n = counted(abi::vllm_profiler_last_error(
-        buf.as_mut_ptr().cast(),
-        buf.len(),
-    ));
+    let n = counted(abi::vllm_profiler_last_error(&mut buf));
     assert!(n >= 0, "last_error returned {n}");
     let n = (n as usize).min(buf.len() - 1);
     String::from_utf8(buf[..n].to_vec()).expect("the last error is UTF-8")
@@ -257,14 +251,6 @@ fn begun(handle: u64, list: &mut Vec<u64>) {
 
 fn json_buf(len: u16) -> Vec<u8> {
     vec![0xAA; usize::from(len)]
-}
-
-fn buf_ptr(buf: &mut [u8]) -> *mut c_char {
-    if buf.is_empty() {
-        std::ptr::null_mut()
-    } else {
-        buf.as_mut_ptr().cast()
-    }
 }
 
 fn config_arg(config: Config) -> Option<CString> {
@@ -322,7 +308,10 @@ fn run_op(op: Op, handles: &mut Handles) {
     match op {
         Op::Enable(config) => {
             let config = config_arg(config);
-            check_code("enable", counted(abi::vllm_profiler_enable(ptr(&config))));
+            check_code(
+                "enable",
+                counted(abi::vllm_profiler_enable(config.as_deref())),
+            );
         }
         Op::Disable(rarely) => {
             if rarely.now() {
@@ -358,7 +347,7 @@ fn run_op(op: Op, handles: &mut Handles) {
             let role = ROLES
                 .get(usize::from(index))
                 .map(|r| c_string(r.as_bytes().to_vec()));
-            let code = counted(abi::vllm_profiler_set_role(ptr(&role), rank));
+            let code = counted(abi::vllm_profiler_set_role(role.as_deref(), rank));
             let valid = usize::from(index) < 4;
             assert_eq!(
                 code == 0,
@@ -373,7 +362,7 @@ fn run_op(op: Op, handles: &mut Handles) {
         }
         Op::SpanBegin(name) => {
             let name = name_arg(name);
-            let span = counted(abi::vllm_profiler_span_begin(ptr(&name)));
+            let span = counted(abi::vllm_profiler_span_begin(name.as_deref()));
             begun(span, &mut handles.spans);
         }
         Op::SpanEnd(handle) => {
@@ -388,7 +377,7 @@ fn run_op(op: Op, handles: &mut Handles) {
                 counted(abi::vllm_profiler_span_end_annotated(
                     span,
                     delta,
-                    ptr(&shapes),
+                    shapes.as_deref(),
                 )),
             );
         }
@@ -397,7 +386,7 @@ fn run_op(op: Op, handles: &mut Handles) {
                 return;
             }
             let dir = dir_arg(dir);
-            let written = counted(abi::vllm_profiler_export(ptr(&dir)));
+            let written = counted(abi::vllm_profiler_export(dir.as_deref()));
             // The number of files written (at most the four reports), or an error code.
             assert!(written <= 4, "export returned {written}");
             if written < 0 {
@@ -406,21 +395,12 @@ fn run_op(op: Op, handles: &mut Handles) {
         }
         Op::Summary(last_n, len) => {
             let mut buf = json_buf(len);
-            let got = counted(abi::vllm_profiler_summary_json(
-                last_n,
-                buf_ptr(&mut buf),
-                buf.len(),
-            ));
+            let got = counted(abi::vllm_profiler_summary_json(last_n, &mut buf));
             check_json("summary_json", got, &buf);
         }
         Op::GpuHistory(device, since, len) => {
             let mut buf = json_buf(len);
-            let got = counted(abi::vllm_profiler_gpu_history_json(
-                device,
-                since,
-                buf_ptr(&mut buf),
-                buf.len(),
-            ));
+            let got = counted(abi::vllm_profiler_gpu_history_json(device, since, &mut buf));
             check_json("gpu_history_json", got, &buf);
         }
         Op::Gpus(len) => {
@@ -431,12 +411,12 @@ fn run_op(op: Op, handles: &mut Handles) {
                 return;
             }
             let mut buf = json_buf(len);
-            let got = counted(abi::vllm_profiler_gpus_json(buf_ptr(&mut buf), buf.len()));
+            let got = counted(abi::vllm_profiler_gpus_json(&mut buf));
             check_json("gpus_json", got, &buf);
         }
         Op::LastError(len) => {
             let mut buf = vec![0xAAu8; usize::from(len)];
-            let n = counted(abi::vllm_profiler_last_error(buf_ptr(&mut buf), buf.len()));
+            let n = counted(abi::vllm_profiler_last_error(&mut buf));
             assert!(n >= 0, "last_error returned {n}");
             last_error();
         }
@@ -480,7 +460,7 @@ fn run_thread(ops: Vec<ThreadOp>, main: (Vec<u64>, Vec<u64>)) {
             ThreadOp::SpanBegin(name) => {
                 let name = name_arg(name);
                 begun(
-                    counted(abi::vllm_profiler_span_begin(ptr(&name))),
+                    counted(abi::vllm_profiler_span_begin(name.as_deref())),
                     &mut own.spans,
                 );
             }
@@ -495,7 +475,7 @@ fn run_thread(ops: Vec<ThreadOp>, main: (Vec<u64>, Vec<u64>)) {
                 if !rarely.now() {
                     continue;
                 }
-                let written = counted(abi::vllm_profiler_export(std::ptr::null()));
+                let written = counted(abi::vllm_profiler_export(None));
                 assert!(written <= 4, "export returned {written}");
                 if written < 0 {
                     check_code("export", written);
@@ -522,11 +502,7 @@ fn end_all(handles: &mut Handles) {
 fn check_conservation() {
     let mut buf = vec![0u8; 1 << 16];
     let got = loop {
-        let got = counted(abi::vllm_profiler_summary_json(
-            0,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        ));
+        let got = counted(abi::vllm_profiler_summary_json(0, &mut buf));
         if got < 0 || (got as usize) < buf.len() {
             break got;
         }
@@ -573,10 +549,7 @@ pub fn run(data: &[u8]) {
     }
     // Ending needs profiling on.
     if counted(abi::vllm_profiler_is_enabled()) == 0 {
-        check_code(
-            "enable",
-            counted(abi::vllm_profiler_enable(std::ptr::null())),
-        );
+        check_code("enable", counted(abi::vllm_profiler_enable(None)));
     }
     end_all(&mut handles);
     check_conservation();

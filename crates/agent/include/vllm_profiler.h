@@ -88,6 +88,9 @@ extern "C" {
  * keys override it: `enable_gpu_monitoring`, `enable_layer_profiling`, `output_dir`,
  * `sample_interval`, `export_interval` (or `auto_export_interval`), `max_history`, `devices`.
  * Works whether or not `VLLM_ENABLE_PROFILING` is set. Returns 0 or a negative error code.
+ *
+ * # Safety
+ * `config_json` is NULL or a NUL-terminated string, valid for the duration of the call.
  */
 int32_t vllm_profiler_enable(const char *config_json);
 
@@ -149,6 +152,9 @@ int32_t vllm_profiler_step_set_engine_step(uint64_t step, uint64_t engine_step);
  * `api_server`, `engine_core`, `worker`, `process` (NUL-terminated); `rank` is a worker's rank,
  * or negative for none (ignored for other roles). Works before profiling starts and does not
  * start it. Returns 0 or a negative error code.
+ *
+ * # Safety
+ * `role` is NULL or a NUL-terminated string, valid for the duration of the call.
  */
 int32_t vllm_profiler_set_role(const char *role, int32_t rank);
 
@@ -161,6 +167,9 @@ int32_t vllm_profiler_step_end(uint64_t step);
 /**
  * Opens a span (a layer) named by a NUL-terminated UTF-8 string; it nests in the innermost
  * open span and step of this thread. Returns its handle, or 0 when nothing is recorded.
+ *
+ * # Safety
+ * `name` is NULL or a NUL-terminated string, valid for the duration of the call.
  */
 uint64_t vllm_profiler_span_begin(const char *name);
 
@@ -188,6 +197,9 @@ int32_t vllm_profiler_span_end(uint64_t span);
  * nothing else: the span is ended with its duration and memory delta, without shapes, and
  * VLLM_PROFILER_E_INVALID_ARGUMENT comes back with the reason in vllm_profiler_last_error.
  * Returns 0 or a negative error code; an unknown handle ends nothing.
+ *
+ * # Safety
+ * `shapes_json` is NULL or a NUL-terminated string, valid for the duration of the call.
  */
 int32_t vllm_profiler_span_end_annotated(uint64_t span,
                                          double memory_delta_mb,
@@ -197,6 +209,9 @@ int32_t vllm_profiler_span_end_annotated(uint64_t span,
  * Writes the reports now into `dir` (created if missing), or the configured dir when NULL.
  * Returns the number of files written (0 when nothing was recorded or sampled), or a negative
  * error code.
+ *
+ * # Safety
+ * `dir` is NULL or a NUL-terminated string, valid for the duration of the call.
  */
 int32_t vllm_profiler_export(const char *dir);
 
@@ -205,6 +220,9 @@ int32_t vllm_profiler_export(const char *dir);
  * steps. Copies at most `len - 1` bytes and a NUL into `buf` (may be NULL), like snprintf, and
  * returns the full length in bytes; call again with a larger buffer when it is >= `len`.
  * Negative: an error code.
+ *
+ * # Safety
+ * `buf` is NULL, or points to `len` writable bytes, valid for the duration of the call.
  */
 int64_t vllm_profiler_summary_json(uint32_t last_n_steps, char *buf, size_t len);
 
@@ -212,6 +230,9 @@ int64_t vllm_profiler_summary_json(uint32_t last_n_steps, char *buf, size_t len)
  * The kept GPU samples as JSON (the shape of `gpu_history_<pid>.json`): of device
  * `device_id`, or of every device when it is negative, taken at or after `since_unix` (Unix
  * seconds; 0 for all). Same buffer protocol as `vllm_profiler_summary_json`.
+ *
+ * # Safety
+ * `buf` is NULL, or points to `len` writable bytes, valid for the duration of the call.
  */
 int64_t vllm_profiler_gpu_history_json(int32_t device_id, double since_unix, char *buf, size_t len);
 
@@ -221,12 +242,18 @@ int64_t vllm_profiler_gpu_history_json(int32_t device_id, double since_unix, cha
  * environment's `VLLM_PROFILING_*_LIBRARY` and `VLLM_PROFILING_DEVICES`. Works without
  * profiling; loads the vendor library on the calling thread. Same buffer protocol as
  * `vllm_profiler_summary_json`; each call samples again.
+ *
+ * # Safety
+ * `buf` is NULL, or points to `len` writable bytes, valid for the duration of the call.
  */
 int64_t vllm_profiler_gpus_json(char *buf, size_t len);
 
 /**
  * The message of the calling thread's last error. Copies at most `len - 1` bytes and a NUL
  * into `buf` (may be NULL) and returns the message length; 0 when no call has failed yet.
+ *
+ * # Safety
+ * `buf` is NULL, or points to `len` writable bytes, valid for the duration of the call.
  */
 int32_t vllm_profiler_last_error(char *buf, size_t len);
 

@@ -1,21 +1,23 @@
-//! Every `extern "C"` function of `libvllm_profiler.so`, the library constructor and the
-//! process hooks (exit, fork). The SIGTERM export is `signals`; the threads' signal mask is
-//! `quiet_threads`.
+//! Every `extern "C"` function of `libvllm_profiler.so`: the C ABI, whose header cbindgen
+//! writes from here.
 //!
-//! Contract: every function is safe to call from any thread at any time with any argument.
+//! Contract: every function is safe to call from any thread at any time with any argument;
+//! those that take a pointer (`unsafe`, each with its `# Safety`) need it NULL or valid.
 //! Errors come back as negative codes (handles: 0) and a message in the thread's last error;
 //! no panic crosses this boundary.
 #![allow(unsafe_code)]
 
-use std::cell::RefCell;
-use std::ffi::{c_char, CStr, OsStr};
+use std::ffi::{c_char, OsStr};
 use std::os::unix::ffi::OsStrExt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
-use vllm_profiler_core::{ProfilerError, Result};
+use vllm_profiler_core::ProfilerError;
 
 use crate::runtime;
+
+mod boundary;
+
+use boundary::{c_str, c_str_bounded, copy_last_error, copy_out, guard, status};
 
 /// Success.
 pub const VLLM_PROFILER_OK: i32 = 0;
@@ -49,113 +51,18 @@ pub const VLLM_PROFILER_MAX_OPEN_SPANS: usize = 4096;
 /// (counted as unfinished), so that a path that leaks steps never stops recording.
 pub const VLLM_PROFILER_MAX_OPEN_STEPS: usize = 1024;
 
-const LAST_ERROR_CAPACITY: usize = 512;
-
-/// The last error of a thread: a static message, or one formatted into `buf`.
-struct LastError {
-    static_message: Option<&'static str>,
-    len: usize,
-    buf: [u8; LAST_ERROR_CAPACITY],
-}
-
-impl LastError {
-    fn message(&self) -> &[u8] {
-        match self.static_message {
-            Some(message) => message.as_bytes(),
-            None => &self.buf[..self.len],
-        }
-    }
-}
-
-thread_local! {
-    // No destructor: readable even while the thread's other thread-locals are being destroyed.
-    static LAST_ERROR: RefCell<LastError> = const {
-        RefCell::new(LastError { static_message: None, len: 0, buf: [0; LAST_ERROR_CAPACITY] })
-    };
-}
-
-fn set_last_error(err: &ProfilerError) {
-    use std::io::Write;
-    let _ = LAST_ERROR.try_with(|cell| {
-        if let Ok(mut last) = cell.try_borrow_mut() {
-            last.static_message = err.static_message();
-            if last.static_message.is_some() {
-                return;
-            }
-            let mut cursor: &mut [u8] = &mut last.buf;
-            let _ = write!(cursor, "{err}");
-            let written = LAST_ERROR_CAPACITY - cursor.len();
-            // Never cut a UTF-8 sequence in half.
-            let valid = match std::str::from_utf8(&last.buf[..written]) {
-                Ok(_) => written,
-                Err(e) => e.valid_up_to(),
-            };
-            last.len = valid;
-        }
-    });
-}
-
-/// Runs `body`; an error or a panic becomes the thread's last error and `on_error(code)`.
-fn guard<T>(on_error: impl FnOnce(i32) -> T, body: impl FnOnce() -> Result<T>) -> T {
-    let err = match catch_unwind(AssertUnwindSafe(body)) {
-        Ok(Ok(value)) => return value,
-        Ok(Err(err)) => err,
-        Err(_) => ProfilerError::Internal("a panic was caught at the C boundary".into()),
-    };
-    set_last_error(&err);
-    on_error(err.code())
-}
-
-fn status(body: impl FnOnce() -> Result<()>) -> i32 {
-    guard(|code| code, || body().map(|()| VLLM_PROFILER_OK))
-}
-
-/// Reads an optional C string. NULL is `None`.
-fn c_str<'a>(ptr: *const c_char) -> Option<&'a CStr> {
-    if ptr.is_null() {
-        return None;
-    }
-    // SAFETY: the caller passes NULL or a NUL-terminated string that stays valid for the call,
-    // as the header documents; we checked NULL above.
-    Some(unsafe { CStr::from_ptr(ptr) })
-}
-
-/// Reads an optional C string, at most `max + 1` bytes of it: a longer one comes back cut to
-/// `max + 1` bytes, enough for the callee to reject it as too long without reading it all.
-fn c_str_bounded<'a>(ptr: *const c_char, max: usize) -> Option<&'a [u8]> {
-    if ptr.is_null() {
-        return None;
-    }
-    // SAFETY: the caller passes NULL or a NUL-terminated string that stays valid for the call,
-    // as the header documents; we checked NULL above. strnlen reads up to the NUL or max + 1
-    // bytes, whichever comes first, so never past the string.
-    let len = unsafe { libc::strnlen(ptr, max + 1) };
-    // SAFETY: the `len` bytes at `ptr` were just read by strnlen: they are part of the string.
-    Some(unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) })
-}
-
-/// snprintf-style copy: writes at most `len - 1` bytes and a NUL; returns `src.len()`.
-fn copy_out(src: &[u8], buf: *mut c_char, len: usize) -> usize {
-    if !buf.is_null() && len > 0 {
-        let n = src.len().min(len - 1);
-        // SAFETY: the caller gives a writable buffer of `len` bytes (checked non-NULL, len > 0);
-        // we write n + 1 <= len bytes and the source does not overlap a caller buffer.
-        unsafe {
-            std::ptr::copy_nonoverlapping(src.as_ptr(), buf.cast::<u8>(), n);
-            *buf.add(n) = 0;
-        }
-    }
-    src.len()
-}
-
 /// Turns profiling on. `config_json` is NULL to take the environment, or a JSON object whose
 /// keys override it: `enable_gpu_monitoring`, `enable_layer_profiling`, `output_dir`,
 /// `sample_interval`, `export_interval` (or `auto_export_interval`), `max_history`, `devices`.
 /// Works whether or not `VLLM_ENABLE_PROFILING` is set. Returns 0 or a negative error code.
+///
+/// # Safety
+/// `config_json` is NULL or a NUL-terminated string, valid for the duration of the call.
 #[no_mangle]
-pub extern "C" fn vllm_profiler_enable(config_json: *const c_char) -> i32 {
+pub unsafe extern "C" fn vllm_profiler_enable(config_json: *const c_char) -> i32 {
     status(|| {
-        let json = match c_str(config_json) {
+        // SAFETY: config_json is NULL or a valid C string (this function's contract).
+        let json = match unsafe { c_str(config_json) } {
             None => None,
             Some(s) => Some(s.to_str().map_err(|_| {
                 ProfilerError::InvalidConfig("the configuration is not UTF-8".into())
@@ -252,10 +159,15 @@ pub extern "C" fn vllm_profiler_step_set_engine_step(step: u64, engine_step: u64
 /// `api_server`, `engine_core`, `worker`, `process` (NUL-terminated); `rank` is a worker's rank,
 /// or negative for none (ignored for other roles). Works before profiling starts and does not
 /// start it. Returns 0 or a negative error code.
+///
+/// # Safety
+/// `role` is NULL or a NUL-terminated string, valid for the duration of the call.
 #[no_mangle]
-pub extern "C" fn vllm_profiler_set_role(role: *const c_char, rank: i32) -> i32 {
+pub unsafe extern "C" fn vllm_profiler_set_role(role: *const c_char, rank: i32) -> i32 {
     status(|| {
-        let name = c_str_bounded(role, 32).ok_or(ProfilerError::InvalidArgument("role is NULL"))?;
+        // SAFETY: role is NULL or a valid C string (this function's contract).
+        let name = unsafe { c_str_bounded(role, 32) }
+            .ok_or(ProfilerError::InvalidArgument("role is NULL"))?;
         let role = std::str::from_utf8(name)
             .ok()
             .and_then(vllm_profiler_format::Role::parse)
@@ -284,15 +196,20 @@ fn step_end_recording(step: u64) -> i32 {
 
 /// Opens a span (a layer) named by a NUL-terminated UTF-8 string; it nests in the innermost
 /// open span and step of this thread. Returns its handle, or 0 when nothing is recorded.
+///
+/// # Safety
+/// `name` is NULL or a NUL-terminated string, valid for the duration of the call.
 #[no_mangle]
-pub extern "C" fn vllm_profiler_span_begin(name: *const c_char) -> u64 {
+pub unsafe extern "C" fn vllm_profiler_span_begin(name: *const c_char) -> u64 {
     if runtime::recording_off() {
         return 0;
     }
     guard(
         |_| 0,
         || {
-            let name = c_str(name).ok_or(ProfilerError::InvalidArgument("span name is NULL"))?;
+            // SAFETY: name is NULL or a valid C string (this function's contract).
+            let name = unsafe { c_str(name) }
+                .ok_or(ProfilerError::InvalidArgument("span name is NULL"))?;
             runtime::with_recorder(|r| r.span_begin(name.to_bytes()))
         },
     )
@@ -325,8 +242,11 @@ pub extern "C" fn vllm_profiler_span_end(span: u64) -> i32 {
 /// nothing else: the span is ended with its duration and memory delta, without shapes, and
 /// VLLM_PROFILER_E_INVALID_ARGUMENT comes back with the reason in vllm_profiler_last_error.
 /// Returns 0 or a negative error code; an unknown handle ends nothing.
+///
+/// # Safety
+/// `shapes_json` is NULL or a NUL-terminated string, valid for the duration of the call.
 #[no_mangle]
-pub extern "C" fn vllm_profiler_span_end_annotated(
+pub unsafe extern "C" fn vllm_profiler_span_end_annotated(
     span: u64,
     memory_delta_mb: f64,
     shapes_json: *const c_char,
@@ -335,7 +255,8 @@ pub extern "C" fn vllm_profiler_span_end_annotated(
         return VLLM_PROFILER_E_NOT_ENABLED;
     }
     status(|| {
-        let shapes = c_str_bounded(shapes_json, VLLM_PROFILER_MAX_SHAPES_JSON_LEN);
+        // SAFETY: shapes_json is NULL or a valid C string (this function's contract).
+        let shapes = unsafe { c_str_bounded(shapes_json, VLLM_PROFILER_MAX_SHAPES_JSON_LEN) };
         // Out of f32 range becomes infinite, which the recorder stores as none.
         let memory = memory_delta_mb as f32;
         runtime::with_recorder(|r| r.span_end_annotated(span, memory, shapes))
@@ -345,12 +266,16 @@ pub extern "C" fn vllm_profiler_span_end_annotated(
 /// Writes the reports now into `dir` (created if missing), or the configured dir when NULL.
 /// Returns the number of files written (0 when nothing was recorded or sampled), or a negative
 /// error code.
+///
+/// # Safety
+/// `dir` is NULL or a NUL-terminated string, valid for the duration of the call.
 #[no_mangle]
-pub extern "C" fn vllm_profiler_export(dir: *const c_char) -> i32 {
+pub unsafe extern "C" fn vllm_profiler_export(dir: *const c_char) -> i32 {
     guard(
         |code| code,
         || {
-            let dir = c_str(dir).map(|d| Path::new(OsStr::from_bytes(d.to_bytes())));
+            // SAFETY: dir is NULL or a valid C string (this function's contract).
+            let dir = unsafe { c_str(dir) }.map(|d| Path::new(OsStr::from_bytes(d.to_bytes())));
             if dir.is_some_and(|d| d.as_os_str().is_empty()) {
                 return Err(ProfilerError::InvalidArgument("export dir is empty"));
             }
@@ -363,8 +288,11 @@ pub extern "C" fn vllm_profiler_export(dir: *const c_char) -> i32 {
 /// steps. Copies at most `len - 1` bytes and a NUL into `buf` (may be NULL), like snprintf, and
 /// returns the full length in bytes; call again with a larger buffer when it is >= `len`.
 /// Negative: an error code.
+///
+/// # Safety
+/// `buf` is NULL, or points to `len` writable bytes, valid for the duration of the call.
 #[no_mangle]
-pub extern "C" fn vllm_profiler_summary_json(
+pub unsafe extern "C" fn vllm_profiler_summary_json(
     last_n_steps: u32,
     buf: *mut c_char,
     len: usize,
@@ -372,15 +300,19 @@ pub extern "C" fn vllm_profiler_summary_json(
     guard(i64::from, || {
         let last_n = (last_n_steps > 0).then_some(u64::from(last_n_steps));
         let json = runtime::summary_json(last_n)?;
-        Ok(copy_out(&json, buf, len) as i64)
+        // SAFETY: buf is NULL or has len writable bytes (this function's contract).
+        Ok(unsafe { copy_out(&json, buf, len) } as i64)
     })
 }
 
 /// The kept GPU samples as JSON (the shape of `gpu_history_<pid>.json`): of device
 /// `device_id`, or of every device when it is negative, taken at or after `since_unix` (Unix
 /// seconds; 0 for all). Same buffer protocol as `vllm_profiler_summary_json`.
+///
+/// # Safety
+/// `buf` is NULL, or points to `len` writable bytes, valid for the duration of the call.
 #[no_mangle]
-pub extern "C" fn vllm_profiler_gpu_history_json(
+pub unsafe extern "C" fn vllm_profiler_gpu_history_json(
     device_id: i32,
     since_unix: f64,
     buf: *mut c_char,
@@ -392,7 +324,8 @@ pub extern "C" fn vllm_profiler_gpu_history_json(
         }
         let device = u32::try_from(device_id).ok();
         let json = runtime::gpu_history_json(device, since_unix)?;
-        Ok(copy_out(&json, buf, len) as i64)
+        // SAFETY: buf is NULL or has len writable bytes (this function's contract).
+        Ok(unsafe { copy_out(&json, buf, len) } as i64)
     })
 }
 
@@ -401,24 +334,30 @@ pub extern "C" fn vllm_profiler_gpu_history_json(
 /// environment's `VLLM_PROFILING_*_LIBRARY` and `VLLM_PROFILING_DEVICES`. Works without
 /// profiling; loads the vendor library on the calling thread. Same buffer protocol as
 /// `vllm_profiler_summary_json`; each call samples again.
+///
+/// # Safety
+/// `buf` is NULL, or points to `len` writable bytes, valid for the duration of the call.
 #[no_mangle]
-pub extern "C" fn vllm_profiler_gpus_json(buf: *mut c_char, len: usize) -> i64 {
+pub unsafe extern "C" fn vllm_profiler_gpus_json(buf: *mut c_char, len: usize) -> i64 {
     guard(i64::from, || {
         let json = runtime::gpus_json()?;
-        Ok(copy_out(&json, buf, len) as i64)
+        // SAFETY: buf is NULL or has len writable bytes (this function's contract).
+        Ok(unsafe { copy_out(&json, buf, len) } as i64)
     })
 }
 
 /// The message of the calling thread's last error. Copies at most `len - 1` bytes and a NUL
 /// into `buf` (may be NULL) and returns the message length; 0 when no call has failed yet.
+///
+/// # Safety
+/// `buf` is NULL, or points to `len` writable bytes, valid for the duration of the call.
 #[no_mangle]
-pub extern "C" fn vllm_profiler_last_error(buf: *mut c_char, len: usize) -> i32 {
+pub unsafe extern "C" fn vllm_profiler_last_error(buf: *mut c_char, len: usize) -> i32 {
     guard(
         |code| code,
         || {
-            let n = LAST_ERROR
-                .try_with(|cell| copy_out(cell.borrow().message(), buf, len))
-                .unwrap_or(0);
+            // SAFETY: buf is NULL or has len writable bytes (this function's contract).
+            let n = unsafe { copy_last_error(buf, len) };
             Ok(n as i32)
         },
     )
@@ -430,121 +369,9 @@ pub extern "C" fn vllm_profiler_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
 }
 
-#[ctor::ctor(unsafe)]
-fn vllm_profiler_on_load() {
-    // Only reads the environment and decides; never waits for a thread (loader lock).
-    let _ = catch_unwind(runtime::on_load);
-}
-
-/// Writes each warning as one `vllm-profiler: ...` line to stderr (fd 2), without the Rust
-/// stderr lock, so it is usable from the constructor and exit hooks.
-/// Hashes of the warnings printed so far: each distinct warning is printed once per process,
-/// however often the threads that find it restart (every enable after a disable detects the
-/// GPUs again).
-static PRINTED: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
-
-/// Whether `line` was not printed before (and is now recorded as printed). A lock held across
-/// a fork, or a full table, lets it print again rather than wait or lose it.
-fn first_time(line: &str) -> bool {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    line.hash(&mut hasher);
-    let hash = hasher.finish();
-    let Ok(mut printed) = PRINTED.try_lock() else {
-        return true;
-    };
-    if printed.contains(&hash) {
-        return false;
-    }
-    if printed.len() < 1024 {
-        printed.push(hash);
-    }
-    true
-}
-
-/// Says a failure to write into the output dir `dir`: only the first one per dir (the journal's,
-/// a periodic export's or the final export's) is printed, with a note that later ones are not,
-/// so that an unusable dir is one line however often it is tried.
-pub(crate) fn warn_output_dir(dir: Option<&Path>, line: String) {
-    match dir {
-        Some(dir) if first_time(&format!("output dir failure: {}", dir.display())) => {
-            print_warnings(&[format!(
-                "{line} (later failures to write into {} are not shown)",
-                dir.display()
-            )]);
-        }
-        Some(_) => {}
-        None => print_warnings(&[line]),
-    }
-}
-
-pub(crate) fn print_warnings(lines: &[String]) {
-    for line in lines.iter().filter(|line| first_time(line)) {
-        let text = format!("vllm-profiler: {line}\n");
-        let mut bytes = text.as_bytes();
-        while !bytes.is_empty() {
-            // SAFETY: writes from a valid buffer of the given length to fd 2.
-            let n = unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
-            if n <= 0 {
-                break;
-            }
-            bytes = &bytes[n as usize..];
-        }
-    }
-}
-
-extern "C" fn at_exit() {
-    let _ = catch_unwind(runtime::on_exit);
-}
-
-extern "C" fn before_fork() {
-    // Hold CONTROL across fork() so that the child never copies it mid-change; both sides
-    // release it right after. The guard is leaked: no thread-local is needed, so this works
-    // even for a fork from a thread-local destructor.
-    std::mem::forget(runtime::CONTROL.lock());
-}
-
-extern "C" fn after_fork_in_parent() {
-    // SAFETY: before_fork locked CONTROL on this thread and leaked the guard; nothing else can
-    // hold it now, and the guard will never be used.
-    unsafe { runtime::CONTROL.force_unlock() };
-}
-
-extern "C" fn after_fork_in_child() {
-    // SAFETY: the forking thread (this one, the only thread of the child) locked CONTROL in
-    // before_fork and leaked the guard. A spin lock has no waiter queue, so the plain unlock
-    // leaves it free here.
-    unsafe { runtime::CONTROL.force_unlock() };
-    crate::signals::forget_parent_signal_pipe();
-    let _ = catch_unwind(runtime::after_fork_in_child);
-}
-
-/// Registers the exit hook (final export) and the fork hooks. Called once per process: at load
-/// when profiling is switched on, or at the first enable.
-pub(crate) fn install_process_hooks() {
-    // SAFETY: registers extern "C" functions that catch every panic and live as long as the
-    // process (the library is never unloaded while profiling).
-    unsafe {
-        libc::atexit(at_exit);
-        libc::pthread_atfork(
-            Some(before_fork),
-            Some(after_fork_in_parent),
-            Some(after_fork_in_child),
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_warning_is_printed_once_per_process() {
-        let line = format!("test warning {}", std::process::id());
-        assert!(first_time(&line));
-        assert!(!first_time(&line));
-        assert!(first_time(&format!("{line} (another)")));
-    }
 
     #[test]
     fn header_codes_match_the_error_enum() {
@@ -597,44 +424,5 @@ mod tests {
             VLLM_PROFILER_MAX_OPEN_STEPS,
             vllm_profiler_core::recorder::MAX_OPEN_STEPS
         );
-    }
-
-    #[test]
-    fn bounded_c_strings_stop_one_past_the_limit() {
-        let short = c"{}";
-        assert_eq!(c_str_bounded(short.as_ptr(), 4), Some(&b"{}"[..]));
-        let long = std::ffi::CString::new(vec![b'x'; 100]).unwrap();
-        assert_eq!(c_str_bounded(long.as_ptr(), 10).map(<[u8]>::len), Some(11));
-        assert_eq!(c_str_bounded(std::ptr::null(), 10), None);
-    }
-
-    #[test]
-    fn copy_out_truncates_like_snprintf() {
-        let mut buf = [0x55 as c_char; 4];
-        assert_eq!(copy_out(b"hello", buf.as_mut_ptr(), 4), 5);
-        assert_eq!(&buf, &[b'h' as c_char, b'e' as c_char, b'l' as c_char, 0]);
-        assert_eq!(copy_out(b"hello", std::ptr::null_mut(), 0), 5);
-    }
-
-    #[test]
-    fn last_error_keeps_whole_utf8_characters() {
-        set_last_error(&ProfilerError::InvalidConfig("é".repeat(400)));
-        LAST_ERROR.with(|c| {
-            let last = c.borrow();
-            assert!(last.len <= LAST_ERROR_CAPACITY && last.len > 100);
-            assert!(std::str::from_utf8(last.message()).is_ok());
-        });
-    }
-
-    #[test]
-    fn frequent_errors_store_their_static_message() {
-        set_last_error(&ProfilerError::InvalidConfig("x".into()));
-        set_last_error(&ProfilerError::NotEnabled);
-        let mut buf = [0 as c_char; 64];
-        let n = vllm_profiler_last_error(buf.as_mut_ptr(), buf.len());
-        // SAFETY: vllm_profiler_last_error NUL-terminated the buffer.
-        let text = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_str().unwrap();
-        assert_eq!(text, "profiling is not enabled");
-        assert_eq!(n as usize, text.len());
     }
 }

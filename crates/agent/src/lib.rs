@@ -1,22 +1,35 @@
 //! `libvllm_profiler.so`: the in-process agent of vllm-profiler.
 //!
-//! - `ffi`: every `extern "C"` function, the constructor and the process hooks;
-//! - `quiet_threads`: spawns the agent's threads with every asynchronous signal blocked (with
-//!   `ffi` and `signals`, the only unsafe code);
-//! - `signals`: the final export on SIGTERM;
+//! - `ffi`: every `extern "C"` function of the C ABI;
+//! - `process_hooks`: the `atexit` and `pthread_atfork` trampolines;
+//! - `signals`: SIGTERM with the default disposition (the journal's tail, then the signal);
+//! - `quiet_threads`: spawns the agent's threads with every asynchronous signal blocked;
+//! - `warnings`: the agent's only output, one stderr line per distinct warning;
 //! - `config`: the environment and the JSON configuration;
 //! - `runtime`: the gate, the session, enable/disable/export, fork and exit;
-//! - `threads`: the collector and sampler threads;
-//! - `metrics`: the Prometheus endpoint.
+//! - `threads`: the collector, sampler and exporter threads;
+//! - `metrics` and `http`: the Prometheus endpoint and its bounded server.
+//!
+//! Unsafe code lives in `ffi`, `process_hooks`, `signals`, `quiet_threads`, `warnings`, and
+//! the runtime's two fork hooks, each block with its `SAFETY` comment.
 #![deny(unsafe_code)]
 
 mod config;
 mod ffi;
 mod http;
 mod metrics;
+mod process_hooks;
 mod quiet_threads;
 mod runtime;
 mod signals;
 mod threads;
+mod warnings;
 
 pub use ffi::*;
+
+/// The library constructor: only reads the environment and decides; never waits for a thread
+/// (the loader lock is held under `dlopen`).
+#[ctor::ctor(unsafe)]
+fn vllm_profiler_on_load() {
+    let _ = std::panic::catch_unwind(runtime::on_load);
+}

@@ -25,6 +25,7 @@ use prometheus_client::registry::{Registry, Unit};
 use vllm_profiler_core::{MetricsSnapshot, Session};
 
 use crate::http;
+use crate::warnings;
 
 /// Upper bounds of the step-duration histogram, seconds: 1 ms to 30 s.
 pub(crate) const STEP_BUCKETS_S: [f64; 14] = [
@@ -220,7 +221,7 @@ pub(crate) fn serve(addr: &str, session: Arc<Session>, stop: Receiver<()>) -> Re
         SERVED_HERE.store(true, Ordering::Release);
         let handle = |request: &http::Request| respond(request, &session);
         if let Err(err) = http::serve(listener, http::Limits::DEFAULT, &stop, &handle) {
-            crate::ffi::print_warnings(&[format!(
+            warnings::print_warnings(&[format!(
                 "stopped serving Prometheus metrics on {addr}: {err}"
             )]);
         }
@@ -245,7 +246,7 @@ fn bind_when_free(addr: &str, stop: &Receiver<()>) -> Option<TcpListener> {
             Err(err) => last_error = err.to_string(),
         }
     }
-    crate::ffi::print_warnings(&[format!(
+    warnings::print_warnings(&[format!(
         "cannot serve Prometheus metrics on {addr}: {last_error}"
     )]);
     None

@@ -19,7 +19,8 @@ use vllm_profiler_core::{ProfilerError, Result, Session, ThreadRecorder};
 use vllm_profiler_format::Role;
 
 use crate::config::{self, Config};
-use crate::{ffi, threads};
+use crate::threads;
+use crate::warnings;
 
 /// Recording is on.
 const ENABLED: u64 = 1;
@@ -105,8 +106,27 @@ pub(crate) fn recorded() -> bool {
 /// must never copy CONTROL locked into a child that has no hook to release it.
 fn install_hooks() {
     if !HOOKS_INSTALLED.swap(true, Ordering::AcqRel) {
-        ffi::install_process_hooks();
+        crate::process_hooks::install(crate::process_hooks::ProcessHooks {
+            at_exit: on_exit,
+            before_fork,
+            after_fork_in_parent,
+            after_fork_in_child,
+        });
     }
+}
+
+/// Holds CONTROL across `fork` so that the child never copies it mid-change; both sides
+/// release it right after. The guard is leaked: no thread-local is needed, so this works even
+/// for a fork from a thread-local destructor.
+fn before_fork() {
+    std::mem::forget(CONTROL.lock());
+}
+
+#[allow(unsafe_code)]
+fn after_fork_in_parent() {
+    // SAFETY: before_fork locked CONTROL on this thread and leaked the guard; nothing else can
+    // hold it now, and the guard will never be used.
+    unsafe { CONTROL.force_unlock() };
 }
 
 pub(crate) type ControlLock = spin::mutex::SpinMutex<Control, spin::relax::Yield>;
@@ -174,7 +194,7 @@ pub fn on_load() {
                 config::ENABLE_PROFILING,
                 config::shown(&raw)
             ));
-            ffi::print_warnings(&warnings);
+            warnings::print_warnings(&warnings);
         }
         return;
     }
@@ -188,7 +208,7 @@ pub fn on_load() {
         let outcome = activate(&mut control, config);
         drop(control);
         if let Err(err) = report(outcome) {
-            ffi::print_warnings(&[format!("could not start: {err}")]);
+            warnings::print_warnings(&[format!("could not start: {err}")]);
         }
     }
 }
@@ -197,7 +217,7 @@ pub fn on_load() {
 fn report(outcome: Result<Vec<String>>) -> Result<()> {
     match outcome {
         Ok(warnings) => {
-            ffi::print_warnings(&warnings);
+            warnings::print_warnings(&warnings);
             Ok(())
         }
         Err(err) => Err(err),
@@ -459,7 +479,7 @@ pub fn on_terminate() {
 pub fn on_exit() {
     if let Err(err) = finish() {
         let dir = own_session().ok().map(|s| s.settings().output_dir);
-        ffi::warn_output_dir(dir.as_deref(), format!("final export failed: {err}"));
+        warnings::warn_output_dir(dir.as_deref(), format!("final export failed: {err}"));
     }
 }
 
@@ -490,9 +510,15 @@ pub fn finish() -> Result<bool> {
     Ok(true)
 }
 
-/// Fork hook, in the child (after ffi released CONTROL): whatever was on becomes armed, so the
+/// Fork hook, in the child: CONTROL is released, and whatever was on becomes armed, so the
 /// child starts its own session if (and only if) it records.
-pub(crate) fn after_fork_in_child() {
+#[allow(unsafe_code)]
+fn after_fork_in_child() {
+    // SAFETY: the forking thread (this one, the only thread of the child) locked CONTROL in
+    // before_fork and leaked the guard. A spin lock has no waiter queue, so the plain unlock
+    // leaves it free here.
+    unsafe { CONTROL.force_unlock() };
+    crate::signals::forget_parent_signal_pipe();
     RECORDED.store(false, Ordering::Relaxed);
     ROLE.store(3, Ordering::Relaxed);
     RANK.store(NO_RANK, Ordering::Relaxed);

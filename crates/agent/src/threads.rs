@@ -17,8 +17,8 @@ use vllm_profiler_core::{DeviceBackend, Sampler, Session};
 use vllm_profiler_gpu::SharedBackend;
 
 use crate::config::Config;
-use crate::ffi;
 use crate::quiet_threads;
+use crate::warnings;
 
 /// How often the collector drains when no thread asked it to.
 const DRAIN_PERIOD: Duration = Duration::from_millis(50);
@@ -106,7 +106,7 @@ pub(crate) fn start(session: &Arc<Session>, config: &Config) -> Running {
                 sample_loop(&session, &options, shared_dir.as_deref(), &stop)
             }));
             if sampled.is_err() {
-                ffi::print_warnings(&["the GPU sampler stopped on an internal error; steps \
+                warnings::print_warnings(&["the GPU sampler stopped on an internal error; steps \
                      are still recorded"
                     .to_owned()]);
             }
@@ -115,7 +115,7 @@ pub(crate) fn start(session: &Arc<Session>, config: &Config) -> Running {
     if let Some(addr) = &shape.prometheus {
         // A port in use is one line; the host and the other threads go on.
         if let Err(err) = crate::metrics::serve(addr, session.clone(), stop_rx.clone()) {
-            ffi::print_warnings(&[err]);
+            warnings::print_warnings(&[err]);
         }
     }
     if shape.exporter {
@@ -136,7 +136,7 @@ fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Option<Thread> {
         // The join handle is dropped: the thread is detached.
         Ok(handle) => Some(handle.thread().clone()),
         Err(err) => {
-            ffi::print_warnings(&[format!("could not start thread {name}: {err}")]);
+            warnings::print_warnings(&[format!("could not start thread {name}: {err}")]);
             None
         }
     }
@@ -159,10 +159,10 @@ pub(crate) fn handle_turn(session: &Session, turn: vllm_profiler_core::Turn) {
         spawn("vprof-snapshot", move || job.run());
     }
     if let Some(failure) = turn.failure {
-        ffi::warn_output_dir(Some(&session.settings().output_dir), failure);
+        warnings::warn_output_dir(Some(&session.settings().output_dir), failure);
     }
     if let Some(note) = turn.note {
-        ffi::print_warnings(&[note]);
+        warnings::print_warnings(&[note]);
     }
 }
 
@@ -181,13 +181,13 @@ fn sample_loop(
     stop: &Receiver<()>,
 ) {
     let detection = vllm_profiler_gpu::detect(options);
-    ffi::print_warnings(&detection.warnings);
+    warnings::print_warnings(&detection.warnings);
     let backend = match (detection.backend, shared_dir) {
         (Some(backend), Some(dir)) => {
             match SharedBackend::new(backend, dir, session.settings().sample_interval) {
                 Ok(shared) => Some(Box::new(shared) as Box<dyn DeviceBackend>),
                 Err((backend, why)) => {
-                    ffi::print_warnings(&[format!(
+                    warnings::print_warnings(&[format!(
                         "GPU samples are not shared with other processes ({why}); this process \
                      samples its devices itself"
                     )]);
@@ -203,7 +203,7 @@ fn sample_loop(
         sampler.tick(session);
         let warnings = sampler.take_warnings();
         if !warnings.is_empty() {
-            ffi::print_warnings(&warnings);
+            warnings::print_warnings(&warnings);
         }
         let interval = session.settings().sample_interval;
         next += interval;
@@ -227,11 +227,11 @@ fn export_loop(session: &Session, stop: &Receiver<()>) {
         if !wait_until(stop, Instant::now() + interval) {
             return;
         }
-        if !crate::runtime::recorded() {
+        if !session.has_recorded() {
             continue;
         }
         if let Err(err) = session.export(&settings.output_dir) {
-            ffi::warn_output_dir(
+            warnings::warn_output_dir(
                 Some(&settings.output_dir),
                 format!("periodic export failed: {err}"),
             );

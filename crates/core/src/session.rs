@@ -418,6 +418,11 @@ impl Session {
         ThreadRecorder::new(self.clone(), producer, slot)
     }
 
+    /// Whether a thread ever took a recorder of this session (called a recording function).
+    pub fn has_recorded(&self) -> bool {
+        self.next_thread_slot.load(Ordering::Relaxed) > 1
+    }
+
     /// A slot no live thread of this session has: a freed one, or a new one. Slots tell the
     /// handles of threads apart; past 2^20 live threads they would repeat.
     fn take_thread_slot(&self) -> u32 {
