@@ -119,42 +119,63 @@ pub(crate) fn serve(
     let mut open: Vec<Connection> = Vec::with_capacity(limits.connections);
     let mut listen_again = Instant::now();
     while matches!(stop.try_recv(), Err(TryRecvError::Empty)) {
-        let listening = Instant::now() >= listen_again;
-        let listener_ready = serve_turn(listening.then_some(&listener), &mut open, limits, handle);
-        if listener_ready && !accept(&listener, limits, &mut open, handle) {
+        let now = Instant::now();
+        let (listening, wait) = if now >= listen_again {
+            (Some(&listener), POLL)
+        } else {
+            (None, listen_again - now)
+        };
+        let listener_ready = serve_turn(listening, &mut open, limits, wait, handle);
+        if listener_ready && !accept(&listener, limits, &mut open, Some(handle)) {
             listen_again = Instant::now() + BACK_OFF;
         }
     }
-    accept(&listener, limits, &mut open, handle);
+    // What is queued now is taken, unanswered (answered at once, a client could queue the next
+    // request as fast as this takes them), and answered below; the listener closes after.
+    accept(&listener, limits, &mut open, None);
     drop(noted);
     drop(listener);
     let drained = Instant::now() + DRAIN;
     while !open.is_empty() && Instant::now() < drained {
-        serve_turn(None, &mut open, limits, handle);
+        serve_turn(None, &mut open, limits, POLL, handle);
     }
     Ok(())
 }
 
-/// Waits for the next events (at most [`POLL`]) and gives each open connection its turn;
-/// returns whether `listener` has connections waiting.
+/// Closes one connection to make room: one already answered first, then the oldest still
+/// waiting for its request, then the oldest being answered.
+fn evict(open: &mut Vec<Connection>) {
+    let rank = |c: &Connection| match c.state {
+        State::Lingering(_) => 0,
+        State::Reading(_) => 1,
+        State::Writing(..) => 2,
+    };
+    if let Some(victim) = (0..open.len()).min_by_key(|&i| (rank(&open[i]), i)) {
+        open.remove(victim);
+    }
+}
+
+/// Waits for the next events (at most `wait`, and no later than the nearest deadline) and gives
+/// each open connection its turn; returns whether `listener` has connections waiting.
 fn serve_turn(
     listener: Option<&TcpListener>,
     open: &mut Vec<Connection>,
     limits: Limits,
+    wait: Duration,
     handle: &dyn Fn(&Request) -> Response,
 ) -> bool {
     let now = Instant::now();
     let wait = open
         .iter()
         .map(|c| c.deadline.saturating_duration_since(now))
-        .fold(POLL, Duration::min);
+        .fold(wait.min(POLL), Duration::min);
     let (listener_ready, ready) = match wait_ready(listener, open, wait) {
         Ok(ready) => ready,
         Err(err) => {
             // More fds than the host's limit now allows (EINVAL), or no memory: fewer
             // connections, a pause, and the next turn tries again.
-            if err == nix::errno::Errno::EINVAL && !open.is_empty() {
-                open.remove(0);
+            if err == nix::errno::Errno::EINVAL {
+                evict(open);
             }
             std::thread::sleep(BACK_OFF);
             return false;
@@ -202,14 +223,15 @@ fn wait_ready(
     Ok((listener_ready, events))
 }
 
-/// Accepts what is waiting, reading each new connection at once; false when `accept` failed
-/// (the listener is then left alone for [`BACK_OFF`], so that a connection the process has no
-/// fd for does not make every poll return at once).
+/// Accepts what is waiting (at most [`ACCEPTS_PER_TURN`]), reading each new connection at
+/// once with `handle` (`None`: later); false when `accept` failed with nothing left to free
+/// (the listener is then left alone for [`BACK_OFF`], so that a connection the process has
+/// no fd for does not make every poll return at once).
 fn accept(
     listener: &TcpListener,
     limits: Limits,
     open: &mut Vec<Connection>,
-    handle: &dyn Fn(&Request) -> Response,
+    handle: Option<&dyn Fn(&Request) -> Response>,
 ) -> bool {
     for _ in 0..ACCEPTS_PER_TURN {
         let stream = match listener.accept() {
@@ -217,12 +239,13 @@ fn accept(
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => return true,
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
             Err(err) => {
-                // Out of fds (EMFILE, ENFILE) or memory: one of ours goes, so that the next
-                // try can take the waiting connection.
-                if matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
-                    && !open.is_empty()
-                {
-                    open.remove(0);
+                // Out of fds (EMFILE, ENFILE): one of ours goes, and the accept is tried
+                // again at once with the fd it freed. Nothing to free, or another error
+                // (no memory): back off.
+                let out_of_fds = matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                if out_of_fds && !open.is_empty() {
+                    evict(open);
+                    continue;
                 }
                 return false;
             }
@@ -236,17 +259,14 @@ fn accept(
             state: State::Reading(Vec::new()),
             deadline: Instant::now() + limits.deadline,
         };
-        if !turn(
-            &mut connection,
-            PollFlags::POLLIN,
-            Instant::now(),
-            limits,
-            handle,
-        ) {
-            continue; // answered (or gone) already
+        if let Some(handle) = handle {
+            let now = Instant::now();
+            if !turn(&mut connection, PollFlags::POLLIN, now, limits, handle) {
+                continue; // answered (or gone) already
+            }
         }
         if open.len() >= limits.connections {
-            open.remove(0);
+            evict(open);
         }
         open.push(connection);
     }
@@ -378,9 +398,11 @@ fn write_some(connection: &mut Connection) -> bool {
     // request) is read and dropped for a while: closing with unread bytes would reset the
     // connection, and the client could lose the end of the answer.
     let _ = connection.stream.shutdown(Shutdown::Write);
-    connection.state = State::Lingering(0);
     connection.deadline = connection.deadline.min(Instant::now() + LINGER);
-    linger(&mut connection.stream, &mut 0)
+    let mut dropped = 0;
+    let lingering = linger(&mut connection.stream, &mut dropped);
+    connection.state = State::Lingering(dropped);
+    lingering
 }
 
 /// Reads and drops what an answered client sends; false once it is done (closed its side)

@@ -272,3 +272,30 @@ fn a_target_in_absolute_form_is_its_path() {
     let answer = exchange(&server, b"GET http://host HTTP/1.1\r\n\r\n");
     assert_eq!(status_lines(&answer), ["HTTP/1.1 404 Not Found"]);
 }
+
+#[test]
+fn answered_connections_make_room_before_one_still_waiting_for_its_request() {
+    let limits = Limits {
+        deadline: Duration::from_secs(600),
+        ..Limits::DEFAULT
+    };
+    let server = start(limits);
+    // Connected first, its request comes last.
+    let mut waiting = connect(&server);
+    waiting.write_all(b"GET /ok").unwrap();
+    // More answered clients than there is room for, each keeping its socket open (the server
+    // keeps an answered connection for a while, reading what the client still sends).
+    let answered: Vec<TcpStream> = (0..limits.connections + 8)
+        .map(|_| {
+            let mut stream = connect(&server);
+            stream.write_all(GET_OK).unwrap();
+            let mut head = [0u8; 17];
+            stream.read_exact(&mut head).unwrap();
+            assert_eq!(&head, b"HTTP/1.1 200 OK\r\n");
+            stream
+        })
+        .collect();
+    waiting.write_all(b" HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(status_lines(&read_to_close(&mut waiting)), ["HTTP/1.1 200 OK"]);
+    drop(answered);
+}
