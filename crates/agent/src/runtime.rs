@@ -56,6 +56,10 @@ pub(crate) static CONTROL: ControlLock = ControlLock::new(Control {
     threads: None,
 });
 
+/// Between the gate going off in `disable` or `finish` and the end of their export: the
+/// journal is still this process's crash-safe store, and SIGTERM still saves its tail.
+static FINISHING: AtomicBool = AtomicBool::new(false);
+
 /// Whether the exit and fork hooks are registered. A flag, not a `Once`: a fork that caught
 /// a `Once` mid-run would leave the child waiting on it forever.
 static HOOKS_INSTALLED: AtomicBool = AtomicBool::new(false);
@@ -332,14 +336,20 @@ pub fn disable() -> Result<Vec<PathBuf>> {
     if gate & ENABLED == 0 {
         return Err(ProfilerError::NotEnabled);
     }
+    FINISHING.store(true, Ordering::Release);
     GATE.store(gate & !(ENABLED | ARMED), Ordering::Release);
     drop(control.threads.take());
     drop(control);
-    let session = own_session()?;
-    let written = session.export(&session.settings().output_dir)?;
-    // The reports hold everything now; recording again starts a new journal.
-    session.retire_journal();
-    Ok(written)
+    let exported = own_session().and_then(|session| {
+        // The journal gets what it lacks before the export: a kill during it loses nothing.
+        drop(session.collect());
+        let written = session.export(&session.settings().output_dir)?;
+        // The reports hold everything now; recording again starts a new journal.
+        session.retire_journal();
+        Ok(written)
+    });
+    FINISHING.store(false, Ordering::Release);
+    exported
 }
 
 pub fn is_enabled() -> bool {
@@ -462,11 +472,12 @@ fn register_thread(generation: u64) -> Result<ThreadRecorder> {
 /// SIGTERM's work where its disposition is the default: the process is about to die by the
 /// signal, so it writes only what the crash-safe journal lacks (one collector turn: the rings'
 /// last events, or a first snapshot) and no report. It never waits for an export in progress
-/// (it takes no export lock) and prints nothing; `vllm-profiler recover` writes the reports
+/// (it takes no export lock; during the final export, whose journal turn came first, it adds
+/// nothing) and prints nothing; `vllm-profiler recover` writes the reports
 /// from the journal, as after a SIGKILL. Recording stays on: should the host change the
 /// disposition meanwhile and live on, its exit hook exports as usual.
 pub fn on_terminate() {
-    if !is_enabled() || !recorded() {
+    if !(is_enabled() || FINISHING.load(Ordering::Acquire)) || !recorded() {
         return;
     }
     if let Ok(session) = own_session() {
@@ -492,6 +503,7 @@ pub fn finish() -> Result<bool> {
     if gate & ENABLED == 0 {
         return Ok(false);
     }
+    FINISHING.store(true, Ordering::Release);
     GATE.store(gate & !(ENABLED | ARMED), Ordering::Release);
     let Some(session) = SESSION.load_full() else {
         return Ok(false);

@@ -42,6 +42,8 @@ extern "C" fn on_terminating_signal(sig: c_int) {
     let fd = SIGNAL_PIPE_WRITE.load(Ordering::Acquire);
     // SAFETY: getpid has no preconditions and is async-signal-safe.
     let pid = unsafe { libc::getpid() } as u32;
+    // Whatever happens next, the process is dying by the signal: no more warnings.
+    crate::warnings::set_silent(true);
     let handed_over = fd >= 0
         && SIGNAL_OWNER.load(Ordering::Acquire) == pid
         && !SIGNAL_PENDING.swap(true, Ordering::AcqRel)
@@ -172,8 +174,10 @@ fn signal_loop(read_fd: c_int, on_signal: fn()) {
                 libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
             }
             default_action(sig);
-            // Not reached unless the host changed the disposition meanwhile: the host wins.
+            // Not reached unless the host changed the disposition meanwhile: the host wins,
+            // and the process lives on.
             SIGNAL_PENDING.store(false, Ordering::Release);
+            crate::warnings::set_silent(false);
         } else if n == 0
             || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
         {

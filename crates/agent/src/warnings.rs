@@ -4,6 +4,16 @@
 #![allow(unsafe_code)]
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set once the process is dying by SIGTERM: nothing more is printed (the host's run without
+/// us would print nothing either). Async-signal-safe to set.
+static SILENT: AtomicBool = AtomicBool::new(false);
+
+/// From a signal handler too: an atomic store.
+pub(crate) fn set_silent(silent: bool) {
+    SILENT.store(silent, Ordering::Release);
+}
 
 /// Hashes of the warnings printed so far: each distinct warning is printed once per process,
 /// however often the threads that find it restart (every enable after a disable detects the
@@ -48,6 +58,9 @@ pub(crate) fn warn_output_dir(dir: Option<&Path>, line: String) {
 /// Writes each warning not printed before as one `vllm-profiler: ...` line to stderr (fd 2),
 /// without the Rust stderr lock, so that it is usable from the constructor and exit hooks.
 pub(crate) fn print_warnings(lines: &[String]) {
+    if SILENT.load(Ordering::Acquire) {
+        return;
+    }
     for line in lines.iter().filter(|line| first_time(line)) {
         let text = format!("vllm-profiler: {line}\n");
         let mut bytes = text.as_bytes();

@@ -150,6 +150,17 @@ pub fn remove_dead_temporaries_now_and_then(dir: &Path) {
 /// older than a moment: what processes killed while they wrote left. Only names this module
 /// makes for the agent's files are looked at; anything else stays. Returns how many went.
 pub fn remove_dead_temporaries(dir: &Path) -> usize {
+    remove_temporaries(dir, None, TEMP_GRACE)
+}
+
+/// Removes the temporaries in `dir` written by process `pid` whose lock is free, however new:
+/// for `recover`, which holds that process's journal and so knows it dead (a new temporary
+/// of a live writer is locked from its creation, but for a moment; a dead one's never will).
+pub fn remove_temporaries_of(dir: &Path, pid: u32) -> usize {
+    remove_temporaries(dir, Some(pid), Duration::ZERO)
+}
+
+fn remove_temporaries(dir: &Path, writer: Option<u32>, grace: Duration) -> usize {
     let Ok(entries) = fs::read_dir(dir) else {
         return 0;
     };
@@ -158,9 +169,10 @@ pub fn remove_dead_temporaries(dir: &Path) -> usize {
         let name = entry.file_name();
         // The type without opening it (a FIFO's or a device's open has effects), from the
         // entry itself (a symlink is a symlink).
-        if !name.to_str().is_some_and(is_agent_temporary)
-            || !entry.file_type().is_ok_and(|t| t.is_file())
-        {
+        let ours = name.to_str().is_some_and(|name| {
+            is_agent_temporary(name) && writer.is_none_or(|pid| temporary_writer(name) == Some(pid))
+        });
+        if !ours || !entry.file_type().is_ok_and(|t| t.is_file()) {
             continue;
         }
         let path = entry.path();
@@ -177,7 +189,7 @@ pub fn remove_dead_temporaries(dir: &Path) -> usize {
                     .modified()
                     .ok()
                     .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|age| age >= TEMP_GRACE)
+                    .is_some_and(|age| age >= grace)
         });
         if !old_enough {
             continue;
@@ -191,6 +203,12 @@ pub fn remove_dead_temporaries(dir: &Path) -> usize {
         }
     }
     removed
+}
+
+/// The writer's pid in a temporary's name `.{name}.{pid}.{counter}.tmp`.
+fn temporary_writer(file: &str) -> Option<u32> {
+    let inner = file.strip_prefix('.')?.strip_suffix(".tmp")?;
+    inner.rsplit('.').nth(1)?.parse().ok()
 }
 
 /// `.{name}.{pid}.{counter}.tmp` where `name` is one of the agent's report or journal files.
@@ -320,6 +338,12 @@ mod tests {
         for kept in [&held, &fresh, &foreign, &not_numbered] {
             assert!(kept.exists(), "{}", kept.display());
         }
+        // A writer known dead (recover holds its journal): its temporaries go however new,
+        // and only its own.
+        assert_eq!(remove_temporaries_of(dir, 14), 1);
+        assert!(!fresh.exists());
+        assert_eq!(remove_temporaries_of(dir, 13), 0, "held: its writer lives");
+        assert!(held.exists() && foreign.exists());
     }
 
     #[test]

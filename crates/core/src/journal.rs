@@ -663,6 +663,11 @@ impl Claim {
         self._lock.is_some()
     }
 
+    /// The dir of the journal claimed.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Removes the journal's files (its reports were written from it).
     pub fn remove(self) {
         remove_files(&self.dir, self.pid);

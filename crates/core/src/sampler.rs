@@ -54,7 +54,9 @@ pub fn process_memory_mb(processes: Option<&[ProcessMemory]>, pid: u32) -> Optio
         .iter()
         .filter(|p| p.pid == pid)
         .map(|p| p.used_memory_mb)
-        .sum()
+        .sum::<Option<f64>>()
+        // An empty f64 sum is -0.0; a report says 0.
+        .map(|mb| mb + 0.0)
 }
 
 /// Reads this process's CPU time and RSS and the host's memory. Keeps its `/proc` files open

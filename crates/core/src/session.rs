@@ -771,6 +771,13 @@ impl Session {
     /// The journal goes once the reports are written: they hold everything it had.
     pub fn close_and_export(&self, dir: &std::path::Path) -> Result<Vec<PathBuf>> {
         let _serial = self.lock_exports()?;
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(Vec::new());
+        }
+        // The journal first gets what it lacks, so that a kill during the export (vLLM's
+        // SIGKILL at shutdown, a SIGTERM) loses nothing: `recover` has it all. A compaction
+        // this turn would start is left: the old pair stays whole.
+        drop(self.collect());
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(Vec::new());
         }

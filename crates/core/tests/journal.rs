@@ -473,3 +473,22 @@ fn a_damaged_journal_is_refused_with_a_reason_never_a_panic() {
         "{err}"
     );
 }
+
+#[test]
+fn the_final_export_journals_the_tail_first_so_a_kill_during_it_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = journaled(dir.path());
+    record(&live, 2);
+    // Five more steps, ended but never handed to the journal by a collector turn.
+    let mut rec = live.register_thread(12);
+    for _ in 0..5 {
+        let step = rec.step_begin(1, 4).unwrap();
+        rec.step_end(step).unwrap();
+    }
+    // The final export fails (as if killed) after its journal turn: its dir is a file.
+    let blocked = dir.path().join("not-a-dir");
+    std::fs::write(&blocked, b"").unwrap();
+    assert!(live.close_and_export(&blocked).is_err());
+    drop((rec, live));
+    assert_eq!(recovered_steps(dir.path()), 2 * 6 + 5);
+}

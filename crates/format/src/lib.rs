@@ -404,10 +404,14 @@ pub struct SharedDeviceSample {
     /// (stopped, hung in the vendor library): a holder that sees a newer generation yields.
     #[serde(default)]
     pub generation: u64,
-    /// The sampler's interval, seconds (0: not known yet); a sample older than three of them
-    /// is stale.
+    /// The sampler's interval, seconds (0: not known yet); a frame written longer ago than
+    /// three of them is stale.
     #[serde(default)]
     pub interval_s: f64,
+    /// Unix seconds when the frame was written (0: not said); staleness counts from it, not
+    /// from the sample's time, so that a slow vendor call does not look like a stopped holder.
+    #[serde(default)]
+    pub written_at: f64,
     /// `process_memory_used_mb` is the sampler's own; readers take theirs from `processes`.
     pub sample: GpuSample,
     /// Every process's memory on the device; `None` when it could not be read.

@@ -288,15 +288,16 @@ impl SharedBackend {
     ) -> bool {
         let pid = self.pid;
         let interval_s = self.interval_s;
+        let newer_elsewhere = self.newer_elsewhere(position, frame);
         let device = &mut self.devices[position];
-        let newer_elsewhere = frame.is_some_and(|f| {
-            f.sampler_pid != pid
-                && (f.generation, f.sampler_pid) > (device.generation, pid)
-                && is_alive(f.sampler_pid)
-        });
         let stale_after =
             (STALE_INTERVALS * device.seen_interval_s.max(interval_s)).max(MIN_STALE_S);
         let stale = now - device.seen_timestamp.unwrap_or(device.started) > stale_after;
+        // A live process of another pid writes fresh samples (the holder, or a taker that the
+        // lock is about to pass to): the lock is not tried, so that a lock let go by a yielding
+        // holder goes to that taker rather than round the waiting processes.
+        let served =
+            !stale && frame.is_some_and(|f| f.sampler_pid != pid && is_alive(f.sampler_pid));
         let (lock, failed) = match std::mem::replace(&mut device.lock, Lock::Unshared) {
             Lock::Unshared => (Lock::Unshared, None),
             Lock::Held(held) if newer_elsewhere => match held.unlock() {
@@ -310,6 +311,7 @@ impl SharedBackend {
                 Err((file, None)) => (Lock::Taking(file), None),
                 Err((file, Some(errno))) => (Lock::Waiting(file), Some(errno)),
             },
+            Lock::Waiting(file) if served => (Lock::Waiting(file), None),
             Lock::Waiting(file) => match try_lock(file) {
                 Ok(held) => {
                     // The successor of a holder that is gone: its generation goes on.
@@ -317,8 +319,11 @@ impl SharedBackend {
                     (Lock::Held(held), None)
                 }
                 Err((file, None)) if stale => {
-                    device.generation =
-                        device.generation.max(frame.map_or(0, |f| f.generation)) + 1;
+                    // Saturating: the file is another process's word.
+                    device.generation = device
+                        .generation
+                        .max(frame.map_or(0, |f| f.generation))
+                        .saturating_add(1);
                     (Lock::Taking(file), None)
                 }
                 Err((file, None)) => (Lock::Waiting(file), None),
@@ -338,7 +343,40 @@ impl SharedBackend {
         !matches!(self.devices[position].lock, Lock::Waiting(_))
     }
 
-    fn publish(&mut self, position: usize, reading: &DeviceReading) {
+    /// Whether `frame` is a live process's with a newer (generation, pid) than this one's:
+    /// a writer that reads it yields.
+    fn newer_elsewhere(&self, position: usize, frame: Option<&SharedDeviceSample>) -> bool {
+        let generation = self.devices[position].generation;
+        frame.is_some_and(|f| {
+            f.sampler_pid != self.pid
+                && (f.generation, f.sampler_pid) > (generation, self.pid)
+                && is_alive(f.sampler_pid)
+        })
+    }
+
+    /// Right before a write, after the vendor call: a writer that another one's newer frame
+    /// reached meanwhile yields instead of writing over it (with a vendor call slower than
+    /// the interval, two writers would otherwise only ever read their own frames).
+    fn yields_before_writing(&mut self, position: usize) -> bool {
+        let frame = self.read_frame(position);
+        if !self.newer_elsewhere(position, frame.as_ref()) {
+            return false;
+        }
+        let device = &mut self.devices[position];
+        device.lock = match std::mem::replace(&mut device.lock, Lock::Unshared) {
+            Lock::Held(held) => match held.unlock() {
+                Ok(file) => Lock::Waiting(file),
+                Err((held, _)) => Lock::Held(held),
+            },
+            Lock::Taking(file) => Lock::Waiting(file),
+            other => other,
+        };
+        matches!(device.lock, Lock::Waiting(_))
+    }
+
+    /// Writes `reading` as the device's frame; `written_at` is the tick's time plus what the
+    /// tick took so far (the vendor call).
+    fn publish(&mut self, position: usize, reading: &DeviceReading, written_at: f64) {
         let device = &mut self.devices[position];
         let (Lock::Held(_) | Lock::Taking(_), Some(data)) = (&device.lock, &device.data) else {
             return;
@@ -349,6 +387,7 @@ impl SharedBackend {
             sequence: device.published,
             generation: device.generation,
             interval_s: self.interval_s,
+            written_at,
             sample: reading.sample.clone(),
             processes: reading.processes.clone(),
         };
@@ -399,12 +438,14 @@ impl SharedBackend {
             }
         };
         let frame: SharedDeviceSample = serde_json::from_slice(payload).ok()?;
-        let newest = frame.sample.timestamp.is_finite()
-            && device
-                .seen_timestamp
-                .is_none_or(|seen| frame.sample.timestamp > seen);
+        let written = if frame.written_at > 0.0 {
+            frame.written_at
+        } else {
+            frame.sample.timestamp
+        };
+        let newest = written.is_finite() && device.seen_timestamp.is_none_or(|seen| written > seen);
         if newest {
-            device.seen_timestamp = Some(frame.sample.timestamp);
+            device.seen_timestamp = Some(written);
             device.seen_interval_s = if frame.interval_s.is_finite() {
                 frame.interval_s.clamp(0.0, 3600.0)
             } else {
@@ -456,11 +497,15 @@ impl DeviceBackend for SharedBackend {
             self.interval_s = (timestamp - last).min(3600.0);
         }
         self.last_tick = Some(timestamp);
+        let tick = std::time::Instant::now();
         for position in 0..self.devices.len() {
             let frame = self.read_frame(position);
             if self.samples_here(position, timestamp, frame.as_ref()) {
                 let reading = self.inner.read_device(position, timestamp);
-                self.publish(position, &reading);
+                if !self.yields_before_writing(position) {
+                    let written_at = timestamp + tick.elapsed().as_secs_f64();
+                    self.publish(position, &reading, written_at);
+                }
                 out.push(reading.sample);
             } else if let Some(sample) = frame.and_then(|frame| self.take(position, frame)) {
                 out.push(sample);

@@ -296,6 +296,9 @@ fn answered_connections_make_room_before_one_still_waiting_for_its_request() {
         })
         .collect();
     waiting.write_all(b" HTTP/1.1\r\n\r\n").unwrap();
-    assert_eq!(status_lines(&read_to_close(&mut waiting)), ["HTTP/1.1 200 OK"]);
+    assert_eq!(
+        status_lines(&read_to_close(&mut waiting)),
+        ["HTTP/1.1 200 OK"]
+    );
     drop(answered);
 }

@@ -344,9 +344,13 @@ pub struct Recovered {
 }
 
 impl Recovered {
-    /// Removes the journal (once its reports are written), unless its writer still runs.
+    /// Removes the journal (once its reports are written), unless its writer still runs, and
+    /// the temporaries its dead writer left, however new.
     pub fn remove_journal(self) {
         if let Some(claim) = self.claim {
+            if claim.locked() {
+                crate::export::remove_temporaries_of(claim.dir(), self.writer.pid);
+            }
             claim.remove();
         }
     }

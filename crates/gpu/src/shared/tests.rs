@@ -301,6 +301,7 @@ fn a_sample_read_back_is_the_sample_written_to_the_last_bit() {
         sequence: 2,
         generation: 3,
         interval_s: 0.1,
+        written_at: 1_795_482_243.9,
         sample: GpuSample {
             timestamp: 1_795_482_243.760_378_1,
             gpu_utilization: Some(0.1 + 0.2),
