@@ -888,7 +888,7 @@ impl Session {
             trace.other_data.extend([
                 (
                     format::ExportStamp::TRACE_SEQUENCE.to_owned(),
-                    format::TraceArg::Number(stamp.sequence as f64),
+                    format::TraceArg::Count(stamp.sequence),
                 ),
                 (
                     format::ExportStamp::TRACE_AT.to_owned(),

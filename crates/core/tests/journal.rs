@@ -132,7 +132,7 @@ fn reports_and_stamp(dir: &Path, pid: u32) -> (Vec<(String, Value)>, format::Exp
                 let other = other.as_object_mut().unwrap();
                 let sequence = other.remove(format::ExportStamp::TRACE_SEQUENCE).unwrap();
                 let at = other.remove(format::ExportStamp::TRACE_AT).unwrap();
-                serde_json::json!({"sequence": sequence.as_f64().unwrap() as u64, "at": at})
+                serde_json::json!({"sequence": sequence, "at": at})
             }
             None => json.as_object_mut().unwrap().remove("export").unwrap(),
         };

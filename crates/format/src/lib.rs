@@ -146,6 +146,8 @@ pub struct TraceEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum TraceArg {
+    /// A count, written as a JSON integer (first: an integer reads back as a count).
+    Count(u64),
     Number(f64),
     Text(String),
 }
