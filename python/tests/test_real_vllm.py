@@ -178,7 +178,9 @@ def scheduled_tokens(requests):
 def wait_gone(out, timeout=60):
     """Waits until every process with a journal in `out` is gone: a SIGKILLed process holds
     its files (and its journal's lock) until the kernel has torn down its memory, which for a
-    process of a GB takes a moment; `recover` leaves a journal alone while its lock is held."""
+    process of a GB takes a moment; `recover` leaves a journal alone while its lock is held.
+    A zombie leader is not enough: its other threads may still be exiting, and the files they
+    share close only with the last of them (after its memory is torn down)."""
     pids = {int(p.name.split("_")[1].split(".")[0]) for p in out.glob("journal_*")}
     deadline = time.time() + timeout
     for pid in pids:
@@ -186,9 +188,10 @@ def wait_gone(out, timeout=60):
             try:
                 with open(f"/proc/{pid}/stat") as f:
                     state = f.read().rsplit(")", 1)[1].split()[0]
+                tasks = os.listdir(f"/proc/{pid}/task")
             except (FileNotFoundError, ProcessLookupError):
                 break
-            if state == "Z":  # exited, files closed; not reaped yet
+            if state == "Z" and tasks == [str(pid)]:  # exited, files closed; not reaped yet
                 break
             assert time.time() < deadline, f"pid {pid} outlived its kill"
             time.sleep(0.05)
