@@ -36,7 +36,7 @@ use nix::fcntl::{Flock, FlockArg, OFlag};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use crate::export::{create_output_dir, write_atomic_with};
+use crate::atomic_file::{create_output_dir, write_atomic_with};
 
 /// Bumped whenever what the journal holds changes; a journal of another version is refused.
 pub const JOURNAL_VERSION: u32 = 1;

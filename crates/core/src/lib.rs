@@ -3,21 +3,43 @@
 //! exporters. Safe Rust only; the agent crate owns the C ABI, the globals and the threads.
 #![forbid(unsafe_code)]
 
-pub mod error;
+// The data path, in order: the recorder's events and handles, the session they go into, the
+// collector, what it keeps, the report mapping, the export, and the files.
+mod aggregates;
+pub mod atomic_file;
+pub mod clock;
+mod collector;
+pub mod counters;
+pub mod event;
 pub mod export;
-pub mod fork_closed;
+pub mod handle;
 pub mod history;
-pub mod journal;
+mod kept;
+pub mod latest;
 pub mod names;
 pub mod recorder;
-pub mod sampler;
+pub mod report;
+mod samples;
 pub mod session;
 pub mod shapes;
 pub mod trace;
+// The crash-safe journal beside it: its files, what it holds, the collector's writes, recovery.
+pub mod journal;
+mod journal_state;
+mod journal_turn;
+mod recover;
 
+pub mod error;
+pub mod fork_closed;
+pub mod sampler;
+
+pub use clock::{Clock, ManualClock};
 pub use error::{ProfilerError, Result};
+pub use journal_turn::Turn;
 pub use recorder::ThreadRecorder;
+pub use recover::{recover, Recovered};
+pub use report::MetricsSnapshot;
 pub use sampler::{
     process_memory_mb, DeviceBackend, DeviceReading, HostProbe, Sampler, CPU_DETECTOR,
 };
-pub use session::{recover, MetricsSnapshot, Recovered, Session, Settings, Turn};
+pub use session::{Session, Settings};

@@ -8,11 +8,13 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use ringbuf::traits::Producer;
-use ringbuf::HeapProd;
+use ringbuf::traits::{Producer, Split};
+use ringbuf::{HeapProd, HeapRb};
 use rustc_hash::FxHashMap;
 
 use crate::error::{ProfilerError, Result};
+use crate::event::{Event, SpanEvent, StepEvent, NO_ENGINE_STEP};
+use crate::handle::{self, Handle, Owner};
 use crate::names::NameId;
 use crate::session::Session;
 
@@ -26,56 +28,12 @@ pub const RING_CAPACITY: usize = 8192;
 /// The collector is woken after this many events, well before the ring can fill.
 const WAKE_EVERY: u32 = (RING_CAPACITY / 8) as u32;
 
-/// A finished span or step, as handed from a recording thread to the collector.
-#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
-pub(crate) enum Event {
-    // Keep events small: the ring is preallocated, RING_CAPACITY of them per thread.
-    Span(SpanEvent),
-    Step(StepEvent),
-}
-
-#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
-pub(crate) struct SpanEvent {
-    pub name: NameId,
-    pub parent: NameId,
-    pub depth: u32,
-    /// Memory delta over the span in MiB, from the caller; NaN when none was given.
-    pub memory_delta_mb: f32,
-    /// Id of the span's canonical shapes in the session's shapes table; `NameId::NONE` when
-    /// none were given.
-    pub shapes: NameId,
-    /// Sequence number of the step it belongs to, 0 when outside every step.
-    pub step_seq: u64,
-    pub start_ns: u64,
-    pub duration_ns: u64,
-}
-
 /// Annotations of a span end: none (a plain end, or a span auto-closed by its parent or step).
 const NO_MEMORY_DELTA: f32 = f32::NAN;
 
 /// Most raw shapes strings one thread remembers; the cache is emptied when it is full (raw
 /// spellings of the same shapes are unbounded, unlike the shapes themselves).
 const SHAPES_CACHE_LIMIT: usize = 4096;
-
-/// `StepEvent::engine_step` of a step that served no known engine step.
-pub const NO_ENGINE_STEP: u64 = u64::MAX;
-
-#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
-pub(crate) struct StepEvent {
-    pub seq: u64,
-    /// The engine step this step served (a worker's step), or the engine's own sequence
-    /// number of it; `NO_ENGINE_STEP` when unknown.
-    pub engine_step: u64,
-    pub batch_size: u32,
-    pub num_tokens: u32,
-    pub start_ns: u64,
-    pub duration_ns: u64,
-    /// NaN when unknown.
-    pub memory_start_mb: f32,
-    pub memory_end_mb: f32,
-    pub utilization_start: f32,
-    pub utilization_end: f32,
-}
 
 struct OpenStep {
     seq: u64,
@@ -102,6 +60,8 @@ pub struct ThreadRecorder {
     producer: HeapProd<Event>,
     /// This thread's slot in the session, part of every handle it gives out.
     slot: u32,
+    /// The owner bits of this thread's handles.
+    owner: Owner,
     next_seq: u64,
     until_wake: u32,
     open_steps: Vec<OpenStep>,
@@ -111,20 +71,26 @@ pub struct ThreadRecorder {
     shapes: FxHashMap<Box<[u8]>, NameId>,
 }
 
-/// A handle is `generation (8 bits) | thread slot (20) | sequence (36)`: a handle from before a
-/// fork, from another session or from another live thread is never mistaken for one of this
-/// thread's (slots are reused only after their thread exits).
-const SEQ_BITS: u32 = 36;
-const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
-const SLOT_SHIFT: u32 = SEQ_BITS;
-const GENERATION_SHIFT: u32 = 56;
+impl Session {
+    /// Creates the recorder of the calling thread: its ring, registered with the collector.
+    pub fn register_thread(self: &Arc<Self>, thread_id: u32) -> ThreadRecorder {
+        let (producer, consumer) = HeapRb::<Event>::new(RING_CAPACITY).split();
+        let slot = self.take_thread_slot();
+        // arc-swap gives each thread a node at its first load: take it now, not on the hot path.
+        drop(self.collector_thread.load());
+        self.collector.lock().add_source(consumer, thread_id);
+        ThreadRecorder::new(self.clone(), producer, slot)
+    }
+}
 
 impl ThreadRecorder {
-    pub(crate) fn new(session: Arc<Session>, producer: HeapProd<Event>, slot: u32) -> Self {
+    fn new(session: Arc<Session>, producer: HeapProd<Event>, slot: u32) -> Self {
+        let session_generation = session.generation();
         ThreadRecorder {
             session,
             producer,
             slot,
+            owner: Owner::new(session_generation, slot),
             next_seq: 0,
             until_wake: WAKE_EVERY,
             open_steps: Vec::with_capacity(8),
@@ -140,24 +106,17 @@ impl ThreadRecorder {
     }
 
     fn handle(&self, seq: u64) -> u64 {
-        ((self.session.generation() & 0xff) << GENERATION_SHIFT)
-            | (u64::from(self.slot) << SLOT_SHIFT)
-            | (seq & SEQ_MASK)
+        self.owner.handle(seq).raw()
     }
 
     fn seq_of(&self, handle: u64, kind: &'static str) -> Result<u64> {
-        let seq = handle & SEQ_MASK;
-        if handle & !SEQ_MASK != self.handle(0) || seq == 0 {
-            return Err(ProfilerError::UnknownHandle { kind, handle });
-        }
-        Ok(seq)
+        self.owner
+            .seq_of(Handle::from_raw(handle))
+            .ok_or(ProfilerError::UnknownHandle { kind, handle })
     }
 
     fn next_seq(&mut self) -> u64 {
-        self.next_seq = (self.next_seq + 1) & SEQ_MASK;
-        if self.next_seq == 0 {
-            self.next_seq = 1;
-        }
+        self.next_seq = handle::next_seq(self.next_seq);
         self.next_seq
     }
 
@@ -466,20 +425,5 @@ impl Drop for ThreadRecorder {
             .unfinished_spans
             .fetch_add(self.open_spans.len() as u64, Ordering::Relaxed);
         self.session.release_thread_slot(self.slot);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn events_stay_small() {
-        // One cache line: the ring is preallocated, RING_CAPACITY events per thread.
-        assert!(
-            std::mem::size_of::<Event>() <= 64,
-            "{}",
-            std::mem::size_of::<Event>()
-        );
     }
 }

@@ -1,36 +1,49 @@
 //! What the crash-safe journal (`crate::journal`) holds of a session: a snapshot (the whole
 //! state at one moment) and batches (what each collector turn drained after it), and the
-//! rebuilding of a session from them. The writing is in `journaling`.
+//! rebuilding of a session from them. The writing is in `crate::journal_turn`, the reading in
+//! `crate::recover`.
 //!
 //! A snapshot is everything an export reads, taken under the collector's lock, so that the
 //! batches after it hold exactly the events drained after it. Rebuilt, the session folds the
 //! batches' events in through the same `Kept::ingest` as the live collector, so its reports are
 //! the ones the process would have written at that moment.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
+use vllm_profiler_format as format;
 
-use super::*;
-use crate::journal::{self, Writer, JOURNAL_VERSION};
-
-/// `HotCounters` as the journal holds them: lost events, auto-closed spans, unfinished steps,
-/// unfinished spans.
-type CounterValues = [u64; 4];
+use crate::aggregates::{Aggregates, LayerTotals};
+use crate::collector::Collector;
+use crate::counters::CounterValues;
+use crate::error::{ProfilerError, Result};
+use crate::event::Event;
+use crate::history::Bounded;
+use crate::journal::{Writer, JOURNAL_VERSION};
+use crate::kept::{KeptLayer, KeptStep, StepBuilder};
+use crate::names::NameId;
+use crate::samples::SampleStore;
+use crate::session::{Session, Settings};
+use crate::trace::{self, TraceSpan};
 
 /// The whole session at one moment.
 #[derive(Serialize, Deserialize)]
-pub(super) struct State {
-    version: u32,
+pub(crate) struct State {
+    pub(crate) version: u32,
     /// The journal generation this snapshot starts; its log carries the same.
-    pub(super) generation: u64,
-    writer: Writer,
+    pub(crate) generation: u64,
+    pub(crate) writer: Writer,
     started_unix: f64,
     process_name: String,
     max_history: u64,
     sample_interval_s: f64,
     role: format::Role,
     rank: Option<u32>,
-    pub(super) names: Vec<String>,
-    pub(super) shapes: Vec<String>,
+    pub(crate) names: Vec<String>,
+    pub(crate) shapes: Vec<String>,
     counters: CounterValues,
     memory_source: format::MemorySource,
     totals: Totals,
@@ -70,23 +83,23 @@ struct Totals {
 
 /// What one collector drain adds after the snapshot or the batch before it.
 #[derive(Default, Serialize, Deserialize)]
-pub(super) struct Batch {
+pub(crate) struct Batch {
     /// Names and shapes interned since the previous batch, in id order.
-    pub(super) names: Vec<String>,
-    pub(super) shapes: Vec<String>,
-    pub(super) events: Vec<(u32, Event)>,
+    pub(crate) names: Vec<String>,
+    pub(crate) shapes: Vec<String>,
+    pub(crate) events: Vec<(u32, Event)>,
     /// One entry per sampler tick: the host and the devices.
-    pub(super) ticks: Vec<(format::HostSample, Vec<format::GpuSample>)>,
+    pub(crate) ticks: Vec<(format::HostSample, Vec<format::GpuSample>)>,
     /// The detector and devices, when they were described since.
-    pub(super) devices: Option<(Option<String>, Vec<format::GpuDevice>)>,
-    pub(super) counters: CounterValues,
-    pub(super) memory_source: format::MemorySource,
-    pub(super) role: format::Role,
-    pub(super) rank: Option<u32>,
+    pub(crate) devices: Option<(Option<String>, Vec<format::GpuDevice>)>,
+    pub(crate) counters: CounterValues,
+    pub(crate) memory_source: format::MemorySource,
+    pub(crate) role: format::Role,
+    pub(crate) rank: Option<u32>,
 }
 
 impl Batch {
-    pub(super) fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.events.is_empty() && self.ticks.is_empty() && self.devices.is_none()
     }
 }
@@ -142,30 +155,12 @@ impl Aggregates {
     }
 }
 
-impl HotCounters {
-    pub(super) fn values(&self) -> CounterValues {
-        [
-            self.lost_events.load(Ordering::Relaxed),
-            self.auto_closed_spans.load(Ordering::Relaxed),
-            self.unfinished_steps.load(Ordering::Relaxed),
-            self.unfinished_spans.load(Ordering::Relaxed),
-        ]
-    }
-
-    fn set(&self, values: CounterValues) {
-        self.lost_events.store(values[0], Ordering::Relaxed);
-        self.auto_closed_spans.store(values[1], Ordering::Relaxed);
-        self.unfinished_steps.store(values[2], Ordering::Relaxed);
-        self.unfinished_spans.store(values[3], Ordering::Relaxed);
-    }
-}
-
-pub(super) fn strings(table: Vec<Arc<str>>) -> Vec<String> {
+pub(crate) fn strings(table: Vec<Arc<str>>) -> Vec<String> {
     table.iter().map(|s| s.to_string()).collect()
 }
 
 impl Session {
-    pub(super) fn capture(
+    pub(crate) fn capture(
         &self,
         collector: &Collector,
         samples: &SampleStore,
@@ -197,14 +192,8 @@ impl Session {
             trace_dropped: kept.trace_spans.dropped(),
             next_step_id: kept.next_step_id,
             pending: collector
-                .sources
-                .iter()
-                .flat_map(|source| {
-                    source
-                        .pending
-                        .iter()
-                        .map(|(seq, b)| (source.thread_id, *seq, b.layers.clone()))
-                })
+                .pending()
+                .map(|(thread, seq, b)| (thread, seq, b.layers.clone()))
                 .collect(),
             detector: samples.detector.map(str::to_owned),
             devices: samples.described_devices.clone(),
@@ -219,7 +208,7 @@ impl Session {
     }
 
     /// A session holding `state`, not recording, for its reports.
-    fn restore(pid: u32, state: State) -> Result<(Arc<Session>, Pending)> {
+    pub(crate) fn restore(pid: u32, state: State) -> Result<(Arc<Session>, Pending)> {
         let settings = Settings {
             output_dir: PathBuf::new(),
             sample_interval: Duration::try_from_secs_f64(state.sample_interval_s)
@@ -296,7 +285,7 @@ impl Session {
         Ok(())
     }
 
-    fn apply(&self, batch: Batch, pending: &mut Pending) -> Result<()> {
+    pub(crate) fn apply(&self, batch: Batch, pending: &mut Pending) -> Result<()> {
         self.intern_all(&batch.names, &batch.shapes)?;
         {
             let mut collector = self.collector.lock();
@@ -322,127 +311,12 @@ impl Session {
 }
 
 /// Builders of steps not ended yet, per thread.
-type Pending = FxHashMap<u32, FxHashMap<u64, StepBuilder>>;
+pub(crate) type Pending = FxHashMap<u32, FxHashMap<u64, StepBuilder>>;
 
 /// A detector name from a journal, for the `&'static str` the sample store keeps. Recovery
 /// runs once per journal in a short-lived command, so the few bytes are never reclaimed.
 fn leak(name: String) -> &'static str {
     Box::leak(name.into_boxed_str())
-}
-
-/// A session rebuilt from the journal of a process that ended without its final export.
-pub struct Recovered {
-    pub session: Arc<Session>,
-    /// The process that wrote the journal.
-    pub writer: Writer,
-    /// Batches of the log folded in after the snapshot.
-    pub batches: usize,
-    /// Why the log was not read to its end, if it was not (a torn last frame after a kill).
-    pub stopped: Option<String>,
-    /// The hold on the journal; `None` when forced over a writer that still runs.
-    claim: Option<journal::Claim>,
-}
-
-impl Recovered {
-    /// Removes the journal (once its reports are written), unless its writer still runs, and
-    /// the temporaries its dead writer left, however new.
-    pub fn remove_journal(self) {
-        if let Some(claim) = self.claim {
-            if claim.locked() {
-                crate::export::remove_temporaries_of(claim.dir(), self.writer.pid);
-            }
-            claim.remove();
-        }
-    }
-}
-
-/// The journal could not be read: this is why, with its path.
-fn unreadable(dir: &std::path::Path, pid: u32, why: impl std::fmt::Display) -> ProfilerError {
-    ProfilerError::Journal(format!(
-        "the journal {} cannot be read: {why}",
-        dir.join(journal::snapshot_file_name(pid)).display()
-    ))
-}
-
-/// Rebuilds the session of process `pid` from its journal in `dir`; export it with
-/// `close_and_export` to write the reports it would have written, then remove the journal.
-/// `Ok(None)` when its writer still runs (unless `force`: then the journal stays). Every id,
-/// count and length read is checked: a damaged or hostile journal is an error, never a panic
-/// or an allocation it declares.
-pub fn recover(dir: &std::path::Path, pid: u32, force: bool) -> Result<Option<Recovered>> {
-    let claim = match journal::claim(dir, pid).map_err(|err| unreadable(dir, pid, err))? {
-        journal::Claimed::Claim(claim) => Some(claim),
-        journal::Claimed::Running if force => None,
-        journal::Claimed::Running => return Ok(None),
-    };
-    let snapshot = match journal::open_snapshot(dir, pid) {
-        Ok(snapshot) => snapshot,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            // Leftovers of a writer that died before its first snapshot landed: nothing to
-            // recover; they go, so that they are said once.
-            if let Some(claim) = claim.filter(journal::Claim::locked) {
-                claim.remove();
-            }
-            return Err(unreadable(
-                dir,
-                pid,
-                "there is no snapshot: nothing to recover (its other files were removed)",
-            ));
-        }
-        Err(err) => return Err(unreadable(dir, pid, err)),
-    };
-    let mut scratch = vec![0; 1 << 16];
-    let (state, _) = postcard::from_io::<State, _>((snapshot, &mut scratch))
-        .map_err(|err| unreadable(dir, pid, format!("not a snapshot of this version ({err})")))?;
-    if state.version != JOURNAL_VERSION || state.writer.pid != pid {
-        return Err(unreadable(
-            dir,
-            pid,
-            format!(
-                "a snapshot of version {} by pid {}, not of version {JOURNAL_VERSION} by pid {pid}",
-                state.version, state.writer.pid
-            ),
-        ));
-    }
-    state.check().map_err(|why| unreadable(dir, pid, why))?;
-    let locked = claim.as_ref().is_some_and(journal::Claim::locked);
-    if !locked && !force && state.writer.is_running() {
-        return Ok(None); // no lock file to ask: the process table says it runs
-    }
-    let writer = state.writer.clone();
-    let generation = state.generation;
-    let (session, mut pending) =
-        Session::restore(pid, state).map_err(|err| unreadable(dir, pid, err))?;
-    let mut batches = 0;
-    let mut stopped = None;
-    let log = journal::open_log(dir, pid, generation).map_err(|err| unreadable(dir, pid, err))?;
-    if let Some(mut log) = log {
-        while let Some(frame) = log.next_frame() {
-            let batch = frame.and_then(|bytes| {
-                postcard::from_bytes::<Batch>(&bytes)
-                    .map_err(|err| format!("a batch that does not decode ({err})"))
-            });
-            let applied = batch.and_then(|batch| {
-                session.check(&batch).and_then(|()| {
-                    session
-                        .apply(batch, &mut pending)
-                        .map_err(|e| e.to_string())
-                })
-            });
-            if let Err(why) = applied {
-                stopped = Some(why);
-                break;
-            }
-            batches += 1;
-        }
-    }
-    Ok(Some(Recovered {
-        session,
-        writer,
-        batches,
-        stopped,
-        claim,
-    }))
 }
 
 /// An id a journal names: one of the table's (of `len` entries), or none.
@@ -452,7 +326,7 @@ fn known(id: NameId, len: usize) -> bool {
 
 impl State {
     /// Whether every id names an entry of its table and the totals hold together.
-    fn check(&self) -> std::result::Result<(), String> {
+    pub(crate) fn check(&self) -> std::result::Result<(), String> {
         let (names, shapes) = (self.names.len(), self.shapes.len());
         let layer_ok = |l: &KeptLayer| {
             known(l.name, names)
@@ -489,7 +363,7 @@ impl State {
 
 impl Session {
     /// Whether a batch's events name only ids the tables will hold once its names are in.
-    fn check(&self, batch: &Batch) -> std::result::Result<(), String> {
+    pub(crate) fn check(&self, batch: &Batch) -> std::result::Result<(), String> {
         let names = self.interner.len() + batch.names.len();
         let shapes = self.shapes.len() + batch.shapes.len();
         let ok = batch.events.iter().all(|(_, event)| match event {
@@ -512,7 +386,7 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::recorder::{SpanEvent, NO_ENGINE_STEP};
+    use crate::event::{SpanEvent, StepEvent, NO_ENGINE_STEP};
 
     fn span(name: u32, parent: u32, shapes: u32) -> Event {
         Event::Span(SpanEvent {
@@ -550,7 +424,7 @@ mod tests {
         ] {
             assert!(s.check(&batch(vec![bad], vec![])).is_err(), "{bad:?}");
         }
-        let step = Event::Step(crate::recorder::StepEvent {
+        let step = Event::Step(StepEvent {
             seq: 1,
             engine_step: NO_ENGINE_STEP,
             batch_size: 1,

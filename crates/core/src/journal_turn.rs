@@ -1,12 +1,17 @@
-//! The collector's writes to the crash-safe journal (`crate::journal`): at each turn a batch of
+//! The collector's turn and its writes to the crash-safe journal (`crate::journal`): at each turn a batch of
 //! what it drained, a whole snapshot when the journal starts (or must start over), and a
 //! compaction, whose snapshot the caller writes on a thread of its own, when the log has grown.
 
 use std::io;
 
-use super::snapshot::{strings, Batch, State};
-use super::*;
-use crate::journal::{Need, SnapshotJob};
+use std::sync::atomic::Ordering;
+
+use crate::collector::Collector;
+use crate::journal::{Journal, Need, SnapshotJob};
+use crate::journal_state::{strings, Batch, State};
+use crate::kept::Feed;
+use crate::samples::{SampleFeed, SampleStore};
+use crate::session::Session;
 
 /// What a collector turn leaves to its caller.
 #[derive(Default)]
@@ -72,7 +77,7 @@ impl Session {
         let Ok(mut collector) = self.lock_collector() else {
             return Turn::default();
         };
-        Self::drain_locked(&mut collector);
+        collector.drain();
         if journal.is_closed() || !collector.kept.any() {
             return Turn::default();
         }
@@ -141,7 +146,7 @@ impl Session {
     /// What the feeds hold since the last batch, taken out of them.
     fn take_batch(
         &self,
-        journal: &mut crate::journal::Journal,
+        journal: &mut Journal,
         collector: &mut Collector,
         samples: &mut SampleStore,
     ) -> Batch {
@@ -183,7 +188,7 @@ impl Session {
     }
 
     /// Removes the journal for good (the final export).
-    pub(super) fn close_journal(&self) {
+    pub(crate) fn close_journal(&self) {
         self.journal.lock().close();
     }
 }

@@ -1,0 +1,70 @@
+//! The collector: drains every recording thread's ring into what is kept (`crate::kept`), and
+//! hands what it drained to the journal's feed. One `Collector` per session, under its lock.
+
+use ringbuf::traits::{Consumer, Observer};
+use ringbuf::HeapCons;
+use rustc_hash::FxHashMap;
+
+use crate::event::Event;
+use crate::kept::{Feed, Kept, StepBuilder};
+
+/// One recording thread's ring, as the collector reads it.
+struct ThreadSource {
+    consumer: HeapCons<Event>,
+    thread_id: u32,
+    /// Builders of this thread's steps whose end has not been drained yet.
+    pending: FxHashMap<u64, StepBuilder>,
+}
+
+pub(crate) struct Collector {
+    sources: Vec<ThreadSource>,
+    pub(crate) kept: Kept,
+    /// What was drained since the journal last took it.
+    pub(crate) feed: Feed,
+}
+
+impl Collector {
+    pub(crate) fn new(max_history: usize) -> Collector {
+        Collector {
+            sources: Vec::new(),
+            kept: Kept::new(max_history),
+            feed: Feed::default(),
+        }
+    }
+
+    /// Reads thread `thread_id`'s ring from now on.
+    pub(crate) fn add_source(&mut self, consumer: HeapCons<Event>, thread_id: u32) {
+        self.sources.push(ThreadSource {
+            consumer,
+            thread_id,
+            pending: FxHashMap::default(),
+        });
+    }
+
+    /// Moves every finished event from the thread rings into the totals and the history.
+    pub(crate) fn drain(&mut self) {
+        let Collector {
+            sources,
+            kept,
+            feed,
+        } = self;
+        for source in sources.iter_mut() {
+            while let Some(event) = source.consumer.try_pop() {
+                feed.push(source.thread_id, &event);
+                kept.ingest(&mut source.pending, source.thread_id, event);
+            }
+        }
+        // A thread that has exited and whose events are all in can be forgotten.
+        sources.retain(|s| s.consumer.write_is_held() || !s.consumer.is_empty());
+    }
+
+    /// Every thread's builders of steps in progress: (thread, step sequence, builder).
+    pub(crate) fn pending(&self) -> impl Iterator<Item = (u32, u64, &StepBuilder)> {
+        self.sources.iter().flat_map(|source| {
+            source
+                .pending
+                .iter()
+                .map(move |(seq, builder)| (source.thread_id, *seq, builder))
+        })
+    }
+}

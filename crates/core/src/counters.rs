@@ -1,0 +1,36 @@
+//! Counters bumped on the rare paths of the recording threads (a full ring, an auto-closed
+//! span, a thread that exits with steps open), read by every report.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct HotCounters {
+    pub lost_events: AtomicU64,
+    pub auto_closed_spans: AtomicU64,
+    /// Steps never ended: open when their thread exited, or abandoned at the open-steps limit.
+    pub unfinished_steps: AtomicU64,
+    /// Spans never ended: open when their thread exited, or abandoned at the nesting limit.
+    pub unfinished_spans: AtomicU64,
+}
+
+/// The counters' values in the order of [`HotCounters::values`]: lost events, auto-closed
+/// spans, unfinished steps, unfinished spans (as the journal holds them).
+pub type CounterValues = [u64; 4];
+
+impl HotCounters {
+    pub fn values(&self) -> CounterValues {
+        [
+            self.lost_events.load(Ordering::Relaxed),
+            self.auto_closed_spans.load(Ordering::Relaxed),
+            self.unfinished_steps.load(Ordering::Relaxed),
+            self.unfinished_spans.load(Ordering::Relaxed),
+        ]
+    }
+
+    pub(crate) fn set(&self, values: CounterValues) {
+        self.lost_events.store(values[0], Ordering::Relaxed);
+        self.auto_closed_spans.store(values[1], Ordering::Relaxed);
+        self.unfinished_steps.store(values[2], Ordering::Relaxed);
+        self.unfinished_spans.store(values[3], Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,63 @@
+//! The events a recording thread hands to the collector through its ring: fixed-size, `Copy`,
+//! and journaled as they are.
+
+use crate::names::NameId;
+
+/// A finished span or step, as handed from a recording thread to the collector.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub(crate) enum Event {
+    // Keep events small: the ring is preallocated, RING_CAPACITY of them per thread.
+    Span(SpanEvent),
+    Step(StepEvent),
+}
+
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub(crate) struct SpanEvent {
+    pub name: NameId,
+    pub parent: NameId,
+    pub depth: u32,
+    /// Memory delta over the span in MiB, from the caller; NaN when none was given.
+    pub memory_delta_mb: f32,
+    /// Id of the span's canonical shapes in the session's shapes table; `NameId::NONE` when
+    /// none were given.
+    pub shapes: NameId,
+    /// Sequence number of the step it belongs to, 0 when outside every step.
+    pub step_seq: u64,
+    pub start_ns: u64,
+    pub duration_ns: u64,
+}
+
+/// `StepEvent::engine_step` of a step that served no known engine step.
+pub const NO_ENGINE_STEP: u64 = u64::MAX;
+
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub(crate) struct StepEvent {
+    pub seq: u64,
+    /// The engine step this step served (a worker's step), or the engine's own sequence
+    /// number of it; `NO_ENGINE_STEP` when unknown.
+    pub engine_step: u64,
+    pub batch_size: u32,
+    pub num_tokens: u32,
+    pub start_ns: u64,
+    pub duration_ns: u64,
+    /// NaN when unknown.
+    pub memory_start_mb: f32,
+    pub memory_end_mb: f32,
+    pub utilization_start: f32,
+    pub utilization_end: f32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_stay_small() {
+        // One cache line: the ring is preallocated, `RING_CAPACITY` events per thread.
+        assert!(
+            std::mem::size_of::<Event>() <= 64,
+            "{}",
+            std::mem::size_of::<Event>()
+        );
+    }
+}
