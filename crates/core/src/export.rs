@@ -30,6 +30,8 @@ impl<I: Iterator<Item = format::StepRecord>> serde::Serialize for StreamedSteps<
 }
 
 impl Session {
+    /// Writes the report files into `dir` (created if missing); returns the paths written.
+    /// A session that recorded nothing and sampled nothing writes nothing, and so does a closed
     /// one.
     pub fn export(&self, dir: &Path) -> Result<Vec<PathBuf>> {
         let _serial = self.lock_exports()?;

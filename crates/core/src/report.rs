@@ -324,9 +324,6 @@ impl Session {
         }
     }
 
-    /// Writes the report files into `dir` (created if missing); returns the paths written.
-    /// A session that recorded nothing and sampled nothing writes nothing, and so does a closed
-
     /// The trace of the kept steps and spans, with the samples of `history` as counters.
     pub(crate) fn trace_report(
         &self,
@@ -363,9 +360,9 @@ impl Session {
         let mut trace = trace::build(
             &process,
             &trace_steps,
-            &spans,
+            spans,
             dropped_spans,
-            &names,
+            names,
             history,
         );
         trace.other_data.extend([
