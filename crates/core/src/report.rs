@@ -357,14 +357,7 @@ impl Session {
             rank,
             live: self.recovered_name.is_none(),
         };
-        let mut trace = trace::build(
-            &process,
-            &trace_steps,
-            spans,
-            dropped_spans,
-            names,
-            history,
-        );
+        let mut trace = trace::build(&process, &trace_steps, spans, dropped_spans, names, history);
         trace.other_data.extend([
             (
                 format::ExportStamp::TRACE_SEQUENCE.to_owned(),
