@@ -16,6 +16,7 @@
 
 mod config;
 mod ffi;
+mod gate;
 mod http;
 mod metrics;
 mod process_hooks;

@@ -19,18 +19,11 @@ use vllm_profiler_core::{ProfilerError, Result, Session, ThreadRecorder};
 use vllm_profiler_format::Role;
 
 use crate::config::{self, Config};
+use crate::gate::{Gate, GateState};
 use crate::threads;
 use crate::warnings;
 
-/// Recording is on.
-const ENABLED: u64 = 1;
-/// Not on yet, but the first call turns it on from the stored configuration (a process that
-/// did not match `VLLM_PROFILING_PROCESSES`, or a forked child of a profiled process).
-const ARMED: u64 = 2;
-/// The rest of the word is the generation of the current session.
-const GENERATION_SHIFT: u32 = 8;
-
-static GATE: AtomicU64 = AtomicU64::new(0);
+static GATE: Gate = Gate::new();
 static SESSION: ArcSwapOption<Session> = ArcSwapOption::const_empty();
 
 /// What changes only off the hot path.
@@ -171,10 +164,6 @@ fn env_config() -> (Config, Vec<String>) {
     (config, warnings)
 }
 
-fn generation_of(gate: u64) -> u64 {
-    gate >> GENERATION_SHIFT
-}
-
 /// Called by the library constructor: reads the environment and decides. Starts the agent's
 /// threads (without waiting for them) only in a process that matches the process filter.
 pub fn on_load() {
@@ -207,7 +196,7 @@ pub fn on_load() {
     control.config = Some(config.clone());
     control.warnings = warnings;
     control.env_warned = true;
-    GATE.store(ARMED, Ordering::Release);
+    GATE.store(GateState::ARMED, Ordering::Release);
     if matches {
         let outcome = activate(&mut control, config);
         drop(control);
@@ -247,7 +236,7 @@ fn activate(control: &mut Control, mut config: Config) -> Result<Vec<String>> {
             session
         }
         inherited => {
-            let session = Session::new(pid, generation_of(gate) + 1, config.settings.clone());
+            let session = Session::new(pid, gate.generation() + 1, config.settings.clone());
             let (role, rank) = identity();
             session.set_identity(role, rank);
             let parent = SESSION.swap(Some(session.clone()));
@@ -273,10 +262,7 @@ fn activate(control: &mut Control, mut config: Config) -> Result<Vec<String>> {
     }
     crate::signals::take_over_sigterm(on_terminate);
     control.config = Some(config);
-    GATE.store(
-        (session.generation() << GENERATION_SHIFT) | ENABLED | ARMED,
-        Ordering::Release,
-    );
+    GATE.store(GateState::enabled(session.generation()), Ordering::Release);
     Ok(std::mem::take(&mut control.warnings))
 }
 
@@ -295,10 +281,10 @@ fn resolve_output_dir(dir: &mut PathBuf) {
 fn activate_armed() -> Result<()> {
     let mut control = control();
     let gate = GATE.load(Ordering::Acquire);
-    if gate & ENABLED != 0 {
+    if gate.is_enabled() {
         return Ok(());
     }
-    if gate & ARMED == 0 {
+    if !gate.is_armed() {
         return Err(ProfilerError::NotEnabled);
     }
     let config = match control.config.clone() {
@@ -315,13 +301,13 @@ pub fn enable(config_json: Option<&str>) -> Result<()> {
     install_hooks();
     let mut control = control();
     let gate = GATE.load(Ordering::Acquire);
-    let mut config = match (&control.config, gate & ENABLED != 0) {
+    let mut config = match (&control.config, gate.is_enabled()) {
         (Some(current), true) => current.clone(),
         _ => control.env_config(),
     };
     if let Some(json) = config_json {
         config.apply_json(json)?;
-    } else if gate & ENABLED != 0 {
+    } else if gate.is_enabled() {
         return Ok(());
     }
     let outcome = activate(&mut control, config);
@@ -333,11 +319,11 @@ pub fn enable(config_json: Option<&str>) -> Result<()> {
 pub fn disable() -> Result<Vec<PathBuf>> {
     let mut control = control();
     let gate = GATE.load(Ordering::Acquire);
-    if gate & ENABLED == 0 {
+    if !gate.is_enabled() {
         return Err(ProfilerError::NotEnabled);
     }
     FINISHING.store(true, Ordering::Release);
-    GATE.store(gate & !(ENABLED | ARMED), Ordering::Release);
+    GATE.store(gate.stopped(), Ordering::Release);
     drop(control.threads.take());
     drop(control);
     let exported = own_session().and_then(|session| {
@@ -353,7 +339,7 @@ pub fn disable() -> Result<Vec<PathBuf>> {
 }
 
 pub fn is_enabled() -> bool {
-    GATE.load(Ordering::Relaxed) & ENABLED != 0
+    GATE.load(Ordering::Relaxed).is_enabled()
 }
 
 /// The session of this process, if it was ever active. Reading (a summary, an export) does
@@ -426,21 +412,21 @@ pub fn gpus_json() -> Result<Vec<u8>> {
 /// calls then return at once, without touching thread-local state.
 #[inline]
 pub fn recording_off() -> bool {
-    GATE.load(Ordering::Acquire) & (ENABLED | ARMED) == 0
+    GATE.load(Ordering::Acquire).is_off()
 }
 
 /// Runs `f` on the calling thread's recorder: one atomic load, then thread-local state.
 #[inline]
 pub fn with_recorder<T>(f: impl FnOnce(&mut ThreadRecorder) -> Result<T>) -> Result<T> {
     let gate = GATE.load(Ordering::Acquire);
-    if gate & ENABLED == 0 {
-        if gate & ARMED == 0 {
+    if !gate.is_enabled() {
+        if !gate.is_armed() {
             return Err(ProfilerError::NotEnabled);
         }
         activate_armed()?;
         return with_recorder(f);
     }
-    let generation = generation_of(gate);
+    let generation = gate.generation();
     RECORDER
         .try_with(|cell| {
             let mut slot = cell
@@ -500,11 +486,11 @@ pub fn on_exit() {
 /// export replaces the final files. `Ok(true)` when reports were written.
 pub fn finish() -> Result<bool> {
     let gate = GATE.load(Ordering::Acquire);
-    if gate & ENABLED == 0 {
+    if !gate.is_enabled() {
         return Ok(false);
     }
     FINISHING.store(true, Ordering::Release);
-    GATE.store(gate & !(ENABLED | ARMED), Ordering::Release);
+    GATE.store(gate.stopped(), Ordering::Release);
     let Some(session) = SESSION.load_full() else {
         return Ok(false);
     };
@@ -539,10 +525,7 @@ fn after_fork_in_child() {
     // A lock the child held would make its parent's journal look alive after the parent died.
     vllm_profiler_core::journal::forget_inherited_lock();
     let gate = GATE.load(Ordering::Relaxed);
-    if gate & (ENABLED | ARMED) != 0 {
-        GATE.store(
-            (generation_of(gate) << GENERATION_SHIFT) | ARMED,
-            Ordering::Relaxed,
-        );
+    if !gate.is_off() {
+        GATE.store(gate.rearmed(), Ordering::Relaxed);
     }
 }
