@@ -11,8 +11,8 @@
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use vllm_profiler_core::{ProfilerError, Result, Session, ThreadRecorder};
@@ -20,6 +20,8 @@ use vllm_profiler_format::Role;
 
 use crate::config::{self, Config};
 use crate::gate::{Gate, GateState};
+use crate::identity;
+use crate::output_dir;
 use crate::threads;
 use crate::warnings;
 
@@ -62,33 +64,11 @@ static HOOKS_INSTALLED: AtomicBool = AtomicBool::new(false);
 /// of its own, periodic or final; an explicit `vllm_profiler_export` still writes them.
 static RECORDED: AtomicBool = AtomicBool::new(false);
 
-/// What this process is in a vLLM server (`Role` as its index below) and a worker's rank
-/// (`NO_RANK`: none), as the host said through `vllm_profiler_set_role`. Kept apart from the
-/// session so that it can be said before profiling starts; every session of the process takes
-/// it. A forked child starts as a plain process again.
-static ROLE: AtomicU8 = AtomicU8::new(3);
-static RANK: AtomicU64 = AtomicU64::new(NO_RANK);
-const NO_RANK: u64 = u64::MAX;
-const ROLES: [Role; 4] = [
-    Role::ApiServer,
-    Role::EngineCore,
-    Role::Worker,
-    Role::Process,
-];
-
-fn identity() -> (Role, Option<u32>) {
-    let role = ROLES[usize::from(ROLE.load(Ordering::Acquire)).min(3)];
-    let rank = u32::try_from(RANK.load(Ordering::Acquire)).ok();
-    (role, rank)
-}
-
 /// `vllm_profiler_set_role`: what this process is, for every report from now on. A rank is
 /// kept for workers only.
 pub fn set_role(role: Role, rank: Option<u32>) {
     let rank = if role == Role::Worker { rank } else { None };
-    let index = ROLES.iter().position(|r| *r == role).unwrap_or(3);
-    RANK.store(rank.map_or(NO_RANK, u64::from), Ordering::Release);
-    ROLE.store(index as u8, Ordering::Release);
+    identity::store(role, rank);
     if let Ok(session) = own_session() {
         session.set_identity(role, rank);
     }
@@ -139,7 +119,7 @@ fn control() -> spin::mutex::SpinMutexGuard<'static, Control, spin::relax::Yield
 impl Control {
     /// The environment's configuration; its warnings are queued the first time only.
     fn env_config(&mut self) -> Config {
-        let (config, warnings) = env_config();
+        let (config, warnings) = output_dir::env_config();
         if !self.env_warned {
             self.env_warned = true;
             self.warnings.extend(warnings);
@@ -148,28 +128,10 @@ impl Control {
     }
 }
 
-/// The working dir as the library loaded: a relative output dir from the environment is
-/// taken from it, in every process, whenever (and after whatever chdir) it starts recording.
-static LOAD_CWD: OnceLock<PathBuf> = OnceLock::new();
-
-/// The environment's configuration, its relative output dir taken from the working dir at
-/// load (see [`LOAD_CWD`]).
-fn env_config() -> (Config, Vec<String>) {
-    let (mut config, warnings) = Config::from_env();
-    if let Some(cwd) = LOAD_CWD.get() {
-        if config.settings.output_dir.is_relative() {
-            config.settings.output_dir = cwd.join(&config.settings.output_dir);
-        }
-    }
-    (config, warnings)
-}
-
 /// Called by the library constructor: reads the environment and decides. Starts the agent's
 /// threads (without waiting for them) only in a process that matches the process filter.
 pub fn on_load() {
-    if let Ok(cwd) = std::env::current_dir() {
-        let _ = LOAD_CWD.set(cwd);
-    }
+    output_dir::note_load_cwd();
     let Some(raw) = std::env::var_os(config::ENABLE_PROFILING) else {
         return;
     };
@@ -177,7 +139,7 @@ pub fn on_load() {
     if switch == Some(false) || (switch.is_none() && raw.is_empty()) {
         return;
     }
-    let (config, mut warnings) = env_config();
+    let (config, mut warnings) = output_dir::env_config();
     let matches = current_exe_name().is_some_and(|name| config.matches_process(&name));
     if switch.is_none() {
         // Malformed master switch: say so only where the process would have been profiled.
@@ -226,7 +188,7 @@ fn current_exe_name() -> Option<String> {
 /// threads, the exit and fork hooks. Idempotent; a running session takes the new settings.
 /// Returns the warnings still to print.
 fn activate(control: &mut Control, mut config: Config) -> Result<Vec<String>> {
-    resolve_output_dir(&mut config.settings.output_dir);
+    output_dir::resolve(&mut config.settings.output_dir);
     let pid = std::process::id();
     let gate = GATE.load(Ordering::Acquire);
     let current = SESSION.load_full();
@@ -237,7 +199,7 @@ fn activate(control: &mut Control, mut config: Config) -> Result<Vec<String>> {
         }
         inherited => {
             let session = Session::new(pid, gate.generation() + 1, config.settings.clone());
-            let (role, rank) = identity();
+            let (role, rank) = identity::get();
             session.set_identity(role, rank);
             let parent = SESSION.swap(Some(session.clone()));
             // A forked child: the parent's session may hold locks of threads that do not exist
@@ -264,17 +226,6 @@ fn activate(control: &mut Control, mut config: Config) -> Result<Vec<String>> {
     control.config = Some(config);
     GATE.store(GateState::enabled(session.generation()), Ordering::Release);
     Ok(std::mem::take(&mut control.warnings))
-}
-
-/// A relative output dir is taken relative to the working directory when it is given (the
-/// environment's as the library loads, the JSON configuration's at enable), so that a later
-/// `chdir` of the host does not move the reports.
-fn resolve_output_dir(dir: &mut PathBuf) {
-    if dir.is_relative() {
-        if let Ok(cwd) = std::env::current_dir() {
-            *dir = cwd.join(&*dir);
-        }
-    }
 }
 
 /// The slow path of a call made while the gate is armed but not enabled.
@@ -357,7 +308,7 @@ pub fn export(dir: Option<&Path>) -> Result<Vec<PathBuf>> {
     match dir {
         Some(dir) => {
             let mut dir = dir.to_path_buf();
-            resolve_output_dir(&mut dir);
+            output_dir::resolve(&mut dir);
             session.export(&dir)
         }
         None => session.export(&session.settings().output_dir),
@@ -518,8 +469,7 @@ fn after_fork_in_child() {
     unsafe { CONTROL.force_unlock() };
     crate::signals::forget_parent_signal_pipe();
     RECORDED.store(false, Ordering::Relaxed);
-    ROLE.store(3, Ordering::Relaxed);
-    RANK.store(NO_RANK, Ordering::Relaxed);
+    identity::forget_in_child();
     // The devices' lock files and the metrics server's sockets.
     vllm_profiler_core::fork_closed::close_inherited();
     // A lock the child held would make its parent's journal look alive after the parent died.
