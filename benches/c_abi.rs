@@ -22,6 +22,7 @@
 //! `vllm_profiler_summary_json(0, NULL, 0)` (a summary drains first). The agent's own collector
 //! thread still runs and is still woken by the recorder every 1024 events, as in a real host.
 //! At the end the bench checks, through the summary, that no event was lost.
+#![allow(unsafe_code)] // it calls the C ABI through `dlopen`ed function pointers
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -19,6 +19,7 @@
 //! Honest measurement: a tight loop outruns the agent's collector thread, so every recording
 //! loop here drains the rings itself (`vllm_profiler_summary_json(0, NULL, 0)`) after each
 //! batch of at most 8000 events, untimed; each figure says how many events were lost (0).
+#![allow(unsafe_code)] // it calls the C ABI through `dlopen`ed function pointers
 
 use std::ffi::CStr;
 use std::process::{Command, Stdio};

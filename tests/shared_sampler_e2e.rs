@@ -2,6 +2,7 @@
 //! devices. Exactly one process calls NVML's sampling functions for each device at any time,
 //! the others read its samples (their reports carry them), and when the sampling process is
 //! killed another one takes over.
+#![allow(unsafe_code)] // it sends signals to the processes it drives
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

@@ -1,5 +1,6 @@
 //! Shared by the benches that drive the real `libvllm_profiler.so` through `dlopen`: loading
 //! it and its C ABI as plain function pointers, the smoke switch, RSS.
+#![allow(unsafe_code)] // it calls the C ABI through `dlopen`ed function pointers
 #![allow(dead_code)] // each bench binary uses a different part
 
 use std::ffi::{c_char, CString};

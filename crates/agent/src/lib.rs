@@ -11,8 +11,8 @@
 //! - `metrics` and `http`: the Prometheus endpoint and its bounded server.
 //!
 //! Unsafe code lives in `ffi`, `process_hooks`, `signals`, `quiet_threads`, `warnings`, and
-//! the runtime's two fork hooks, each block with its `SAFETY` comment.
-#![deny(unsafe_code)]
+//! the runtime's two fork hooks, each block with its `SAFETY` comment; the workspace denies
+//! it everywhere else (`[workspace.lints]`).
 
 mod config;
 mod ffi;

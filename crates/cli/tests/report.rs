@@ -267,6 +267,7 @@ fn report_within_limit(dir: &Path) -> Output {
 fn report_refuses_what_is_not_a_regular_file_of_bounded_size_and_never_blocks() {
     let dir = tempfile::tempdir().unwrap();
     let summary = dir.path().join(format::summary_file_name(7));
+    #[allow(unsafe_code)]
     fn fifo(path: &Path) {
         let name = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
         // SAFETY: a NUL-terminated path and a mode.

@@ -149,6 +149,7 @@ mod tests {
         // SAFETY: a buffer of 4 bytes, then NULL.
         assert_eq!(unsafe { copy_out(b"hello", buf.as_mut_ptr(), 4) }, 5);
         assert_eq!(&buf, &[b'h' as c_char, b'e' as c_char, b'l' as c_char, 0]);
+        // SAFETY: NULL with a capacity of 0: nothing is written.
         assert_eq!(unsafe { copy_out(b"hello", std::ptr::null_mut(), 0) }, 5);
     }
 
