@@ -9,5 +9,6 @@ out="$PWD/profiling_results/run-$(date +%Y%m%d-%H%M%S)"
 VLLM_ENABLE_PROFILING=1 \
 VLLM_PROFILING_OUTPUT_DIR="$out" \
 LD_PRELOAD="$PWD/target/release/libvllm_profiler.so" \
+PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}" \
     python3 examples/serving_loop.py "$@"
 python3 examples/show_report.py "$out"

@@ -8,18 +8,18 @@ network (embedding, attention-like mixing over a KV cache, MLP, LM head), so eve
 real CPU work.
 
 Each engine step is a profiler step (batch size, tokens this step), and each layer a span, so
-the reports show per-step and per-layer timings. Runs without the profiler too.
+the reports show per-step and per-layer timings. Runs without the profiler too. Needs the
+package (`pip install ./python`, or python/ on PYTHONPATH, as serve_and_report.sh does) for its
+ctypes binding.
 """
 
 import argparse
 import contextlib
-import os
 import random
 import sys
 from collections import defaultdict, deque
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import vllm_profiler_abi  # noqa: E402
+from vllm_profiler import _native
 
 HIDDEN = 32
 VOCAB = 64
@@ -32,7 +32,7 @@ class Profiler:
 
     def __init__(self):
         try:
-            self.lib = vllm_profiler_abi.load()
+            self.lib = _native.library()
         except OSError as err:
             print(f"serving_loop: profiling off ({err})", file=sys.stderr)
             self.lib = None

@@ -49,6 +49,7 @@ def main():
             "--requests", str(requests)]
     base = {k: v for k, v in os.environ.items()
             if not k.startswith("VLLM_") and k != "LD_PRELOAD"}
+    base["PYTHONPATH"] = os.path.join(ROOT, "python")  # the example's ctypes binding
     with tempfile.TemporaryDirectory(prefix="p5-") as tmp:
         arms = {"off": dict(base)}
         for interval in TARGETS:

@@ -2,7 +2,8 @@
 turning error codes into exceptions with the library's own message.
 
 Every foreign function gets `argtypes` and `restype`: without them ctypes truncates the 64-bit
-step and span handles.
+step and span handles. This is the project's one Python binding of the C ABI: the examples and
+the test drivers use it too, and python/tests/test_binding_signatures.py holds it to the header.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ _SIGNATURES = {
         ctypes.c_int64,
     ),
     "vllm_profiler_gpus_json": ([ctypes.c_char_p, ctypes.c_size_t], ctypes.c_int64),
+    "vllm_profiler_version": ([], ctypes.c_char_p),
 }
 
 # The C ABI's error codes (vllm_profiler.h).
@@ -102,6 +104,16 @@ def library() -> ctypes.CDLL:
     with _lock:
         if _library is None:
             _library = _typed(_find())
+        return _library
+
+
+def load(path: str) -> ctypes.CDLL:
+    """Loads the agent at `path` with ctypes.CDLL and makes it the library of this process,
+    for a host that names the file itself; the one already loaded if there is one."""
+    global _library
+    with _lock:
+        if _library is None:
+            _library = _typed(ctypes.CDLL(path))
         return _library
 
 

@@ -5,16 +5,40 @@ Usage: exits.py MODE. Records steps through ctypes only when VLLM_ENABLE_PROFILI
 that the same script runs the same way without the agent. Prints only what a mode says.
 """
 
+import importlib.util
 import os
 import signal
 import sys
 import threading
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples"))
-import vllm_profiler_abi as abi  # noqa: E402
-
 PROFILED = bool(os.environ.get("VLLM_ENABLE_PROFILING"))
+
+
+def load_binding():
+    """The package's ctypes binding, vllm_profiler/_native.py (the package is found on
+    PYTHONPATH, which the test harness sets), loaded without importing the package: its
+    __init__ installs the multiprocessing exit hook, which would give the os._exit children
+    below final reports, and this script checks what the agent alone leaves them."""
+    package = importlib.util.find_spec("vllm_profiler")  # finds; imports nothing
+    path = os.path.join(package.submodule_search_locations[0], "_native.py")
+    spec = importlib.util.spec_from_file_location("vllm_profiler_native", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+native = load_binding()
+_agent = None
+
+
+def agent():
+    """The preloaded agent, looked up once: a fork child never takes the binding's lock,
+    which another thread of its parent may have held as it forked."""
+    global _agent
+    if _agent is None:
+        _agent = native.library()
+    return _agent
 
 
 def record(steps, first=0):
@@ -22,14 +46,14 @@ def record(steps, first=0):
     if not PROFILED:
         time.sleep(0.003 * steps)
         return
-    lib = abi.load()
+    lib = agent()
     for i in range(first, first + steps):
         step = lib.vllm_profiler_step_begin(i + 1, 10 * (i + 1))
-        assert step != 0, abi.last_error(lib)
+        assert step != 0, native.last_error()
         span = lib.vllm_profiler_span_begin(b"model")
         time.sleep(0.002)
         assert lib.vllm_profiler_span_end(span) == 0
-        assert lib.vllm_profiler_step_end(step) == 0, abi.last_error(lib)
+        assert lib.vllm_profiler_step_end(step) == 0, native.last_error()
 
 
 def hang():
@@ -219,7 +243,7 @@ def main():
     elif mode == "chdir-then-record":
         os.chdir(sys.argv[2])
         if sys.argv[3:] == ["enable"] and PROFILED:
-            assert abi.load().vllm_profiler_enable(None) == 0
+            assert agent().vllm_profiler_enable(None) == 0
         record(5)
         print("done", flush=True)
     elif mode == "os-exit":

@@ -6,21 +6,19 @@ Usage: host.py steps N [SECONDS]   records N steps (batch sizes 1..N), each SECO
        host.py tight SECONDS       records 1 ms steps back to back for SECONDS, prints
                                    "host done", prints "recorded N" on stderr, exits with status 5
 Without the agent preloaded (or with it off) nothing is recorded and the output is the same.
+The package's binding comes from python/ on PYTHONPATH (the test harness sets it).
 """
 
 import ctypes
-import os
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples"))
-import vllm_profiler_abi as abi  # noqa: E402
+from vllm_profiler import _native
 
 
 def agent():
-    process = ctypes.CDLL(None)
-    if hasattr(process, "vllm_profiler_step_begin"):
-        return abi._typed(process)
+    if hasattr(ctypes.CDLL(None), "vllm_profiler_step_begin"):
+        return _native.library()  # the preloaded one
     return None
 
 
@@ -30,9 +28,9 @@ def step(lib, batch, seconds):
     if seconds:
         time.sleep(seconds)
     if span:
-        assert lib.vllm_profiler_span_end(span) == 0, abi.last_error(lib)
+        assert lib.vllm_profiler_span_end(span) == 0, _native.last_error()
     if handle:
-        assert lib.vllm_profiler_step_end(handle) == 0, abi.last_error(lib)
+        assert lib.vllm_profiler_step_end(handle) == 0, _native.last_error()
     return 1 if handle else 0
 
 

@@ -108,7 +108,14 @@ pub fn compile_c(source: &Path, out_dir: &Path) -> PathBuf {
     exe
 }
 
-/// A command with every inherited `VLLM_*` variable and `LD_PRELOAD` removed.
+/// The Python package's directory: on `PYTHONPATH`, the drivers import its ctypes binding.
+pub fn python_package_dir() -> PathBuf {
+    workspace_root().join("python")
+}
+
+/// A command with every inherited `VLLM_*` variable and `LD_PRELOAD` removed, and
+/// `PYTHONPATH` the package's directory (as the pytest suite's), so that a Python driver
+/// imports the package's one ctypes binding.
 pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut cmd = Command::new(program);
     for (key, _) in std::env::vars_os() {
@@ -117,6 +124,7 @@ pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
             cmd.env_remove(&key);
         }
     }
+    cmd.env("PYTHONPATH", python_package_dir());
     cmd
 }
 

@@ -1,54 +1,30 @@
 //! Configuration from the environment (lenient: a bad value becomes the default plus one warning)
 //! and from the JSON given to `vllm_profiler_enable` (strict: a bad value is an error and nothing
-//! changes).
+//! changes). Both are driven by the one table of settings (`table`); `parse` types each value.
 
-use std::ffi::{OsStr, OsString};
+mod parse;
+pub mod table;
+
+use std::ffi::OsString;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::Value as Json;
 use vllm_profiler_core::{ProfilerError, Result, Settings};
 
-pub const ENABLE_PROFILING: &str = "VLLM_ENABLE_PROFILING";
-pub const ENABLE_GPU_MONITORING: &str = "VLLM_ENABLE_GPU_MONITORING";
-pub const ENABLE_LAYER_PROFILING: &str = "VLLM_ENABLE_LAYER_PROFILING";
-pub const OUTPUT_DIR: &str = "VLLM_PROFILING_OUTPUT_DIR";
-pub const SAMPLE_INTERVAL: &str = "VLLM_PROFILING_SAMPLE_INTERVAL";
-pub const EXPORT_INTERVAL: &str = "VLLM_PROFILING_EXPORT_INTERVAL";
-pub const MAX_HISTORY: &str = "VLLM_PROFILING_MAX_HISTORY";
-pub const NVML_LIBRARY: &str = "VLLM_PROFILING_NVML_LIBRARY";
-pub const AMDSMI_LIBRARY: &str = "VLLM_PROFILING_AMDSMI_LIBRARY";
-pub const DEVICES: &str = "VLLM_PROFILING_DEVICES";
-pub const PROMETHEUS_ADDR: &str = "VLLM_PROFILING_PROMETHEUS_ADDR";
-pub const PROCESSES: &str = "VLLM_PROFILING_PROCESSES";
-pub const SHARED_SAMPLER: &str = "VLLM_PROFILING_SHARED_SAMPLER";
-pub const RUNTIME_DIR: &str = "VLLM_PROFILING_RUNTIME_DIR";
-
-const SAMPLE_INTERVAL_RANGE: (f64, f64) = (0.001, 3600.0);
-const EXPORT_INTERVAL_RANGE: (f64, f64) = (0.01, 86_400.0);
-const MAX_HISTORY_RANGE: (u64, u64) = (1, 10_000_000);
-const DEFAULT_PROCESSES: &str = "python*";
-/// The longest path the kernel takes (`PATH_MAX` less the NUL): a longer one can never work.
-const PATH_MAX_BYTES: usize = 4095;
-/// How much of a bad value a warning shows, in characters.
-const SHOWN_CHARS: usize = 64;
-
-/// A value as a warning shows it: quoted, lossy UTF-8, cut to its first 64 characters (with
-/// its length in bytes) so that a huge value still makes one short line.
-pub fn shown(value: &OsStr) -> String {
-    let text = value.to_string_lossy();
-    if text.chars().count() <= SHOWN_CHARS {
-        return format!("{text:?}");
-    }
-    let head: String = text.chars().take(SHOWN_CHARS).collect();
-    format!("{head:?}... ({} bytes)", value.len())
-}
+use parse::Value;
+pub use parse::{parse_bool, shown};
+pub use table::ENABLE_PROFILING;
+use table::{Field, ReadBy, DEFAULT_PROCESSES, SETTINGS};
 
 /// Everything the agent is told.
+///
+/// There is no layer-profiling field: `VLLM_ENABLE_LAYER_PROFILING` and
+/// `enable_layer_profiling` are still checked (the README documents them, and a bad value
+/// still warns or is rejected), but nothing in the agent ever read what they said; the Python
+/// package reads its own keyword and the variable itself.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub settings: Settings,
-    pub layer_profiling: bool,
     /// `None`: every device.
     pub devices: Option<Vec<u32>>,
     pub nvml_library: Option<PathBuf>,
@@ -71,7 +47,6 @@ impl Default for Config {
                 journal: true,
                 ..Settings::default()
             },
-            layer_profiling: false,
             devices: None,
             nvml_library: None,
             amdsmi_library: None,
@@ -83,100 +58,6 @@ impl Default for Config {
     }
 }
 
-/// `Some(true)` for 1/true/yes/on, `Some(false)` for 0/false/no/off (any case), else `None`.
-pub fn parse_bool(value: &str) -> Option<bool> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Some(true),
-        "0" | "false" | "no" | "off" => Some(false),
-        _ => None,
-    }
-}
-
-/// Reads the environment through `lookup`, collecting one warning per malformed variable.
-struct EnvReader<F> {
-    lookup: F,
-    warnings: Vec<String>,
-}
-
-impl<F: Fn(&str) -> Option<OsString>> EnvReader<F> {
-    fn warn(&mut self, var: &str, value: &OsStr, expected: &str, used: &str) {
-        self.warnings.push(format!(
-            "{var}={} is not {expected}; using {used}",
-            shown(value)
-        ));
-    }
-
-    fn string(&mut self, var: &str) -> Option<(OsString, Option<String>)> {
-        let raw = (self.lookup)(var)?;
-        let text = raw.to_str().map(str::to_owned);
-        Some((raw, text))
-    }
-
-    fn bool(&mut self, var: &str, default: bool) -> bool {
-        let Some((raw, text)) = self.string(var) else {
-            return default;
-        };
-        match text.as_deref().and_then(parse_bool) {
-            Some(v) => v,
-            None => {
-                let used = if default { "on" } else { "off" };
-                self.warn(
-                    var,
-                    &raw,
-                    "a boolean (1/true/yes/on or 0/false/no/off)",
-                    used,
-                );
-                default
-            }
-        }
-    }
-
-    /// `None` when unset or malformed (with a warning saying `used` instead).
-    fn seconds(&mut self, var: &str, range: (f64, f64), used: &str) -> Option<Duration> {
-        let (raw, text) = self.string(var)?;
-        match text
-            .as_deref()
-            .map(str::trim)
-            .and_then(|t| t.parse::<f64>().ok())
-        {
-            Some(v) if v.is_finite() && v >= range.0 && v <= range.1 => {
-                Some(Duration::from_secs_f64(v))
-            }
-            _ => {
-                let expected = format!("a number of seconds in [{}, {}]", range.0, range.1);
-                self.warn(var, &raw, &expected, used);
-                None
-            }
-        }
-    }
-
-    fn path(&mut self, var: &str) -> Option<PathBuf> {
-        let raw = (self.lookup)(var)?;
-        if raw.is_empty() {
-            self.warnings
-                .push(format!("{var} is set but empty; using the default"));
-            return None;
-        }
-        if let Some(expected) = unusable_path(raw.as_encoded_bytes()) {
-            self.warn(var, &raw, &expected, "the default");
-            return None;
-        }
-        Some(PathBuf::from(raw))
-    }
-}
-
-/// What a path must be that `raw` is not, if `raw` can never be one the kernel takes: the one
-/// rule for a path from the environment and from the JSON configuration.
-fn unusable_path(raw: &[u8]) -> Option<String> {
-    if raw.len() > PATH_MAX_BYTES {
-        Some(format!("a path (at most {PATH_MAX_BYTES} bytes)"))
-    } else if raw.contains(&0) {
-        Some("a path (no NUL byte)".to_owned())
-    } else {
-        None
-    }
-}
-
 impl Config {
     /// The configuration the process environment gives, with one warning per malformed value.
     pub fn from_env() -> (Config, Vec<String>) {
@@ -185,74 +66,17 @@ impl Config {
 
     /// The configuration `lookup` gives (an environment stand-in for tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<OsString>) -> (Config, Vec<String>) {
-        let mut env = EnvReader {
-            lookup,
-            warnings: Vec::new(),
-        };
         let mut config = Config::default();
-        let defaults = Settings::default();
-        let s = &mut config.settings;
-
-        s.gpu_monitoring = env.bool(ENABLE_GPU_MONITORING, true);
-        config.layer_profiling = env.bool(ENABLE_LAYER_PROFILING, false);
-        if let Some(dir) = env.path(OUTPUT_DIR) {
-            s.output_dir = dir;
-        }
-        if let Some(d) = env.seconds(SAMPLE_INTERVAL, SAMPLE_INTERVAL_RANGE, "0.1") {
-            s.sample_interval = d;
-        }
-        s.export_interval =
-            env.seconds(EXPORT_INTERVAL, EXPORT_INTERVAL_RANGE, "no periodic export");
-        if let Some((raw, text)) = env.string(MAX_HISTORY) {
-            match text
-                .as_deref()
-                .map(str::trim)
-                .and_then(|t| t.parse::<u64>().ok())
-            {
-                Some(n) if (MAX_HISTORY_RANGE.0..=MAX_HISTORY_RANGE.1).contains(&n) => {
-                    s.max_history = n as usize
-                }
-                _ => env.warn(
-                    MAX_HISTORY,
-                    &raw,
-                    "an integer in [1, 10000000]",
-                    &defaults.max_history.to_string(),
-                ),
+        let mut warnings = Vec::new();
+        for setting in SETTINGS.iter().filter(|s| s.read_by == ReadBy::Config) {
+            let Some(raw) = lookup(setting.env) else {
+                continue;
+            };
+            if let Some(value) = parse::env_value(setting, &raw, &mut warnings) {
+                config.set(setting.field, value);
             }
         }
-        config.nvml_library = env.path(NVML_LIBRARY);
-        config.amdsmi_library = env.path(AMDSMI_LIBRARY);
-        if let Some((raw, text)) = env.string(DEVICES) {
-            match text.as_deref().map(parse_devices) {
-                Some(Ok(devices)) => config.devices = devices,
-                _ => env.warn(
-                    DEVICES,
-                    &raw,
-                    "a comma-separated list of GPU indices",
-                    "all devices",
-                ),
-            }
-        }
-        if let Some((raw, text)) = env.string(PROMETHEUS_ADDR) {
-            match text.as_deref().and_then(parse_addr) {
-                Some(addr) => config.prometheus_addr = Some(addr),
-                _ => env.warn(PROMETHEUS_ADDR, &raw, "a host:port address", "no endpoint"),
-            }
-        }
-        if let Some((raw, text)) = env.string(PROCESSES) {
-            match text.as_deref().map(parse_globs) {
-                Some(Ok(patterns)) => config.processes = patterns,
-                _ => env.warn(
-                    PROCESSES,
-                    &raw,
-                    "a comma-separated list of file-name globs",
-                    DEFAULT_PROCESSES,
-                ),
-            }
-        }
-        config.shared_sampler = env.bool(SHARED_SAMPLER, true);
-        config.runtime_dir = env.path(RUNTIME_DIR);
-        (config, env.warnings)
+        (config, warnings)
     }
 
     /// Whether an executable with this file name starts profiling by itself.
@@ -264,160 +88,56 @@ impl Config {
     /// names of `enable_vllm_profiling`. On any error nothing is changed.
     pub fn apply_json(&mut self, json: &str) -> Result<()> {
         let invalid = |msg: String| ProfilerError::InvalidConfig(msg);
-        let value: Value =
+        let value: Json =
             serde_json::from_str(json).map_err(|e| invalid(format!("not JSON: {e}")))?;
-        let Value::Object(map) = value else {
+        let Json::Object(map) = value else {
             return Err(invalid("expected a JSON object".into()));
         };
         let mut next = self.clone();
         for (key, value) in &map {
-            let s = &mut next.settings;
-            match key.as_str() {
-                "enable_gpu_monitoring" => s.gpu_monitoring = json_bool(key, value)?,
-                "enable_layer_profiling" => next.layer_profiling = json_bool(key, value)?,
-                "output_dir" => match value {
-                    Value::String(dir) if !dir.is_empty() => match unusable_path(dir.as_bytes()) {
-                        Some(expected) => {
-                            let got = shown(OsStr::new(dir));
-                            return Err(invalid(format!("{key} {got} is not {expected}")));
-                        }
-                        None => s.output_dir = PathBuf::from(dir),
-                    },
-                    _ => return Err(invalid(format!("{key} must be a non-empty string"))),
-                },
-                "sample_interval" => {
-                    s.sample_interval = json_seconds(key, value, SAMPLE_INTERVAL_RANGE)?
-                }
-                "export_interval" | "auto_export_interval" => {
-                    s.export_interval = match value {
-                        Value::Null => None,
-                        v => Some(json_seconds(key, v, EXPORT_INTERVAL_RANGE)?),
-                    }
-                }
-                "max_history" => {
-                    s.max_history = match value.as_u64() {
-                        Some(n) if (MAX_HISTORY_RANGE.0..=MAX_HISTORY_RANGE.1).contains(&n) => {
-                            n as usize
-                        }
-                        _ => {
-                            return Err(invalid(format!(
-                                "{key} must be an integer in [1, 10000000], got {value}"
-                            )))
-                        }
-                    }
-                }
-                "devices" => next.devices = json_devices(key, value)?,
-                _ => {
-                    return Err(invalid(format!(
-                        "unknown key {key:?}; known keys: {}",
-                        KNOWN_KEYS.join(", ")
-                    )))
-                }
-            }
+            let Some(setting) = table::by_json_key(key) else {
+                let known: Vec<&str> = table::known_json_keys().collect();
+                return Err(invalid(format!(
+                    "unknown key {key:?}; known keys: {}",
+                    known.join(", ")
+                )));
+            };
+            next.set(setting.field, parse::json_value(setting, key, value)?);
         }
         *self = next;
         Ok(())
     }
-}
 
-const KNOWN_KEYS: &[&str] = &[
-    "enable_gpu_monitoring",
-    "enable_layer_profiling",
-    "output_dir",
-    "sample_interval",
-    "export_interval",
-    "auto_export_interval",
-    "max_history",
-    "devices",
-];
-
-fn parse_devices(text: &str) -> std::result::Result<Option<Vec<u32>>, ()> {
-    let text = text.trim();
-    if text.eq_ignore_ascii_case("all") {
-        return Ok(None);
-    }
-    let devices: std::result::Result<Vec<u32>, _> =
-        text.split(',').map(|d| d.trim().parse::<u32>()).collect();
-    match devices {
-        Ok(d) if !d.is_empty() => Ok(Some(d)),
-        _ => Err(()),
-    }
-}
-
-/// `host:port` (the host a name, an IPv4 address or a bracketed IPv6 one), trimmed.
-/// `host:port`, or `:port` for loopback (`127.0.0.1:port`): the endpoint is exposed beyond
-/// the host only when a host says so.
-fn parse_addr(text: &str) -> Option<String> {
-    let text = text.trim();
-    let (host, port) = text.rsplit_once(':')?;
-    port.parse::<u16>().ok()?;
-    if host.is_empty() {
-        return Some(format!("127.0.0.1:{port}"));
-    }
-    let valid_host = !host.is_empty()
-        && host.len() <= 255
-        && !host.chars().any(|c| c.is_whitespace() || c.is_control());
-    valid_host.then(|| text.to_owned())
-}
-
-fn parse_globs(text: &str) -> std::result::Result<Vec<glob::Pattern>, ()> {
-    let patterns: std::result::Result<Vec<_>, _> = text
-        .split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(glob::Pattern::new)
-        .collect();
-    match patterns {
-        Ok(p) if !p.is_empty() => Ok(p),
-        _ => Err(()),
-    }
-}
-
-fn json_bool(key: &str, value: &Value) -> Result<bool> {
-    value
-        .as_bool()
-        .ok_or_else(|| ProfilerError::InvalidConfig(format!("{key} must be true or false")))
-}
-
-fn json_seconds(key: &str, value: &Value, range: (f64, f64)) -> Result<Duration> {
-    match value.as_f64() {
-        Some(v) if v >= range.0 && v <= range.1 => Ok(Duration::from_secs_f64(v)),
-        _ => Err(ProfilerError::InvalidConfig(format!(
-            "{key} must be a number of seconds in [{}, {}], got {value}",
-            range.0, range.1
-        ))),
-    }
-}
-
-fn json_devices(key: &str, value: &Value) -> Result<Option<Vec<u32>>> {
-    match value {
-        Value::Null => Ok(None),
-        Value::Array(items) if items.is_empty() => Err(ProfilerError::InvalidConfig(format!(
-            "{key} must list at least one GPU index (null: every device)"
-        ))),
-        Value::Array(items) => items
-            .iter()
-            .map(|v| {
-                v.as_u64()
-                    .and_then(|n| u32::try_from(n).ok())
-                    .ok_or_else(|| {
-                        ProfilerError::InvalidConfig(format!(
-                            "{key} must be a list of GPU indices, got {value}"
-                        ))
-                    })
-            })
-            .collect::<Result<Vec<u32>>>()
-            .map(Some),
-        _ => Err(ProfilerError::InvalidConfig(format!(
-            "{key} must be a list of GPU indices or null"
-        ))),
+    /// Puts a parsed value where its field lives. The table pairs each field with the kind
+    /// that makes its value; a field the agent does not act on takes nothing.
+    fn set(&mut self, field: Field, value: Value) {
+        let s = &mut self.settings;
+        match (field, value) {
+            (Field::GpuMonitoring, Value::Bool(on)) => s.gpu_monitoring = on,
+            (Field::SharedSampler, Value::Bool(on)) => self.shared_sampler = on,
+            (Field::OutputDir, Value::Path(dir)) => s.output_dir = dir,
+            (Field::NvmlLibrary, Value::Path(path)) => self.nvml_library = Some(path),
+            (Field::AmdsmiLibrary, Value::Path(path)) => self.amdsmi_library = Some(path),
+            (Field::RuntimeDir, Value::Path(dir)) => self.runtime_dir = Some(dir),
+            (Field::SampleInterval, Value::Seconds(Some(d))) => s.sample_interval = d,
+            (Field::ExportInterval, Value::Seconds(d)) => s.export_interval = d,
+            (Field::MaxHistory, Value::Count(n)) => s.max_history = n as usize,
+            (Field::Devices, Value::Devices(devices)) => self.devices = devices,
+            (Field::PrometheusAddr, Value::Address(addr)) => self.prometheus_addr = Some(addr),
+            (Field::Processes, Value::Globs(patterns)) => self.processes = patterns,
+            (Field::LayerProfiling | Field::Switch | Field::RecordShapes, _) => {}
+            (field, value) => debug_assert!(false, "{field:?} cannot take {value:?}"),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::parse::PATH_MAX_BYTES;
+    use super::table::*;
     use super::*;
     use std::collections::HashMap;
+    use std::time::Duration;
 
     fn from(vars: &[(&str, &str)]) -> (Config, Vec<String>) {
         let map: HashMap<String, OsString> = vars
@@ -433,7 +153,6 @@ mod tests {
         assert!(warnings.is_empty());
         let s = &config.settings;
         assert!(s.gpu_monitoring);
-        assert!(!config.layer_profiling);
         assert_eq!(s.output_dir, PathBuf::from("./profiling_results"));
         assert_eq!(s.sample_interval, Duration::from_millis(100));
         assert_eq!(s.export_interval, None);
@@ -468,7 +187,6 @@ mod tests {
         assert!(warnings.is_empty(), "{warnings:?}");
         let s = &config.settings;
         assert!(!s.gpu_monitoring);
-        assert!(config.layer_profiling);
         assert_eq!(s.output_dir, PathBuf::from("/tmp/out"));
         assert_eq!(s.sample_interval, Duration::from_millis(5));
         assert_eq!(s.export_interval, Some(Duration::from_millis(2500)));
@@ -619,5 +337,67 @@ mod tests {
             Config::default().settings.output_dir
         );
         assert!(warnings[0].contains("is not a path (at most 4095 bytes)"));
+    }
+
+    #[test]
+    fn every_setting_the_config_reads_takes_a_valid_value() {
+        for setting in SETTINGS.iter().filter(|s| s.read_by == ReadBy::Config) {
+            let value = match setting.kind {
+                Kind::Bool { default } => {
+                    if default {
+                        "0"
+                    } else {
+                        "1"
+                    }
+                }
+                Kind::Path => "/tmp/x",
+                Kind::Seconds { .. } => "0.5",
+                Kind::Count { .. } => "7",
+                Kind::Devices => "1",
+                Kind::Address => ":1",
+                Kind::Globs => "x*",
+            };
+            let (config, warnings) = from(&[(setting.env, value)]);
+            assert!(warnings.is_empty(), "{}: {warnings:?}", setting.env);
+            // Layer profiling is checked and dropped (see `Config`).
+            let acts = setting.field != Field::LayerProfiling;
+            assert_eq!(config != Config::default(), acts, "{}={value}", setting.env);
+        }
+    }
+
+    #[test]
+    fn an_unknown_json_key_lists_the_known_ones_in_order() {
+        let err = Config::default()
+            .apply_json(r#"{"colour": 1}"#)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            ProfilerError::InvalidConfig(
+                "unknown key \"colour\"; known keys: enable_gpu_monitoring, \
+                 enable_layer_profiling, output_dir, sample_interval, export_interval, \
+                 auto_export_interval, max_history, devices"
+                    .into()
+            )
+            .to_string()
+        );
+    }
+
+    #[test]
+    fn range_messages_name_the_table_s_bounds() {
+        let (_, warnings) = from(&[(MAX_HISTORY, "0")]);
+        assert_eq!(
+            warnings,
+            ["VLLM_PROFILING_MAX_HISTORY=\"0\" is not an integer in [1, 10000000]; using 10000"]
+        );
+        let err = Config::default()
+            .apply_json(r#"{"max_history": 0}"#)
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("max_history must be an integer in [1, 10000000], got 0"),
+            "{err}"
+        );
+        let (_, warnings) = from(&[(SAMPLE_INTERVAL, "9999")]);
+        assert!(warnings[0].contains("a number of seconds in [0.001, 3600]; using 0.1"));
     }
 }

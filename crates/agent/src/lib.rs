@@ -5,7 +5,7 @@
 //! - `signals`: SIGTERM with the default disposition (the journal's tail, then the signal);
 //! - `quiet_threads`: spawns the agent's threads with every asynchronous signal blocked;
 //! - `warnings`: the agent's only output, one stderr line per distinct warning;
-//! - `config`: the environment and the JSON configuration;
+//! - `config`: the environment and the JSON configuration, from one table of settings;
 //! - `runtime`: the gate, the session, enable/disable/export, fork and exit;
 //! - `threads`: the collector, sampler and exporter threads;
 //! - `metrics` and `http`: the Prometheus endpoint and its bounded server.
@@ -28,6 +28,8 @@ mod signals;
 mod threads;
 mod warnings;
 
+/// The table of every setting, for the tests that hold the README and the Python package to it.
+pub use config::table as config_table;
 pub use ffi::*;
 
 /// The library constructor: only reads the environment and decides; never waits for a thread
