@@ -3,6 +3,7 @@
 //! summary, the step-duration histogram, GPU utilization, memory and power over time per
 //! device, and the layer table.
 
+use crate::input::read_json;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -17,10 +18,6 @@ fn escape(text: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
-}
-
-fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
-    serde_json::from_slice(&crate::input::read_report(path).ok()?).ok()
 }
 
 /// A line chart of `points` (x: seconds from the first sample) as an SVG element.
@@ -123,12 +120,14 @@ pub fn render(dir: &Path, run: &RunReport) -> Result<String, String> {
             pid = p.pid,
         );
         page += "<div class=\"plots\">\n";
-        let steps: Option<DetailedSteps> = read(&dir.join(format::detailed_steps_file_name(p.pid)));
+        let steps: Option<DetailedSteps> =
+            read_json(&dir.join(format::detailed_steps_file_name(p.pid))).ok();
         if let Some(steps) = steps.filter(|s| !s.detailed_steps.is_empty()) {
             let durations: Vec<f64> = steps.detailed_steps.iter().map(|s| s.duration_ms).collect();
             page += &histogram(&durations)?;
         }
-        let history: Option<GpuHistory> = read(&dir.join(format::gpu_history_file_name(p.pid)));
+        let history: Option<GpuHistory> =
+            read_json(&dir.join(format::gpu_history_file_name(p.pid))).ok();
         if let Some(history) = history {
             let start = history
                 .gpu_history

@@ -12,6 +12,17 @@ use std::path::Path;
 /// (10 k steps), and a bound on what one file can cost the CLI.
 pub const MAX_REPORT_BYTES: u64 = 256 << 20;
 
+/// The report at `path`, parsed, or a one-line error saying why not.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
+    let bytes = read_report(path)?;
+    serde_json::from_slice(&bytes).map_err(|err| {
+        format!(
+            "{} is not a report vllm-profiler wrote: {err}",
+            path.display()
+        )
+    })
+}
+
 /// The bytes of the report file at `path`, or a one-line error saying why not.
 pub fn read_report(path: &Path) -> Result<Vec<u8>, String> {
     read_bounded(path, MAX_REPORT_BYTES)

@@ -1,6 +1,7 @@
 //! `vllm-profiler report DIR` and `vllm-profiler compare A B`: read exported reports, print
 //! terminal tables (or the same as JSON), and flag regressions between two runs.
 
+use crate::input::read_json;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -12,16 +13,6 @@ use vllm_profiler_format::{
 
 /// Layers listed in a report's table.
 pub const TOP_LAYERS: usize = 10;
-
-fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
-    let bytes = crate::input::read_report(path)?;
-    serde_json::from_slice(&bytes).map_err(|err| {
-        format!(
-            "{} is not a report vllm-profiler wrote: {err}",
-            path.display()
-        )
-    })
-}
 
 /// The pids with a performance summary in `dir`, ascending.
 fn pids_in(dir: &Path) -> Result<Vec<u32>, String> {
@@ -109,10 +100,10 @@ pub fn load(dir: &Path) -> Result<RunReport, String> {
     let processes = pids_in(dir)?
         .into_iter()
         .map(|pid| {
-            let summary: PerformanceSummary = read(&dir.join(format::summary_file_name(pid)))?;
+            let summary: PerformanceSummary = read_json(&dir.join(format::summary_file_name(pid)))?;
             let history_path = dir.join(format::gpu_history_file_name(pid));
             let gpus = if history_path.exists() {
-                device_stats(&read(&history_path)?)
+                device_stats(&read_json(&history_path)?)
             } else {
                 Vec::new()
             };
@@ -272,11 +263,11 @@ pub fn render(report: &RunReport) -> String {
 /// The summary of `path`: a summary file, or the process with the most steps in a dir.
 fn summary_of(path: &Path) -> Result<PerformanceSummary, String> {
     if path.is_file() {
-        return read(path);
+        return read_json(path);
     }
     let mut best: Option<PerformanceSummary> = None;
     for pid in pids_in(path)? {
-        let summary: PerformanceSummary = read(&path.join(format::summary_file_name(pid)))?;
+        let summary: PerformanceSummary = read_json(&path.join(format::summary_file_name(pid)))?;
         if best
             .as_ref()
             .is_none_or(|b| summary.total_steps > b.total_steps)
