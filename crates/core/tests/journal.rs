@@ -318,11 +318,17 @@ fn a_session_that_recorded_nothing_writes_no_journal() {
 #[test]
 fn empty_steps_are_counted_apart_and_kept_out_of_durations() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Session::new(PID, 1, Settings::default());
+    let clock = vllm_profiler_core::ManualClock::new(1_700_000_000.0);
+    let s = Session::with_clock(
+        PID,
+        1,
+        Settings::default(),
+        vllm_profiler_core::Clock::Manual(clock.clone()),
+    );
     let mut rec = s.register_thread(1);
     for _ in 0..3 {
         let step = rec.step_begin(0, 0).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(30));
+        clock.advance_ms(30);
         rec.step_end(step).unwrap();
     }
     let step = rec.step_begin(2, 8).unwrap();

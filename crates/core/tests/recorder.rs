@@ -1,9 +1,8 @@
 //! The recorder and collector, driven directly: exact counts, nesting, drops and errors.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use vllm_profiler_core::{ProfilerError, Session, Settings};
+use vllm_profiler_core::{Clock, ManualClock, ProfilerError, Session, Settings};
 
 fn session(max_history: usize) -> Arc<Session> {
     Session::new(
@@ -16,19 +15,30 @@ fn session(max_history: usize) -> Arc<Session> {
     )
 }
 
-fn sleep_ms(ms: u64) {
-    std::thread::sleep(Duration::from_millis(ms));
+/// A session whose clock moves only when the test says: durations are exact, nothing sleeps.
+fn session_with_clock(max_history: usize) -> (Arc<Session>, Arc<ManualClock>) {
+    let clock = ManualClock::new(1_700_000_000.0);
+    let session = Session::with_clock(
+        4242,
+        1,
+        Settings {
+            max_history,
+            ..Settings::default()
+        },
+        Clock::Manual(clock.clone()),
+    );
+    (session, clock)
 }
 
 #[test]
 fn steps_and_nested_spans_reach_summary_and_history() {
-    let s = session(100);
+    let (s, clock) = session_with_clock(100);
     let mut rec = s.register_thread(7);
     for i in 0..3u32 {
         let step = rec.step_begin(4 + i, 100 * (i + 1)).unwrap();
         let outer = rec.span_begin(b"model.layers.0").unwrap();
         let inner = rec.span_begin(b"model.layers.0.attn").unwrap();
-        sleep_ms(2);
+        clock.advance_ms(2);
         rec.span_end(inner).unwrap();
         rec.span_end(outer).unwrap();
         rec.step_end(step).unwrap();
@@ -344,7 +354,7 @@ fn steps_left_open_by_an_exiting_thread_are_counted() {
 
 #[test]
 fn percentiles_stay_within_min_and_max_and_last_n_counts_its_own_spans() {
-    let s = session(100);
+    let (s, clock) = session_with_clock(100);
     let mut rec = s.register_thread(1);
     for i in 0..10u64 {
         let h = rec.step_begin(1, 1).unwrap();
@@ -352,7 +362,7 @@ fn percentiles_stay_within_min_and_max_and_last_n_counts_its_own_spans() {
             let span = rec.span_begin(b"layer").unwrap();
             rec.span_end(span).unwrap();
         }
-        sleep_ms(1 + i % 3);
+        clock.advance_ms(1 + i % 3);
         rec.step_end(h).unwrap();
     }
     let all = s.summary(None).unwrap();
