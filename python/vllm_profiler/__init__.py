@@ -1,6 +1,6 @@
-"""vllm_profiler: seed 004's profiling API over libvllm_profiler.so.
+"""vllm_profiler: the vLLM profiling API over libvllm_profiler.so.
 
-Import paths follow seed 004 with `vllm_profiler` in place of `vllm.profiler`:
+Import paths follow the `vllm.profiler` design with `vllm_profiler` in place of `vllm.profiler`:
 `vllm_profiler.integration`, `vllm_profiler.vllm_monitor`, `vllm_profiler.gpu_monitor`.
 
 The names below are loaded on first use: the package's start-up hook (`vllm_profiler.pth`)

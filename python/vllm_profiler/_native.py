@@ -233,7 +233,7 @@ def gpu_history(device_id: Optional[int] = None, since_unix: float = 0.0) -> Dic
 
 
 def gpu_list() -> Dict[str, Any]:
-    """Seed 001's GPU list from the Rust detector chain, sampled now."""
+    """The GPU list from the Rust detector chain, sampled now."""
     return _json_call(library().vllm_profiler_gpus_json)
 
 

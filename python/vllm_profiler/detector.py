@@ -1,6 +1,6 @@
-"""Seed 001's UnifiedGPUDetector. The agent's Rust chain answers (amd-smi, then NVML, then
-the CPU); when it finds only the CPU, seed 001's torch fallbacks answer if torch sees a GPU
-(`torch.hip`, then `torch.cuda`), with `utilization_percent` None as in the seed."""
+"""UnifiedGPUDetector: the GPU list. The agent's Rust chain answers (amd-smi, then NVML, then
+the CPU); when it finds only the CPU, the torch fallbacks answer if torch sees a GPU
+(`torch.hip`, then `torch.cuda`), with `utilization_percent` None."""
 
 from __future__ import annotations
 
@@ -40,13 +40,13 @@ def _torch_gpus() -> Optional[tuple]:
                     }
                 )
             return detector, gpus
-        except Exception:  # noqa: BLE001 - seed 001: a failing detector passes to the next
+        except Exception:  # noqa: BLE001 - a failing detector passes to the next
             continue
     return None
 
 
 class UnifiedGPUDetector:
-    """`get_gpu_list()` and `get_gpu_info(index)` as seed 001; `detector_name` says which
+    """`get_gpu_list()` and `get_gpu_info(index)`; `detector_name` says which
     detector answered."""
 
     def __init__(self) -> None:
@@ -60,7 +60,7 @@ class UnifiedGPUDetector:
 
     def get_gpu_list(self) -> List[Dict[str, Any]]:
         if self.detector_name in ("AMDSMIDetector", "NVMLDetector"):
-            self._gpus = _native.gpu_list()["gpus"]  # fresh figures, as the seed reads them
+            self._gpus = _native.gpu_list()["gpus"]  # fresh figures at every call
         return [dict(g) for g in self._gpus]
 
     def get_gpu_info(self, gpu_index: int = 0) -> Dict[str, Any]:
@@ -70,6 +70,6 @@ class UnifiedGPUDetector:
         raise IndexError(f"no GPU with index {gpu_index} (detector {self.detector_name})")
 
     def as_api_response(self) -> Dict[str, Any]:
-        """Seed 001's `/api/management/gpus` body."""
+        """The `/api/management/gpus` body."""
         gpus = self.get_gpu_list()
         return {"gpus": gpus, "total": len(gpus), "detector": self.detector_name}

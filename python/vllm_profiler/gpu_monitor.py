@@ -1,4 +1,4 @@
-"""Seed 004's GPUHardwareMonitor and seed 000's GPUMonitor, answered by the agent's sampler
+"""GPUHardwareMonitor and the NVML-style GPUMonitor, answered by the agent's sampler
 (NVML, amd-smi or the CPU fallback) instead of a Python polling loop."""
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class GPUHardwareMonitor:
 
 
 class GPUMonitor:
-    """Seed 000's monitor: `get_metrics()` returns `gpu_util_percent`, `memory_util_percent`,
+    """The NVML-style monitor: `get_metrics()` returns `gpu_util_percent`, `memory_util_percent`,
     `memory_used_mb`, `memory_total_mb`, `memory_free_mb` for one device, read now; None when
     the device cannot be read."""
 
@@ -132,7 +132,7 @@ _monitors_lock = threading.Lock()
 
 
 def get_gpu_monitor(device_index: int = 0) -> GPUMonitor:
-    """The process-wide GPUMonitor of a device (seed 000's singleton)."""
+    """The process-wide GPUMonitor of a device (a singleton per device)."""
     with _monitors_lock:
         if device_index not in _monitors:
             _monitors[device_index] = GPUMonitor(device_index)

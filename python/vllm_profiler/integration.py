@@ -1,4 +1,4 @@
-"""Seed 004's code-integration API: a function pair, a context manager and a decorator.
+"""The code-integration API of vLLM's profiling design: a function pair, a context manager and a decorator.
 
 ```python
 from vllm_profiler.integration import enable_vllm_profiling, disable_vllm_profiling

@@ -1,4 +1,4 @@
-"""Seed 004's VLLMPerformanceMonitor over the agent's C ABI."""
+"""VLLMPerformanceMonitor over the agent's C ABI."""
 
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ class VLLMPerformanceMonitor:
                 )
 
     def get_performance_summary(self, last_n_steps: Optional[int] = None) -> Dict[str, Any]:
-        """Seed 004's summary: totals over every step, or over the last n kept steps."""
+        """The performance summary: totals over every step, or over the last n kept steps."""
         return _native.summary(last_n_steps)
 
     def export_performance_report(self, path: str) -> str:

@@ -27,7 +27,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print seed 001's GPU list as JSON ({"gpus": [...], "total": n, "detector": "..."}),
+    /// Print the GPU list as JSON ({"gpus": [...], "total": n, "detector": "..."}),
     /// found by the same detector chain as the agent: amd-smi, then NVML, then the CPU.
     Gpus(gpus::GpusArgs),
     /// Print a run's reports as tables: the summary, the top layers, and GPU min/avg/max per
@@ -41,7 +41,7 @@ enum Command {
     /// Compare run A with run B (report dirs, or summary files): the change of each metric and
     /// of each layer's mean duration, with regressions past a threshold flagged.
     Compare(CompareArgs),
-    /// Seed 003's idle-GPU watchdog: after IDLE_LIMIT checks in a row with GPU utilization
+    /// The idle-GPU watchdog: after IDLE_LIMIT checks in a row with GPU utilization
     /// under IDLE_THRESHOLD % (and no new requests), and not before MIN_RUNTIME seconds, run
     /// COMMAND once (for example a pod stop). A failed command resets the count.
     Watchdog(WatchdogArgs),

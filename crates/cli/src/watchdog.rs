@@ -1,9 +1,9 @@
-//! `vllm-profiler watchdog`: seed 003's idle-GPU watchdog. Every check it reads the GPUs'
+//! `vllm-profiler watchdog`: the idle-GPU watchdog. Every check it reads the GPUs'
 //! utilization through the detector chain (the busiest device counts) and, optionally, a
 //! Prometheus counter of requests; a check is idle when the utilization is under the threshold
 //! and the counter did not grow. After `--idle-limit` idle checks in a row, and never before
 //! `--min-runtime`, it runs the user's command once (a pod or container stop). If the command
-//! fails it resets the count and keeps watching, as the seed does; if it succeeds, it exits.
+//! fails it resets the count and keeps watching; if it succeeds, it exits.
 //! Every decision is one log line on stderr.
 
 use std::process::Command;

@@ -28,7 +28,7 @@ TORCH = "the stand-in LLM runs a real torch model (bash tests/python_env.sh inst
 def _needs_torch():
     require_module("torch", TORCH)
 
-EXAMPLES = Path(__file__).resolve().parent / "seed004"
+EXAMPLES = Path(__file__).resolve().parent / "design_examples"
 STANDIN = Path(__file__).resolve().parent / "standin"
 # What `pip install ./python` gives at start-up: site-packages' .pth files are processed.
 RUNNER = (
