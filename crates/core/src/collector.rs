@@ -1,16 +1,23 @@
 //! The collector: drains every recording thread's ring into what is kept (`crate::kept`), and
 //! hands what it drained to the journal's feed. One `Collector` per session, under its lock.
 
-use ringbuf::traits::{Consumer, Observer};
-use ringbuf::HeapCons;
 use rustc_hash::FxHashMap;
 
 use crate::event::Event;
 use crate::kept::{Feed, Kept, StepBuilder};
 
-/// One recording thread's ring, as the collector reads it.
+/// A recording thread's finished events, as the collector reads them: its ring, which the
+/// recorder (`crate::recorder`) owns. Behind a trait so that the collector, and what reads a
+/// journal without recording, need no ring.
+pub(crate) trait EventSource: Send {
+    /// The oldest event not taken yet.
+    fn pop(&mut self) -> Option<Event>;
+    /// Whether its thread is gone and every event it wrote was taken.
+    fn is_finished(&self) -> bool;
+}
+
 struct ThreadSource {
-    consumer: HeapCons<Event>,
+    events: Box<dyn EventSource>,
     thread_id: u32,
     /// Builders of this thread's steps whose end has not been drained yet.
     pending: FxHashMap<u64, StepBuilder>,
@@ -33,9 +40,10 @@ impl Collector {
     }
 
     /// Reads thread `thread_id`'s ring from now on.
-    pub(crate) fn add_source(&mut self, consumer: HeapCons<Event>, thread_id: u32) {
+    #[cfg(feature = "recorder")]
+    pub(crate) fn add_source(&mut self, events: Box<dyn EventSource>, thread_id: u32) {
         self.sources.push(ThreadSource {
-            consumer,
+            events,
             thread_id,
             pending: FxHashMap::default(),
         });
@@ -49,13 +57,13 @@ impl Collector {
             feed,
         } = self;
         for source in sources.iter_mut() {
-            while let Some(event) = source.consumer.try_pop() {
+            while let Some(event) = source.events.pop() {
                 feed.push(source.thread_id, &event);
                 kept.ingest(&mut source.pending, source.thread_id, event);
             }
         }
         // A thread that has exited and whose events are all in can be forgotten.
-        sources.retain(|s| s.consumer.write_is_held() || !s.consumer.is_empty());
+        sources.retain(|s| !s.events.is_finished());
     }
 
     /// Every thread's builders of steps in progress: (thread, step sequence, builder).

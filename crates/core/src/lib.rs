@@ -17,6 +17,7 @@ pub mod history;
 mod kept;
 pub mod latest;
 pub mod names;
+#[cfg(feature = "recorder")]
 pub mod recorder;
 pub mod report;
 mod samples;
@@ -36,6 +37,7 @@ pub mod sampler;
 pub use clock::{Clock, ManualClock};
 pub use error::{ProfilerError, Result};
 pub use journal_turn::Turn;
+#[cfg(feature = "recorder")]
 pub use recorder::ThreadRecorder;
 pub use recover::{recover, Recovered};
 pub use report::MetricsSnapshot;

@@ -8,10 +8,11 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use ringbuf::traits::{Producer, Split};
-use ringbuf::{HeapProd, HeapRb};
+use ringbuf::traits::{Consumer, Observer, Producer, Split};
+use ringbuf::{HeapCons, HeapProd, HeapRb};
 use rustc_hash::FxHashMap;
 
+use crate::collector::EventSource;
 use crate::error::{ProfilerError, Result};
 use crate::event::{Event, SpanEvent, StepEvent, NO_ENGINE_STEP};
 use crate::handle::{self, Handle, Owner};
@@ -78,8 +79,36 @@ impl Session {
         let slot = self.take_thread_slot();
         // arc-swap gives each thread a node at its first load: take it now, not on the hot path.
         drop(self.collector_thread.load());
-        self.collector.lock().add_source(consumer, thread_id);
+        self.collector
+            .lock()
+            .add_source(Box::new(consumer), thread_id);
         ThreadRecorder::new(self.clone(), producer, slot)
+    }
+
+    /// A slot no live thread of this session has: a freed one, or a new one. Slots tell the
+    /// handles of threads apart; past 2^20 live threads they would repeat.
+    pub(crate) fn take_thread_slot(&self) -> u32 {
+        if let Some(slot) = self.free_thread_slots.lock().pop() {
+            return slot;
+        }
+        let slot = self.next_thread_slot.fetch_add(1, Ordering::Relaxed) & 0xf_ffff;
+        slot.max(1)
+    }
+
+    /// Called when a recording thread exits.
+    pub(crate) fn release_thread_slot(&self, slot: u32) {
+        self.free_thread_slots.lock().push(slot);
+    }
+}
+
+impl EventSource for HeapCons<Event> {
+    #[inline]
+    fn pop(&mut self) -> Option<Event> {
+        self.try_pop()
+    }
+
+    fn is_finished(&self) -> bool {
+        !self.write_is_held() && self.is_empty()
     }
 }
 

@@ -76,6 +76,7 @@ pub struct Session {
     pub(crate) collector_thread: ArcSwapOption<std::thread::Thread>,
     /// Thread slots: the next never-used one, and those freed by exited threads.
     pub(crate) next_thread_slot: AtomicU32,
+    #[cfg(feature = "recorder")]
     pub(crate) free_thread_slots: Mutex<Vec<u32>>,
     /// Set by the final export at exit: later exports do nothing.
     pub(crate) closed: AtomicBool,
@@ -113,6 +114,7 @@ impl Session {
             exports: AtomicU64::new(0),
             collector_thread: ArcSwapOption::const_empty(),
             next_thread_slot: AtomicU32::new(1),
+            #[cfg(feature = "recorder")]
             free_thread_slots: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
             identity: RwLock::new((format::Role::Process, None)),
@@ -199,21 +201,6 @@ impl Session {
     /// Whether a thread ever took a recorder of this session (called a recording function).
     pub fn has_recorded(&self) -> bool {
         self.next_thread_slot.load(Ordering::Relaxed) > 1
-    }
-
-    /// A slot no live thread of this session has: a freed one, or a new one. Slots tell the
-    /// handles of threads apart; past 2^20 live threads they would repeat.
-    pub(crate) fn take_thread_slot(&self) -> u32 {
-        if let Some(slot) = self.free_thread_slots.lock().pop() {
-            return slot;
-        }
-        let slot = self.next_thread_slot.fetch_add(1, Ordering::Relaxed) & 0xf_ffff;
-        slot.max(1)
-    }
-
-    /// Called when a recording thread exits.
-    pub(crate) fn release_thread_slot(&self, slot: u32) {
-        self.free_thread_slots.lock().push(slot);
     }
 
     pub(crate) fn lock_collector(&self) -> Result<MutexGuard<'_, Collector>> {
