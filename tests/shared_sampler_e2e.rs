@@ -95,6 +95,41 @@ fn samplers(log: &[Logged]) -> BTreeMap<u32, (BTreeSet<u32>, BTreeSet<u32>)> {
     by_device
 }
 
+/// Waits, reading the call log every 10 ms, until `done` holds for it: the test moves on when
+/// the processes did what it waits for, however fast or slow the machine is. Fails past
+/// `LIMIT`.
+fn wait_for_log(call_log: &Path, started: Instant, what: &str, done: impl Fn(&[Logged]) -> bool) {
+    while !done(&read_log(call_log)) {
+        assert!(started.elapsed() < LIMIT, "waited {LIMIT:?} for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The sampling calls on `device` after the marker `after` (from the start: `None`), by `pid`
+/// (anyone: `None`).
+fn calls_after(log: &[Logged], after: Option<&str>, pid: Option<u32>, device: u32) -> usize {
+    let mut counting = after.is_none();
+    let mut calls = 0;
+    for entry in log {
+        match entry {
+            Logged::Marker(what) => counting |= Some(what.as_str()) == after,
+            Logged::Call {
+                pid: caller,
+                function,
+                device: called,
+            } if counting
+                && *called == device
+                && is_sampling_call(function)
+                && pid.is_none_or(|pid| pid == *caller) =>
+            {
+                calls += 1
+            }
+            Logged::Call { .. } => {}
+        }
+    }
+    calls
+}
+
 /// Per device, the pids of its sampling calls in log order with repeats collapsed: the
 /// succession of its samplers.
 fn successions(log: &[Logged]) -> BTreeMap<u32, Vec<u32>> {
@@ -208,11 +243,12 @@ fn one_process_samples_each_device_and_another_takes_over_when_it_is_killed() {
         .collect();
     let pids: Vec<u32> = children.iter().map(Child::id).collect();
 
-    // Let every process detect the devices and sample for a while.
-    while samplers(&read_log(&call_log)).len() < 2 && started.elapsed() < LIMIT {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(1000));
+    // Let every process detect the devices and sample for a while: 50 ticks of each device.
+    wait_for_log(&call_log, started, "50 samples of each device", |log| {
+        [0, 1]
+            .iter()
+            .all(|&d| calls_after(log, None, None, d) >= 50)
+    });
     let before = samplers(&read_log(&call_log));
     let holder_of = |device: u32| -> u32 {
         let (pids_before, _) = &before[&device];
@@ -374,10 +410,11 @@ fn a_stopped_sampler_is_taken_over_and_yields_when_it_continues() {
         .map(|i| spawn_recorder(dir, &out, i, 120, &[]))
         .collect();
     let pids: Vec<u32> = children.iter().map(Child::id).collect();
-    while samplers(&read_log(&call_log)).len() < 2 && started.elapsed() < LIMIT {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for_log(&call_log, started, "25 samples of each device", |log| {
+        [0, 1]
+            .iter()
+            .all(|&d| calls_after(log, None, None, d) >= 25)
+    });
     let holders = successions(&read_log(&call_log));
     let holder = *holders[&0].last().unwrap();
     let other = *pids.iter().find(|&&p| p != holder).unwrap();
@@ -401,13 +438,32 @@ fn a_stopped_sampler_is_taken_over_and_yields_when_it_continues() {
         std::thread::sleep(Duration::from_millis(5));
     }
     mark(&call_log, "stopped");
-    std::thread::sleep(Duration::from_millis(1500));
+    // The other process finds the samples stale (0.5 s) and takes over: 25 of its ticks.
+    let other_sampled = |after: &'static str, ticks: usize| {
+        move |log: &[Logged]| {
+            [0, 1]
+                .iter()
+                .all(|&d| calls_after(log, Some(after), Some(other), d) >= ticks)
+        }
+    };
+    wait_for_log(
+        &call_log,
+        started,
+        "the takeover",
+        other_sampled("stopped", 25),
+    );
     mark(&call_log, "continuing");
     signal(libc::SIGCONT);
-    // One interval (20 ms) of two writers at most, then the holder has yielded.
-    std::thread::sleep(Duration::from_millis(300));
+    // One interval (20 ms) of two writers at most, then the holder has yielded: 15 ticks of
+    // the taker's are far more than that.
+    wait_for_log(
+        &call_log,
+        started,
+        "15 ticks",
+        other_sampled("continuing", 15),
+    );
     mark(&call_log, "settled");
-    std::thread::sleep(Duration::from_millis(1000));
+    wait_for_log(&call_log, started, "50 ticks", other_sampled("settled", 50));
     mark(&call_log, "end");
     for child in &mut children {
         let status = wait_with_limit(child, started);
