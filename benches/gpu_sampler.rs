@@ -10,8 +10,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion};
 use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
 use nvml_wrapper::Nvml;
-use vllm_profiler_core::{DeviceBackend, HostProbe};
-use vllm_profiler_gpu::{NvmlBackend, Options, SharedBackend};
+use vllm_profiler_gpu::{DeviceBackend, HostProbe, NvmlBackend, Options, SharedBackend};
 
 fn script() -> tempfile::NamedTempFile {
     let file = tempfile::NamedTempFile::new().expect("temp file");

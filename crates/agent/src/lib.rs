@@ -8,6 +8,7 @@
 //! - `config`: the environment and the JSON configuration;
 //! - `runtime`: the gate, the session, enable/disable/export, fork and exit;
 //! - `threads`: the collector, sampler and exporter threads;
+//! - `sampling`: one tick of the sampler thread;
 //! - `metrics` and `http`: the Prometheus endpoint and its bounded server.
 //!
 //! Unsafe code lives in `ffi`, `process_hooks`, `signals`, `quiet_threads`, `warnings`, and
@@ -21,6 +22,7 @@ mod metrics;
 mod process_hooks;
 mod quiet_threads;
 mod runtime;
+mod sampling;
 mod signals;
 mod threads;
 mod warnings;

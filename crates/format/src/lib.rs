@@ -432,6 +432,10 @@ pub struct GpuDevice {
     pub memory_total_mb: Option<f64>,
 }
 
+/// Detector name reported when no GPU backend answered (seed 001's last fallback), in
+/// `GpuHistory::detector` and `GpuList::detector`.
+pub const CPU_DETECTOR: &str = "CPUDetector";
+
 /// Seed 001's GPU list (`GET /api/management/gpus`), printed by `vllm-profiler gpus`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GpuList {

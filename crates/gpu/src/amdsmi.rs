@@ -23,9 +23,9 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use libloading::Library;
-use vllm_profiler_core::{DeviceBackend, DeviceReading};
 use vllm_profiler_format::{GpuDevice, GpuSample};
 
+use crate::backend::{DeviceBackend, DeviceReading};
 use crate::health::{Failure, Health, Metric};
 use crate::{mib, Found, Options};
 

@@ -1,22 +1,27 @@
-//! GPU backends and seed 001's detector chain: amd-smi, then NVML, then the CPU.
+//! GPU backends and seed 001's detector chain: amd-smi, then NVML, then the CPU; the backend
+//! trait they implement, the host probe sampled beside them, and the per-host shared sampler.
 //!
 //! Unsafe code is denied here except in `amdsmi`, the one native loader written by hand; NVML
 //! goes through `nvml-wrapper`'s safe API.
 #![deny(unsafe_code)]
 
 mod amdsmi;
+mod backend;
 pub mod cpu;
+pub mod fork_closed;
 mod health;
+mod host;
 pub mod nvml;
 pub mod shared;
 
 use std::path::PathBuf;
 
-use vllm_profiler_core::DeviceBackend;
 use vllm_profiler_format::{GpuList, GpuListEntry};
 
 pub use amdsmi::{AmdSmiBackend, AMDSMI_DETECTOR};
+pub use backend::{process_memory_mb, DeviceBackend, DeviceReading};
 pub use cpu::{CpuProbe, CPU_DETECTOR};
+pub use host::{HostProbe, HOST_MEMORY_REFRESH};
 pub use nvml::{NvmlBackend, NVML_DETECTOR};
 pub use shared::SharedBackend;
 

@@ -37,8 +37,10 @@ use std::path::{Path, PathBuf};
 use frame::{frame_payload, framed_payload, MAX_SHARED_FILE_BYTES};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg, OFlag};
-use vllm_profiler_core::{fork_closed, process_memory_mb, DeviceBackend, DeviceReading};
 use vllm_profiler_format::{GpuDevice, GpuSample, SharedDeviceSample};
+
+use crate::backend::{process_memory_mb, DeviceBackend, DeviceReading};
+use crate::fork_closed;
 
 /// A shared sample older than this when a process starts sharing is not taken: it is left
 /// from an earlier holder, not the current one.
