@@ -77,7 +77,7 @@ fn sampler(c: &mut Criterion) {
     let mut reader = SharedBackend::new(open(), runtime.path(), std::time::Duration::from_secs(1))
         .ok()
         .expect("shares");
-    let mut timestamp = vllm_profiler_gpu::unix_now();
+    let mut timestamp = vllm_profiler_format::unix_now();
     c.bench_function("gpu/shared_sampler_tick_per_device", |b| {
         b.iter(|| {
             out.clear();

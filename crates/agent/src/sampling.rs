@@ -2,8 +2,8 @@
 //! and the devices, stored in the session, and the figures that steps carry published.
 
 use vllm_profiler_core::Session;
-use vllm_profiler_format::{GpuSample, MemorySource, CPU_DETECTOR};
-use vllm_profiler_gpu::{unix_now, DeviceBackend, HostProbe};
+use vllm_profiler_format::{unix_now, GpuSample, MemorySource, CPU_DETECTOR};
+use vllm_profiler_gpu::{DeviceBackend, HostProbe};
 
 /// One sampler: the host probe and, when a GPU answered, its device backend.
 pub struct Sampler {

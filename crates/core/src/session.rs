@@ -15,7 +15,7 @@ use std::cell::RefCell;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 
@@ -24,7 +24,7 @@ use parking_lot::{Mutex, MutexGuard, RwLock};
 use ringbuf::traits::{Consumer, Observer, Split};
 use ringbuf::{HeapCons, HeapRb};
 use rustc_hash::FxHashMap;
-use vllm_profiler_format as format;
+use vllm_profiler_format::{self as format, unix_now};
 
 use crate::error::{ProfilerError, Result};
 use crate::export::write_json_atomic;
@@ -270,12 +270,6 @@ pub struct Session {
     journal: Mutex<crate::journal::Journal>,
     /// A session rebuilt from a journal: the name its process had (`None`: this process).
     recovered_name: Option<String>,
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn ms(ns: u64) -> f64 {

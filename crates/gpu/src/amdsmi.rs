@@ -23,11 +23,11 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use libloading::Library;
-use vllm_profiler_format::{GpuDevice, GpuSample};
+use vllm_profiler_format::{mib, GpuDevice, GpuSample};
 
 use crate::backend::{DeviceBackend, DeviceReading};
 use crate::health::{Failure, Health, Metric};
-use crate::{mib, Found, Options};
+use crate::{Found, Options};
 
 pub const AMDSMI_DETECTOR: &str = "AMDSMIDetector";
 

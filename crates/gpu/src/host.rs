@@ -6,7 +6,7 @@ use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 use nix::sys::resource::{getrusage, UsageWho};
-use vllm_profiler_format::HostSample;
+use vllm_profiler_format::{mib, HostSample};
 
 /// Reads this process's CPU time and RSS and the host's memory. Keeps its `/proc` files open
 /// and re-reads them with `pread`, so a sample costs a few syscalls and no allocation. RSS
@@ -116,7 +116,7 @@ impl HostProbe {
         }
         let process_rss_mb = Self::read(&self.statm, &mut self.buf)
             .and_then(|n| statm_resident_pages(&self.buf[..n]))
-            .map(|pages| crate::mib(pages * self.page_size));
+            .map(|pages| mib(pages * self.page_size));
         let (host_memory_total_mb, host_memory_used_mb) = match self.host_memory {
             Some((read_at, figures)) if now.duration_since(read_at) < self.host_memory_refresh => {
                 figures

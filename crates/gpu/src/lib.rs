@@ -59,11 +59,6 @@ impl Options {
     }
 }
 
-/// Bytes to MiB, the unit of every `_mb` field (exact in f64 below 2^53 bytes).
-pub(crate) fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
-}
-
 /// The outcome of the detector chain.
 pub struct Detection {
     /// The GPU backend that answered; `None` when the CPU fallback did.
@@ -151,7 +146,7 @@ pub fn gpu_list(detection: &mut Detection, cpu: &mut CpuProbe) -> GpuList {
         None => vec![cpu.entry()],
         Some(backend) => {
             let mut samples = Vec::new();
-            backend.sample(unix_now(), &mut samples);
+            backend.sample(vllm_profiler_format::unix_now(), &mut samples);
             backend
                 .devices()
                 .iter()
@@ -182,13 +177,6 @@ pub fn gpu_list(detection: &mut Detection, cpu: &mut CpuProbe) -> GpuList {
         gpus,
         detector,
     }
-}
-
-/// Unix seconds, the timestamp of every sample.
-pub fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 #[cfg(test)]

@@ -13,11 +13,11 @@ use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
 use nvml_wrapper::enums::device::UsedGpuMemory;
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::{Device, Nvml};
-use vllm_profiler_format::{GpuDevice, GpuSample, ProcessMemory};
+use vllm_profiler_format::{mib, GpuDevice, GpuSample, ProcessMemory};
 
 use crate::backend::{process_memory_mb, DeviceBackend, DeviceReading};
 use crate::health::{Failure, Health, Metric};
-use crate::{mib, Found, Options};
+use crate::{Found, Options};
 
 pub const NVML_DETECTOR: &str = "NVMLDetector";
 

@@ -34,10 +34,10 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use frame::{frame_payload, framed_payload, MAX_SHARED_FILE_BYTES};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg, OFlag};
-use vllm_profiler_format::{GpuDevice, GpuSample, SharedDeviceSample};
+use vllm_profiler_format::shared_frame::{frame_payload, framed_payload, MAX_SHARED_FILE_BYTES};
+use vllm_profiler_format::{unix_now, GpuDevice, GpuSample, SharedDeviceSample};
 
 use crate::backend::{process_memory_mb, DeviceBackend, DeviceReading};
 use crate::fork_closed;
@@ -220,7 +220,7 @@ impl SharedBackend {
         if let Err(why) = prepare_runtime_dir(dir) {
             return Err((inner, why));
         }
-        let started = crate::unix_now();
+        let started = unix_now();
         let detector = inner.detector_name();
         let mut warnings = Vec::new();
         let devices = inner
@@ -522,6 +522,5 @@ impl DeviceBackend for SharedBackend {
     }
 }
 
-mod frame;
 #[cfg(test)]
 mod tests;
