@@ -1,5 +1,6 @@
 //! The shared sampler, two backends in one process (two open lock files lock like two
 //! processes).
+use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
