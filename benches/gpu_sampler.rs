@@ -10,8 +10,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion};
 use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
 use nvml_wrapper::Nvml;
-use vllm_profiler_core::{DeviceBackend, HostProbe};
-use vllm_profiler_gpu::{NvmlBackend, Options, SharedBackend};
+use vllm_profiler_gpu::{DeviceBackend, HostProbe, NvmlBackend, Options, SharedBackend};
 
 fn script() -> tempfile::NamedTempFile {
     let file = tempfile::NamedTempFile::new().expect("temp file");
@@ -78,7 +77,7 @@ fn sampler(c: &mut Criterion) {
     let mut reader = SharedBackend::new(open(), runtime.path(), std::time::Duration::from_secs(1))
         .ok()
         .expect("shares");
-    let mut timestamp = vllm_profiler_gpu::unix_now();
+    let mut timestamp = vllm_profiler_format::unix_now();
     c.bench_function("gpu/shared_sampler_tick_per_device", |b| {
         b.iter(|| {
             out.clear();

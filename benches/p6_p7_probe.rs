@@ -32,7 +32,7 @@ use serde_json::{json, Value};
 mod common;
 use common::Abi;
 
-const MB: f64 = 1024.0 * 1024.0;
+const MB: f64 = vllm_profiler_format::BYTES_PER_MIB as f64;
 
 fn main() {
     let mode = std::env::args()

@@ -195,10 +195,7 @@ fn two_fake_devices_are_sampled_field_for_field_and_steps_carry_their_figures() 
         zero.len()
     );
     // Timestamps are Unix seconds.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
+    let now = vllm_profiler_format::unix_now();
     assert!((now - zero[0].timestamp).abs() < 120.0);
 
     // Steps take utilization and this process's memory from device 1, where it holds memory.

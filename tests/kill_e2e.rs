@@ -7,19 +7,13 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use vllm_profiler_format::unix_now;
 use vllm_profiler_tests::*;
 
 /// Steps that ended this long before the kill must all be recovered.
 const BOUND_S: f64 = 1.0;
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
 
 /// A tiny deterministic generator, so that every run kills at the same moments.
 fn delays(seed: u64, n: usize) -> Vec<f64> {

@@ -31,10 +31,7 @@ pub fn full_session(dir: &Path, steps: usize, samples: usize) -> Arc<Session> {
         }
     }
     session.drain().expect("drain");
-    let start = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs_f64();
+    let start = vllm_profiler_format::unix_now();
     for i in 0..samples {
         let t = start + i as f64 * 0.1;
         session.record_samples(host_sample(t), &[gpu_sample(t, i)]);

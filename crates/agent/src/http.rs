@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use vllm_profiler_core::fork_closed;
+use vllm_profiler_gpu::fork_closed;
 
 /// The bounds of a server.
 #[derive(Clone, Copy, Debug)]

@@ -8,6 +8,7 @@
 //! - `config`: the environment and the JSON configuration, from one table of settings;
 //! - `runtime`: the gate, the session, enable/disable/export, fork and exit;
 //! - `threads`: the collector, sampler and exporter threads;
+//! - `sampling`: one tick of the sampler thread;
 //! - `metrics` and `http`: the Prometheus endpoint and its bounded server.
 //!
 //! Unsafe code lives in `ffi`, `process_hooks`, `signals`, `quiet_threads`, `warnings`, and
@@ -24,6 +25,7 @@ mod output_dir;
 mod process_hooks;
 mod quiet_threads;
 mod runtime;
+mod sampling;
 mod signals;
 mod threads;
 mod warnings;

@@ -32,7 +32,7 @@ pub(crate) const STEP_BUCKETS_S: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-const MIB: f64 = 1024.0 * 1024.0;
+const MIB: f64 = vllm_profiler_format::BYTES_PER_MIB as f64;
 
 /// The OpenMetrics text of `snapshot`.
 pub(crate) fn render(snapshot: &MetricsSnapshot) -> String {

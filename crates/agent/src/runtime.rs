@@ -471,7 +471,7 @@ fn after_fork_in_child() {
     RECORDED.store(false, Ordering::Relaxed);
     identity::forget_in_child();
     // The devices' lock files and the metrics server's sockets.
-    vllm_profiler_core::fork_closed::close_inherited();
+    vllm_profiler_gpu::fork_closed::close_inherited();
     // A lock the child held would make its parent's journal look alive after the parent died.
     vllm_profiler_core::journal::forget_inherited_lock();
     let gate = GATE.load(Ordering::Relaxed);

@@ -13,11 +13,12 @@ use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use vllm_profiler_core::{DeviceBackend, Sampler, Session};
-use vllm_profiler_gpu::SharedBackend;
+use vllm_profiler_core::Session;
+use vllm_profiler_gpu::{DeviceBackend, SharedBackend};
 
 use crate::config::Config;
 use crate::quiet_threads;
+use crate::sampling::Sampler;
 use crate::warnings;
 
 /// How often the collector drains when no thread asked it to.

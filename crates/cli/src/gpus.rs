@@ -150,7 +150,7 @@ fn table(detection: &mut Detection, cpu: &mut CpuProbe) -> String {
         }
         Some(backend) => {
             let mut samples: Vec<GpuSample> = Vec::new();
-            backend.sample(vllm_profiler_gpu::unix_now(), &mut samples);
+            backend.sample(vllm_profiler_format::unix_now(), &mut samples);
             for (device, s) in backend.devices().iter().zip(&samples) {
                 let memory = format!(
                     "{}/{} MiB",
@@ -181,7 +181,7 @@ fn truncate(text: &str, width: usize) -> String {
 
 /// UTC time of day, `HH:MM:SS`.
 fn time_of_day() -> String {
-    let secs = vllm_profiler_gpu::unix_now() as u64 % 86_400;
+    let secs = vllm_profiler_format::unix_now() as u64 % 86_400;
     format!(
         "{:02}:{:02}:{:02} UTC",
         secs / 3600,

@@ -97,7 +97,7 @@ pub fn run(watch: &Watch) -> Result<(), String> {
         check += 1;
         samples.clear();
         let utilization = detection.backend.as_mut().and_then(|backend| {
-            backend.sample(vllm_profiler_gpu::unix_now(), &mut samples);
+            backend.sample(vllm_profiler_format::unix_now(), &mut samples);
             samples
                 .iter()
                 .filter_map(|s| s.gpu_utilization)

@@ -6,14 +6,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
-/// Seconds since the Unix epoch, from the system clock (0 before the epoch).
-pub fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
+use vllm_profiler_format::unix_now;
 
 #[derive(Debug, Clone)]
 pub enum Clock {

@@ -1,6 +1,8 @@
-//! The recorder of vllm-profiler: per-thread step and span recording into lock-free rings, the
-//! collector that turns them into totals and bounded histories, the sampler's parts, and the
-//! exporters. Safe Rust only; the agent crate owns the C ABI, the globals and the threads.
+//! The session of vllm-profiler: per-thread step and span recording into lock-free rings (the
+//! `recorder` feature), the collector that turns them into totals and bounded histories, the
+//! report mapping, the export, and the crash-safe journal. Safe Rust only; the agent crate owns
+//! the C ABI, the globals and the threads (the sampler's among them), the GPU crate the device
+//! backends and the host probe.
 #![forbid(unsafe_code)]
 
 // The data path, in order: the recorder's events and handles, the session they go into, the
@@ -31,8 +33,6 @@ mod journal_turn;
 mod recover;
 
 pub mod error;
-pub mod fork_closed;
-pub mod sampler;
 
 pub use clock::{Clock, ManualClock};
 pub use error::{ProfilerError, Result};
@@ -41,7 +41,4 @@ pub use journal_turn::Turn;
 pub use recorder::ThreadRecorder;
 pub use recover::{recover, Recovered};
 pub use report::MetricsSnapshot;
-pub use sampler::{
-    process_memory_mb, DeviceBackend, DeviceReading, HostProbe, Sampler, CPU_DETECTOR,
-};
 pub use session::{Session, Settings};

@@ -308,7 +308,7 @@ impl Session {
             rank,
             detector: store
                 .detector
-                .unwrap_or(crate::sampler::CPU_DETECTOR)
+                .unwrap_or(format::CPU_DETECTOR)
                 .to_owned(),
             sample_interval_s,
             devices: store.described_devices.clone(),

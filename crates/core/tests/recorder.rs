@@ -288,35 +288,6 @@ fn nothing_recorded_writes_nothing() {
 }
 
 #[test]
-fn sampler_tick_feeds_history_and_step_memory() {
-    let s = session(10);
-    let mut sampler = vllm_profiler_core::Sampler::new(None);
-    sampler.tick(&s);
-    let mut rec = s.register_thread(1);
-    let h = rec.step_begin(1, 1).unwrap();
-    rec.step_end(h).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let files = s.export(dir.path()).unwrap();
-    assert_eq!(files.len(), 4);
-    let history: vllm_profiler_format::GpuHistory =
-        serde_json::from_slice(&std::fs::read(dir.path().join("gpu_history_4242.json")).unwrap())
-            .unwrap();
-    assert_eq!(history.detector, "CPUDetector");
-    assert!(
-        history.gpu_history.is_empty(),
-        "no GPU: no made-up device samples"
-    );
-    assert_eq!(history.host_history.len(), 1);
-    let summary = s.summary(None).unwrap();
-    assert_eq!(
-        summary.memory_source,
-        vllm_profiler_format::MemorySource::HostRss
-    );
-    let rss = history.host_history[0].process_rss_mb.unwrap();
-    assert!((summary.avg_memory_mb.unwrap() - rss).abs() < 1.0);
-}
-
-#[test]
 fn a_handle_from_another_thread_is_rejected_even_with_the_same_sequence() {
     let s = session(10);
     let mut a = s.register_thread(1);

@@ -123,7 +123,8 @@ impl Pid {
     }
 }
 
-pub const MIB: u64 = 1024 * 1024;
+/// The MiB of the `_mb` figures the script gives.
+pub const MIB: u64 = vllm_profiler_format::BYTES_PER_MIB;
 
 /// A script being played.
 pub struct Player {

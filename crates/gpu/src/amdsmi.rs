@@ -1,5 +1,5 @@
 //! AMD GPUs through amd-smi (`libamd_smi.so`), loaded with `libloading`. This is the one
-//! hand-written native loader, and the only unsafe code of the crate.
+//! hand-written native loader; its unsafe calls are all in `sys`, the rest is safe code.
 //!
 //! Struct layouts changed between amd-smi versions, so nothing but `amdsmi_engine_usage_t`
 //! (the same everywhere) is read before `amdsmi_get_lib_version` says which layout applies:
@@ -16,71 +16,31 @@
 //! from a zeroed buffer far larger than any known layout, at fixed offsets.
 //! (Sources: amdsmi.h of ROCm/amdsmi rocm-6.0.0 to rocm-6.2.0 and ROCm/rocm-systems, and the
 //! ctypes wrappers generated from the headers in the `amdsmi` 6.1–7.0 Python packages.)
-#![allow(unsafe_code)]
 
-use std::ffi::{c_char, c_void, CStr, OsString};
+use std::ffi::OsString;
 use std::path::Path;
-use std::sync::Mutex;
 
-use libloading::Library;
-use vllm_profiler_core::{DeviceBackend, DeviceReading};
-use vllm_profiler_format::{GpuDevice, GpuSample};
+use sys::{Api, Buffer, Handle, Status, STATUS_SUCCESS};
+use vllm_profiler_format::{mib, GpuDevice, GpuSample};
 
+use crate::backend::DeviceReading;
 use crate::health::{Failure, Health, Metric};
-use crate::{mib, Found, Options};
+use crate::options::Options;
+use crate::vendor::{Libraries, Reader, VendorBackend};
+
+mod sys;
 
 pub const AMDSMI_DETECTOR: &str = "AMDSMIDetector";
 
 const DEFAULT_LIBRARY: &str = "libamd_smi.so";
 
-const STATUS_SUCCESS: u32 = 0;
 const STATUS_NOT_SUPPORTED: u32 = 2;
 const STATUS_NOT_YET_IMPLEMENTED: u32 = 3;
-const INIT_AMD_GPUS: u64 = 1 << 1;
 const MEM_TYPE_VRAM: u32 = 0;
 const TEMPERATURE_TYPE_EDGE: u32 = 0;
 /// Also `AMDSMI_TEMPERATURE_TYPE_JUNCTION`.
 const TEMPERATURE_TYPE_HOTSPOT: u32 = 1;
 const TEMP_CURRENT: u32 = 0;
-/// More room than any known version of the structs we pass.
-const BUFFER_BYTES: usize = 4096;
-
-type Handle = *mut c_void;
-type InitFn = unsafe extern "C" fn(u64) -> u32;
-type VersionFn = unsafe extern "C" fn(*mut u8) -> u32;
-type SocketsFn = unsafe extern "C" fn(*mut u32, *mut Handle) -> u32;
-type ProcessorsFn = unsafe extern "C" fn(Handle, *mut u32, *mut Handle) -> u32;
-type StructFn = unsafe extern "C" fn(Handle, *mut u8) -> u32;
-type MemoryFn = unsafe extern "C" fn(Handle, u32, *mut u64) -> u32;
-type TemperatureFn = unsafe extern "C" fn(Handle, u32, u32, *mut i64) -> u32;
-type UuidFn = unsafe extern "C" fn(Handle, *mut u32, *mut c_char) -> u32;
-type StatusTextFn = unsafe extern "C" fn(u32, *mut *const c_char) -> u32;
-
-/// A zeroed, 8-byte aligned buffer for an out-struct.
-#[repr(C, align(8))]
-struct Buffer([u8; BUFFER_BYTES]);
-
-impl Buffer {
-    fn new() -> Box<Buffer> {
-        Box::new(Buffer([0; BUFFER_BYTES]))
-    }
-
-    fn u32_at(&self, offset: usize) -> u32 {
-        u32::from_ne_bytes(self.0[offset..offset + 4].try_into().expect("4 bytes"))
-    }
-
-    fn u64_at(&self, offset: usize) -> u64 {
-        u64::from_ne_bytes(self.0[offset..offset + 8].try_into().expect("8 bytes"))
-    }
-
-    /// A NUL-terminated string of at most `max` bytes at `offset`.
-    fn text_at(&self, offset: usize, max: usize) -> Option<String> {
-        let bytes = &self.0[offset..offset + max];
-        let end = bytes.iter().position(|&b| b == 0)?;
-        let text = String::from_utf8_lossy(&bytes[..end]).trim().to_owned();
-        (!text.is_empty()).then_some(text)
-    }
-}
 
 /// Where `amdsmi_power_info_t` keeps the socket power, by version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,112 +92,33 @@ impl LibVersion {
     }
 }
 
-/// The loaded library's functions. Optional ones are `None` when the library lacks them.
+/// A loaded amd-smi: its functions and its version.
 struct AmdSmi {
+    api: Api,
     version: LibVersion,
-    sockets: SocketsFn,
-    processors: ProcessorsFn,
-    activity: Option<StructFn>,
-    memory_total: Option<MemoryFn>,
-    memory_usage: Option<MemoryFn>,
-    temperature: Option<TemperatureFn>,
-    power: Option<StructFn>,
-    asic_info: Option<StructFn>,
-    uuid: Option<UuidFn>,
-    status_text: Option<StatusTextFn>,
 }
 
-// SAFETY: the struct holds plain function pointers into a library that is never unloaded;
-// amd-smi's functions are documented as thread safe.
-unsafe impl Send for AmdSmi {}
-// SAFETY: as above.
-unsafe impl Sync for AmdSmi {}
-
-/// Every amd-smi initialised in this process, by the name it was loaded from; never shut
-/// down or unloaded (a sampler of another session may still use it).
-static INSTANCES: Mutex<Vec<(OsString, &'static AmdSmi)>> = Mutex::new(Vec::new());
-
-fn symbol<T: Copy>(library: &'static Library, name: &str) -> Result<T, String> {
-    let mut c_name = name.as_bytes().to_vec();
-    c_name.push(0);
-    // SAFETY: every `T` used with this function is the exact C signature of `name` in
-    // amdsmi.h (all versions agree on these signatures).
-    unsafe { library.get::<T>(&c_name) }
-        .map(|s| *s)
-        .map_err(|err| format!("{name}: {err}"))
-}
+/// Every amd-smi initialised in this process (see `vendor::Libraries`).
+static INSTANCES: Libraries<AmdSmi> = Libraries::new();
 
 impl AmdSmi {
-    fn load(path: &OsString) -> Result<AmdSmi, String> {
-        // SAFETY: loading runs the library's constructors; amd-smi's only set up its state.
-        let library = unsafe { Library::new(path) }.map_err(|e| e.to_string())?;
-        let library: &'static Library = Box::leak(Box::new(library));
-        let init: InitFn = symbol(library, "amdsmi_init")?;
-        let version: VersionFn = symbol(library, "amdsmi_get_lib_version")?;
-        // SAFETY: amdsmi_init(uint64_t flags).
-        let status = unsafe { init(INIT_AMD_GPUS) };
-        if status != STATUS_SUCCESS {
-            return Err(format!("amdsmi_init failed with status {status}"));
-        }
-        let mut buffer = Buffer::new();
-        // SAFETY: the buffer is larger and more aligned than amdsmi_version_t of any version.
-        let status = unsafe { version(buffer.0.as_mut_ptr()) };
-        if status != STATUS_SUCCESS {
-            return Err(format!(
-                "amdsmi_get_lib_version failed with status {status}"
-            ));
-        }
-        let words = [0, 4, 8, 12].map(|offset| buffer.u32_at(offset));
-        Ok(AmdSmi {
-            version: LibVersion::decode(words),
-            sockets: symbol(library, "amdsmi_get_socket_handles")?,
-            processors: symbol(library, "amdsmi_get_processor_handles")?,
-            activity: symbol(library, "amdsmi_get_gpu_activity").ok(),
-            memory_total: symbol(library, "amdsmi_get_gpu_memory_total").ok(),
-            memory_usage: symbol(library, "amdsmi_get_gpu_memory_usage").ok(),
-            temperature: symbol(library, "amdsmi_get_temp_metric").ok(),
-            power: symbol(library, "amdsmi_get_power_info").ok(),
-            asic_info: symbol(library, "amdsmi_get_gpu_asic_info").ok(),
-            uuid: symbol(library, "amdsmi_get_gpu_device_uuid").ok(),
-            status_text: symbol(library, "amdsmi_status_code_to_string").ok(),
+    fn instance(path: Option<&Path>) -> Result<&'static AmdSmi, String> {
+        let name = path.map_or_else(|| OsString::from(DEFAULT_LIBRARY), |p| p.into());
+        INSTANCES.get_or_load(&name, || {
+            let (api, words) =
+                Api::load(&name).map_err(|e| format!("{}: {e}", name.to_string_lossy()))?;
+            Ok(AmdSmi {
+                api,
+                version: LibVersion::decode(words),
+            })
         })
     }
 
-    fn instance(path: Option<&Path>) -> Result<&'static AmdSmi, String> {
-        let name = path.map_or_else(|| OsString::from(DEFAULT_LIBRARY), |p| p.into());
-        let lock = || {
-            INSTANCES
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner())
-        };
-        if let Some((_, amd)) = lock().iter().find(|(n, _)| *n == name) {
-            return Ok(amd);
+    fn describe(&self, status: Status) -> String {
+        match self.api.status_text(status) {
+            Some(text) => format!("{text} (status {status})"),
+            None => format!("status {status}"),
         }
-        // Loaded without the lock held, as for NVML: a fork during a slow init must not leave
-        // the child a lock held by a thread it does not have.
-        let amd: &'static AmdSmi = Box::leak(Box::new(
-            AmdSmi::load(&name).map_err(|e| format!("{}: {e}", name.to_string_lossy()))?,
-        ));
-        let mut instances = lock();
-        if let Some((_, first)) = instances.iter().find(|(n, _)| *n == name) {
-            return Ok(first);
-        }
-        instances.push((name, amd));
-        Ok(amd)
-    }
-
-    fn describe(&self, status: u32) -> String {
-        let mut text: *const c_char = std::ptr::null();
-        if let Some(status_text) = self.status_text {
-            // SAFETY: amdsmi_status_code_to_string(status, const char **) stores a pointer to
-            // a static string.
-            if unsafe { status_text(status, &mut text) } == STATUS_SUCCESS && !text.is_null() {
-                // SAFETY: a NUL-terminated static string from the library.
-                let text = unsafe { CStr::from_ptr(text) };
-                return format!("{} (status {status})", text.to_string_lossy());
-            }
-        }
-        format!("status {status}")
     }
 
     /// The status of a call as a `Failure`.
@@ -251,46 +132,15 @@ impl AmdSmi {
 
     /// Every GPU processor handle, socket by socket: seed 001's enumeration order.
     fn processor_handles(&self) -> Result<Vec<Handle>, String> {
-        let mut sockets = 0u32;
-        // SAFETY: a NULL array asks for the count only.
-        let status = unsafe { (self.sockets)(&mut sockets, std::ptr::null_mut()) };
-        if status != STATUS_SUCCESS {
-            return Err(format!(
-                "amdsmi_get_socket_handles: {}",
-                self.describe(status)
-            ));
-        }
-        let mut socket_handles = vec![std::ptr::null_mut(); sockets as usize];
-        // SAFETY: the array holds `sockets` handles.
-        let status = unsafe { (self.sockets)(&mut sockets, socket_handles.as_mut_ptr()) };
-        if status != STATUS_SUCCESS {
-            return Err(format!(
-                "amdsmi_get_socket_handles: {}",
-                self.describe(status)
-            ));
-        }
-        socket_handles.truncate(sockets as usize);
+        let sockets = self
+            .api
+            .socket_handles()
+            .map_err(|status| format!("amdsmi_get_socket_handles: {}", self.describe(status)))?;
         let mut handles = Vec::new();
-        for socket in socket_handles {
-            let mut count = 0u32;
-            // SAFETY: a NULL array asks for the count only.
-            let status = unsafe { (self.processors)(socket, &mut count, std::ptr::null_mut()) };
-            if status != STATUS_SUCCESS {
-                return Err(format!(
-                    "amdsmi_get_processor_handles: {}",
-                    self.describe(status)
-                ));
-            }
-            let mut found = vec![std::ptr::null_mut(); count as usize];
-            // SAFETY: the array holds `count` handles.
-            let status = unsafe { (self.processors)(socket, &mut count, found.as_mut_ptr()) };
-            if status != STATUS_SUCCESS {
-                return Err(format!(
-                    "amdsmi_get_processor_handles: {}",
-                    self.describe(status)
-                ));
-            }
-            found.truncate(count as usize);
+        for socket in sockets {
+            let found = self.api.processor_handles(socket).map_err(|status| {
+                format!("amdsmi_get_processor_handles: {}", self.describe(status))
+            })?;
             handles.extend(found);
         }
         Ok(handles)
@@ -302,26 +152,27 @@ impl AmdSmi {
 
     /// (gfx activity %, UMC activity %).
     fn activity(&self, handle: Handle) -> Result<(Option<f64>, Option<f64>), Failure> {
-        let call = self
-            .activity
-            .ok_or_else(|| Self::missing("amdsmi_get_gpu_activity"))?;
         let mut buffer = Buffer::new();
-        // SAFETY: amdsmi_engine_usage_t (gfx, umc, mm, reserved[13]: 64 bytes in every
-        // version) fits the buffer.
-        self.check(unsafe { call(handle, buffer.0.as_mut_ptr()) })?;
+        let status = self
+            .api
+            .activity(handle, &mut buffer)
+            .ok_or_else(|| Self::missing("amdsmi_get_gpu_activity"))?;
+        self.check(status)?;
         Ok((percent(buffer.u32_at(0)), percent(buffer.u32_at(4))))
     }
 
     fn vram(&self, handle: Handle, total: bool) -> Result<u64, Failure> {
-        let (call, name) = if total {
-            (self.memory_total, "amdsmi_get_gpu_memory_total")
+        let name = if total {
+            "amdsmi_get_gpu_memory_total"
         } else {
-            (self.memory_usage, "amdsmi_get_gpu_memory_usage")
+            "amdsmi_get_gpu_memory_usage"
         };
-        let call = call.ok_or_else(|| Self::missing(name))?;
         let mut bytes = 0u64;
-        // SAFETY: (handle, amdsmi_memory_type_t, uint64_t *) in every version.
-        self.check(unsafe { call(handle, MEM_TYPE_VRAM, &mut bytes) })?;
+        let status = self
+            .api
+            .memory(handle, total, MEM_TYPE_VRAM, &mut bytes)
+            .ok_or_else(|| Self::missing(name))?;
+        self.check(status)?;
         Ok(bytes)
     }
 
@@ -335,12 +186,12 @@ impl AmdSmi {
     }
 
     fn sensor_temperature(&self, handle: Handle, sensor: u32) -> Result<f64, Failure> {
-        let call = self
-            .temperature
-            .ok_or_else(|| Self::missing("amdsmi_get_temp_metric"))?;
         let mut celsius = 0i64;
-        // SAFETY: (handle, amdsmi_temperature_type_t, amdsmi_temperature_metric_t, int64_t *).
-        self.check(unsafe { call(handle, sensor, TEMP_CURRENT, &mut celsius) })?;
+        let status = self
+            .api
+            .temperature(handle, sensor, TEMP_CURRENT, &mut celsius)
+            .ok_or_else(|| Self::missing("amdsmi_get_temp_metric"))?;
+        self.check(status)?;
         Ok(celsius as f64)
     }
 
@@ -353,14 +204,13 @@ impl AmdSmi {
                 self.version.major, self.version.minor, self.version.release
             )));
         }
-        let call = self
-            .power
-            .ok_or_else(|| Self::missing("amdsmi_get_power_info"))?;
         let mut buffer = Buffer::new();
         // Unwritten fields read as the all-ones sentinel.
-        buffer.0.fill(0xFF);
-        // SAFETY: amdsmi_power_info_t of every known version (at most 192 bytes) fits.
-        let status = unsafe { call(handle, buffer.0.as_mut_ptr()) };
+        buffer.fill(0xFF);
+        let status = self
+            .api
+            .power_info(handle, &mut buffer)
+            .ok_or_else(|| Self::missing("amdsmi_get_power_info"))?;
         let watts = match layout {
             PowerLayout::V24 => [buffer.u32_at(0), buffer.u32_at(4)]
                 .into_iter()
@@ -385,22 +235,17 @@ impl AmdSmi {
     }
 
     fn market_name(&self, handle: Handle) -> Option<String> {
-        let call = self.asic_info?;
         let mut buffer = Buffer::new();
-        // SAFETY: amdsmi_asic_info_t (under 1 KiB in every version) starts with
-        // char market_name[256] everywhere.
-        let status = unsafe { call(handle, buffer.0.as_mut_ptr()) };
+        // amdsmi_asic_info_t starts with char market_name[256] in every version.
+        let status = self.api.asic_info(handle, &mut buffer)?;
         (status == STATUS_SUCCESS)
             .then(|| buffer.text_at(0, 256))
             .flatten()
     }
 
     fn device_uuid(&self, handle: Handle) -> Option<String> {
-        let call = self.uuid?;
         let mut buffer = Buffer::new();
-        let mut length = 256u32;
-        // SAFETY: the buffer holds `length` bytes (AMDSMI_GPU_UUID_SIZE is 38).
-        let status = unsafe { call(handle, &mut length, buffer.0.as_mut_ptr().cast()) };
+        let status = self.api.device_uuid(handle, &mut buffer)?;
         (status == STATUS_SUCCESS)
             .then(|| buffer.text_at(0, 256))
             .flatten()
@@ -426,16 +271,13 @@ struct OpenDevice {
 }
 
 /// Samples every selected AMD GPU.
-pub struct AmdSmiBackend {
-    amd: &'static AmdSmi,
-    found: u32,
-    devices: Vec<OpenDevice>,
-    described: Vec<GpuDevice>,
-    health: Health,
-}
+pub type AmdSmiBackend = VendorBackend<AmdSmiDevices>;
 
-// SAFETY: processor handles are opaque ids that amd-smi accepts from any thread.
-unsafe impl Send for AmdSmiBackend {}
+/// The open AMD GPUs.
+pub struct AmdSmiDevices {
+    amd: &'static AmdSmi,
+    devices: Vec<OpenDevice>,
+}
 
 impl AmdSmiBackend {
     /// Loads amd-smi and opens the selected devices. `Err` says why amd-smi cannot answer.
@@ -458,22 +300,24 @@ impl AmdSmiBackend {
             });
             devices.push(OpenDevice { handle, index });
         }
-        Ok(AmdSmiBackend {
-            amd,
+        let reader = AmdSmiDevices { amd, devices };
+        Ok(VendorBackend::new(
+            AMDSMI_DETECTOR,
             found,
-            health,
-            devices,
             described,
-        })
+            health,
+            reader,
+        ))
     }
+}
 
-    fn read(&mut self, position: usize, timestamp: f64) -> DeviceReading {
+impl Reader for AmdSmiDevices {
+    fn read(&mut self, position: usize, health: &mut Health, timestamp: f64) -> DeviceReading {
         let (amd, handle, index) = (
             self.amd,
             self.devices[position].handle,
             self.devices[position].index,
         );
-        let health = &mut self.health;
         // Activity first: it opens the sample (the fake amd-smi advances its script on it).
         let activity = health.read(position, index, Metric::Utilization, || {
             amd.activity(handle)
@@ -511,30 +355,6 @@ impl AmdSmiBackend {
             sample,
             processes: None,
         }
-    }
-}
-
-impl Found for AmdSmiBackend {
-    fn found(&self) -> u32 {
-        self.found
-    }
-}
-
-impl DeviceBackend for AmdSmiBackend {
-    fn detector_name(&self) -> &'static str {
-        AMDSMI_DETECTOR
-    }
-
-    fn devices(&self) -> &[GpuDevice] {
-        &self.described
-    }
-
-    fn read_device(&mut self, position: usize, timestamp: f64) -> DeviceReading {
-        self.read(position, timestamp)
-    }
-
-    fn take_warnings(&mut self) -> Vec<String> {
-        self.health.take_warnings()
     }
 }
 

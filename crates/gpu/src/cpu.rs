@@ -3,8 +3,7 @@
 use std::time::Duration;
 
 use vllm_profiler_format::GpuListEntry;
-
-pub const CPU_DETECTOR: &str = vllm_profiler_core::CPU_DETECTOR;
+pub use vllm_profiler_format::CPU_DETECTOR;
 
 /// Busy and total jiffies of all CPUs, from the first line of `/proc/stat`.
 fn cpu_times() -> Option<(u64, u64)> {

@@ -54,7 +54,8 @@ pub(crate) enum Failure {
     Lost(String),
 }
 
-pub(crate) struct Health {
+/// `pub` only because the `Reader` trait names it; nothing outside the crate can make one.
+pub struct Health {
     library: &'static str,
     /// Metrics the library cannot give at all.
     missing: u32,

@@ -7,45 +7,28 @@
 
 use std::ffi::OsString;
 use std::path::Path;
-use std::sync::Mutex;
 
 use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
 use nvml_wrapper::enums::device::UsedGpuMemory;
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::{Device, Nvml};
-use vllm_profiler_core::{process_memory_mb, DeviceBackend, DeviceReading};
-use vllm_profiler_format::{GpuDevice, GpuSample, ProcessMemory};
+use vllm_profiler_format::{mib, GpuDevice, GpuSample, ProcessMemory};
 
+use crate::backend::{process_memory_mb, DeviceReading};
 use crate::health::{Failure, Health, Metric};
-use crate::{mib, Found, Options};
+use crate::options::Options;
+use crate::vendor::{Libraries, Reader, VendorBackend};
 
 pub const NVML_DETECTOR: &str = "NVMLDetector";
 
 /// Library names tried, in order, when no path is given.
 const DEFAULT_LIBRARIES: [&str; 2] = ["libnvidia-ml.so.1", "libnvidia-ml.so"];
 
-/// Every NVML initialised in this process, by the name it was loaded from. Leaked on purpose:
-/// see the module comment.
-static INSTANCES: Mutex<Vec<(OsString, &'static Nvml)>> = Mutex::new(Vec::new());
+/// Every NVML initialised in this process (see the module comment).
+static INSTANCES: Libraries<Nvml> = Libraries::new();
 
 fn initialise(library: &OsString) -> Result<&'static Nvml, NvmlError> {
-    let lock = || {
-        INSTANCES
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-    };
-    if let Some((_, nvml)) = lock().iter().find(|(name, _)| name == library) {
-        return Ok(nvml);
-    }
-    // Initialised without the lock held: nvmlInit can take seconds, and a fork meanwhile
-    // would leave the child a lock whose owner does not exist there.
-    let nvml: &'static Nvml = Box::leak(Box::new(Nvml::builder().lib_path(library).init()?));
-    let mut instances = lock();
-    if let Some((_, first)) = instances.iter().find(|(name, _)| name == library) {
-        return Ok(first); // another thread won the race; ours stays leaked, never dropped
-    }
-    instances.push((library.clone(), nvml));
-    Ok(nvml)
+    INSTANCES.get_or_load(library, || Nvml::builder().lib_path(library).init())
 }
 
 /// Loads and initialises NVML from `path`, or from the default names in order.
@@ -86,14 +69,14 @@ struct OpenDevice {
 }
 
 /// Samples every selected NVIDIA device.
-pub struct NvmlBackend {
-    found: u32,
+pub type NvmlBackend = VendorBackend<NvmlDevices>;
+
+/// The open NVIDIA devices.
+pub struct NvmlDevices {
     /// This process, whose GPU memory steps report. A backend lives in one process: a forked
     /// child detects again.
     pid: u32,
     devices: Vec<OpenDevice>,
-    described: Vec<GpuDevice>,
-    health: Health,
 }
 
 impl NvmlBackend {
@@ -124,27 +107,32 @@ impl NvmlBackend {
             });
             devices.push(OpenDevice { handle, index });
         }
-        Ok(NvmlBackend {
-            found: count,
+        let reader = NvmlDevices {
             pid: std::process::id(),
-            health,
             devices,
+        };
+        Ok(VendorBackend::new(
+            NVML_DETECTOR,
+            count,
             described,
-        })
+            health,
+            reader,
+        ))
     }
+}
 
-    fn read(&mut self, position: usize, timestamp: f64) -> DeviceReading {
+impl Reader for NvmlDevices {
+    fn read(&mut self, position: usize, health: &mut Health, timestamp: f64) -> DeviceReading {
         let device = &self.devices[position];
         let (handle, index) = (&device.handle, device.index);
         // Utilization first: it opens the sample (the fake NVML advances its script on it).
-        let utilization = self.health.read(position, index, Metric::Utilization, || {
+        let utilization = health.read(position, index, Metric::Utilization, || {
             handle.utilization_rates().map_err(failure)
         });
-        let memory = self.health.read(position, index, Metric::Memory, || {
+        let memory = health.read(position, index, Metric::Memory, || {
             handle.memory_info().map_err(failure)
         });
-        let processes = self
-            .health
+        let processes = health
             .read(position, index, Metric::ProcessMemory, || {
                 handle.running_compute_processes().map_err(failure)
             })
@@ -162,7 +150,7 @@ impl NvmlBackend {
                     .collect::<Vec<_>>()
             });
         let mut number = |metric: Metric, call: &dyn Fn() -> Result<u32, NvmlError>| {
-            self.health
+            health
                 .read(position, index, metric, || call().map_err(failure))
                 .map(f64::from)
         };
@@ -194,29 +182,5 @@ impl NvmlBackend {
             process_memory_used_mb: process_memory_mb(processes.as_deref(), self.pid),
         };
         DeviceReading { sample, processes }
-    }
-}
-
-impl Found for NvmlBackend {
-    fn found(&self) -> u32 {
-        self.found
-    }
-}
-
-impl DeviceBackend for NvmlBackend {
-    fn detector_name(&self) -> &'static str {
-        NVML_DETECTOR
-    }
-
-    fn devices(&self) -> &[GpuDevice] {
-        &self.described
-    }
-
-    fn read_device(&mut self, position: usize, timestamp: f64) -> DeviceReading {
-        self.read(position, timestamp)
-    }
-
-    fn take_warnings(&mut self) -> Vec<String> {
-        self.health.take_warnings()
     }
 }

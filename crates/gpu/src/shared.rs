@@ -29,16 +29,21 @@
 //! A forked child must not keep its parent's locks alive (a `flock` belongs to the open file,
 //! which the child shares): each lock file is noted for `fork_closed::close_inherited`.
 
-use std::fs::{self, File, OpenOptions};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use frame::{frame_payload, framed_payload, MAX_SHARED_FILE_BYTES};
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg, OFlag};
-use vllm_profiler_core::{fork_closed, process_memory_mb, DeviceBackend, DeviceReading};
-use vllm_profiler_format::{GpuDevice, GpuSample, SharedDeviceSample};
+use vllm_profiler_format::shared_frame::{frame_payload, framed_payload, MAX_SHARED_FILE_BYTES};
+use vllm_profiler_format::{unix_now, GpuDevice, GpuSample, SharedDeviceSample};
+
+use crate::backend::{process_memory_mb, DeviceBackend, DeviceReading};
+use crate::fork_closed;
+use lock::{is_alive, Change, Lock, Seen};
+pub use runtime_dir::{default_runtime_dir, prepare_runtime_dir};
+use runtime_dir::{file_stem, open_shared_file};
+
+mod lock;
+mod runtime_dir;
 
 /// A shared sample older than this when a process starts sharing is not taken: it is left
 /// from an earlier holder, not the current one.
@@ -47,92 +52,6 @@ const STALE_AT_START_S: f64 = 5.0;
 /// holder the scheduler kept waiting a moment is not taken over.
 pub const MIN_STALE_S: f64 = 0.5;
 const STALE_INTERVALS: f64 = 3.0;
-
-/// The runtime dir used when none is configured: `$XDG_RUNTIME_DIR/vllm-profiler` (per user,
-/// in memory) when set, else `/tmp/vllm-profiler-<uid>`.
-pub fn default_runtime_dir() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR").filter(|dir| !dir.is_empty()) {
-        Some(dir) => PathBuf::from(dir).join("vllm-profiler"),
-        None => {
-            std::env::temp_dir().join(format!("vllm-profiler-{}", nix::unistd::geteuid().as_raw()))
-        }
-    }
-}
-
-/// Creates `dir` (mode 0700) if missing and checks that it is safe to share samples through:
-/// a real directory (not a symlink), owned by this user, that nobody else can write to.
-pub fn prepare_runtime_dir(dir: &Path) -> Result<(), String> {
-    let shown = dir.display();
-    match fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-    {
-        Ok(()) => {}
-        Err(err) => return Err(format!("cannot create {shown}: {err}")),
-    }
-    let meta = fs::symlink_metadata(dir).map_err(|err| format!("cannot stat {shown}: {err}"))?;
-    if !meta.is_dir() {
-        return Err(format!("{shown} is not a directory"));
-    }
-    let uid = nix::unistd::geteuid().as_raw();
-    if meta.uid() != uid {
-        return Err(format!(
-            "{shown} belongs to uid {}, not to this user ({uid})",
-            meta.uid()
-        ));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(format!(
-            "{shown} is writable by other users (mode {:o})",
-            meta.mode() & 0o777
-        ));
-    }
-    Ok(())
-}
-
-/// Takes `file`'s lock without blocking; `Err((file, None))` when another holds it.
-fn try_lock(file: File) -> Result<Flock<File>, (File, Option<Errno>)> {
-    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(file, errno)| match errno {
-        Errno::EWOULDBLOCK | Errno::EINTR => (file, None),
-        errno => (file, Some(errno)),
-    })
-}
-
-/// Whether process `pid` exists: a sample left by a sampler that has exited is not taken (its
-/// successor has the lock and is about to replace it).
-fn is_alive(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
-        return false;
-    };
-    !matches!(
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-        Err(Errno::ESRCH)
-    )
-}
-
-/// A device's lock file, held or not.
-enum Lock {
-    /// This process samples the device.
-    Held(Flock<File>),
-    /// Another process samples it; the file is kept open to try again cheaply.
-    Waiting(File),
-    /// This process samples it without the lock: the holder's samples went stale. It tries
-    /// the lock on each tick.
-    Taking(File),
-    /// Not shared: no UUID, or the lock file could not be used. Sampled here.
-    Unshared,
-}
-
-impl Lock {
-    fn raw_fd(&self) -> Option<i32> {
-        match self {
-            Lock::Held(file) => Some(file.as_raw_fd()),
-            Lock::Waiting(file) | Lock::Taking(file) => Some(file.as_raw_fd()),
-            Lock::Unshared => None,
-        }
-    }
-}
 
 struct SharedDevice {
     /// Declared before `lock`, so dropped first: the note goes before the fd is closed.
@@ -177,35 +96,6 @@ pub struct SharedBackend {
     interval_s: f64,
 }
 
-/// Keeps letters, digits, `-`, `_` and `.` of a UUID, so that it is one safe file name.
-fn file_stem(detector: &str, uuid: &str) -> Option<String> {
-    let clean: String = uuid
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let clean = clean.trim_start_matches('.');
-    (!clean.is_empty()).then(|| format!("{}-{clean}", detector.to_ascii_lowercase()))
-}
-
-/// Opens (creating, mode 0600) a lock or sample file of the runtime dir, never through a
-/// symlink.
-fn open_shared_file(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
-        .open(path)
-}
-
 impl SharedBackend {
     /// Shares `inner`'s devices through `dir` (see [`prepare_runtime_dir`]), sampling every
     /// `interval` (as the ticks come: the gap between them is measured). `Err` says why
@@ -218,7 +108,7 @@ impl SharedBackend {
         if let Err(why) = prepare_runtime_dir(dir) {
             return Err((inner, why));
         }
-        let started = crate::unix_now();
+        let started = unix_now();
         let detector = inner.detector_name();
         let mut warnings = Vec::new();
         let devices = inner
@@ -294,41 +184,28 @@ impl SharedBackend {
             (STALE_INTERVALS * device.seen_interval_s.max(interval_s)).max(MIN_STALE_S);
         let stale = now - device.seen_timestamp.unwrap_or(device.started) > stale_after;
         // A live process of another pid writes fresh samples (the holder, or a taker that the
-        // lock is about to pass to): the lock is not tried, so that a lock let go by a yielding
-        // holder goes to that taker rather than round the waiting processes.
+        // lock is about to pass to).
         let served =
             !stale && frame.is_some_and(|f| f.sampler_pid != pid && is_alive(f.sampler_pid));
-        let (lock, failed) = match std::mem::replace(&mut device.lock, Lock::Unshared) {
-            Lock::Unshared => (Lock::Unshared, None),
-            Lock::Held(held) if newer_elsewhere => match held.unlock() {
-                Ok(file) => (Lock::Waiting(file), None),
-                Err((held, _)) => (Lock::Held(held), None),
-            },
-            Lock::Held(held) => (Lock::Held(held), None),
-            Lock::Taking(file) if newer_elsewhere => (Lock::Waiting(file), None),
-            Lock::Taking(file) => match try_lock(file) {
-                Ok(held) => (Lock::Held(held), None),
-                Err((file, None)) => (Lock::Taking(file), None),
-                Err((file, Some(errno))) => (Lock::Waiting(file), Some(errno)),
-            },
-            Lock::Waiting(file) if served => (Lock::Waiting(file), None),
-            Lock::Waiting(file) => match try_lock(file) {
-                Ok(held) => {
-                    // The successor of a holder that is gone: its generation goes on.
-                    device.generation = device.generation.max(frame.map_or(0, |f| f.generation));
-                    (Lock::Held(held), None)
-                }
-                Err((file, None)) if stale => {
-                    // Saturating: the file is another process's word.
-                    device.generation = device
-                        .generation
-                        .max(frame.map_or(0, |f| f.generation))
-                        .saturating_add(1);
-                    (Lock::Taking(file), None)
-                }
-                Err((file, None)) => (Lock::Waiting(file), None),
-                Err((file, Some(errno))) => (Lock::Waiting(file), Some(errno)),
-            },
+        let seen = Seen {
+            newer_elsewhere,
+            served,
+            stale,
+        };
+        let (lock, change) = std::mem::replace(&mut device.lock, Lock::Unshared).on_tick(&seen);
+        let frame_generation = frame.map_or(0, |f| f.generation);
+        let failed = match change {
+            Change::Kept => None,
+            Change::Took => {
+                device.generation = device.generation.max(frame_generation);
+                None
+            }
+            Change::TookOver => {
+                // Saturating: the file is another process's word.
+                device.generation = device.generation.max(frame_generation).saturating_add(1);
+                None
+            }
+            Change::Failed(errno) => Some(errno),
         };
         device.lock = lock;
         if let Some(errno) = failed {
@@ -340,7 +217,7 @@ impl SharedBackend {
                 self.inner.devices()[position].index
             ));
         }
-        !matches!(self.devices[position].lock, Lock::Waiting(_))
+        !self.devices[position].lock.is_waiting()
     }
 
     /// Whether `frame` is a live process's with a newer (generation, pid) than this one's:
@@ -363,15 +240,8 @@ impl SharedBackend {
             return false;
         }
         let device = &mut self.devices[position];
-        device.lock = match std::mem::replace(&mut device.lock, Lock::Unshared) {
-            Lock::Held(held) => match held.unlock() {
-                Ok(file) => Lock::Waiting(file),
-                Err((held, _)) => Lock::Held(held),
-            },
-            Lock::Taking(file) => Lock::Waiting(file),
-            other => other,
-        };
-        matches!(device.lock, Lock::Waiting(_))
+        device.lock = std::mem::replace(&mut device.lock, Lock::Unshared).yielded();
+        device.lock.is_waiting()
     }
 
     /// Writes `reading` as the device's frame; `written_at` is the tick's time plus what the
@@ -475,7 +345,7 @@ impl SharedBackend {
 
     /// Whether this process currently samples the device at `position` itself.
     pub fn is_sampler(&self, position: usize) -> bool {
-        !matches!(self.devices[position].lock, Lock::Waiting(_))
+        !self.devices[position].lock.is_waiting()
     }
 }
 
@@ -520,6 +390,5 @@ impl DeviceBackend for SharedBackend {
     }
 }
 
-mod frame;
 #[cfg(test)]
 mod tests;

@@ -1,13 +1,14 @@
 //! The shared sampler, two backends in one process (two open lock files lock like two
 //! processes).
+use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use vllm_profiler_format::ProcessMemory;
 
-use super::frame::HEADER_TAG;
 use super::*;
+use vllm_profiler_format::shared_frame::HEADER_TAG;
 
 /// A backend with one device that counts its reads and lists this process with 300 MiB
 /// and another with 5.
@@ -87,7 +88,7 @@ fn two_backends(uuid: &str) -> (tempfile::TempDir, [(SharedBackend, Arc<AtomicU3
 
 #[test]
 fn one_backend_reads_the_device_and_the_other_takes_its_samples_then_takes_over() {
-    let now = crate::unix_now();
+    let now = unix_now();
     let (dir, [(mut a, reads_a), (mut b, reads_b)]) = two_backends("GPU-aa/../bb");
 
     let first = tick(&mut a, now);
@@ -147,7 +148,7 @@ fn publishing(dir: &Path, uuid: &str, now: f64) -> SharedBackend {
 #[test]
 fn a_sample_left_by_a_process_that_is_gone_is_not_taken() {
     let dir = tempfile::tempdir().unwrap();
-    let now = crate::unix_now();
+    let now = unix_now();
     let _holder = publishing(dir.path(), "GPU-1", now);
     let path = dir.path().join("nvmldetector-GPU-1.json");
     let bytes = fs::read(&path).unwrap();
@@ -170,7 +171,7 @@ fn a_sample_left_by_a_process_that_is_gone_is_not_taken() {
 #[test]
 fn a_header_announcing_more_than_the_file_holds_costs_no_memory() {
     let dir = tempfile::tempdir().unwrap();
-    let now = crate::unix_now();
+    let now = unix_now();
     let _holder = publishing(dir.path(), "GPU-3", now);
     let path = dir.path().join("nvmldetector-GPU-3.json");
     let (reader_inner, _) = counting(Some("GPU-3"));
@@ -195,13 +196,13 @@ fn a_sample_older_than_the_start_is_not_taken_and_its_holder_is_taken_over() {
     let mut holder = SharedBackend::new(holder_inner, dir.path(), INTERVAL)
         .ok()
         .unwrap();
-    tick(&mut holder, crate::unix_now() - 60.0);
+    tick(&mut holder, unix_now() - 60.0);
     let (reader_inner, reads) = counting(Some("GPU-2"));
     let mut reader = SharedBackend::new(reader_inner, dir.path(), INTERVAL)
         .ok()
         .unwrap();
     // The holder's newest sample is a minute old: stale. The reader samples the device.
-    let now = crate::unix_now();
+    let now = unix_now();
     let samples = tick(&mut reader, now);
     assert_eq!(reads.load(Ordering::SeqCst), 1);
     assert_eq!(samples.len(), 1);
@@ -262,65 +263,6 @@ fn an_unsafe_runtime_dir_is_refused_with_the_reason() {
 }
 
 #[test]
-fn a_frame_is_taken_only_whole() {
-    let mut long = Vec::new();
-    frame_payload(br#"{"a":"a long first payload"}"#, &mut long);
-    assert_eq!(
-        framed_payload(&long),
-        Ok(Some(&br#"{"a":"a long first payload"}"#[..]))
-    );
-    // A shorter payload written over a longer one: the leftover tail is ignored.
-    let mut file = long.clone();
-    let mut short = Vec::new();
-    frame_payload(br#"{"b":1}"#, &mut short);
-    file[..short.len()].copy_from_slice(&short);
-    assert_eq!(framed_payload(&file), Ok(Some(&br#"{"b":1}"#[..])));
-    // Caught half written: the header of the new one, the old bytes after it.
-    let mut torn = long.clone();
-    let mut next = Vec::new();
-    frame_payload(br#"{"a":"a long first payloaX"}"#, &mut next);
-    torn[..next.len() - 10].copy_from_slice(&next[..next.len() - 10]);
-    assert_eq!(framed_payload(&torn), Ok(None));
-    // Too short for the length it announces: how much to read.
-    assert_eq!(framed_payload(&long[..long.len() - 1]), Err(long.len()));
-    for junk in [
-        &b""[..],
-        b"no newline",
-        b"vprof-shared-v1 x y\n{}",
-        b"other 2 0\n{}",
-    ] {
-        assert_eq!(framed_payload(junk), Ok(None), "{junk:?}");
-    }
-}
-
-#[test]
-fn a_sample_read_back_is_the_sample_written_to_the_last_bit() {
-    // Without serde_json's float_roundtrip this timestamp came back 1 ulp off.
-    let shared = SharedDeviceSample {
-        sampler_pid: 1,
-        sequence: 2,
-        generation: 3,
-        interval_s: 0.1,
-        written_at: 1_795_482_243.9,
-        sample: GpuSample {
-            timestamp: 1_795_482_243.760_378_1,
-            gpu_utilization: Some(0.1 + 0.2),
-            ..GpuSample::default()
-        },
-        processes: None,
-    };
-    let mut framed = Vec::new();
-    frame_payload(&serde_json::to_vec(&shared).unwrap(), &mut framed);
-    let payload = framed_payload(&framed).unwrap().unwrap();
-    let back: SharedDeviceSample = serde_json::from_slice(payload).unwrap();
-    assert_eq!(back, shared);
-    assert_eq!(
-        back.sample.timestamp.to_bits(),
-        shared.sample.timestamp.to_bits()
-    );
-}
-
-#[test]
 fn file_stems_keep_only_safe_characters() {
     assert_eq!(
         file_stem("NVMLDetector", "GPU-1234-abcd").as_deref(),
@@ -336,7 +278,7 @@ fn file_stems_keep_only_safe_characters() {
 
 #[test]
 fn a_stopped_holder_is_taken_over_and_yields_once_it_runs_again() {
-    let now = crate::unix_now();
+    let now = unix_now();
     let (_dir, [(mut a, reads_a), (mut b, reads_b)]) = two_backends("GPU-stop");
     // b passes for another process (pid 1 lives), so that a can tell b's samples from its own.
     b.pid = 1;

@@ -1,63 +1,12 @@
-//! The sampler's building blocks: host figures from `/proc` and `getrusage`, and the device
-//! backend trait that GPU backends (NVML, amd-smi) implement. The sampler thread itself lives in
-//! the agent; one `Sampler::tick` is one sample of everything.
+//! Host figures from `/proc` and `getrusage`: this process's CPU time and RSS, and the
+//! host's memory, taken on every sampler tick.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use nix::sys::resource::{getrusage, UsageWho};
-use vllm_profiler_format::{GpuDevice, GpuSample, HostSample, MemorySource, ProcessMemory};
-
-use crate::session::Session;
-
-/// Detector name reported when no GPU backend answered (seed 001's last fallback).
-pub const CPU_DETECTOR: &str = "CPUDetector";
-
-/// A source of per-device GPU samples.
-pub trait DeviceBackend: Send {
-    /// Name of the detector that answered, as seed 001 reports it (`NVMLDetector`, ...).
-    fn detector_name(&self) -> &'static str;
-    /// The sampled devices, in the order `sample` reports them.
-    fn devices(&self) -> &[GpuDevice];
-    /// Reads the device at `position` in `devices()` from the library. A metric that cannot be
-    /// read is `None`.
-    fn read_device(&mut self, position: usize, timestamp: f64) -> DeviceReading;
-    /// Appends the devices' new samples: one per device for a backend that reads the library;
-    /// possibly fewer for one that shares another process's readings (see the GPU crate's
-    /// `shared` module).
-    fn sample(&mut self, timestamp: f64, out: &mut Vec<GpuSample>) {
-        for position in 0..self.devices().len() {
-            out.push(self.read_device(position, timestamp).sample);
-        }
-    }
-    /// Messages for the user gathered since the last call (each problem is reported once).
-    fn take_warnings(&mut self) -> Vec<String> {
-        Vec::new()
-    }
-}
-
-/// One reading of a device: its sample, whose `process_memory_used_mb` is the calling
-/// process's, and the memory of every process on it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeviceReading {
-    pub sample: GpuSample,
-    /// `None` when the library could not list them.
-    pub processes: Option<Vec<ProcessMemory>>,
-}
-
-/// Process `pid`'s memory on a device, MiB, from the device's process list: the sum of its
-/// entries (a process can appear once per context), 0 when it has none, and unknown when the
-/// list or one of its entries is.
-pub fn process_memory_mb(processes: Option<&[ProcessMemory]>, pid: u32) -> Option<f64> {
-    processes?
-        .iter()
-        .filter(|p| p.pid == pid)
-        .map(|p| p.used_memory_mb)
-        .sum::<Option<f64>>()
-        // An empty f64 sum is -0.0; a report says 0.
-        .map(|mb| mb + 0.0)
-}
+use vllm_profiler_format::{mib, HostSample};
 
 /// Reads this process's CPU time and RSS and the host's memory. Keeps its `/proc` files open
 /// and re-reads them with `pread`, so a sample costs a few syscalls and no allocation. RSS
@@ -167,7 +116,7 @@ impl HostProbe {
         }
         let process_rss_mb = Self::read(&self.statm, &mut self.buf)
             .and_then(|n| statm_resident_pages(&self.buf[..n]))
-            .map(|pages| (pages * self.page_size) as f64 / (1024.0 * 1024.0));
+            .map(|pages| mib(pages * self.page_size));
         let (host_memory_total_mb, host_memory_used_mb) = match self.host_memory {
             Some((read_at, figures)) if now.duration_since(read_at) < self.host_memory_refresh => {
                 figures
@@ -188,126 +137,9 @@ impl HostProbe {
     }
 }
 
-/// One sampler: the host probe and, when a GPU answered, its device backend.
-pub struct Sampler {
-    host: HostProbe,
-    devices: Option<Box<dyn DeviceBackend>>,
-    buf: Vec<GpuSample>,
-    /// The newest sample of each device so far: a backend that shares another process's
-    /// readings may have no new sample of a device on a tick.
-    latest: Vec<GpuSample>,
-    described: bool,
-}
-
-impl Sampler {
-    pub fn new(devices: Option<Box<dyn DeviceBackend>>) -> Self {
-        Sampler {
-            host: HostProbe::default(),
-            devices,
-            buf: Vec::new(),
-            latest: Vec::new(),
-            described: false,
-        }
-    }
-
-    pub fn detector_name(&self) -> &'static str {
-        self.devices
-            .as_ref()
-            .map_or(CPU_DETECTOR, |d| d.detector_name())
-    }
-
-    /// Takes one sample of everything, stores it in `session` and publishes the figures that
-    /// steps read from this process's device (see [`primary_device`]) as of its newest sample,
-    /// or the process RSS with no GPU.
-    pub fn tick(&mut self, session: &Session) {
-        if !self.described {
-            self.described = true;
-            let devices = self.devices.as_ref().map_or(&[][..], |d| d.devices());
-            session.describe_devices(self.detector_name(), devices.to_vec());
-        }
-        let timestamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        let host = self.host.sample(timestamp);
-        self.buf.clear();
-        if let Some(devices) = self.devices.as_mut() {
-            devices.sample(timestamp, &mut self.buf);
-        }
-        for sample in &self.buf {
-            match self
-                .latest
-                .iter_mut()
-                .find(|s| s.device_id == sample.device_id)
-            {
-                Some(kept) => kept.clone_from(sample),
-                None => self.latest.push(sample.clone()),
-            }
-        }
-        match primary_device(&self.latest) {
-            // This process's own memory when it holds some there; otherwise (not in the
-            // device's process list: another pid namespace, or an engine process that holds
-            // no GPU memory) the device's memory in use.
-            Some(gpu) => match gpu.process_memory_used_mb.filter(|&mb| mb > 0.0) {
-                Some(own) => session.latest().publish(
-                    gpu.gpu_utilization,
-                    Some(own),
-                    MemorySource::GpuProcess,
-                ),
-                None => session.latest().publish(
-                    gpu.gpu_utilization,
-                    gpu.memory_used_mb,
-                    MemorySource::Gpu,
-                ),
-            },
-            // Devices, but no sample of any yet: steps stay without figures until one comes.
-            None if self
-                .devices
-                .as_ref()
-                .is_some_and(|d| !d.devices().is_empty()) => {}
-            None => session
-                .latest()
-                .publish(None, host.process_rss_mb, MemorySource::HostRss),
-        }
-        session.record_samples(host, &self.buf);
-    }
-
-    /// The backend's messages since the last call.
-    pub fn take_warnings(&mut self) -> Vec<String> {
-        self.devices
-            .as_mut()
-            .map_or_else(Vec::new, |d| d.take_warnings())
-    }
-}
-
-/// The device whose figures steps carry: the first one on which this process holds memory
-/// (a vLLM worker uses one GPU of several), else the first sampled device.
-pub fn primary_device(samples: &[GpuSample]) -> Option<&GpuSample> {
-    samples
-        .iter()
-        .find(|s| s.process_memory_used_mb.is_some_and(|mb| mb > 0.0))
-        .or_else(|| samples.first())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn gpu(device_id: u32, own_mb: Option<f64>) -> GpuSample {
-        GpuSample {
-            device_id,
-            process_memory_used_mb: own_mb,
-            ..GpuSample::default()
-        }
-    }
-
-    #[test]
-    fn primary_device_is_the_one_holding_this_process_memory() {
-        let samples = [gpu(0, Some(0.0)), gpu(1, Some(512.0)), gpu(2, Some(64.0))];
-        assert_eq!(primary_device(&samples).unwrap().device_id, 1);
-        let none_held = [gpu(3, None), gpu(4, Some(0.0))];
-        assert_eq!(primary_device(&none_held).unwrap().device_id, 3);
-        assert!(primary_device(&[]).is_none());
-    }
 
     #[test]
     fn statm_resident_field_is_the_second() {

@@ -1,0 +1,188 @@
+//! `performance_summary_<pid>.json` and the vocabulary every report shares: the process's
+//! role, the source of memory figures, the export stamp.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// What a process is in a vLLM server (SPEC: every report carries it). The Python hook tells
+/// the agent; a process it says nothing about is `process`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The OpenAI-compatible front end (`vllm.entrypoints.openai.api_server`).
+    ApiServer,
+    /// The process running vLLM's `EngineCore` (its scheduler and engine steps).
+    EngineCore,
+    /// A model worker (`VllmWorker-N`, `Worker_TP`); its reports carry its `rank`.
+    Worker,
+    #[default]
+    Process,
+}
+
+impl Role {
+    /// The role's name in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::ApiServer => "api_server",
+            Role::EngineCore => "engine_core",
+            Role::Worker => "worker",
+            Role::Process => "process",
+        }
+    }
+
+    /// The role named `name` (`api_server`, `engine_core`, `worker`, `process`).
+    pub fn parse(name: &str) -> Option<Role> {
+        [
+            Role::ApiServer,
+            Role::EngineCore,
+            Role::Worker,
+            Role::Process,
+        ]
+        .into_iter()
+        .find(|role| role.as_str() == name)
+    }
+}
+
+/// Where the per-step `memory_used_mb` figures come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MemorySource {
+    /// GPU memory used by this process on its device (NVML's running compute processes).
+    GpuProcess,
+    /// GPU memory in use on the device, all processes: this process's own figure was not
+    /// readable.
+    Gpu,
+    /// No GPU was sampled: the resident set size of this process.
+    HostRss,
+    /// Nothing was sampled (monitoring off): memory figures are null.
+    #[default]
+    None,
+}
+
+/// Which export of a session wrote a report: `sequence` counts the session's exports from 1
+/// (a set written by `vllm-profiler recover` counts from 1 again), `at` is the export's Unix
+/// time in seconds. Files of one set have equal stamps.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ExportStamp {
+    pub sequence: u64,
+    pub at: f64,
+}
+
+impl ExportStamp {
+    /// The keys of the stamp in a trace file's `otherData`.
+    pub const TRACE_SEQUENCE: &'static str = "export_sequence";
+    pub const TRACE_AT: &'static str = "exported_at";
+}
+
+/// `performance_summary_<pid>.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PerformanceSummary {
+    pub schema_version: u32,
+    pub pid: u32,
+    /// What this process is in a vLLM server.
+    #[serde(default)]
+    pub role: Role,
+    /// A worker's rank (tensor and pipeline parallel); `null` for other roles.
+    #[serde(default)]
+    pub rank: Option<u32>,
+    /// Unix seconds when this summary was made.
+    pub generated_at: f64,
+    /// The export that wrote this file: the reports of one export (`performance_summary`,
+    /// `detailed_steps`, `gpu_history`, and `trace`'s `otherData`) carry the same stamp, so a
+    /// reader can tell a whole set from one that mixes two exports (after a kill or a full
+    /// disk). Absent from a summary asked for through the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<ExportStamp>,
+
+    /// `None` for the whole run; `Some(n)` when summarising only the last `n` kept steps.
+    #[serde(default)]
+    pub last_n_steps: Option<u64>,
+    /// seed 004: every step recorded that did work (not only the kept history). A step that
+    /// ended with batch size 0 and 0 tokens scheduled nothing: it is counted in `empty_steps`
+    /// and in no duration, percentile or rate.
+    pub total_steps: u64,
+    /// Steps that scheduled nothing (an engine step with no request ready).
+    #[serde(default)]
+    pub empty_steps: u64,
+    /// seed 004. `null` when no step was recorded.
+    pub avg_duration_ms: Option<f64>,
+    /// seed 004.
+    pub min_duration_ms: Option<f64>,
+    /// seed 004.
+    pub max_duration_ms: Option<f64>,
+    pub p50_duration_ms: Option<f64>,
+    pub p90_duration_ms: Option<f64>,
+    pub p99_duration_ms: Option<f64>,
+    pub total_tokens: u64,
+    pub total_batch_size: u64,
+    /// Tokens over the window from the first step's start to the last step's end.
+    pub tokens_per_second: Option<f64>,
+    /// Length of that window in seconds.
+    pub window_seconds: Option<f64>,
+    /// seed 004: mean of the steps' `memory_used_mb`.
+    pub avg_memory_mb: Option<f64>,
+    /// seed 004.
+    pub max_memory_mb: Option<f64>,
+    pub memory_source: MemorySource,
+    /// The detector that answered (seed 001): `AMDSMIDetector`, `NVMLDetector`, `CPUDetector`;
+    /// `null` before the sampler's first sample or with GPU monitoring off.
+    #[serde(default)]
+    pub detector: Option<String>,
+    /// seed 004: per span name, over every span ever recorded.
+    pub layer_performance: BTreeMap<String, LayerPerformance>,
+    pub counters: Counters,
+}
+
+/// seed 004 `layer_performance` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerPerformance {
+    pub avg_duration_ms: f64,
+    pub call_count: u64,
+    pub total_duration_ms: f64,
+    /// Mean memory delta (MiB) over the calls that carried one
+    /// (`vllm_profiler_span_end_annotated`); omitted when none did. Figures carry `f32`
+    /// precision (about 7 significant digits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avg_memory_delta_mb: Option<f64>,
+}
+
+/// What was lost or repaired, so that no count is silently wrong.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Detailed steps kept in the history now.
+    pub kept_steps: u64,
+    /// Oldest detailed steps evicted from the bounded history (still in the totals).
+    pub dropped_steps: u64,
+    /// Samples evicted from the bounded sample histories.
+    pub dropped_samples: u64,
+    /// Step or span ends that could not be handed to the collector because a thread's buffer was
+    /// full; these are missing from every total.
+    pub lost_events: u64,
+    /// Spans still open when an enclosing span or their step ended; closed at that moment.
+    pub auto_closed_spans: u64,
+    /// Steps never ended (open when their thread exited, or abandoned at the limit of 1024
+    /// open steps per thread); they are in no total.
+    #[serde(default)]
+    pub unfinished_steps: u64,
+    /// Spans never ended (open when their thread exited, or abandoned at the nesting limit of
+    /// 4096 per thread); they are in no total.
+    #[serde(default)]
+    pub unfinished_spans: u64,
+    /// Spans recorded (closed), inside or outside steps (within the last n steps when the
+    /// summary is of the last n).
+    pub total_spans: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_source_names_are_snake_case() {
+        assert_eq!(
+            serde_json::to_string(&MemorySource::HostRss).unwrap(),
+            "\"host_rss\""
+        );
+    }
+}
