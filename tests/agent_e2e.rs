@@ -102,11 +102,7 @@ fn pid_from_files(dir: &Path) -> u32 {
     let names = file_names(dir);
     let pids: Vec<u32> = names
         .iter()
-        .filter_map(|n| {
-            n.strip_prefix("performance_summary_")?
-                .strip_suffix(".json")
-        })
-        .filter_map(|p| p.parse().ok())
+        .filter_map(|n| vllm_profiler_format::summary_pid(n))
         .collect();
     assert_eq!(
         pids.len(),

@@ -3,12 +3,13 @@
 //! summary, the step-duration histogram, GPU utilization, memory and power over time per
 //! device, and the layer table.
 
-use crate::input::read_json;
 use std::fmt::Write as _;
 use std::path::Path;
 
 use plotters::prelude::*;
 use vllm_profiler_format::{self as format, DetailedSteps, GpuHistory, RunReport};
+
+use crate::input::read_json;
 
 const WIDTH: u32 = 720;
 const HEIGHT: u32 = 260;

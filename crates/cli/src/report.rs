@@ -1,7 +1,6 @@
 //! `vllm-profiler report DIR` and `vllm-profiler compare A B`: read exported reports, print
 //! terminal tables (or the same as JSON), and flag regressions between two runs.
 
-use crate::input::read_json;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -10,6 +9,8 @@ use vllm_profiler_format::{
     self as format, Change, Comparison, DeviceStats, GpuHistory, NamedLayer, PerformanceSummary,
     ProcessReport, RunReport, Spread,
 };
+
+use crate::input::read_json;
 
 /// Layers listed in a report's table.
 pub const TOP_LAYERS: usize = 10;
@@ -20,15 +21,7 @@ fn pids_in(dir: &Path) -> Result<Vec<u32>, String> {
         std::fs::read_dir(dir).map_err(|err| format!("cannot read {}: {err}", dir.display()))?;
     let mut pids: Vec<u32> = entries
         .filter_map(|entry| entry.ok())
-        .filter_map(|entry| {
-            let name = entry.file_name().into_string().ok()?;
-            let digits = name
-                .strip_prefix("performance_summary_")?
-                .strip_suffix(".json")?;
-            // Only the name the agent writes (`_007`, `_+7` are someone else's files).
-            let pid: u32 = digits.parse().ok()?;
-            (pid.to_string() == digits).then_some(pid)
-        })
+        .filter_map(|entry| format::summary_pid(entry.file_name().to_str()?))
         .collect();
     pids.sort_unstable();
     if pids.is_empty() {

@@ -306,10 +306,7 @@ impl Session {
             pid: self.pid,
             role,
             rank,
-            detector: store
-                .detector
-                .unwrap_or(format::CPU_DETECTOR)
-                .to_owned(),
+            detector: store.detector.unwrap_or(format::CPU_DETECTOR).to_owned(),
             sample_interval_s,
             devices: store.described_devices.clone(),
             gpu_history,

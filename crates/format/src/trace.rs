@@ -5,11 +5,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// File name of the Chrome trace event file (Perfetto, `chrome://tracing`) of process `pid`.
-pub fn trace_file_name(pid: u32) -> String {
-    format!("trace_{pid}.json")
-}
-
 /// `trace_<pid>.json`: the Chrome trace event format's JSON object form.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TraceFile {
