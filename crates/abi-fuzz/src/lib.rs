@@ -20,209 +20,22 @@
 //!   open before it checks).
 
 mod abi;
+mod checks;
+mod ops;
 
-use std::ffi::CString;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
 
 use arbitrary::{Arbitrary, Unstructured};
 
-const E_NOT_ENABLED: i32 = -1;
-const E_INTERNAL: i32 = -9;
-/// Every code the header documents: OK, then E_NOT_ENABLED (-1) to E_INTERNAL (-9).
-const DOCUMENTED: std::ops::RangeInclusive<i32> = -9..=0;
+pub use checks::calls;
+use checks::{check_code, check_conservation, check_json, counted, last_error, E_NOT_ENABLED};
+use ops::{
+    c_string, config_arg, dir_arg, json_buf, name_arg, output_dir, pick, Op, ThreadOp, ROLES,
+};
 
-/// C ABI calls made so far in this process (the fuzzing figure).
-static CALLS: AtomicU64 = AtomicU64::new(0);
-/// Steps and spans begun (a non-zero handle came back) in this process.
-static BEGUN: AtomicU64 = AtomicU64::new(0);
 /// One sequence at a time: the conservation check needs the recorders quiet.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Calls made so far in this process.
-pub fn calls() -> u64 {
-    CALLS.load(Ordering::Relaxed)
-}
-
-fn counted<T>(value: T) -> T {
-    let n = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
-    if n.is_multiple_of(1_000_000) {
-        eprintln!("abi-fuzz: {n} C ABI calls");
-    }
-    value
-}
-
-/// Where reports go: a fresh temporary dir, set once before the first call.
-fn output_dir() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("vprof-abi-fuzz-{}", std::process::id()));
-        std::env::set_var("VLLM_PROFILING_OUTPUT_DIR", &dir);
-        std::env::set_var("VLLM_PROFILING_RUNTIME_DIR", dir.join("runtime"));
-        // Short histories: every export writes them whole, and a long run exports often.
-        std::env::set_var("VLLM_PROFILING_MAX_HISTORY", "8");
-        // No GPU library may answer: sampling is not what is fuzzed here.
-        std::env::set_var("VLLM_PROFILING_NVML_LIBRARY", dir.join("no-nvml.so"));
-        std::env::set_var("VLLM_PROFILING_AMDSMI_LIBRARY", dir.join("no-amd.so"));
-        dir
-    })
-}
-
-/// A handle argument: one that came back earlier, or any number.
-#[derive(Debug, Arbitrary)]
-pub enum Handle {
-    /// The n-th most recent handle this thread got (modulo how many it has).
-    Recent(u8),
-    Raw(u64),
-    Zero,
-}
-
-/// A name argument.
-#[derive(Debug, Arbitrary)]
-pub enum Name {
-    Known(u8),
-    Bytes(Vec<u8>),
-    /// A name at, just past or far past the length limit (1024 bytes).
-    Huge(u8),
-    Null,
-}
-
-/// A configuration for `vllm_profiler_enable`.
-#[derive(Debug, Arbitrary)]
-pub enum Config {
-    Null,
-    Valid {
-        sample_interval_ms: u16,
-        max_history: u8,
-        export_interval: bool,
-        layers: bool,
-    },
-    Key(String, f64),
-    Bytes(Vec<u8>),
-}
-
-/// A directory for `vllm_profiler_export`.
-#[derive(Debug, Arbitrary)]
-pub enum Dir {
-    Null,
-    Sub(u8),
-    /// A regular file where the dir should be.
-    File,
-    Bytes(Vec<u8>),
-}
-
-/// Exports (and disable, which exports) write every report whole: they run for one op in 8
-/// that asks for them, so that a long run spends its time on calls rather than on JSON.
-#[derive(Debug, Arbitrary)]
-pub struct Rarely(u8);
-
-impl Rarely {
-    fn now(&self) -> bool {
-        self.0.is_multiple_of(8)
-    }
-}
-
-#[derive(Debug, Arbitrary)]
-pub enum Op {
-    Enable(Config),
-    Disable(Rarely),
-    IsEnabled,
-    Flush,
-    StepBegin(u32, u32),
-    StepSetCounts(Handle, u32, u32),
-    StepSetEngineStep(Handle, u64),
-    /// A role by its index in `ROLES` (past its end: NULL), and a rank.
-    SetRole(u8, i32),
-    StepEnd(Handle),
-    SpanBegin(Name),
-    SpanEnd(Handle),
-    SpanEndAnnotated(Handle, f64, Option<Vec<u8>>),
-    Export(Dir, Rarely),
-    Summary(u32, u16),
-    GpuHistory(i32, f64, u16),
-    Gpus(u16),
-    LastError(u8),
-    Version,
-    /// These calls on a new thread, which exits with whatever it left open.
-    OnThread(Vec<ThreadOp>),
-}
-
-/// What another thread does: record, and end handles that belong to the main thread.
-#[derive(Debug, Arbitrary)]
-pub enum ThreadOp {
-    StepBegin(u32),
-    StepEnd(Handle),
-    SpanBegin(Name),
-    SpanEnd(Handle),
-    Export(Rarely),
-}
-
-const KNOWN_NAMES: [&str; 4] = ["model", "model.layers.0", "model.layers.0.mlp", "lm_head"];
-/// The roles of `vllm_profiler_set_role`, and names it must refuse.
-const ROLES: [&str; 6] = [
-    "api_server",
-    "engine_core",
-    "worker",
-    "process",
-    "",
-    "Worker",
-];
-
-fn c_string(bytes: Vec<u8>) -> CString {
-    let bytes: Vec<u8> = bytes.into_iter().filter(|&b| b != 0).collect();
-    CString::new(bytes).expect("no NUL left")
-}
-
-fn name_arg(name: Name) -> Option<CString> {
-    match name {
-        Name::Known(i) => Some(c_string(KNOWN_NAMES[usize::from(i) % 4].into())),
-        // One byte of 16 values, half of them the start of a UTF-8 sequence that cannot be
-        // whole: bad names without growing the name table, which every summary and export
-        // walks whole.
-        Name::Bytes(mut bytes) => {
-            bytes.truncate(1);
-            if let Some(first) = bytes.first_mut() {
-                *first &= 0x87;
-            }
-            Some(c_string(bytes))
-        }
-        Name::Huge(n) => {
-            let len = [1023, 1024, 1025, 65_536][usize::from(n) % 4];
-            Some(c_string(vec![b'x'; len]))
-        }
-        Name::Null => None,
-    }
-}
-
-fn check_code(call: &str, code: i32) -> i32 {
-    assert!(DOCUMENTED.contains(&code), "{call} returned {code}");
-    assert_ne!(code, E_INTERNAL, "{call}: {}", last_error());
-    code
-}
-
-/// The thread's last error, checked to be UTF-8.
-fn last_error() -> String {
-    let mut buf = vec![0u8; 512];
-    let n = counted(abi::vllm_profiler_last_error(&mut buf));
-    assert!(n >= 0, "last_error returned {n}");
-    let n = (n as usize).min(buf.len() - 1);
-    String::from_utf8(buf[..n].to_vec()).expect("the last error is UTF-8")
-}
-
-/// Checks a JSON call's result: a length that fit names that many bytes of valid JSON.
-fn check_json(call: &str, got: i64, buf: &[u8]) {
-    if got < 0 {
-        check_code(call, i32::try_from(got).expect("an error code"));
-        return;
-    }
-    let got = got as usize;
-    if got < buf.len() {
-        assert_eq!(buf[got], 0, "{call}: not NUL-terminated");
-        serde_json::from_slice::<serde_json::Value>(&buf[..got])
-            .unwrap_or_else(|e| panic!("{call}: invalid JSON: {e}"));
-    }
-}
 
 /// Handles this thread got, newest last.
 #[derive(Default)]
@@ -231,75 +44,10 @@ struct Handles {
     spans: Vec<u64>,
 }
 
-fn pick(handle: &Handle, known: &[u64]) -> u64 {
-    match handle {
-        Handle::Recent(n) if !known.is_empty() => {
-            known[known.len() - 1 - usize::from(*n) % known.len()]
-        }
-        Handle::Recent(_) | Handle::Zero => 0,
-        Handle::Raw(raw) => *raw,
-    }
-}
-
 fn begun(handle: u64, list: &mut Vec<u64>) {
     if handle != 0 {
-        BEGUN.fetch_add(1, Ordering::Relaxed);
+        checks::note_begun();
         list.push(handle);
-    }
-}
-
-fn json_buf(len: u16) -> Vec<u8> {
-    vec![0xAA; usize::from(len)]
-}
-
-fn config_arg(config: Config) -> Option<CString> {
-    match config {
-        Config::Null => None,
-        Config::Valid {
-            sample_interval_ms,
-            max_history,
-            export_interval,
-            layers,
-        } => {
-            let mut json = serde_json::json!({
-                "sample_interval": f64::from(sample_interval_ms.max(1)) / 1000.0,
-                "max_history": u64::from(max_history),
-                "enable_layer_profiling": layers,
-                "enable_gpu_monitoring": false,
-            });
-            if export_interval {
-                json["export_interval"] = serde_json::json!(0.05);
-            }
-            Some(c_string(json.to_string().into_bytes()))
-        }
-        Config::Key(key, value) => Some(c_string(
-            serde_json::json!({ key: value }).to_string().into_bytes(),
-        )),
-        Config::Bytes(bytes) => Some(c_string(bytes)),
-    }
-}
-
-fn dir_arg(dir: Dir) -> Option<CString> {
-    let base = output_dir();
-    match dir {
-        Dir::Null => None,
-        Dir::Sub(n) => Some(c_string(
-            base.join(format!("sub{}", n % 4))
-                .into_os_string()
-                .into_encoded_bytes(),
-        )),
-        Dir::File => {
-            let file = base.join("a-file");
-            let _ = std::fs::create_dir_all(base);
-            let _ = std::fs::write(&file, b"not a dir");
-            Some(c_string(file.into_os_string().into_encoded_bytes()))
-        }
-        Dir::Bytes(bytes) => {
-            let mut path = base.clone().into_os_string().into_encoded_bytes();
-            path.push(b'/');
-            path.extend(bytes.into_iter().filter(|&b| b != b'.').take(64));
-            Some(c_string(path))
-        }
     }
 }
 
@@ -495,37 +243,6 @@ fn end_all(handles: &mut Handles) {
     for step in handles.steps.drain(..).rev() {
         check_code("step_end", counted(abi::vllm_profiler_step_end(step)));
     }
-}
-
-/// Every step and span begun is accounted for: kept, lost, or unfinished.
-fn check_conservation() {
-    let mut buf = vec![0u8; 1 << 16];
-    let got = loop {
-        let got = counted(abi::vllm_profiler_summary_json(0, &mut buf));
-        if got < 0 || (got as usize) < buf.len() {
-            break got;
-        }
-        buf.resize(got as usize * 2, 0);
-    };
-    if got < 0 {
-        // No session yet: nothing was ever begun.
-        assert_eq!(BEGUN.load(Ordering::Relaxed), 0, "{}", last_error());
-        return;
-    }
-    let summary: vllm_profiler_format::PerformanceSummary =
-        serde_json::from_slice(&buf[..got as usize]).expect("the summary parses");
-    let c = &summary.counters;
-    let accounted = summary.total_steps
-        + summary.empty_steps
-        + c.total_spans
-        + c.lost_events
-        + c.unfinished_steps
-        + c.unfinished_spans;
-    assert_eq!(
-        accounted,
-        BEGUN.load(Ordering::Relaxed),
-        "steps and spans begun vs accounted: {summary:?}"
-    );
 }
 
 /// Runs one input: decodes it into up to 256 calls, makes them, ends what is left open and

@@ -1,9 +1,8 @@
-//! GPU backends and seed 001's detector chain: amd-smi, then NVML, then the CPU; the backend
+//! GPU backends and the detector chain: amd-smi, then NVML, then the CPU; the backend
 //! trait they implement, the host probe sampled beside them, and the per-host shared sampler.
 //!
-//! Unsafe code is denied here except in `amdsmi::sys`, the calls of the one native loader
-//! written by hand; NVML goes through `nvml-wrapper`'s safe API.
-#![deny(unsafe_code)]
+//! Unsafe code is denied here (the workspace's lints) except in `amdsmi::sys`, the calls of the
+//! one native loader written by hand; NVML goes through `nvml-wrapper`'s safe API.
 
 mod amdsmi;
 mod backend;
