@@ -1,6 +1,6 @@
 """A CPU-only LLM serving loop with continuous batching, profiled through the C ABI.
 
-In the spirit of seed 003's restaurant reviews: restaurants A, B and C send batches of reviews
+Restaurant reviews, as vLLM batches them: restaurants A, B and C send batches of reviews
 over time; the engine admits them into a running batch (continuous batching, at most
 --max-batch sequences), runs one prefill or decode step for the whole batch per engine step,
 and retires sequences as they finish. The "model" is a small pure-Python transformer-shaped

@@ -159,6 +159,19 @@ _KEEP_GIL = (
 )
 
 
+def releasing_gil(lib: ctypes.CDLL) -> ctypes.CDLL:
+    """The agent `lib` bound anew so that every call lets the GIL go, as a plain `ctypes.CDLL`
+    does: for test drivers whose other Python threads must run while one thread is inside the
+    agent (a fork from another thread in the middle of a call). The package itself keeps the
+    GIL for the recording calls (see `_KEEP_GIL`)."""
+    plain = ctypes.CDLL(lib._name, handle=lib._handle)
+    for name, (argtypes, restype) in _SIGNATURES.items():
+        func = getattr(plain, name)
+        func.argtypes = argtypes
+        func.restype = restype
+    return plain
+
+
 def _typed(lib: ctypes.CDLL) -> ctypes.CDLL:
     keep_gil = ctypes.PyDLL(lib._name, handle=lib._handle)
     for name, (argtypes, restype) in _SIGNATURES.items():

@@ -5,6 +5,7 @@ Usage: exits.py MODE. Records steps through ctypes only when VLLM_ENABLE_PROFILI
 that the same script runs the same way without the agent. Prints only what a mode says.
 """
 
+import ctypes
 import importlib.util
 import os
 import signal
@@ -34,11 +35,20 @@ _agent = None
 
 def agent():
     """The preloaded agent, looked up once: a fork child never takes the binding's lock,
-    which another thread of its parent may have held as it forked."""
+    which another thread of its parent may have held as it forked. Every call lets the GIL
+    go (as a plain ctypes.CDLL does), so that another thread can fork while one is inside
+    the agent."""
     global _agent
     if _agent is None:
-        _agent = native.library()
+        _agent = native.releasing_gil(native.library())
     return _agent
+
+
+def last_error():
+    """The calling thread's last error, through the looked-up agent (no lock taken)."""
+    buf = ctypes.create_string_buffer(1024)
+    agent().vllm_profiler_last_error(buf, len(buf))
+    return buf.value.decode("utf-8", "replace")
 
 
 def record(steps, first=0):
@@ -49,11 +59,11 @@ def record(steps, first=0):
     lib = agent()
     for i in range(first, first + steps):
         step = lib.vllm_profiler_step_begin(i + 1, 10 * (i + 1))
-        assert step != 0, native.last_error()
+        assert step != 0, last_error()
         span = lib.vllm_profiler_span_begin(b"model")
         time.sleep(0.002)
         assert lib.vllm_profiler_span_end(span) == 0
-        assert lib.vllm_profiler_step_end(step) == 0, native.last_error()
+        assert lib.vllm_profiler_step_end(step) == 0, last_error()
 
 
 def hang():

@@ -18,7 +18,7 @@ from vllm_profiler import _native
 
 def agent():
     if hasattr(ctypes.CDLL(None), "vllm_profiler_step_begin"):
-        return _native.library()  # the preloaded one
+        return _native.releasing_gil(_native.library())  # the preloaded one, GIL let go
     return None
 
 

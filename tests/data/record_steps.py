@@ -11,6 +11,12 @@ import time
 from vllm_profiler import _native
 
 
+
+def agent(path=None):
+    """The agent (preloaded, or loaded from `path`), every call letting the GIL go as a plain
+    ctypes.CDLL does: this driver's threads record concurrently."""
+    return _native.releasing_gil(_native.load(path) if path else _native.library())
+
 def record(lib, steps, first=0):
     for i in range(first, first + steps):
         step = lib.vllm_profiler_step_begin(i + 1, 10 * (i + 1))
@@ -31,11 +37,11 @@ def main():
     mode = sys.argv[1]
     if mode == "record":
         # Preloaded; started by the environment.
-        lib = _native.library()
+        lib = agent()
         record(lib, int(sys.argv[2]))
     elif mode == "cdll-enable":
         # Loaded with ctypes.CDLL (constructor under the loader lock), then enabled explicitly.
-        lib = _native.load(sys.argv[2])
+        lib = agent(sys.argv[2])
         config = sys.argv[3].encode() if len(sys.argv) > 3 else None
         rc = lib.vllm_profiler_enable(config)
         assert rc == 0, _native.last_error()
@@ -47,7 +53,7 @@ def main():
         assert lib.vllm_profiler_disable() == 0, _native.last_error()
     elif mode == "timed":
         # Steps that each last SECONDS, so that GPU samples land inside them.
-        lib = _native.library()
+        lib = agent()
         steps, seconds = int(sys.argv[2]), float(sys.argv[3])
         for i in range(steps):
             step = lib.vllm_profiler_step_begin(1, 1)
@@ -55,14 +61,14 @@ def main():
             time.sleep(seconds)
             assert lib.vllm_profiler_step_end(step) == 0, _native.last_error()
     elif mode == "periodic":
-        lib = _native.library()
+        lib = agent()
         record(lib, int(sys.argv[2]))
         print("recorded", flush=True)
         time.sleep(60)
     elif mode == "until-killed":
         # Steps until killed, each logged to TRUTH (its number and when it ended) as it ends;
         # a line flushed is on disk whatever kills the process.
-        lib = _native.library()
+        lib = agent()
         with open(sys.argv[2], "w", buffering=1) as truth:
             i = 0
             while True:
@@ -75,14 +81,14 @@ def main():
                 i += 1
     elif mode == "flush-then-wait":
         # N steps, made crash-safe at once, then waits to be killed.
-        lib = _native.library()
+        lib = agent()
         record(lib, int(sys.argv[2]))
         assert lib.vllm_profiler_flush() == 0, _native.last_error()
         print("flushed", flush=True)
         time.sleep(60)
     elif mode == "flush-after-disable":
         # Loaded, enabled, recorded, disabled, then flushed: prints the output dir after each.
-        lib = _native.load(sys.argv[2])
+        lib = agent(sys.argv[2])
         out = sys.argv[3]
         config = '{"output_dir": "%s", "enable_gpu_monitoring": false}' % out
         assert lib.vllm_profiler_enable(config.encode()) == 0
@@ -95,7 +101,7 @@ def main():
     elif mode == "fork-child-outlives":
         # Records, makes its journal current, forks a child that only sleeps, then waits to be
         # killed: the child must not keep the parent's journal looking alive.
-        lib = _native.library()
+        lib = agent()
         record(lib, 6)
         assert lib.vllm_profiler_flush() == 0
         child = os.fork()
@@ -105,7 +111,7 @@ def main():
         print(f"child {child}", flush=True)
         time.sleep(60)
     elif mode == "fork":
-        lib = _native.library()
+        lib = agent()
         record(lib, 3)
         child = os.fork()
         if child == 0:
@@ -121,7 +127,7 @@ def main():
         print(child, quiet, flush=True)
     elif mode == "finish-then-exit":
         # vllm_profiler_finish writes the final reports; then os._exit, which runs no hook.
-        lib = _native.library()
+        lib = agent()
         record(lib, 3)
         first, second = lib.vllm_profiler_finish(), lib.vllm_profiler_finish()
         late = lib.vllm_profiler_step_begin(1, 1)
@@ -131,7 +137,7 @@ def main():
         # Records STEPS steps, forks a child that sleeps SECONDS without recording, and leaves
         # at once with os._exit (no exit handler runs, so nothing releases the agent's locks
         # on the way out), without waiting for it; prints the child's pid.
-        lib = _native.library()
+        lib = agent()
         record(lib, int(sys.argv[2]))
         child = os.fork()
         if child == 0:

@@ -6,7 +6,10 @@
 //! - `quiet_threads`: spawns the agent's threads with every asynchronous signal blocked;
 //! - `warnings`: the agent's only output, one stderr line per distinct warning;
 //! - `config`: the environment and the JSON configuration, from one table of settings;
-//! - `runtime`: the gate, the session, enable/disable/export, fork and exit;
+//! - `gate`: the one atomic word the hot path reads (on, armed, generation);
+//! - `runtime`: the session, enable/disable/export, fork and exit, through the gate;
+//! - `identity`: what this process is in a vLLM server, and its rank;
+//! - `output_dir`: where a relative output dir is resolved;
 //! - `threads`: the collector, sampler and exporter threads;
 //! - `sampling`: one tick of the sampler thread;
 //! - `metrics` and `http`: the Prometheus endpoint and its bounded server.

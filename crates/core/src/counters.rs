@@ -15,10 +15,10 @@ pub struct HotCounters {
 
 /// The counters' values in the order of [`HotCounters::values`]: lost events, auto-closed
 /// spans, unfinished steps, unfinished spans (as the journal holds them).
-pub type CounterValues = [u64; 4];
+pub(crate) type CounterValues = [u64; 4];
 
 impl HotCounters {
-    pub fn values(&self) -> CounterValues {
+    pub(crate) fn values(&self) -> CounterValues {
         [
             self.lost_events.load(Ordering::Relaxed),
             self.auto_closed_spans.load(Ordering::Relaxed),

@@ -13,6 +13,17 @@ const SOURCES: [MemorySource; 4] = [
     MemorySource::GpuProcess,
 ];
 
+/// The index of `source` in [`SOURCES`]: a match, so that a new source does not compile until
+/// it has one (a test holds the two to each other).
+const fn index_of(source: MemorySource) -> u8 {
+    match source {
+        MemorySource::None => 0,
+        MemorySource::HostRss => 1,
+        MemorySource::Gpu => 2,
+        MemorySource::GpuProcess => 3,
+    }
+}
+
 #[derive(Debug)]
 pub struct LatestMetrics {
     utilization: AtomicU32,
@@ -44,8 +55,7 @@ impl LatestMetrics {
         let bits = |v: Option<f64>| v.map_or(f32::NAN, |v| v as f32).to_bits();
         self.utilization.store(bits(utilization), Ordering::Relaxed);
         self.memory_mb.store(bits(memory_mb), Ordering::Relaxed);
-        let index = SOURCES.iter().position(|s| *s == source).unwrap_or(0);
-        self.source.store(index as u8, Ordering::Relaxed);
+        self.source.store(index_of(source), Ordering::Relaxed);
     }
 
     pub fn memory_source(&self) -> MemorySource {
@@ -59,6 +69,13 @@ impl LatestMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_table_and_the_match_agree() {
+        for (index, source) in SOURCES.iter().enumerate() {
+            assert_eq!(usize::from(index_of(*source)), index, "{source:?}");
+        }
+    }
 
     #[test]
     fn every_memory_source_reads_back_as_published() {

@@ -9,19 +9,19 @@
 // collector, what it keeps, the report mapping, the export, and the files.
 mod aggregates;
 pub mod atomic_file;
-pub mod clock;
+mod clock;
 mod collector;
-pub mod counters;
-pub mod event;
+mod counters;
+mod event;
 pub mod export;
-pub mod handle;
+mod handle;
 pub mod history;
 mod kept;
-pub mod latest;
+mod latest;
 pub mod names;
 #[cfg(feature = "recorder")]
 pub mod recorder;
-pub mod report;
+mod report;
 mod samples;
 pub mod session;
 pub mod shapes;
@@ -35,8 +35,10 @@ mod recover;
 pub mod error;
 
 pub use clock::{Clock, ManualClock};
+pub use counters::HotCounters;
 pub use error::{ProfilerError, Result};
 pub use journal_turn::Turn;
+pub use latest::LatestMetrics;
 #[cfg(feature = "recorder")]
 pub use recorder::ThreadRecorder;
 pub use recover::{recover, Recovered};

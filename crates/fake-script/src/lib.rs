@@ -123,8 +123,9 @@ impl Pid {
     }
 }
 
-/// The MiB of the `_mb` figures the script gives.
-pub const MIB: u64 = vllm_profiler_format::BYTES_PER_MIB;
+/// The MiB of the `_mb` figures the script gives. A literal, not the agent's constant: the
+/// fakes check the agent's conversion, so they must not share it.
+pub const MIB: u64 = 1 << 20;
 
 /// A script being played.
 pub struct Player {
