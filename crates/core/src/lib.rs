@@ -14,6 +14,7 @@ mod collector;
 mod counters;
 mod event;
 pub mod export;
+#[cfg(feature = "recorder")]
 mod handle;
 pub mod history;
 mod kept;
