@@ -164,18 +164,19 @@ def releasing_gil(lib: ctypes.CDLL) -> ctypes.CDLL:
     does: for test drivers whose other Python threads must run while one thread is inside the
     agent (a fork from another thread in the middle of a call). The package itself keeps the
     GIL for the recording calls (see `_KEEP_GIL`)."""
-    plain = ctypes.CDLL(lib._name, handle=lib._handle)
-    for name, (argtypes, restype) in _SIGNATURES.items():
-        func = getattr(plain, name)
-        func.argtypes = argtypes
-        func.restype = restype
-    return plain
+    return _bind(ctypes.CDLL(lib._name, handle=lib._handle), keep_gil=())
 
 
 def _typed(lib: ctypes.CDLL) -> ctypes.CDLL:
-    keep_gil = ctypes.PyDLL(lib._name, handle=lib._handle)
+    return _bind(lib, keep_gil=_KEEP_GIL)
+
+
+def _bind(lib: ctypes.CDLL, keep_gil) -> ctypes.CDLL:
+    """Sets every C signature on `lib`; the functions named in `keep_gil` go through
+    `ctypes.PyDLL`, which keeps the GIL."""
+    keeping = ctypes.PyDLL(lib._name, handle=lib._handle) if keep_gil else lib
     for name, (argtypes, restype) in _SIGNATURES.items():
-        func = getattr(keep_gil if name in _KEEP_GIL else lib, name)
+        func = getattr(keeping if name in keep_gil else lib, name)
         func.argtypes = argtypes
         func.restype = restype
         setattr(lib, name, func)

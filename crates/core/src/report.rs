@@ -88,7 +88,11 @@ impl Session {
         last_n_steps: Option<u64>,
     ) -> format::PerformanceSummary {
         let names = self.interner.snapshot();
-        let detector = self.samples.lock().detector.map(str::to_owned);
+        // One look at the sample store: its detector and what its histories let go.
+        let (detector, dropped_samples) = {
+            let store = self.samples.lock();
+            (store.detector.map(str::to_owned), store.dropped())
+        };
         let window;
         let totals = match last_n_steps {
             None => &collector.kept.totals,
@@ -170,7 +174,7 @@ impl Session {
             counters: format::Counters {
                 kept_steps: collector.kept.history.len() as u64,
                 dropped_steps: collector.kept.history.dropped(),
-                dropped_samples: self.dropped_samples(),
+                dropped_samples,
                 lost_events: c.lost_events.load(Ordering::Relaxed),
                 auto_closed_spans: c.auto_closed_spans.load(Ordering::Relaxed),
                 unfinished_steps: c.unfinished_steps.load(Ordering::Relaxed),
@@ -220,10 +224,6 @@ impl Session {
                 .filter_map(|(_, history)| history.iter().next_back().cloned())
                 .collect(),
         })
-    }
-
-    fn dropped_samples(&self) -> u64 {
-        self.samples.lock().dropped()
     }
 
     /// One kept step as its report record.
