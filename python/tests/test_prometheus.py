@@ -112,9 +112,16 @@ def stop_host(host):
     return out, err
 
 
-def scrape(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+CLASSIC = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def scrape(url: str, accept: str = "application/openmetrics-text; version=1.0.0") -> str:
+    """The endpoint's text, in the format `accept` asks for (OpenMetrics by default)."""
+    request = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        wanted = OPENMETRICS if "openmetrics" in (accept or "") else CLASSIC
+        assert response.headers["Content-Type"] == wanted, response.headers["Content-Type"]
         return response.read().decode()
 
 
@@ -143,10 +150,13 @@ def test_metrics_parse_with_the_official_parser_and_carry_exact_values(
             assert time.monotonic() < deadline, text
             time.sleep(0.05)
         parsed = families(text)
+        process = {"pid": str(host.pid), "role": "process"}
         device = {
-            "device": "0",
-            "uuid": "GPU-feedface-0000-0000-0000-000000000000",
-            "name": "Scraped GPU",
+            "gpu": "0",
+            "UUID": "GPU-feedface-0000-0000-0000-000000000000",
+            "model_name": "Scraped GPU",
+            "Hostname": socket.gethostname(),
+            **process,
         }
         gpu = "vllm_profiler_gpu_"
         assert value(parsed[gpu + "utilization_percent"], gpu + "utilization_percent", **device) == 37
@@ -154,23 +164,32 @@ def test_metrics_parse_with_the_official_parser_and_carry_exact_values(
         assert value(parsed[gpu + "memory_total_bytes"], gpu + "memory_total_bytes", **device) == 8192 * MIB
         assert value(parsed[gpu + "temperature_celsius"], gpu + "temperature_celsius", **device) == 55
         assert value(parsed[gpu + "power_watts"], gpu + "power_watts", **device) == 123
+        assert value(parsed[gpu + "memory_controller_utilization_percent"],
+                     gpu + "memory_controller_utilization_percent", **device) == 5
         steps = parsed["vllm_profiler_steps"]
         assert steps.type == "counter"
-        assert value(steps, "vllm_profiler_steps_total") == STEPS
-        assert value(parsed["vllm_profiler_tokens"], "vllm_profiler_tokens_total") == 10 * STEPS
+        assert value(steps, "vllm_profiler_steps_total", **process) == STEPS
+        assert value(parsed["vllm_profiler_tokens"], "vllm_profiler_tokens_total",
+                     **process) == 10 * STEPS
         histogram = parsed["vllm_profiler_step_duration_seconds"]
         assert histogram.type == "histogram"
-        assert value(histogram, "vllm_profiler_step_duration_seconds_count") == STEPS
+        assert value(histogram, "vllm_profiler_step_duration_seconds_count", **process) == STEPS
         # Each step sleeps 30 ms: none is at or under 25 ms, all are by 250 ms.
         bucket = "vllm_profiler_step_duration_seconds_bucket"
-        assert value(histogram, bucket, le="0.025") == 0
-        assert value(histogram, bucket, le="0.25") == STEPS
-        assert value(histogram, bucket, le="+Inf") == STEPS
-        total = value(histogram, "vllm_profiler_step_duration_seconds_sum")
+        assert value(histogram, bucket, le="0.025", **process) == 0
+        assert value(histogram, bucket, le="0.25", **process) == STEPS
+        assert value(histogram, bucket, le="+Inf", **process) == STEPS
+        total = value(histogram, "vllm_profiler_step_duration_seconds_sum", **process)
         assert STEPS * 0.03 <= total < STEPS * 0.25
         dropped = parsed["vllm_profiler_dropped"]
         for what in ("steps", "samples", "events"):
-            assert value(dropped, "vllm_profiler_dropped_total", what=what) == 0
+            assert value(dropped, "vllm_profiler_dropped_total", what=what, **process) == 0
+        # The same figures in the classic text to a client that asks for it, or says nothing.
+        for accept in ("text/plain; version=0.0.4", None):
+            classic = scrape(url, accept)
+            assert f'vllm_profiler_steps_total{{pid="{host.pid}",role="process"}} {STEPS}' in (
+                classic.splitlines()), classic
+            assert "# EOF" not in classic
         with pytest.raises(urllib.error.HTTPError) as missing:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/other", timeout=5)
         assert missing.value.code == 404
@@ -200,9 +219,9 @@ def test_after_disable_and_enable_the_same_port_is_served_again(agent_library, f
     port = free_port()
     host = start_host(agent_library, fake_nvml, tmp_path, f"127.0.0.1:{port}", REENABLE)
     try:
-        # The last enable may find the port still held by the server the disable stopped (it
-        # closes on its own thread); the new one binds it as soon as it is free, retrying
-        # every 50 ms for a second.
+        # The last enable may find the port and the group's lock still held by the server the
+        # disable stopped (it closes on its own thread); the new one takes both as soon as
+        # they are free.
         deadline = time.time() + 5
         while True:
             try:
@@ -213,7 +232,8 @@ def test_after_disable_and_enable_the_same_port_is_served_again(agent_library, f
                 time.sleep(0.05)
         parsed = families(text)
         # One session across the three rounds: its totals keep every step.
-        assert value(parsed["vllm_profiler_steps"], "vllm_profiler_steps_total") == 6
+        assert value(parsed["vllm_profiler_steps"], "vllm_profiler_steps_total",
+                     pid=str(host.pid), role="process") == 6
     finally:
         out, err = stop_host(host)
     assert "vllm-profiler:" not in err, err
@@ -266,7 +286,8 @@ def test_a_real_prometheus_server_scrapes_the_agent(agent_library, fake_nvml, tm
             f"http://127.0.0.1:{prom_port}/api/v1/query?{query}", timeout=5
         ) as response:
             gpu = json.load(response)["data"]["result"]
-        assert [(r["metric"]["device"], float(r["value"][1])) for r in gpu] == [("0", 37.0)]
+        assert [(r["metric"]["gpu"], r["metric"]["UUID"], float(r["value"][1])) for r in gpu] == [
+            ("0", "GPU-feedface-0000-0000-0000-000000000000", 37.0)]
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -365,7 +386,8 @@ def test_hostile_clients_cost_the_host_no_thread_and_bounded_memory(
         # Every 500 still open on our side: the scrape is answered all the same.
         text = scrape(url)
         during = proc_status(host.pid)
-        assert value(families(text)["vllm_profiler_steps"], "vllm_profiler_steps_total") > 0
+        steps = families(text)["vllm_profiler_steps"]
+        assert value(steps, "vllm_profiler_steps_total", pid=str(host.pid), role="process") > 0
         assert int(during["Threads"]) == int(before["Threads"]), (before, during)
         grew_kib = int(during["VmRSS"].split()[0]) - int(before["VmRSS"].split()[0])
         assert grew_kib < 8 * 1024, f"the host grew by {grew_kib} KiB"

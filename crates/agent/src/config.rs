@@ -7,6 +7,7 @@ pub mod table;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde_json::Value as Json;
 use vllm_profiler_core::{ProfilerError, Result, Settings};
@@ -30,6 +31,9 @@ pub struct Config {
     pub nvml_library: Option<PathBuf>,
     pub amdsmi_library: Option<PathBuf>,
     pub prometheus_addr: Option<String>,
+    /// How long the endpoint goes on serving a process's last figures after it stopped
+    /// publishing them (it exited, or hangs).
+    pub prometheus_expiry: Duration,
     /// Globs on the executable's file name of processes that start by themselves.
     pub processes: Vec<glob::Pattern>,
     /// One process of the host samples each device and shares its samples with the others.
@@ -51,6 +55,7 @@ impl Default for Config {
             nvml_library: None,
             amdsmi_library: None,
             prometheus_addr: None,
+            prometheus_expiry: Duration::from_secs(60),
             processes: vec![glob::Pattern::new(DEFAULT_PROCESSES).expect("valid glob")],
             shared_sampler: true,
             runtime_dir: None,
@@ -124,6 +129,7 @@ impl Config {
             (Field::MaxHistory, Value::Count(n)) => s.max_history = n as usize,
             (Field::Devices, Value::Devices(devices)) => self.devices = devices,
             (Field::PrometheusAddr, Value::Address(addr)) => self.prometheus_addr = Some(addr),
+            (Field::PrometheusExpiry, Value::Seconds(Some(d))) => self.prometheus_expiry = d,
             (Field::Processes, Value::Globs(patterns)) => self.processes = patterns,
             (Field::LayerProfiling | Field::Switch | Field::RecordShapes, _) => {}
             (field, value) => debug_assert!(false, "{field:?} cannot take {value:?}"),

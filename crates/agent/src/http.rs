@@ -65,6 +65,8 @@ pub(crate) struct Request<'a> {
     pub method: &'a str,
     /// The request target without its query (`/metrics` of `/metrics?x=1`).
     pub path: &'a str,
+    /// The `Accept` header, when it was sent (the first one) and is text.
+    pub accept: Option<&'a str>,
 }
 
 pub(crate) struct Response {
@@ -100,8 +102,8 @@ struct Connection {
     deadline: Instant,
 }
 
-/// Serves `listener` with `handle` until `stop` disconnects. A panic in `handle` is answered
-/// 500 on that connection only. On stop, the connections already made (open, or queued on the
+/// Serves `listener` with `handle` until `stop` disconnects, calling `on_turn` between turns
+/// (at least every [`POLL`]). A panic in `handle` is answered 500 on that connection only. On stop, the connections already made (open, or queued on the
 /// listener) are still answered, for up to [`DRAIN`]: a scrape that came as the server stopped
 /// gets its answer rather than a reset.
 pub(crate) fn serve(
@@ -109,6 +111,7 @@ pub(crate) fn serve(
     limits: Limits,
     stop: &Receiver<()>,
     handle: &dyn Fn(&Request) -> Response,
+    on_turn: &mut dyn FnMut(),
 ) -> io::Result<()> {
     listener.set_nonblocking(true)?;
     let noted = fork_closed::close_in_child(listener.as_raw_fd());
@@ -119,6 +122,7 @@ pub(crate) fn serve(
     let mut open: Vec<Connection> = Vec::with_capacity(limits.connections);
     let mut listen_again = Instant::now();
     while matches!(stop.try_recv(), Err(TryRecvError::Empty)) {
+        on_turn();
         let now = Instant::now();
         let (listening, wait) = if now >= listen_again {
             (Some(&listener), POLL)
@@ -314,7 +318,11 @@ fn turn(
 
 /// A complete head: a request, or why it is none.
 enum Head {
-    Request { method: String, path: String },
+    Request {
+        method: String,
+        path: String,
+        accept: Option<String>,
+    },
     Refused(u16, &'static str),
 }
 
@@ -340,9 +348,15 @@ fn read_head(stream: &mut TcpStream, head: &mut Vec<u8>, limit: usize) -> Result
             Ok(httparse::Status::Partial) => continue,
             Ok(httparse::Status::Complete(_)) => {
                 let target = origin_form(request.path.unwrap_or(""));
+                let accept = request
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("accept"))
+                    .and_then(|h| std::str::from_utf8(h.value).ok());
                 Some(Head::Request {
                     method: request.method.unwrap_or("").to_owned(),
                     path: target.split('?').next().unwrap_or("").to_owned(),
+                    accept: accept.map(str::to_owned),
                 })
             }
             Err(httparse::Error::TooManyHeaders) => Some(Head::Refused(431, "too many headers")),
@@ -368,10 +382,15 @@ fn origin_form(target: &str) -> &str {
 /// The bytes that answer `head`.
 fn answer(head: Head, handle: &dyn Fn(&Request) -> Response) -> Vec<u8> {
     match head {
-        Head::Request { method, path } => {
+        Head::Request {
+            method,
+            path,
+            accept,
+        } => {
             let request = Request {
                 method: &method,
                 path: &path,
+                accept: accept.as_deref(),
             };
             let response = catch_unwind(AssertUnwindSafe(|| handle(&request)))
                 .unwrap_or_else(|_| Response::text(500, "internal error\n"));

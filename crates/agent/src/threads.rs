@@ -42,8 +42,8 @@ pub(crate) struct Shape {
     /// Where devices' samples are shared with the host's other processes; `None`: not shared.
     shared_dir: Option<PathBuf>,
     exporter: bool,
-    /// `host:port` of the Prometheus endpoint.
-    prometheus: Option<String>,
+    /// Where the Prometheus endpoint serves.
+    prometheus: Option<crate::metrics::Endpoint>,
 }
 
 impl Shape {
@@ -64,7 +64,17 @@ impl Shape {
                     .unwrap_or_else(vllm_profiler_gpu::shared::default_runtime_dir)
             }),
             exporter: config.settings.export_interval.is_some(),
-            prometheus: config.prometheus_addr.clone(),
+            prometheus: config
+                .prometheus_addr
+                .clone()
+                .map(|addr| crate::metrics::Endpoint {
+                    addr,
+                    runtime_dir: config
+                        .runtime_dir
+                        .clone()
+                        .unwrap_or_else(vllm_profiler_gpu::shared::default_runtime_dir),
+                    expiry: config.prometheus_expiry,
+                }),
         }
     }
 }
@@ -113,9 +123,10 @@ pub(crate) fn start(session: &Arc<Session>, config: &Config) -> Running {
             }
         });
     }
-    if let Some(addr) = &shape.prometheus {
+    if let Some(endpoint) = &shape.prometheus {
         // A port in use is one line; the host and the other threads go on.
-        if let Err(err) = crate::metrics::serve(addr, session.clone(), stop_rx.clone()) {
+        if let Err(err) = crate::metrics::start(endpoint.clone(), session.clone(), stop_rx.clone())
+        {
             warnings::print_warnings(&[err]);
         }
     }

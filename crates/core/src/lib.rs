@@ -43,5 +43,4 @@ pub use latest::LatestMetrics;
 #[cfg(feature = "recorder")]
 pub use recorder::ThreadRecorder;
 pub use recover::{recover, Recovered};
-pub use report::MetricsSnapshot;
 pub use session::{Session, Settings};

@@ -57,23 +57,6 @@ fn finite(v: f32) -> Option<f64> {
     (!v.is_nan()).then_some(f64::from(v))
 }
 
-/// What a metrics endpoint serves (see [`Session::metrics_snapshot`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct MetricsSnapshot {
-    pub total_steps: u64,
-    pub total_tokens: u64,
-    /// Sum of every step's duration, seconds.
-    pub step_seconds_sum: f64,
-    /// Steps per bucket (not cumulative), one per bound asked for, then one above the last.
-    pub step_buckets: Vec<u64>,
-    pub dropped_steps: u64,
-    pub dropped_samples: u64,
-    pub lost_events: u64,
-    pub devices: Vec<format::GpuDevice>,
-    /// The newest sample of each sampled device.
-    pub latest_samples: Vec<format::GpuSample>,
-}
-
 impl Session {
     /// The performance summary over every step ever recorded, or over the last `n` kept steps.
     pub fn summary(&self, last_n_steps: Option<u64>) -> Result<format::PerformanceSummary> {
@@ -187,7 +170,7 @@ impl Session {
     /// What a metrics endpoint serves, read at one scrape: totals over every step, the step
     /// durations counted into the buckets whose upper bounds (seconds, ascending) are given,
     /// and the newest sample of each device.
-    pub fn metrics_snapshot(&self, bucket_bounds_s: &[f64]) -> Result<MetricsSnapshot> {
+    pub fn metrics_snapshot(&self, bucket_bounds_s: &[f64]) -> Result<format::MetricsSnapshot> {
         let mut collector = self.lock_collector()?;
         collector.drain();
         let totals = &collector.kept.totals;
@@ -209,7 +192,11 @@ impl Session {
         }
         step_buckets.push(totals.total_steps.saturating_sub(counted));
         let store = self.samples.lock();
-        Ok(MetricsSnapshot {
+        let (role, rank) = self.identity();
+        Ok(format::MetricsSnapshot {
+            pid: self.pid(),
+            role,
+            rank,
             total_steps: totals.total_steps,
             total_tokens: totals.total_tokens,
             step_seconds_sum: totals.total_ns as f64 / 1e9,

@@ -8,6 +8,7 @@
 
 mod files;
 mod gpu;
+mod metrics;
 mod report;
 pub mod shared_frame;
 mod steps;
@@ -18,6 +19,7 @@ mod units;
 // The types keep their paths at the crate root, where every reader and writer names them.
 pub use files::*;
 pub use gpu::*;
+pub use metrics::*;
 pub use report::*;
 pub use shared_frame::SharedDeviceSample;
 pub use steps::*;

@@ -39,8 +39,8 @@ use vllm_profiler_format::{unix_now, GpuDevice, GpuSample, SharedDeviceSample};
 use crate::backend::{process_memory_mb, DeviceBackend, DeviceReading};
 use crate::fork_closed;
 use lock::{is_alive, Change, Lock, Seen};
-pub use runtime_dir::{default_runtime_dir, prepare_runtime_dir};
-use runtime_dir::{file_stem, open_shared_file};
+use runtime_dir::file_stem;
+pub use runtime_dir::{default_runtime_dir, open_shared_file, prepare_runtime_dir};
 
 mod lock;
 mod runtime_dir;

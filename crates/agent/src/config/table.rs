@@ -14,6 +14,7 @@ pub const NVML_LIBRARY: &str = "VLLM_PROFILING_NVML_LIBRARY";
 pub const AMDSMI_LIBRARY: &str = "VLLM_PROFILING_AMDSMI_LIBRARY";
 pub const DEVICES: &str = "VLLM_PROFILING_DEVICES";
 pub const PROMETHEUS_ADDR: &str = "VLLM_PROFILING_PROMETHEUS_ADDR";
+pub const PROMETHEUS_EXPIRY: &str = "VLLM_PROFILING_PROMETHEUS_EXPIRY";
 pub const PROCESSES: &str = "VLLM_PROFILING_PROCESSES";
 pub const SHARED_SAMPLER: &str = "VLLM_PROFILING_SHARED_SAMPLER";
 pub const RUNTIME_DIR: &str = "VLLM_PROFILING_RUNTIME_DIR";
@@ -65,6 +66,7 @@ pub enum Field {
     AmdsmiLibrary,
     Devices,
     PrometheusAddr,
+    PrometheusExpiry,
     Processes,
     SharedSampler,
     RuntimeDir,
@@ -94,6 +96,11 @@ const EXPORT_SECONDS: Kind = Kind::Seconds {
     min: 0.01,
     max: 86_400.0,
     nullable: true,
+};
+const EXPIRY_SECONDS: Kind = Kind::Seconds {
+    min: 1.0,
+    max: 86_400.0,
+    nullable: false,
 };
 const MAX_HISTORY_COUNT: Kind = Kind::Count {
     min: 1,
@@ -236,6 +243,15 @@ pub const SETTINGS: &[Setting] = &[
         C,
         "no endpoint",
         "unset",
+    ),
+    setting(
+        PROMETHEUS_EXPIRY,
+        &[],
+        F::PrometheusExpiry,
+        EXPIRY_SECONDS,
+        C,
+        "60",
+        "`60`",
     ),
     setting(
         PROCESSES,

@@ -31,7 +31,7 @@ fn start(limits: Limits) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
-    std::thread::spawn(move || serve(listener, limits, &stopped, &handler).unwrap());
+    std::thread::spawn(move || serve(listener, limits, &stopped, &handler, &mut || {}).unwrap());
     Server { port, _stop: stop }
 }
 

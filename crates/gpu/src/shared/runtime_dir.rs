@@ -69,7 +69,7 @@ pub(super) fn file_stem(detector: &str, uuid: &str) -> Option<String> {
 
 /// Opens (creating, mode 0600) a lock or sample file of the runtime dir, never through a
 /// symlink.
-pub(super) fn open_shared_file(path: &Path) -> std::io::Result<File> {
+pub fn open_shared_file(path: &Path) -> std::io::Result<File> {
     OpenOptions::new()
         .read(true)
         .write(true)
