@@ -38,9 +38,12 @@ MEMBERS = [("api_server", -1, 0), ("engine_core", -1, 5), ("worker", 0, 3), ("wo
 EXPIRY_S = 4
 
 
-def start_members(agent_library, fake_nvml, tmp_path, addr, members=MEMBERS):
-    script = tmp_path / "nvml.json"
-    script.write_text(json.dumps(SCRIPT))
+def start_members(agent_library, fake_nvml, tmp_path, addr, members=MEMBERS, code=MEMBER,
+                  script=SCRIPT):
+    """One process per (role, rank, steps) of `members`, running `code`, all with the same
+    Prometheus address and runtime dir; returned once each said it is ready."""
+    script_path = tmp_path / "nvml.json"
+    script_path.write_text(json.dumps(script))
     runtime = tmp_path / "runtime"
     started = []
     for role, rank, steps in members:
@@ -53,11 +56,11 @@ def start_members(agent_library, fake_nvml, tmp_path, addr, members=MEMBERS):
             "VLLM_PROFILING_PROMETHEUS_EXPIRY": str(EXPIRY_S),
             "VLLM_PROFILING_RUNTIME_DIR": str(runtime),
             "VLLM_PROFILING_NVML_LIBRARY": str(fake_nvml),
-            "FAKE_NVML_SCRIPT": str(script),
+            "FAKE_NVML_SCRIPT": str(script_path),
             "VLLM_PROFILING_SAMPLE_INTERVAL": "0.05",
         })
         proc = subprocess.Popen(
-            [sys.executable, "-c", MEMBER, role, str(rank), str(steps)],
+            [sys.executable, "-c", code, role, str(rank), str(steps)],
             env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True,
         )

@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 
 from conftest import PACKAGE_DIR, ROOT, clean_env, missing_tool, require_module
+from prometheus_server import Prometheus, check_dashboard
+from test_dashboard import FULL_GPU
 
 HERE = Path(__file__).resolve().parent / "vllm_real"
 WORKLOAD = HERE / "workload.py"
@@ -374,16 +376,23 @@ def vllm_counter(metrics, name):
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_openai_server_stopped_by_a_signal_keeps_the_engines_reports(
-        stop, tiny_model, installed_site, cli, tmp_path):
+        stop, tiny_model, installed_site, cli, fake_nvml, tmp_path):
     """vLLM's server kills its engine core at once when stopped (--shutdown-timeout 0). The
     engine core's reports are exact all the same: it flushed its journal when its last request
     was done, before the outputs went out, and `recover` writes the reports from it (or its
     shutdown wrote them). They add up to vLLM's own token counters. The worker's, recovered
     too, lack at most the steps of its last second. The agent starts with each process: its
-    Prometheus endpoint answers while the engine still loads, before vLLM's /health does."""
+    Prometheus endpoint answers while the engine still loads, before vLLM's /health does.
+    A real Prometheus server scrapes the endpoint with the shipped config: it holds the API
+    server's, the engine core's and the worker's series, and every query of the shipped
+    dashboard returns data while requests go on (the GPU figures come from the fake NVML:
+    the CPU build has no GPU)."""
     metrics_port = free_port()
+    nvml_script = tmp_path / "nvml.json"
+    nvml_script.write_text(json.dumps(FULL_GPU))
     run = Run(tmp_path, installed_site, VLLM_ENABLE_PROFILING="1",
-              VLLM_PROFILING_PROMETHEUS_ADDR=f"127.0.0.1:{metrics_port}")
+              VLLM_PROFILING_PROMETHEUS_ADDR=f"127.0.0.1:{metrics_port}",
+              VLLM_PROFILING_NVML_LIBRARY=str(fake_nvml), FAKE_NVML_SCRIPT=str(nvml_script))
     port = free_port()
     log = open(tmp_path / "server.log", "w")
     server = subprocess.Popen(
@@ -392,6 +401,7 @@ def test_openai_server_stopped_by_a_signal_keeps_the_engines_reports(
          "--no-enable-prefix-caching", "--seed", "0"],
         env=run.env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
+    prometheus = None
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.time() + 300
@@ -410,7 +420,8 @@ def test_openai_server_stopped_by_a_signal_keeps_the_engines_reports(
                 assert time.time() < deadline, "the server did not come up"
                 time.sleep(0.2)
         assert profiler_metrics is not None, "no profiler metrics before the engine was up"
-        assert "vllm_profiler_steps_total 0" in profiler_metrics, profiler_metrics[-2000:]
+        assert "vllm_profiler_steps_total{" in profiler_metrics, profiler_metrics[-2000:]
+        prometheus = Prometheus(tmp_path, f"127.0.0.1:{metrics_port}")
         requests = [{"model": str(tiny_model), "prompt": f"the quick brown fox {i}",
                      "max_tokens": 2 + i % 5, "ignore_eos": True, "temperature": 0}
                     for i in range(20)]
@@ -429,11 +440,38 @@ def test_openai_server_stopped_by_a_signal_keeps_the_engines_reports(
         for t in threads:
             t.join()
         assert not errors, errors
+        # More requests, one at a time, while the dashboard's queries wait for their rate
+        # windows; they count in every total below.
+        more, done = [], threading.Event()
+
+        def keep_sending():
+            while not done.is_set():
+                body = dict(requests[len(more) % len(requests)])
+                body["prompt"] += f" again {len(more)}"
+                more.append(body)
+                send([body])
+
+        sender = threading.Thread(target=keep_sending)
+        sender.start()
+        try:
+            roles = prometheus.wait_for(
+                "count by (role) (vllm_profiler_steps_total)",
+                lambda r: {s["metric"]["role"]: s["value"][1] for s in r} == {
+                    "api_server": "1", "engine_core": "1", "worker": "1"})
+            assert len(roles) == 3
+            check_dashboard(prometheus)
+        finally:
+            done.set()
+            sender.join()
+        requests += more
+        assert not errors, errors
         metrics = http(base + "/metrics")
         stopped_at = time.time()
         server.send_signal(stop)
         code = server.wait(timeout=120)
     finally:
+        if prometheus is not None:
+            prometheus.stop()
         kill_group(server)
         log.close()
     # Without the profiler, vLLM's server exits 0 after SIGINT and SIGTERM alike (both stop

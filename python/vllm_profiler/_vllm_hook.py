@@ -454,10 +454,25 @@ def patch_model_runner(module: Any) -> bool:
 
 def _api_server_main() -> bool:
     """Whether this process runs `python -m vllm.entrypoints.openai.api_server` (its
-    `__main__`, not a multiprocessing child that re-imports it as `__mp_main__`)."""
+    `__main__`, not a multiprocessing child that re-imports it as `__mp_main__`). While
+    `python -m` imports the module's parent packages (vllm among them) its `__main__` does not
+    exist yet: then the command line says it."""
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
-    return getattr(main, "__name__", "") == "__main__" and getattr(spec, "name", None) == API_SERVER_MODULE
+    if getattr(main, "__name__", "") == "__main__" and getattr(spec, "name", None) == API_SERVER_MODULE:
+        return True
+    argv = list(getattr(sys, "orig_argv", ()))[1:]
+    while argv:
+        arg = argv.pop(0)
+        if arg == "-m":
+            return argv[:1] == [API_SERVER_MODULE]
+        if arg.startswith("-m"):
+            return arg[2:] == API_SERVER_MODULE
+        if arg in ("-X", "-W"):
+            argv = argv[1:]  # the option's value
+        elif arg == "-c" or not arg.startswith("-"):
+            return False  # a command or a script: what follows is its own arguments
+    return False
 
 
 def patch_api_server(module: Any) -> bool:
