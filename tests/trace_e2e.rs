@@ -88,12 +88,12 @@ fn the_trace_nests_per_thread_and_holds_every_step_span_and_sample() {
     for record in &reports.steps.detailed_steps {
         let event = steps
             .iter()
-            .find(|e| e.args["step_id"] == TraceArg::Number(record.step_id as f64))
+            .find(|e| e.args["step_id"] == TraceArg::Count(record.step_id))
             .unwrap_or_else(|| panic!("step {} missing", record.step_id));
         assert_eq!(event.tid, record.thread_id);
         assert_eq!(
             event.args["batch_size"],
-            TraceArg::Number(f64::from(record.batch_size))
+            TraceArg::Count(u64::from(record.batch_size))
         );
         let dur_ms = event.dur.unwrap() / 1000.0;
         if event.args.contains_key("clipped") {
@@ -136,22 +136,50 @@ fn the_trace_nests_per_thread_and_holds_every_step_span_and_sample() {
         .filter(|e| e.ph == "M")
         .map(|e| e.name.as_str())
         .collect();
-    assert_eq!(named, ["process_name", "thread_name", "thread_name"]);
-    let counters: Vec<_> = trace.trace_events.iter().filter(|e| e.ph == "C").collect();
     assert_eq!(
-        counters.len(),
-        reports.history.gpu_history.len(),
-        "one counter event per sample"
+        named,
+        [
+            "process_name",
+            "process_labels",
+            "thread_name",
+            "thread_name"
+        ]
     );
-    assert!(!counters.is_empty());
-    for c in counters {
-        assert_eq!(c.name, "GPU 0");
-        assert_eq!(c.args["utilization_percent"], TraceArg::Number(64.0));
-        assert_eq!(c.args["memory_used_mb"], TraceArg::Number(4096.0));
+    // One figure per counter track, its unit in the track's name: one event per sample and
+    // figure the fake gives (utilization, memory, temperature, power).
+    let counters: Vec<_> = trace.trace_events.iter().filter(|e| e.ph == "C").collect();
+    let samples = reports.history.gpu_history.len();
+    assert!(samples > 0);
+    let mut tracks: BTreeMap<&str, Vec<&TraceArg>> = BTreeMap::new();
+    for c in &counters {
+        assert_eq!(c.args.len(), 1, "{c:?}");
+        tracks
+            .entry(c.name.as_str())
+            .or_default()
+            .push(&c.args["value"]);
     }
+    let names: Vec<&str> = tracks.keys().copied().collect();
+    assert_eq!(
+        names,
+        [
+            "GPU 0 memory used (MiB)",
+            "GPU 0 power (W)",
+            "GPU 0 temperature (°C)",
+            "GPU 0 utilization (%)"
+        ]
+    );
+    assert!(tracks.values().all(|values| values.len() == samples));
+    assert!(tracks["GPU 0 utilization (%)"]
+        .iter()
+        .all(|v| **v == TraceArg::Number(64.0)));
+    assert!(tracks["GPU 0 memory used (MiB)"]
+        .iter()
+        .all(|v| **v == TraceArg::Number(4096.0)));
+    // Integers are written as integers.
     assert_eq!(
         raw["otherData"]["dropped_spans"],
-        Value::from(0.0),
+        Value::from(0u64),
         "nothing dropped"
     );
+    assert!(raw["otherData"]["dropped_spans"].is_u64());
 }

@@ -2,7 +2,7 @@
 //! and from the JSON given to `vllm_profiler_enable` (strict: a bad value is an error and nothing
 //! changes). Both are driven by the one table of settings (`table`); `parse` types each value.
 
-mod parse;
+pub(crate) mod parse;
 pub mod table;
 
 use std::ffi::OsString;
@@ -13,7 +13,7 @@ use serde_json::Value as Json;
 use vllm_profiler_core::{ProfilerError, Result, Settings};
 
 use parse::Value;
-pub use parse::{parse_bool, shown};
+pub use parse::{env_value, parse_bool, shown};
 pub use table::ENABLE_PROFILING;
 use table::{Field, ReadBy, DEFAULT_PROCESSES, SETTINGS};
 
@@ -131,7 +131,7 @@ impl Config {
             (Field::PrometheusAddr, Value::Address(addr)) => self.prometheus_addr = Some(addr),
             (Field::PrometheusExpiry, Value::Seconds(Some(d))) => self.prometheus_expiry = d,
             (Field::Processes, Value::Globs(patterns)) => self.processes = patterns,
-            (Field::LayerProfiling | Field::Switch | Field::RecordShapes, _) => {}
+            (Field::LayerProfiling | Field::Switch | Field::RecordShapes | Field::RunId, _) => {}
             (field, value) => debug_assert!(false, "{field:?} cannot take {value:?}"),
         }
     }
@@ -357,17 +357,39 @@ mod tests {
                     }
                 }
                 Kind::Path => "/tmp/x",
+                Kind::Seconds { min, .. } if min > 0.5 => "2",
                 Kind::Seconds { .. } => "0.5",
                 Kind::Count { .. } => "7",
                 Kind::Devices => "1",
                 Kind::Address => ":1",
                 Kind::Globs => "x*",
+                Kind::Name => "run-1",
             };
             let (config, warnings) = from(&[(setting.env, value)]);
             assert!(warnings.is_empty(), "{}: {warnings:?}", setting.env);
             // Layer profiling is checked and dropped (see `Config`).
             let acts = setting.field != Field::LayerProfiling;
             assert_eq!(config != Config::default(), acts, "{}={value}", setting.env);
+        }
+    }
+
+    #[test]
+    fn a_run_id_is_a_short_name() {
+        let setting = SETTINGS.iter().find(|s| s.env == RUN_ID).unwrap();
+        for (raw, ok) in [
+            ("18c2f-4242", true),
+            ("prod:a.b_c-1", true),
+            (&"x".repeat(64), true),
+            (&"x".repeat(65), false),
+            ("", false),
+            ("a b", false),
+            ("a/b", false),
+            ("é", false),
+        ] {
+            let mut warnings = Vec::new();
+            let value = parse::env_value(setting, OsString::from(raw).as_os_str(), &mut warnings);
+            assert_eq!(value.is_some(), ok, "{raw:?}");
+            assert_eq!(warnings.len(), usize::from(!ok), "{raw:?}: {warnings:?}");
         }
     }
 

@@ -27,6 +27,7 @@ mod metrics;
 mod output_dir;
 mod process_hooks;
 mod quiet_threads;
+mod run;
 mod runtime;
 mod sampling;
 mod signals;

@@ -141,6 +141,9 @@ pub fn on_load() {
     }
     let (config, mut warnings) = output_dir::env_config();
     let matches = current_exe_name().is_some_and(|name| config.matches_process(&name));
+    if matches {
+        crate::run::adopt_at_load(&mut warnings);
+    }
     if switch.is_none() {
         // Malformed master switch: say so only where the process would have been profiled.
         if matches {
@@ -201,6 +204,7 @@ fn activate(control: &mut Control, mut config: Config) -> Result<Vec<String>> {
             let session = Session::new(pid, gate.generation() + 1, config.settings.clone());
             let (role, rank) = identity::get();
             session.set_identity(role, rank);
+            session.set_run(crate::run::id(), nix::unistd::getppid().as_raw() as u32);
             let parent = SESSION.swap(Some(session.clone()));
             // A forked child: the parent's session may hold locks of threads that do not exist
             // here. Never drop it.

@@ -7,7 +7,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use plotters::prelude::*;
-use vllm_profiler_format::{self as format, DetailedSteps, GpuHistory, RunReport};
+use vllm_profiler_format::{
+    self as format, DetailedSteps, DeviceStats, GpuHistory, ProcessReport, RunReport,
+};
 
 use crate::input::read_json;
 
@@ -102,11 +104,27 @@ pub fn render(dir: &Path, run: &RunReport) -> Result<String, String> {
         "<h1>vllm-profiler report</h1><p>{}</p>",
         escape(&run.dir)
     );
-    for p in &run.processes {
+    for group in &run.runs {
+        let _ = writeln!(page, "<h2>Run {}</h2>", escape(&group.run_id));
+        for p in &group.processes {
+            render_process(&mut page, dir, p, &group.gpus)?;
+        }
+    }
+    page += "</body></html>\n";
+    Ok(page)
+}
+
+fn render_process(
+    page: &mut String,
+    dir: &Path,
+    p: &ProcessReport,
+    gpus: &[DeviceStats],
+) -> Result<(), String> {
+    {
         let s = &p.summary;
         let _ = writeln!(
             page,
-            "<h2 id=\"pid-{pid}\">Process {pid}</h2>\n<table class=\"summary\"><tr><th>steps</th>\
+            "<h3 id=\"pid-{pid}\">Process {pid} {label}</h3>\n<table class=\"summary\"><tr><th>steps</th>\
              <th>tokens</th><th>tokens/s</th><th>avg ms</th><th>p50 ms</th><th>p90 ms</th>\
              <th>p99 ms</th><th>max ms</th></tr><tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
              <td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>",
@@ -119,13 +137,14 @@ pub fn render(dir: &Path, run: &RunReport) -> Result<String, String> {
             cell(s.p99_duration_ms, 3),
             cell(s.max_duration_ms, 3),
             pid = p.pid,
+            label = escape(&p.label),
         );
-        page += "<div class=\"plots\">\n";
+        *page += "<div class=\"plots\">\n";
         let steps: Option<DetailedSteps> =
             read_json(&dir.join(format::detailed_steps_file_name(p.pid))).ok();
         if let Some(steps) = steps.filter(|s| !s.detailed_steps.is_empty()) {
             let durations: Vec<f64> = steps.detailed_steps.iter().map(|s| s.duration_ms).collect();
-            page += &histogram(&durations)?;
+            *page += &histogram(&durations)?;
         }
         let history: Option<GpuHistory> =
             read_json(&dir.join(format::gpu_history_file_name(p.pid))).ok();
@@ -135,7 +154,8 @@ pub fn render(dir: &Path, run: &RunReport) -> Result<String, String> {
                 .iter()
                 .map(|s| s.timestamp)
                 .fold(f64::INFINITY, f64::min);
-            for device in &p.gpus {
+            // The run's devices, drawn where their samples came from.
+            for device in gpus.iter().filter(|g| g.pid == p.pid) {
                 let series = |value: &dyn Fn(&format::GpuSample) -> Option<f64>| {
                     history
                         .gpu_history
@@ -153,13 +173,13 @@ pub fn render(dir: &Path, run: &RunReport) -> Result<String, String> {
                         continue;
                     }
                     let title = format!("GPU {} {figure}", device.device_id);
-                    page += &line_chart(&title, unit, &points)?;
+                    *page += &line_chart(&title, unit, &points)?;
                 }
             }
         }
-        page += "</div>\n";
+        *page += "</div>\n";
         if !s.layer_performance.is_empty() {
-            page += "<table class=\"layers\"><tr><th>layer</th><th>calls</th><th>avg ms</th>\
+            *page += "<table class=\"layers\"><tr><th>layer</th><th>calls</th><th>avg ms</th>\
                      <th>total ms</th></tr>\n";
             let mut layers: Vec<_> = s.layer_performance.iter().collect();
             layers.sort_by(|a, b| b.1.total_duration_ms.total_cmp(&a.1.total_duration_ms));
@@ -173,11 +193,10 @@ pub fn render(dir: &Path, run: &RunReport) -> Result<String, String> {
                     l.total_duration_ms
                 );
             }
-            page += "</table>\n";
+            *page += "</table>\n";
         }
     }
-    page += "</body></html>\n";
-    Ok(page)
+    Ok(())
 }
 
 fn cell(value: Option<f64>, decimals: usize) -> String {

@@ -1,10 +1,13 @@
 //! `vllm-profiler`: list the GPUs the agent would sample; read and compare reports.
 
+mod compare;
 mod gpus;
 mod html;
 mod input;
 mod recover;
 mod report;
+mod runs;
+mod trace;
 mod watchdog;
 
 use std::path::PathBuf;
@@ -38,9 +41,15 @@ enum Command {
     /// vLLM's engine shutdown) from the crash-safe journal each one keeps in DIR, then remove
     /// the journals. A process still running is left alone, unless --force.
     Recover(RecoverArgs),
-    /// Compare run A with run B (report dirs, or summary files): the change of each metric and
-    /// of each layer's mean duration, with regressions past a threshold flagged.
+    /// Compare run A with run B (report dirs, or summary files), role by role: the change of
+    /// each metric and of each layer's mean duration, with regressions past a threshold
+    /// flagged. Of a dir with several runs, its latest.
     Compare(CompareArgs),
+    /// Merge the traces of every process of a run in DIR into one Chrome trace, on one clock
+    /// (Unix microseconds), processes named by role, each device's GPU counters once.
+    /// Processes that ended without their final export get their reports from their journals
+    /// first, as `recover` does.
+    Trace(TraceArgs),
     /// The idle-GPU watchdog: after IDLE_LIMIT checks in a row with GPU utilization
     /// under IDLE_THRESHOLD % (and no new requests), and not before MIN_RUNTIME seconds, run
     /// COMMAND once (for example a pod stop). A failed command resets the count.
@@ -111,6 +120,18 @@ struct ReportArgs {
 }
 
 #[derive(Args)]
+struct TraceArgs {
+    /// The output dir of a profiled run.
+    dir: PathBuf,
+    /// Where to write the merged trace.
+    #[arg(short, long, value_name = "OUT.json")]
+    output: PathBuf,
+    /// The run to merge, when DIR holds several (`report` lists them); default: the latest.
+    #[arg(long, value_name = "ID")]
+    run: Option<String>,
+}
+
+#[derive(Args)]
 struct RecoverArgs {
     /// The output dir of a profiled run.
     dir: PathBuf,
@@ -141,6 +162,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Gpus(args) => gpus::run(args),
         Command::Report(args) => report_command(args),
+        Command::Trace(args) => trace_command(args),
         Command::Recover(args) => recover_command(args),
         Command::Watchdog(args) => watchdog::run(&watchdog::Watch {
             idle_threshold: args.idle_threshold,
@@ -190,14 +212,36 @@ fn recover_command(args: RecoverArgs) -> Result<(), String> {
     }
 }
 
-fn report_command(args: ReportArgs) -> Result<(), String> {
-    // The reports of killed processes first, so that they are in the tables; a dir that
-    // cannot be read is said by `load` below.
-    for outcome in recover::recover_dir(&args.dir, false).unwrap_or_default() {
+/// The reports of killed processes first, so that a command that reads the dir has them; a
+/// dir that cannot be read is said by what reads it next.
+fn recover_first(dir: &std::path::Path) {
+    for outcome in recover::recover_dir(dir, false).unwrap_or_default() {
         if !matches!(outcome.what, recover::Recovery::Running) {
             eprintln!("vllm-profiler: {}", recover::describe(&outcome));
         }
     }
+}
+
+fn trace_command(args: TraceArgs) -> Result<(), String> {
+    recover_first(&args.dir);
+    let merged = trace::merge(&args.dir, args.run.as_deref())?;
+    for note in &merged.notes {
+        eprintln!("vllm-profiler: {note}");
+    }
+    let bytes = serde_json::to_vec(&merged.trace).map_err(|e| e.to_string())?;
+    std::fs::write(&args.output, bytes)
+        .map_err(|e| format!("cannot write {}: {e}", args.output.display()))?;
+    println!(
+        "wrote {}: run {}, {} process(es)",
+        args.output.display(),
+        merged.run_id,
+        merged.processes
+    );
+    Ok(())
+}
+
+fn report_command(args: ReportArgs) -> Result<(), String> {
+    recover_first(&args.dir);
     let run = report::load(&args.dir)?;
     if let Some(out) = &args.html {
         let page = html::render(&args.dir, &run)?;
@@ -220,12 +264,12 @@ fn compare_command(args: CompareArgs) -> Result<bool, String> {
             args.threshold
         ));
     }
-    let comparison = report::compare(&args.a, &args.b, args.threshold)?;
+    let comparison = compare::compare(&args.a, &args.b, args.threshold)?;
     if args.json {
         let text = serde_json::to_string_pretty(&comparison).map_err(|e| e.to_string())?;
         println!("{text}");
     } else {
-        print!("{}", report::render_comparison(&comparison));
+        print!("{}", compare::render_comparison(&comparison));
     }
     Ok(args.fail_on_regression && comparison.regressions > 0)
 }

@@ -1,37 +1,20 @@
-//! `vllm-profiler report DIR` and `vllm-profiler compare A B`: read exported reports, print
-//! terminal tables (or the same as JSON), and flag regressions between two runs.
+//! `vllm-profiler report DIR`: the exported reports of a dir, by server run, as terminal
+//! tables (or the same as JSON).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
 use vllm_profiler_format::{
-    self as format, Change, Comparison, DeviceStats, GpuHistory, NamedLayer, PerformanceSummary,
-    ProcessReport, RunReport, Spread,
+    self as format, DeviceStats, GpuHistory, NamedLayer, PerformanceSummary, ProcessReport,
+    RunGroup, RunReport, Spread,
 };
 
 use crate::input::read_json;
+use crate::runs;
 
 /// Layers listed in a report's table.
 pub const TOP_LAYERS: usize = 10;
-
-/// The pids with a performance summary in `dir`, ascending.
-fn pids_in(dir: &Path) -> Result<Vec<u32>, String> {
-    let entries =
-        std::fs::read_dir(dir).map_err(|err| format!("cannot read {}: {err}", dir.display()))?;
-    let mut pids: Vec<u32> = entries
-        .filter_map(|entry| entry.ok())
-        .filter_map(|entry| format::summary_pid(entry.file_name().to_str()?))
-        .collect();
-    pids.sort_unstable();
-    if pids.is_empty() {
-        return Err(format!(
-            "no performance_summary_<pid>.json in {}",
-            dir.display()
-        ));
-    }
-    Ok(pids)
-}
 
 fn spread(values: impl Iterator<Item = Option<f64>>) -> Option<Spread> {
     let values: Vec<f64> = values.flatten().filter(|v| v.is_finite()).collect();
@@ -47,6 +30,7 @@ fn spread(values: impl Iterator<Item = Option<f64>>) -> Option<Spread> {
 }
 
 fn device_stats(history: &GpuHistory) -> Vec<DeviceStats> {
+    let device = |id: u32| history.devices.iter().find(|d| d.index == id);
     let mut by_device: BTreeMap<u32, Vec<&format::GpuSample>> = BTreeMap::new();
     for sample in &history.gpu_history {
         by_device.entry(sample.device_id).or_default().push(sample);
@@ -55,11 +39,9 @@ fn device_stats(history: &GpuHistory) -> Vec<DeviceStats> {
         .into_iter()
         .map(|(device_id, samples)| DeviceStats {
             device_id,
-            name: history
-                .devices
-                .iter()
-                .find(|d| d.index == device_id)
-                .and_then(|d| d.name.clone()),
+            name: device(device_id).and_then(|d| d.name.clone()),
+            uuid: device(device_id).and_then(|d| d.uuid.clone()),
+            pid: history.pid,
             samples: samples.len(),
             gpu_utilization: spread(samples.iter().map(|s| s.gpu_utilization)),
             memory_used_mb: spread(samples.iter().map(|s| s.memory_used_mb)),
@@ -90,31 +72,55 @@ fn top_layers(summary: &PerformanceSummary, n: usize) -> Vec<NamedLayer> {
 
 /// Everything `report` shows for the reports in `dir`.
 pub fn load(dir: &Path) -> Result<RunReport, String> {
-    let processes = pids_in(dir)?
+    let runs = runs::load(dir)?
         .into_iter()
-        .map(|pid| {
-            let summary: PerformanceSummary = read_json(&dir.join(format::summary_file_name(pid)))?;
-            let history_path = dir.join(format::gpu_history_file_name(pid));
-            let gpus = if history_path.exists() {
-                device_stats(&read_json(&history_path)?)
-            } else {
-                Vec::new()
-            };
-            Ok(ProcessReport {
-                pid,
-                top_layers: top_layers(&summary, TOP_LAYERS),
-                summary,
+        .map(|run| {
+            let mut gpus: Vec<DeviceStats> = Vec::new();
+            let mut processes = Vec::new();
+            for summary in run.members {
+                let history_path = dir.join(format::gpu_history_file_name(summary.pid));
+                if history_path.exists() {
+                    for stats in device_stats(&read_json(&history_path)?) {
+                        once_per_device(&mut gpus, stats);
+                    }
+                }
+                processes.push(ProcessReport {
+                    pid: summary.pid,
+                    label: runs::label(&summary),
+                    top_layers: top_layers(&summary, TOP_LAYERS),
+                    summary,
+                });
+            }
+            gpus.sort_by_key(|g| g.device_id);
+            Ok(RunGroup {
+                run_id: run.run_id,
+                processes,
                 gpus,
             })
         })
         .collect::<Result<Vec<_>, String>>()?;
     Ok(RunReport {
         dir: dir.display().to_string(),
-        processes,
+        runs,
     })
 }
 
-fn ms(value: Option<f64>) -> String {
+/// Keeps `stats` unless a process of the run sampled its device (its UUID, else its index)
+/// more.
+fn once_per_device(gpus: &mut Vec<DeviceStats>, stats: DeviceStats) {
+    let same = |g: &DeviceStats| match (&g.uuid, &stats.uuid) {
+        (Some(a), Some(b)) => a == b,
+        (None, None) => g.device_id == stats.device_id,
+        _ => false,
+    };
+    match gpus.iter_mut().find(|g| same(g)) {
+        Some(kept) if kept.samples >= stats.samples => {}
+        Some(kept) => *kept = stats,
+        None => gpus.push(stats),
+    }
+}
+
+pub(crate) fn ms(value: Option<f64>) -> String {
     value.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"))
 }
 
@@ -130,7 +136,7 @@ fn spread_cells(spread: Option<Spread>, decimals: usize) -> [String; 3] {
 }
 
 /// Left-aligned first column, right-aligned others, each as wide as its widest cell.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -159,270 +165,133 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 /// The terminal tables of `report`.
 pub fn render(report: &RunReport) -> String {
     let mut out = format!("Reports in {}\n", report.dir);
-    for p in &report.processes {
-        let s = &p.summary;
-        let role = match s.rank {
-            Some(rank) => format!("{} rank {rank}", s.role.as_str()),
-            None => s.role.as_str().to_owned(),
-        };
-        let empty = if s.empty_steps > 0 {
-            format!(" (+{} empty)", s.empty_steps)
-        } else {
-            String::new()
-        };
-        let _ = write!(
-            out,
-            "\nProcess {} {role} ({} steps{empty}, {} tokens{})\n\n",
-            p.pid,
-            s.total_steps,
-            s.total_tokens,
-            s.tokens_per_second
-                .map_or_else(String::new, |t| format!(", {t:.1} tokens/s"))
-        );
-        out += &table(
-            &[
-                "step duration (ms)",
-                "avg",
-                "p50",
-                "p90",
-                "p99",
-                "min",
-                "max",
-            ],
-            &[vec![
-                "all steps".to_owned(),
-                ms(s.avg_duration_ms),
-                ms(s.p50_duration_ms),
-                ms(s.p90_duration_ms),
-                ms(s.p99_duration_ms),
-                ms(s.min_duration_ms),
-                ms(s.max_duration_ms),
-            ]],
-        );
-        if !p.top_layers.is_empty() {
-            out += "\n";
-            let rows: Vec<Vec<String>> = p
-                .top_layers
-                .iter()
-                .map(|l| {
-                    vec![
-                        l.name.clone(),
-                        l.performance.call_count.to_string(),
-                        format!("{:.3}", l.performance.avg_duration_ms),
-                        format!("{:.3}", l.performance.total_duration_ms),
-                    ]
-                })
-                .collect();
-            out += &table(&["top layers", "calls", "avg ms", "total ms"], &rows);
-        }
-        if !p.gpus.is_empty() {
-            out += "\n";
-            let mut rows = Vec::new();
-            for g in &p.gpus {
-                let label = match &g.name {
-                    Some(name) => format!("GPU {} {name}", g.device_id),
-                    None => format!("GPU {}", g.device_id),
-                };
-                for (figure, spread, decimals) in [
-                    ("utilization %", g.gpu_utilization, 1),
-                    ("memory used MiB", g.memory_used_mb, 0),
-                    ("temperature C", g.temperature, 0),
-                    ("power W", g.power_draw, 1),
-                ] {
-                    let [min, avg, max] = spread_cells(spread, decimals);
-                    rows.push(vec![
-                        format!("{label} {figure}"),
-                        min,
-                        avg,
-                        max,
-                        g.samples.to_string(),
-                    ]);
-                }
-            }
-            out += &table(&["GPU", "min", "avg", "max", "samples"], &rows);
-        }
-        let c = &s.counters;
-        if c.dropped_steps + c.lost_events + c.dropped_samples > 0 {
-            let _ = writeln!(
-                out,
-                "\nnot kept: {} steps evicted from the history, {} samples, {} events lost",
-                c.dropped_steps, c.dropped_samples, c.lost_events
-            );
-        }
+    for run in &report.runs {
+        render_run(&mut out, run);
     }
     out
 }
 
-/// The summary of `path`: a summary file, or the process with the most steps in a dir.
-fn summary_of(path: &Path) -> Result<PerformanceSummary, String> {
-    if path.is_file() {
-        return read_json(path);
-    }
-    let mut best: Option<PerformanceSummary> = None;
-    for pid in pids_in(path)? {
-        let summary: PerformanceSummary = read_json(&path.join(format::summary_file_name(pid)))?;
-        if best
-            .as_ref()
-            .is_none_or(|b| summary.total_steps > b.total_steps)
-        {
-            best = Some(summary);
-        }
-    }
-    best.ok_or_else(|| format!("no reports in {}", path.display()))
-}
-
-fn change(name: &str, a: Option<f64>, b: Option<f64>, higher_is_better: bool, t: f64) -> Change {
-    let change_percent = match (a, b) {
-        (Some(a), Some(b)) if a != 0.0 => Some((b - a) / a * 100.0),
-        _ => None,
-    };
-    let regression = change_percent.is_some_and(|c| if higher_is_better { c < -t } else { c > t });
-    Change {
-        name: name.to_owned(),
-        a,
-        b,
-        change_percent,
-        higher_is_better,
-        regression,
-    }
-}
-
-/// Compares run A with run B (dirs or summary files).
-pub fn compare(a: &Path, b: &Path, threshold_percent: f64) -> Result<Comparison, String> {
-    let (sa, sb) = (summary_of(a)?, summary_of(b)?);
-    let t = threshold_percent;
-    let metrics = vec![
-        change(
-            "avg_duration_ms",
-            sa.avg_duration_ms,
-            sb.avg_duration_ms,
-            false,
-            t,
-        ),
-        change(
-            "p50_duration_ms",
-            sa.p50_duration_ms,
-            sb.p50_duration_ms,
-            false,
-            t,
-        ),
-        change(
-            "p90_duration_ms",
-            sa.p90_duration_ms,
-            sb.p90_duration_ms,
-            false,
-            t,
-        ),
-        change(
-            "p99_duration_ms",
-            sa.p99_duration_ms,
-            sb.p99_duration_ms,
-            false,
-            t,
-        ),
-        change(
-            "max_duration_ms",
-            sa.max_duration_ms,
-            sb.max_duration_ms,
-            false,
-            t,
-        ),
-        change(
-            "tokens_per_second",
-            sa.tokens_per_second,
-            sb.tokens_per_second,
-            true,
-            t,
-        ),
-        change(
-            "avg_memory_mb",
-            sa.avg_memory_mb,
-            sb.avg_memory_mb,
-            false,
-            t,
-        ),
-        change(
-            "max_memory_mb",
-            sa.max_memory_mb,
-            sb.max_memory_mb,
-            false,
-            t,
-        ),
-    ];
-    let layers: Vec<Change> = sa
-        .layer_performance
+fn render_run(out: &mut String, run: &RunGroup) {
+    let _ = writeln!(
+        out,
+        "\nRun {}: {} process(es)\n",
+        run.run_id,
+        run.processes.len()
+    );
+    let rows: Vec<Vec<String>> = run
+        .processes
         .iter()
-        .filter_map(|(name, la)| {
-            let lb = sb.layer_performance.get(name)?;
-            Some(change(
-                name,
-                Some(la.avg_duration_ms),
-                Some(lb.avg_duration_ms),
-                false,
-                t,
-            ))
+        .map(|p| {
+            let s = &p.summary;
+            vec![
+                p.label.clone(),
+                p.pid.to_string(),
+                s.total_steps.to_string(),
+                s.total_tokens.to_string(),
+                s.tokens_per_second
+                    .map_or_else(|| "-".to_owned(), |t| format!("{t:.1}")),
+                ms(s.avg_duration_ms),
+                ms(s.p99_duration_ms),
+                s.counters.total_spans.to_string(),
+            ]
         })
         .collect();
-    let only = |x: &PerformanceSummary, y: &PerformanceSummary| {
-        x.layer_performance
-            .keys()
-            .filter(|k| !y.layer_performance.contains_key(*k))
-            .cloned()
-            .collect::<Vec<_>>()
-    };
-    let regressions = metrics
-        .iter()
-        .chain(&layers)
-        .filter(|c| c.regression)
-        .count();
-    Ok(Comparison {
-        pid_a: sa.pid,
-        pid_b: sb.pid,
-        threshold_percent,
-        only_in_a: only(&sa, &sb),
-        only_in_b: only(&sb, &sa),
-        metrics,
-        layers,
-        regressions,
-    })
+    *out += &table(
+        &[
+            "process", "pid", "steps", "tokens", "tokens/s", "avg ms", "p99 ms", "spans",
+        ],
+        &rows,
+    );
+    for p in &run.processes {
+        render_process(out, p);
+    }
+    if !run.gpus.is_empty() {
+        let _ = writeln!(out, "\nGPUs of run {} (each device once)\n", run.run_id);
+        let mut rows = Vec::new();
+        for g in &run.gpus {
+            let label = match &g.name {
+                Some(name) => format!("GPU {} {name}", g.device_id),
+                None => format!("GPU {}", g.device_id),
+            };
+            for (figure, spread, decimals) in [
+                ("utilization %", g.gpu_utilization, 1),
+                ("memory used MiB", g.memory_used_mb, 0),
+                ("temperature C", g.temperature, 0),
+                ("power W", g.power_draw, 1),
+            ] {
+                let [min, avg, max] = spread_cells(spread, decimals);
+                rows.push(vec![
+                    format!("{label} {figure}"),
+                    min,
+                    avg,
+                    max,
+                    g.samples.to_string(),
+                ]);
+            }
+        }
+        *out += &table(&["GPU", "min", "avg", "max", "samples"], &rows);
+    }
 }
 
-/// The terminal table of `compare`.
-pub fn render_comparison(c: &Comparison) -> String {
-    let row = |ch: &Change| {
-        vec![
-            ch.name.clone(),
-            ms(ch.a),
-            ms(ch.b),
-            ch.change_percent
-                .map_or_else(|| "-".to_owned(), |p| format!("{p:+.1}%")),
-            if ch.regression {
-                "REGRESSION".to_owned()
-            } else {
-                String::new()
-            },
-        ]
+fn render_process(out: &mut String, p: &ProcessReport) {
+    let s = &p.summary;
+    let empty = if s.empty_steps > 0 {
+        format!(" (+{} empty)", s.empty_steps)
+    } else {
+        String::new()
     };
-    let mut out = format!(
-        "A: pid {}   B: pid {}   regression past {}%\n\n",
-        c.pid_a, c.pid_b, c.threshold_percent
+    let _ = write!(
+        out,
+        "\nProcess {} {} ({} steps{empty}, {} tokens{})\n\n",
+        p.pid,
+        p.label,
+        s.total_steps,
+        s.total_tokens,
+        s.tokens_per_second
+            .map_or_else(String::new, |t| format!(", {t:.1} tokens/s"))
     );
-    out += &table(
-        &["metric", "A", "B", "change", ""],
-        &c.metrics.iter().map(row).collect::<Vec<_>>(),
+    *out += &table(
+        &[
+            "step duration (ms)",
+            "avg",
+            "p50",
+            "p90",
+            "p99",
+            "min",
+            "max",
+        ],
+        &[vec![
+            "all steps".to_owned(),
+            ms(s.avg_duration_ms),
+            ms(s.p50_duration_ms),
+            ms(s.p90_duration_ms),
+            ms(s.p99_duration_ms),
+            ms(s.min_duration_ms),
+            ms(s.max_duration_ms),
+        ]],
     );
-    if !c.layers.is_empty() {
-        out += "\n";
-        out += &table(
-            &["layer avg ms", "A", "B", "change", ""],
-            &c.layers.iter().map(row).collect::<Vec<_>>(),
+    if !p.top_layers.is_empty() {
+        *out += "\n";
+        let rows: Vec<Vec<String>> = p
+            .top_layers
+            .iter()
+            .map(|l| {
+                vec![
+                    l.name.clone(),
+                    l.performance.call_count.to_string(),
+                    format!("{:.3}", l.performance.avg_duration_ms),
+                    format!("{:.3}", l.performance.total_duration_ms),
+                ]
+            })
+            .collect();
+        *out += &table(&["top layers", "calls", "avg ms", "total ms"], &rows);
+    }
+    let c = &s.counters;
+    if c.dropped_steps + c.lost_events + c.dropped_samples > 0 {
+        let _ = writeln!(
+            out,
+            "\nnot kept: {} steps evicted from the history, {} samples, {} events lost",
+            c.dropped_steps, c.dropped_samples, c.lost_events
         );
     }
-    for (label, names) in [("only in A", &c.only_in_a), ("only in B", &c.only_in_b)] {
-        if !names.is_empty() {
-            let _ = writeln!(out, "\n{label}: {}", names.join(", "));
-        }
-    }
-    let _ = writeln!(out, "\n{} regression(s)", c.regressions);
-    out
 }

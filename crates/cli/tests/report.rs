@@ -32,6 +32,9 @@ fn summary(pid: u32, steps: u64, avg: f64, tokens_per_second: f64) -> Performanc
         pid,
         role: format::Role::Process,
         rank: None,
+        run_id: Some("a".into()),
+        parent_pid: None,
+        started_unix: Some(f64::from(pid)),
         generated_at: 1.0,
         export: None,
         last_n_steps: None,
@@ -137,17 +140,23 @@ fn report_prints_the_summary_top_layers_and_gpu_spread_per_process() {
 
     let json = cli(&["report".as_ref(), tmp.path().as_os_str(), "--json".as_ref()]);
     assert!(json.status.success());
-    let run: RunReport = serde_json::from_slice(&json.stdout).unwrap();
+    let report: RunReport = serde_json::from_slice(&json.stdout).unwrap();
+    let [run] = &report.runs[..] else {
+        panic!("one run: {report:?}")
+    };
+    assert_eq!(run.run_id, "a");
     assert_eq!(run.processes.len(), 2);
     let p = &run.processes[0];
     assert_eq!((p.pid, p.summary.total_steps), (11, 100));
     let names: Vec<_> = p.top_layers.iter().map(|l| l.name.as_str()).collect();
     assert_eq!(names, ["model.mlp", "model.attn", "lm_head"]);
-    let gpu = &p.gpus[0];
+    // The run's one device, from pid 11 (pid 12 sampled nothing).
+    let [gpu] = &run.gpus[..] else {
+        panic!("one device: {run:?}")
+    };
     let util = gpu.gpu_utilization.unwrap();
     assert_eq!((util.min, util.avg, util.max), (10.0, 40.0, 80.0));
-    assert_eq!(gpu.samples, 3);
-    assert!(run.processes[1].gpus.is_empty(), "pid 12 sampled nothing");
+    assert_eq!((gpu.samples, gpu.pid), (3, 11));
 }
 
 #[test]
@@ -198,9 +207,12 @@ fn compare_shows_each_change_and_flags_regressions_past_the_threshold() {
         "--json".as_ref(),
     ]);
     assert!(out.status.success(), "{out:?}");
-    let c: Comparison = serde_json::from_slice(&out.stdout).unwrap();
-    // A's process with the most steps is compared.
-    assert_eq!((c.pid_a, c.pid_b), (11, 21));
+    let comparison: Comparison = serde_json::from_slice(&out.stdout).unwrap();
+    // One role on each side, `process`: A's process of that role with the most steps.
+    let [c] = &comparison.roles[..] else {
+        panic!("one role: {comparison:?}")
+    };
+    assert_eq!((c.role.as_str(), c.pid_a, c.pid_b), ("process", 11, 21));
     let metric = |name: &str| c.metrics.iter().find(|m| m.name == name).unwrap().clone();
     let avg = metric("avg_duration_ms");
     assert_eq!((avg.a, avg.b), (Some(20.0), Some(22.0)));
@@ -214,7 +226,7 @@ fn compare_shows_each_change_and_flags_regressions_past_the_threshold() {
     assert_eq!(c.only_in_a, ["lm_head"]);
     assert_eq!(c.only_in_b, ["model.rope"]);
     // avg, p50, p90, p99, max all 10 % worse, and attn.
-    assert_eq!(c.regressions, 6);
+    assert_eq!((c.regressions, comparison.regressions), (6, 6));
 
     let table = cli(&["compare".as_ref(), a.as_os_str(), b.as_os_str()]);
     let text = String::from_utf8(table.stdout).unwrap();
@@ -319,8 +331,8 @@ fn report_reads_only_the_names_the_agent_writes() {
     }
     let json = cli(&["report".as_ref(), tmp.path().as_os_str(), "--json".as_ref()]);
     assert!(json.status.success(), "{json:?}");
-    let run: RunReport = serde_json::from_slice(&json.stdout).unwrap();
-    let pids: Vec<u32> = run.processes.iter().map(|p| p.pid).collect();
+    let report: RunReport = serde_json::from_slice(&json.stdout).unwrap();
+    let pids: Vec<u32> = report.runs[0].processes.iter().map(|p| p.pid).collect();
     assert_eq!(pids, [11, 12]);
-    assert_eq!(run.processes[0].summary.total_steps, 100);
+    assert_eq!(report.runs[0].processes[0].summary.total_steps, 100);
 }

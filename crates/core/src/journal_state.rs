@@ -26,7 +26,7 @@ use crate::journal::{Writer, JOURNAL_VERSION};
 use crate::kept::{KeptLayer, KeptStep, StepBuilder};
 use crate::names::NameId;
 use crate::samples::SampleStore;
-use crate::session::{Session, Settings};
+use crate::session::{RunIdentity, Session, Settings};
 use crate::trace::{self, TraceSpan};
 
 /// The whole session at one moment.
@@ -42,6 +42,7 @@ pub(crate) struct State {
     sample_interval_s: f64,
     role: format::Role,
     rank: Option<u32>,
+    run: RunIdentity,
     pub(crate) names: Vec<String>,
     pub(crate) shapes: Vec<String>,
     counters: CounterValues,
@@ -181,6 +182,7 @@ impl Session {
             sample_interval_s: settings.sample_interval.as_secs_f64(),
             role,
             rank,
+            run: self.run(),
             names: strings(self.interner.snapshot()),
             shapes: strings(self.shapes.snapshot()),
             counters: self.counters.values(),
@@ -227,6 +229,7 @@ impl Session {
         session.counters.set(state.counters);
         session.latest.publish(None, None, state.memory_source);
         session.set_identity(state.role, state.rank);
+        *session.run.write() = state.run;
         let mut pending: Pending = FxHashMap::default();
         for (thread, seq, layers) in state.pending {
             let index = layers

@@ -43,4 +43,4 @@ pub use latest::LatestMetrics;
 #[cfg(feature = "recorder")]
 pub use recorder::ThreadRecorder;
 pub use recover::{recover, Recovered};
-pub use session::{Session, Settings};
+pub use session::{RunIdentity, Session, Settings};

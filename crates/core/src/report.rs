@@ -128,11 +128,15 @@ impl Session {
             .collect();
         let c = &self.counters;
         let (role, rank) = self.identity();
+        let run = self.run();
         format::PerformanceSummary {
             schema_version: format::SCHEMA_VERSION,
             pid: self.pid,
             role,
             rank,
+            run_id: run.run_id,
+            parent_pid: run.parent_pid,
+            started_unix: Some(self.started_unix),
             generated_at: self.clock.unix_now(),
             export: None,
             last_n_steps,
@@ -352,6 +356,17 @@ impl Session {
                 format::TraceArg::Number(stamp.at),
             ),
         ]);
+        let run = self.run();
+        if let Some(run_id) = run.run_id {
+            let key = format::TraceFile::RUN_ID.to_owned();
+            trace.other_data.insert(key, format::TraceArg::Text(run_id));
+        }
+        if let Some(parent) = run.parent_pid {
+            let key = format::TraceFile::PARENT_PID.to_owned();
+            trace
+                .other_data
+                .insert(key, format::TraceArg::Count(u64::from(parent)));
+        }
         trace
     }
 }

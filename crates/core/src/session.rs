@@ -82,10 +82,19 @@ pub struct Session {
     pub(crate) closed: AtomicBool,
     /// What this process is in a vLLM server, and a worker's rank.
     pub(crate) identity: RwLock<(format::Role, Option<u32>)>,
+    /// The server run this process belongs to, and the pid of the process that started it.
+    pub(crate) run: RwLock<RunIdentity>,
     /// The crash-safe journal's files; taken only by the collector thread and the final export.
     pub(crate) journal: Mutex<Journal>,
     /// A session rebuilt from a journal: the name its process had (`None`: this process).
     pub(crate) recovered_name: Option<String>,
+}
+
+/// Which run a session's process belongs to; `None`s for a session that was never told.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RunIdentity {
+    pub run_id: Option<String>,
+    pub parent_pid: Option<u32>,
 }
 
 impl Session {
@@ -118,6 +127,7 @@ impl Session {
             free_thread_slots: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
             identity: RwLock::new((format::Role::Process, None)),
+            run: RwLock::new(RunIdentity::default()),
             journal: Mutex::new(Journal::new(pid)),
             recovered_name: None,
         })
@@ -130,6 +140,18 @@ impl Session {
 
     pub fn identity(&self) -> (format::Role, Option<u32>) {
         *self.identity.read()
+    }
+
+    /// Sets the server run this process belongs to and its parent's pid, for every report.
+    pub fn set_run(&self, run_id: String, parent_pid: u32) {
+        *self.run.write() = RunIdentity {
+            run_id: Some(run_id),
+            parent_pid: Some(parent_pid),
+        };
+    }
+
+    pub fn run(&self) -> RunIdentity {
+        self.run.read().clone()
     }
 
     pub fn pid(&self) -> u32 {

@@ -91,7 +91,7 @@ pub(crate) fn build(
 ) -> format::TraceFile {
     let mut intervals: Vec<Interval> = Vec::with_capacity(steps.len() + spans.len());
     for step in steps {
-        let number = |n: u64| TraceArg::Number(n as f64);
+        let number = TraceArg::Count;
         intervals.push(Interval {
             thread_id: step.thread_id,
             start_ns: step.start_ns,
@@ -145,12 +145,11 @@ pub(crate) fn build(
         Some(rank) => format!("{} rank {rank}", process.role.as_str()),
         None => process.role.as_str().to_owned(),
     };
-    events.push(metadata(
-        pid,
-        0,
-        "process_name",
-        format!("{} (pid {pid}, {label})", process.name),
-    ));
+    // Viewers show the pid beside the name: the name is the role, the executable's name a label.
+    events.push(metadata(pid, 0, "process_name", label));
+    if !process.name.is_empty() {
+        events.push(metadata(pid, 0, "process_labels", process.name.clone()));
+    }
     let mut thread = None;
     let mut open: Vec<u64> = Vec::new();
     for mut interval in intervals {
@@ -172,7 +171,7 @@ pub(crate) fn build(
                 interval.end_ns = outer_end;
                 interval
                     .args
-                    .insert(Cow::Borrowed("clipped"), TraceArg::Number(1.0));
+                    .insert(Cow::Borrowed("clipped"), TraceArg::Count(1));
             }
         }
         open.push(interval.end_ns);
@@ -193,30 +192,8 @@ pub(crate) fn build(
     }
     if let Some(gpu) = gpu {
         for sample in &gpu.gpu_history {
-            let mut args = BTreeMap::new();
-            for (key, value) in [
-                ("utilization_percent", sample.gpu_utilization),
-                ("memory_used_mb", sample.memory_used_mb),
-                ("temperature_c", sample.temperature),
-                ("power_watts", sample.power_draw),
-            ] {
-                if let Some(value) = value {
-                    args.insert(Cow::Borrowed(key), TraceArg::Number(value));
-                }
-            }
-            if args.is_empty() {
-                continue;
-            }
-            events.push(TraceEvent {
-                name: format!("GPU {}", sample.device_id),
-                cat: Some(Cow::Borrowed("gpu")),
-                ph: Cow::Borrowed("C"),
-                ts: ((sample.timestamp - process.started_unix) * 1e6).max(0.0),
-                dur: None,
-                pid,
-                tid: 0,
-                args,
-            });
+            let ts = ((sample.timestamp - process.started_unix) * 1e6).max(0.0);
+            events.extend(format::gpu_counter_events(pid, ts, sample));
         }
     }
     format::TraceFile {
@@ -227,10 +204,7 @@ pub(crate) fn build(
                 "started_unix".to_owned(),
                 TraceArg::Number(process.started_unix),
             ),
-            (
-                "dropped_spans".to_owned(),
-                TraceArg::Number(dropped_spans as f64),
-            ),
+            ("dropped_spans".to_owned(), TraceArg::Count(dropped_spans)),
             (
                 "role".to_owned(),
                 TraceArg::Text(process.role.as_str().to_owned()),
@@ -240,7 +214,7 @@ pub(crate) fn build(
         .chain(
             process
                 .rank
-                .map(|rank| ("rank".to_owned(), TraceArg::Number(f64::from(rank)))),
+                .map(|rank| ("rank".to_owned(), TraceArg::Count(u64::from(rank)))),
         )
         .collect(),
     }
@@ -322,7 +296,7 @@ mod tests {
             trace.other_data.get("role"),
             Some(&TraceArg::Text("worker".to_owned()))
         );
-        assert_eq!(trace.other_data.get("rank"), Some(&TraceArg::Number(1.0)));
+        assert_eq!(trace.other_data.get("rank"), Some(&TraceArg::Count(1)));
         let x: Vec<_> = trace.trace_events.iter().filter(|e| e.ph == "X").collect();
         let summary: Vec<_> = x
             .iter()
@@ -337,7 +311,21 @@ mod tests {
                 (8, "layer", 0.0, 50.0),
             ]
         );
-        assert_eq!(x[2].args["clipped"], TraceArg::Number(1.0));
+        assert_eq!(x[2].args["clipped"], TraceArg::Count(1));
+        assert_eq!(x[0].args["batch_size"], TraceArg::Count(2));
+        let names: Vec<_> = trace
+            .trace_events
+            .iter()
+            .filter(|e| e.ph == "M" && e.tid == 0)
+            .map(|e| (e.name.as_str(), &e.args["name"]))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("process_name", &TraceArg::Text("worker rank 1".to_owned())),
+                ("process_labels", &TraceArg::Text("test".to_owned())),
+            ]
+        );
         assert!(!x[1].args.contains_key("clipped"));
         let threads: Vec<_> = trace
             .trace_events

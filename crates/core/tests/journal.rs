@@ -13,7 +13,7 @@ use vllm_profiler_format::{self as format, Role};
 const PID: u32 = 777_001;
 
 fn journaled(dir: &Path) -> Arc<Session> {
-    Session::new(
+    let session = Session::new(
         PID,
         1,
         Settings {
@@ -22,7 +22,9 @@ fn journaled(dir: &Path) -> Arc<Session> {
             journal: true,
             ..Settings::default()
         },
-    )
+    );
+    session.set_run("run-7".to_owned(), 4242);
+    session
 }
 
 fn host(t: f64) -> format::HostSample {
@@ -178,15 +180,18 @@ fn the_reports_of_one_export_share_its_stamp_and_the_next_export_counts_on() {
 }
 
 fn process_name_event(trace: &mut Value) {
-    // The live process names itself by its comm, the rebuilt one by the journal's: the same.
-    for event in trace["traceEvents"].as_array_mut().unwrap() {
-        if event["name"] == "process_name" {
-            assert!(event["args"]["name"]
-                .as_str()
-                .unwrap()
-                .ends_with(&format!("(pid {PID}, worker rank 1)")));
-        }
-    }
+    // Named by role; the live process labels itself by its comm, the rebuilt one by the
+    // journal's: the same.
+    let events = trace["traceEvents"].as_array().unwrap();
+    let named = |kind: &str| {
+        events
+            .iter()
+            .filter(|e| e["name"] == kind)
+            .map(|e| e["args"]["name"].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(named("process_name"), [Value::from("worker rank 1")]);
+    assert_eq!(named("process_labels").len(), 1);
 }
 
 #[test]
@@ -223,6 +228,10 @@ fn a_rebuilt_session_reports_what_the_live_one_would() {
     assert_eq!(summary["empty_steps"], 12);
     assert_eq!(summary["role"], "worker");
     assert_eq!(summary["rank"], 1);
+    // The run, kept by the journal (the rebuilt reports equal these).
+    assert_eq!(summary["run_id"], "run-7");
+    assert_eq!(summary["parent_pid"], 4242);
+    assert_eq!(live_files[3].1["otherData"]["run_id"], "run-7");
     assert_eq!(summary["counters"]["total_spans"], 12 * 13);
     let steps = live_files[1].1["detailed_steps"].as_array().unwrap();
     assert_eq!(steps.len(), 50, "the history bound");

@@ -86,6 +86,16 @@ pub struct PerformanceSummary {
     /// A worker's rank (tensor and pipeline parallel); `null` for other roles.
     #[serde(default)]
     pub rank: Option<u32>,
+    /// The server run this process belongs to (`VLLM_PROFILING_RUN_ID`, inherited by the
+    /// processes it starts); `null` from a writer that did not know it.
+    #[serde(default)]
+    pub run_id: Option<String>,
+    /// The pid of the process that started this one.
+    #[serde(default)]
+    pub parent_pid: Option<u32>,
+    /// Unix seconds when profiling started in this process.
+    #[serde(default)]
+    pub started_unix: Option<f64>,
     /// Unix seconds when this summary was made.
     pub generated_at: f64,
     /// The export that wrote this file: the reports of one export (`performance_summary`,

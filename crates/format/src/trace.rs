@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::GpuSample;
+
 /// `trace_<pid>.json`: the Chrome trace event format's JSON object form.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TraceFile {
@@ -17,6 +19,13 @@ pub struct TraceFile {
     /// left out to keep the trace bounded.
     #[serde(rename = "otherData", default)]
     pub other_data: BTreeMap<String, TraceArg>,
+}
+
+impl TraceFile {
+    /// Keys of `otherData`: the Unix time of `ts` 0, the run and the parent's pid.
+    pub const STARTED_UNIX: &'static str = "started_unix";
+    pub const RUN_ID: &'static str = "run_id";
+    pub const PARENT_PID: &'static str = "parent_pid";
 }
 
 /// One trace event. `ph` is `X` (a complete event: a step or a span), `C` (a counter: GPU
@@ -49,4 +58,36 @@ pub enum TraceArg {
     Count(u64),
     Number(f64),
     Text(String),
+}
+
+/// The counter tracks of the GPU figures: one figure per track, its unit in its name.
+/// A counter track: its figure's name with its unit, and how a sample gives the figure.
+pub type GpuCounter = (&'static str, fn(&GpuSample) -> Option<f64>);
+
+pub const GPU_COUNTERS: [GpuCounter; 4] = [
+    ("utilization (%)", |g| g.gpu_utilization),
+    ("memory used (MiB)", |g| g.memory_used_mb),
+    ("temperature (°C)", |g| g.temperature),
+    ("power (W)", |g| g.power_draw),
+];
+
+/// The `C` events of one sample at `ts`, on `pid`: one per figure it has, each on its own
+/// track (`GPU 0 utilization (%)`), with its value in `value`.
+pub fn gpu_counter_events(pid: u32, ts: f64, sample: &GpuSample) -> Vec<TraceEvent> {
+    GPU_COUNTERS
+        .iter()
+        .filter_map(|(figure, value)| {
+            let value = value(sample)?;
+            Some(TraceEvent {
+                name: format!("GPU {} {figure}", sample.device_id),
+                cat: Some(Cow::Borrowed("gpu")),
+                ph: Cow::Borrowed("C"),
+                ts,
+                dur: None,
+                pid,
+                tid: 0,
+                args: BTreeMap::from([(Cow::Borrowed("value"), TraceArg::Number(value))]),
+            })
+        })
+        .collect()
 }

@@ -28,6 +28,7 @@ pub enum Value {
     Devices(Option<Vec<u32>>),
     Address(String),
     Globs(Vec<glob::Pattern>),
+    Name(String),
 }
 
 /// A value as a warning shows it: quoted, lossy UTF-8, cut to its first 64 characters (with
@@ -39,6 +40,14 @@ pub fn shown(value: &OsStr) -> String {
     }
     let head: String = text.chars().take(SHOWN_CHARS).collect();
     format!("{head:?}... ({} bytes)", value.len())
+}
+
+/// Whether `text` is a [`Kind::Name`]: 1 to 64 letters, digits, `.`, `_`, `-` and `:`.
+pub fn is_name(text: &str) -> bool {
+    (1..=64).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
 }
 
 /// `Some(true)` for 1/true/yes/on, `Some(false)` for 0/false/no/off (any case), else `None`.
@@ -105,6 +114,10 @@ pub fn env_value(setting: &Setting, raw: &OsStr, warnings: &mut Vec<String>) -> 
             Some(Ok(patterns)) => Some(Value::Globs(patterns)),
             _ => warn("a comma-separated list of file-name globs"),
         },
+        Kind::Name => match text.filter(|t| is_name(t)) {
+            Some(name) => Some(Value::Name(name.to_owned())),
+            None => warn("1 to 64 letters, digits, '.', '_', '-' or ':'"),
+        },
         Kind::Path => unreachable!("paths are read above"),
     }
 }
@@ -144,7 +157,7 @@ pub fn json_value(setting: &Setting, key: &str, value: &Json) -> Result<Value> {
         },
         Kind::Devices => json_devices(key, value).map(Value::Devices),
         // No setting of these kinds has a JSON key (the table's tests check it).
-        Kind::Address | Kind::Globs => invalid(format!("{key} cannot be set in JSON")),
+        Kind::Address | Kind::Globs | Kind::Name => invalid(format!("{key} cannot be set in JSON")),
     }
 }
 

@@ -18,6 +18,7 @@ pub const PROMETHEUS_EXPIRY: &str = "VLLM_PROFILING_PROMETHEUS_EXPIRY";
 pub const PROCESSES: &str = "VLLM_PROFILING_PROCESSES";
 pub const SHARED_SAMPLER: &str = "VLLM_PROFILING_SHARED_SAMPLER";
 pub const RUNTIME_DIR: &str = "VLLM_PROFILING_RUNTIME_DIR";
+pub const RUN_ID: &str = "VLLM_PROFILING_RUN_ID";
 
 pub const DEFAULT_PROCESSES: &str = "python*";
 
@@ -38,6 +39,8 @@ pub enum Kind {
     Address,
     /// Comma-separated file-name globs.
     Globs,
+    /// A name of 1 to 64 letters, digits, `.`, `_`, `-` and `:`.
+    Name,
 }
 
 /// Who reads a variable.
@@ -70,6 +73,7 @@ pub enum Field {
     Processes,
     SharedSampler,
     RuntimeDir,
+    RunId,
 }
 
 /// One setting.
@@ -280,6 +284,15 @@ pub const SETTINGS: &[Setting] = &[
         "the default",
         "`$XDG_RUNTIME_DIR/vllm-profiler`, else `/tmp/vllm-profiler-<uid>`",
     ),
+    setting(
+        RUN_ID,
+        &[],
+        F::RunId,
+        Kind::Name,
+        ReadBy::Runtime,
+        "a new run id",
+        "made at start",
+    ),
 ];
 
 /// The setting a JSON key names.
@@ -317,7 +330,11 @@ mod tests {
     fn json_keys_belong_to_settings_the_config_reads_as_json() {
         for s in SETTINGS.iter().filter(|s| !s.json.is_empty()) {
             assert_eq!(s.read_by, ReadBy::Config, "{}", s.env);
-            assert!(!matches!(s.kind, Kind::Address | Kind::Globs), "{}", s.env);
+            assert!(
+                !matches!(s.kind, Kind::Address | Kind::Globs | Kind::Name),
+                "{}",
+                s.env
+            );
         }
     }
 
