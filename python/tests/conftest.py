@@ -38,6 +38,20 @@ def agent_library() -> Path:
 
 
 @pytest.fixture(scope="session")
+def cli(agent_library) -> str:
+    """The vllm-profiler binary, built here."""
+    out = subprocess.run(
+        ["cargo", "build", "-q", "-p", "vllm-profiler-cli", "--message-format=json"],
+        cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True,
+    ).stdout
+    for line in out.splitlines():
+        exe = json.loads(line).get("executable")
+        if exe and exe.endswith("/vllm-profiler"):
+            return exe
+    raise RuntimeError("cargo reported no vllm-profiler binary")
+
+
+@pytest.fixture(scope="session")
 def fake_nvml() -> Path:
     return build("fake-nvml", "libfake_nvml.so")
 

@@ -29,7 +29,6 @@ from test_dashboard import FULL_GPU
 HERE = Path(__file__).resolve().parent / "vllm_real"
 WORKLOAD = HERE / "workload.py"
 TRUTH_SITE = HERE / "truth_site"
-CLI = "vllm-profiler-cli"
 # Per model forward, for the tiny Llama (2 layers): the modules hooked and their calls.
 LAYER_CALLS = {
     "LlamaForCausalLM": 1,
@@ -78,19 +77,6 @@ def installed_site(agent_library, tmp_path_factory):
         check=True, env=env, capture_output=True, timeout=600,
     )
     return target
-
-
-@pytest.fixture(scope="session")
-def cli(agent_library):
-    out = subprocess.run(
-        ["cargo", "build", "-q", "-p", CLI, "--message-format=json"],
-        cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True,
-    ).stdout
-    for line in out.splitlines():
-        exe = json.loads(line).get("executable")
-        if exe and exe.endswith("/vllm-profiler"):
-            return exe
-    raise RuntimeError("cargo reported no vllm-profiler binary")
 
 
 class Run:
@@ -506,6 +492,58 @@ def test_openai_server_stopped_by_a_signal_keeps_the_engines_reports(
     assert not list(run.out.glob("journal_*")), recovered.stdout
     # The front end (api_server) ran no step and wrote nothing.
     assert not pids_with_role(run.out, "api_server")
+    check_one_run(cli, run.out, engine, worker, tmp_path)
+
+
+def check_one_run(cli, out, engine, worker, tmp_path):
+    """The server's processes are one run: `report` groups them by role, and `trace` merges
+    their traces on the Unix clock, named by role, nested on each thread, each device once."""
+    report = subprocess.run([cli, "report", str(out), "--json"], capture_output=True, text=True,
+                            timeout=120)
+    assert report.returncode == 0, report.stderr
+    (group,) = json.loads(report.stdout)["runs"]
+    assert [(p["pid"], p["label"]) for p in group["processes"]] == [
+        (engine, "engine_core"), (worker, "worker rank 0")]
+    assert len({p["summary"]["run_id"] for p in group["processes"]}) == 1
+    assert group["processes"][1]["summary"]["parent_pid"] == engine
+    assert [g["uuid"] for g in group["gpus"]] == [FULL_GPU["devices"][0]["uuid"]]
+    merged_path = tmp_path / "run.json"
+    merged = subprocess.run([cli, "trace", str(out), "-o", str(merged_path)],
+                            capture_output=True, text=True, timeout=120)
+    assert merged.returncode == 0, merged.stderr
+    trace = json.loads(merged_path.read_text())
+    events = trace["traceEvents"]
+    names = sorted((e["pid"], e["args"]["name"]) for e in events
+                   if e["ph"] == "M" and e["name"] == "process_name")
+    assert names == sorted([(0, "GPUs"), (engine, "engine_core"), (worker, "worker rank 0")])
+    started = trace["otherData"]["started_unix"]
+    steps = [e for e in events if e["ph"] == "X" and e.get("cat") == "step"]
+    assert {e["pid"] for e in steps} == {engine, worker}
+    # On the Unix clock: within the run's wall-clock time.
+    assert all(started * 1e6 <= e["ts"] <= time.time() * 1e6 for e in steps)
+    assert all(isinstance(e["args"]["batch_size"], int) for e in steps)
+    assert_nested(events)
+    counters = {e["name"] for e in events if e["ph"] == "C"}
+    assert counters == {"GPU 0 utilization (%)", "GPU 0 memory used (MiB)",
+                        "GPU 0 temperature (°C)", "GPU 0 power (W)"}
+    assert {e["pid"] for e in events if e["ph"] == "C"} == {0}
+
+
+def assert_nested(events):
+    """On each thread, every complete event ends within the one it starts in."""
+    threads = {}
+    for e in events:
+        if e["ph"] == "X":
+            threads.setdefault((e["pid"], e["tid"]), []).append((e["ts"], e["ts"] + e["dur"]))
+    for key, intervals in threads.items():
+        intervals.sort(key=lambda i: (i[0], -i[1]))
+        open_ends = []
+        for start, end in intervals:
+            while open_ends and open_ends[-1] <= start:
+                open_ends.pop()
+            # A quarter of a microsecond: what a double keeps of Unix microseconds.
+            assert not open_ends or end <= open_ends[-1] + 0.5, (key, start, end, open_ends[-1])
+            open_ends.append(end)
 
 
 def test_tensor_parallel_2_every_worker_reports_its_layers(

@@ -25,34 +25,42 @@ fn single_threaded() -> bool {
     std::fs::read_dir("/proc/self/task").is_ok_and(|tasks| tasks.count() == 1)
 }
 
-/// In the constructor of a profiled process: takes the inherited id, or makes one and passes
-/// it on when that is safe. A malformed id is one warning, and a new id.
-pub(crate) fn adopt_at_load(warnings: &mut Vec<String>) {
+/// The run id the environment gives, if a valid one; a malformed one adds a warning.
+fn inherited(warnings: &mut Vec<String>) -> Option<String> {
     let setting = table::SETTINGS
         .iter()
         .find(|s| s.env == table::RUN_ID)
         .expect("the run id is in the table");
-    let inherited = std::env::var_os(table::RUN_ID)
-        .and_then(|raw| config::env_value(setting, &raw, warnings))
-        .and_then(|value| match value {
-            config::parse::Value::Name(name) => Some(name),
-            _ => None,
-        });
-    let id = match inherited {
-        Some(id) => id,
-        None => {
-            let id = new_id();
-            if single_threaded() {
-                // No other thread exists to read the environment meanwhile.
-                std::env::set_var(table::RUN_ID, &id);
-            }
-            id
+    let raw = std::env::var_os(table::RUN_ID)?;
+    match config::env_value(setting, &raw, warnings)? {
+        config::parse::Value::Name(name) => Some(name),
+        _ => None,
+    }
+}
+
+/// In the constructor of a profiled process: takes the inherited id, or makes one and passes
+/// it on when that is safe. A malformed id is one warning, and a new id.
+pub(crate) fn adopt_at_load(warnings: &mut Vec<String>) {
+    let id = inherited(warnings).unwrap_or_else(|| {
+        let id = new_id();
+        if single_threaded() {
+            // No other thread exists to read the environment meanwhile.
+            std::env::set_var(table::RUN_ID, &id);
         }
-    };
+        id
+    });
     let _ = RUN_ID.set(id);
 }
 
-/// This process's run id (made now if the constructor did not).
+/// This process's run id: the constructor's, else the environment's (profiling turned on
+/// through the API), else a new one.
 pub(crate) fn id() -> String {
-    RUN_ID.get_or_init(new_id).clone()
+    RUN_ID
+        .get_or_init(|| {
+            let mut warnings = Vec::new();
+            let id = inherited(&mut warnings).unwrap_or_else(new_id);
+            crate::warnings::print_warnings(&warnings);
+            id
+        })
+        .clone()
 }
