@@ -25,6 +25,7 @@ import pytest
 from conftest import PACKAGE_DIR, ROOT, clean_env, missing_tool, require_module
 from prometheus_server import Prometheus, check_dashboard
 from test_dashboard import FULL_GPU
+from test_trace_consumer import assert_nested, load_in_speedscope, speedscope  # noqa: F401
 
 HERE = Path(__file__).resolve().parent / "vllm_real"
 WORKLOAD = HERE / "workload.py"
@@ -362,7 +363,7 @@ def vllm_counter(metrics, name):
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_openai_server_stopped_by_a_signal_keeps_the_engines_reports(
-        stop, tiny_model, installed_site, cli, fake_nvml, tmp_path):
+        stop, tiny_model, installed_site, cli, fake_nvml, speedscope, tmp_path):
     """vLLM's server kills its engine core at once when stopped (--shutdown-timeout 0). The
     engine core's reports are exact all the same: it flushed its journal when its last request
     was done, before the outputs went out, and `recover` writes the reports from it (or its
@@ -492,10 +493,10 @@ def test_openai_server_stopped_by_a_signal_keeps_the_engines_reports(
     assert not list(run.out.glob("journal_*")), recovered.stdout
     # The front end (api_server) ran no step and wrote nothing.
     assert not pids_with_role(run.out, "api_server")
-    check_one_run(cli, run.out, engine, worker, tmp_path)
+    check_one_run(cli, run.out, engine, worker, tmp_path, speedscope)
 
 
-def check_one_run(cli, out, engine, worker, tmp_path):
+def check_one_run(cli, out, engine, worker, tmp_path, speedscope):
     """The server's processes are one run: `report` groups them by role, and `trace` merges
     their traces on the Unix clock, named by role, nested on each thread, each device once."""
     report = subprocess.run([cli, "report", str(out), "--json"], capture_output=True, text=True,
@@ -527,23 +528,16 @@ def check_one_run(cli, out, engine, worker, tmp_path):
     assert counters == {"GPU 0 utilization (%)", "GPU 0 memory used (MiB)",
                         "GPU 0 temperature (°C)", "GPU 0 power (W)"}
     assert {e["pid"] for e in events if e["ph"] == "C"} == {0}
+    # And in the consumer: one profile per process and thread, nothing crossing.
+    threads = {(e["pid"], e["tid"]): e["args"]["name"] for e in events
+               if e["ph"] == "M" and e["name"] == "thread_name"}
+    process = dict(names)
+    recorded = {(e["pid"], e["tid"]) for e in events if e["ph"] == "X"}
+    listed, console = load_in_speedscope(speedscope, merged_path)
+    assert sorted(listed) == sorted(f"{process[pid]} (pid {pid}), {threads[(pid, tid)]} (tid {tid})"
+                                    for pid, tid in recorded)
+    assert console == [], console
 
-
-def assert_nested(events):
-    """On each thread, every complete event ends within the one it starts in."""
-    threads = {}
-    for e in events:
-        if e["ph"] == "X":
-            threads.setdefault((e["pid"], e["tid"]), []).append((e["ts"], e["ts"] + e["dur"]))
-    for key, intervals in threads.items():
-        intervals.sort(key=lambda i: (i[0], -i[1]))
-        open_ends = []
-        for start, end in intervals:
-            while open_ends and open_ends[-1] <= start:
-                open_ends.pop()
-            # A quarter of a microsecond: what a double keeps of Unix microseconds.
-            assert not open_ends or end <= open_ends[-1] + 0.5, (key, start, end, open_ends[-1])
-            open_ends.append(end)
 
 
 def test_tensor_parallel_2_every_worker_reports_its_layers(

@@ -25,7 +25,6 @@ from pathlib import Path
 import pytest
 
 from conftest import missing_tool, mode_env, require_module
-from test_real_vllm import assert_nested
 
 SPEEDSCOPE = "speedscope-1.25.0"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vllm-profiler-tests"
@@ -115,6 +114,23 @@ def load_in_speedscope(release, trace_path):
     finally:
         server.shutdown()
     return names, [m for m in console if not any(n in m for n in NOISE)]
+
+
+def assert_nested(events):
+    """On each thread, every complete event ends within the one it starts in."""
+    threads = {}
+    for e in events:
+        if e["ph"] == "X":
+            threads.setdefault((e["pid"], e["tid"]), []).append((e["ts"], e["ts"] + e["dur"]))
+    for key, intervals in threads.items():
+        intervals.sort(key=lambda i: (i[0], -i[1]))
+        open_ends = []
+        for start, end in intervals:
+            while open_ends and open_ends[-1] <= start:
+                open_ends.pop()
+            # A quarter of a microsecond: what a double keeps of Unix microseconds.
+            assert not open_ends or end <= open_ends[-1] + 0.5, (key, start, end, open_ends[-1])
+            open_ends.append(end)
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -15,7 +15,6 @@
 //! Killed processes are in it: the command recovers their reports from the crash-safe journal
 //! first, as `report` does.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -122,16 +121,7 @@ fn started_unix(trace: &TraceFile) -> Option<f64> {
 }
 
 fn metadata(pid: u32, kind: &str, key: &'static str, value: TraceArg) -> TraceEvent {
-    TraceEvent {
-        name: kind.to_owned(),
-        cat: None,
-        ph: Cow::Borrowed("M"),
-        ts: 0.0,
-        dur: None,
-        pid,
-        tid: 0,
-        args: BTreeMap::from([(Cow::Borrowed(key), value)]),
-    }
+    TraceEvent::metadata(pid, 0, kind, key, value)
 }
 
 /// One process's events on the Unix clock: its steps and spans, its threads' names, its name

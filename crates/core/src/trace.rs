@@ -221,16 +221,7 @@ pub(crate) fn build(
 }
 
 fn metadata(pid: u32, tid: u32, kind: &str, name: String) -> TraceEvent {
-    TraceEvent {
-        name: kind.to_owned(),
-        cat: None,
-        ph: Cow::Borrowed("M"),
-        ts: 0.0,
-        dur: None,
-        pid,
-        tid,
-        args: BTreeMap::from([(Cow::Borrowed("name"), TraceArg::Text(name))]),
-    }
+    TraceEvent::metadata(pid, tid, kind, "name", TraceArg::Text(name))
 }
 
 /// `/proc/self/task/<tid>/comm` while the thread lives (and the process is this one).

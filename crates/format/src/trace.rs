@@ -50,6 +50,23 @@ pub struct TraceEvent {
     pub args: BTreeMap<Cow<'static, str>, TraceArg>,
 }
 
+impl TraceEvent {
+    /// An `M` event of `kind` (`process_name`, `thread_name`, `process_sort_index`) whose one
+    /// argument `key` is `value`.
+    pub fn metadata(pid: u32, tid: u32, kind: &str, key: &'static str, value: TraceArg) -> Self {
+        TraceEvent {
+            name: kind.to_owned(),
+            cat: None,
+            ph: Cow::Borrowed("M"),
+            ts: 0.0,
+            dur: None,
+            pid,
+            tid,
+            args: BTreeMap::from([(Cow::Borrowed(key), value)]),
+        }
+    }
+}
+
 /// A value in a trace event's `args`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
