@@ -77,7 +77,9 @@ fn run(endpoint: &Endpoint, session: &Session, stop: &Receiver<()>) {
     let Some(mut group) = group else {
         match TcpListener::bind(addr.as_str()) {
             Ok(listener) => serve(listener, endpoint, session, None, stop),
-            Err(err) => warnings::print_warnings(&[cannot_serve(addr, &err)]),
+            Err(err) => warnings::print_warnings(&[format!(
+                "cannot serve Prometheus metrics on {addr}: {err}"
+            )]),
         }
         return;
     };
