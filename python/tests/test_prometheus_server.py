@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -160,7 +161,7 @@ def test_one_endpoint_serves_every_process_and_survives_the_kill_of_its_server(
             assert steps_by_process(after) == everyone
         wait_for(url, lambda t: steps_by_process(t) == rest, timeout=EXPIRY_S + 20)
         assert listening_pid(port, list(rest)) in rest
-        group = tmp_path / "runtime" / f"prometheus-127.0.0.1_{port}"
+        group = tmp_path / "runtime" / f"prometheus-{port}"
         assert sorted(p.name for p in group.iterdir()) == sorted(
             ["serve.lock"] + [f"{pid}.json" for pid in rest])
     finally:
@@ -194,3 +195,34 @@ def test_the_classic_text_of_a_multi_process_host_passes_promtool(
             assert f'vllm_profiler_tokens_total{{pid="{pid}",' in classic, classic
     finally:
         stop_members(members)
+
+
+def test_alone_a_process_keeps_trying_the_port_a_foreign_program_held(
+    agent_library, fake_nvml, tmp_path
+):
+    """A runtime dir others can write to is refused: the process serves alone, and, as its
+    warning says, goes on trying the port that a foreign program held until it is free."""
+    require_module("prometheus_client", "pip install prometheus_client (tests/python_env.sh does)")
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    runtime.chmod(0o777)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        (member,) = start_members(agent_library, fake_nvml, tmp_path, f"127.0.0.1:{port}",
+                                  members=[("engine_core", -1, 2)])
+        time.sleep(1)
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        text = wait_for(url, lambda t: steps_by_process(t) == {member.pid: ("engine_core", None, 2)})
+        assert "vllm_profiler_steps_total" in text
+    finally:
+        (err,) = stop_members([member])
+    # One line each: the GPU samples and the metrics are not shared, the port was in use.
+    lines = sorted(line for line in err.splitlines() if line.startswith("vllm-profiler:"))
+    assert len(lines) == 3, err
+    assert lines[0].startswith("vllm-profiler: GPU samples are not shared"), lines
+    assert "writable by other users" in lines[1] and "serves its own there" in lines[1], lines
+    assert lines[2].startswith(f"vllm-profiler: cannot serve Prometheus metrics on 127.0.0.1:{port}")
+    assert "retrying while profiling is on" in lines[2]

@@ -100,6 +100,23 @@ struct Connection {
     stream: TcpStream,
     state: State,
     deadline: Instant,
+    /// The server's time in handlers when `deadline` was set: what it spends making answers
+    /// after that moves the deadline on, so that it is never taken from a client's time.
+    busy_mark: Duration,
+}
+
+impl Connection {
+    /// When this connection's time is up, given the server's time in handlers so far.
+    fn due(&self, busy: Duration) -> Instant {
+        self.deadline + busy.saturating_sub(self.busy_mark)
+    }
+}
+
+/// What every connection's turn needs: the bounds, the handler, and the time spent in it.
+struct Serving<'a> {
+    limits: Limits,
+    handle: &'a dyn Fn(&Request) -> Response,
+    busy: std::cell::Cell<Duration>,
 }
 
 /// Serves `listener` with `handle` until `stop` disconnects, calling `on_turn` between turns
@@ -120,6 +137,11 @@ pub(crate) fn serve(
         ..limits
     };
     let mut open: Vec<Connection> = Vec::with_capacity(limits.connections);
+    let serving = Serving {
+        limits,
+        handle,
+        busy: std::cell::Cell::new(Duration::ZERO),
+    };
     let mut listen_again = Instant::now();
     while matches!(stop.try_recv(), Err(TryRecvError::Empty)) {
         on_turn();
@@ -129,19 +151,19 @@ pub(crate) fn serve(
         } else {
             (None, listen_again - now)
         };
-        let listener_ready = serve_turn(listening, &mut open, limits, wait, handle);
-        if listener_ready && !accept(&listener, limits, &mut open, Some(handle)) {
+        let listener_ready = serve_turn(listening, &mut open, &serving, wait);
+        if listener_ready && !accept(&listener, &mut open, &serving, true) {
             listen_again = Instant::now() + BACK_OFF;
         }
     }
     // What is queued now is taken, unanswered (answered at once, a client could queue the next
     // request as fast as this takes them), and answered below; the listener closes after.
-    accept(&listener, limits, &mut open, None);
+    accept(&listener, &mut open, &serving, false);
     drop(noted);
     drop(listener);
     let drained = Instant::now() + DRAIN;
     while !open.is_empty() && Instant::now() < drained {
-        serve_turn(None, &mut open, limits, POLL, handle);
+        serve_turn(None, &mut open, &serving, POLL);
     }
     Ok(())
 }
@@ -164,14 +186,14 @@ fn evict(open: &mut Vec<Connection>) {
 fn serve_turn(
     listener: Option<&TcpListener>,
     open: &mut Vec<Connection>,
-    limits: Limits,
+    serving: &Serving,
     wait: Duration,
-    handle: &dyn Fn(&Request) -> Response,
 ) -> bool {
     let now = Instant::now();
+    let busy = serving.busy.get();
     let wait = open
         .iter()
-        .map(|c| c.deadline.saturating_duration_since(now))
+        .map(|c| c.due(busy).saturating_duration_since(now))
         .fold(wait.min(POLL), Duration::min);
     let (listener_ready, ready) = match wait_ready(listener, open, wait) {
         Ok(ready) => ready,
@@ -185,12 +207,11 @@ fn serve_turn(
             return false;
         }
     };
-    let now = Instant::now();
     let mut index = 0;
     open.retain_mut(|connection| {
         let events = ready[index];
         index += 1;
-        turn(connection, events, now, limits, handle)
+        turn(connection, events, serving)
     });
     listener_ready
 }
@@ -228,15 +249,16 @@ fn wait_ready(
 }
 
 /// Accepts what is waiting (at most [`ACCEPTS_PER_TURN`]), reading each new connection at
-/// once with `handle` (`None`: later); false when `accept` failed with nothing left to free
+/// once when `answer_now` (else later); false when `accept` failed with nothing left to free
 /// (the listener is then left alone for [`BACK_OFF`], so that a connection the process has
 /// no fd for does not make every poll return at once).
 fn accept(
     listener: &TcpListener,
-    limits: Limits,
     open: &mut Vec<Connection>,
-    handle: Option<&dyn Fn(&Request) -> Response>,
+    serving: &Serving,
+    answer_now: bool,
 ) -> bool {
+    let limits = serving.limits;
     for _ in 0..ACCEPTS_PER_TURN {
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
@@ -262,12 +284,10 @@ fn accept(
             stream,
             state: State::Reading(Vec::new()),
             deadline: Instant::now() + limits.deadline,
+            busy_mark: serving.busy.get(),
         };
-        if let Some(handle) = handle {
-            let now = Instant::now();
-            if !turn(&mut connection, PollFlags::POLLIN, now, limits, handle) {
-                continue; // answered (or gone) already
-            }
+        if answer_now && !turn(&mut connection, PollFlags::POLLIN, serving) {
+            continue; // answered (or gone) already
         }
         if open.len() >= limits.connections {
             evict(open);
@@ -278,16 +298,12 @@ fn accept(
 }
 
 /// One connection's turn; false when it is done with (answered, failed, or out of time).
-fn turn(
-    connection: &mut Connection,
-    events: PollFlags,
-    now: Instant,
-    limits: Limits,
-    handle: &dyn Fn(&Request) -> Response,
-) -> bool {
-    if now >= connection.deadline {
+fn turn(connection: &mut Connection, events: PollFlags, serving: &Serving) -> bool {
+    // Now, not when the turn began: answers made since moved no deadline of this one's.
+    if Instant::now() >= connection.due(serving.busy.get()) {
         return false;
     }
+    let limits = serving.limits;
     let readable = events.intersects(PollFlags::POLLIN | PollFlags::POLLHUP);
     if readable {
         if let State::Lingering(dropped) = &mut connection.state {
@@ -302,8 +318,12 @@ fn turn(
         State::Reading(head) if readable => {
             match read_head(&mut connection.stream, head, limits.head_bytes) {
                 Ok(Some(head)) => {
-                    connection.state = State::Writing(answer(head, handle), 0);
-                    connection.deadline = now + limits.deadline;
+                    let made = Instant::now();
+                    connection.state = State::Writing(answer(head, serving.handle), 0);
+                    serving.busy.set(serving.busy.get() + made.elapsed());
+                    // From when the answer is ready: making it took none of a client's time.
+                    connection.deadline = Instant::now() + limits.deadline;
+                    connection.busy_mark = serving.busy.get();
                     // Most answers fit the socket's buffer: write now rather than a turn later.
                     write_some(connection)
                 }

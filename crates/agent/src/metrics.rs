@@ -5,11 +5,12 @@
 //! runtime dir (`members`): it publishes its figures there every second, and the member that
 //! holds the group's lock binds the port and serves `GET /metrics` with the bounded server of
 //! `http`: its own figures fresh, the others' as their files last said (`series`), in the
-//! classic text or OpenMetrics format as the client asks (`exposition`). When the server
-//! exits, however it exits, another member takes the lock within [`TURN`] and binds the port.
-//! Where the runtime dir cannot be used, the process serves its own figures alone.
+//! classic text or OpenMetrics format as the client asks (`exposition`), an answer made at most
+//! every half second. When the server exits, however it exits, another member takes the lock
+//! within [`TURN`] and binds the port. Where the runtime dir cannot be used, the process serves
+//! its own figures alone, when it can bind the port.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -18,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use vllm_profiler_core::Session;
-use vllm_profiler_format::MetricsSnapshot;
 
 use crate::http;
 use crate::warnings;
@@ -33,9 +33,8 @@ pub(crate) use series::STEP_BUCKETS_S;
 /// How often a member that does not serve tries the lock (and a server that cannot bind, its
 /// port): the longest a scrape target is gone after its server exits.
 pub(crate) const TURN: Duration = Duration::from_millis(250);
-/// How long the server reuses the others' figures it read: a flood of scrapes reads the
-/// runtime dir at most this often.
-const OTHERS_CACHE: Duration = Duration::from_millis(500);
+/// How long the server reuses an answer.
+const ANSWER_CACHE: Duration = Duration::from_millis(500);
 /// How often a server that cannot bind its port tries again.
 const BIND_RETRY: Duration = Duration::from_secs(2);
 /// Binds of a port in use tried, a [`TURN`] apart, before it is said: the server that exited
@@ -64,7 +63,7 @@ pub(crate) fn start(
 
 fn run(endpoint: &Endpoint, session: &Session, stop: &Receiver<()>) {
     let addr = &endpoint.addr;
-    let group = match Group::join(&endpoint.runtime_dir, addr) {
+    let mut group = match Group::join(&endpoint.runtime_dir, addr) {
         Ok(group) => Some(group),
         Err(why) => {
             warnings::print_warnings(&[format!(
@@ -74,22 +73,17 @@ fn run(endpoint: &Endpoint, session: &Session, stop: &Receiver<()>) {
             None
         }
     };
-    let Some(mut group) = group else {
-        match TcpListener::bind(addr.as_str()) {
-            Ok(listener) => serve(listener, endpoint, session, None, stop),
-            Err(err) => warnings::print_warnings(&[format!(
-                "cannot serve Prometheus metrics on {addr}: {err}"
-            )]),
-        }
-        return;
-    };
     let mut next_publish = Instant::now();
     let (mut bind_failures, mut warned, mut next_bind) = (0u32, false, Instant::now());
     loop {
-        publish_when_due(&group, session, &mut next_publish);
-        if group.try_serve() && Instant::now() >= next_bind {
+        if let Some(group) = &group {
+            publish_when_due(group, session, &mut next_publish);
+        }
+        // Alone (no group), a process serves when it can bind.
+        let leading = group.as_mut().is_none_or(Group::try_serve);
+        if leading && Instant::now() >= next_bind {
             match TcpListener::bind(addr.as_str()) {
-                Ok(listener) => return serve(listener, endpoint, session, Some(&group), stop),
+                Ok(listener) => return serve(listener, endpoint, session, group.as_ref(), stop),
                 Err(err) => {
                     bind_failures += 1;
                     let quiet = err.kind() == io::ErrorKind::AddrInUse
@@ -133,23 +127,15 @@ fn serve(
     group: Option<&Group>,
     stop: &Receiver<()>,
 ) {
-    let hostname = hostname();
-    let cache: RefCell<Option<(Instant, Vec<MetricsSnapshot>)>> = RefCell::new(None);
-    let others = || -> Vec<MetricsSnapshot> {
-        let Some(group) = group else {
-            return Vec::new();
-        };
-        let mut cache = cache.borrow_mut();
-        match &*cache {
-            Some((at, others)) if at.elapsed() < OTHERS_CACHE => others.clone(),
-            _ => {
-                let others = group.others(endpoint.expiry);
-                *cache = Some((Instant::now(), others.clone()));
-                others
-            }
-        }
+    let answers = Answers {
+        session,
+        group,
+        expiry: endpoint.expiry,
+        hostname: hostname(),
+        cache: RefCell::new(Vec::new()),
+        said_more: Cell::new(false),
     };
-    let handle = |request: &http::Request| respond(request, session, &others, &hostname);
+    let handle = |request: &http::Request| answers.respond(request);
     let mut next_publish = Instant::now();
     let mut on_turn = || {
         if let Some(group) = group {
@@ -171,38 +157,70 @@ fn hostname() -> String {
         .unwrap_or_default()
 }
 
-fn respond(
-    request: &http::Request,
-    session: &Session,
-    others: &dyn Fn() -> Vec<MetricsSnapshot>,
-    hostname: &str,
-) -> http::Response {
-    if request.path != "/metrics" {
-        return http::Response::text(404, "only /metrics is served\n");
-    }
-    if request.method != "GET" && request.method != "HEAD" {
-        return http::Response::text(405, "GET /metrics\n");
-    }
-    match session.metrics_snapshot(&STEP_BUCKETS_S) {
-        Ok(own) => {
-            let mut snapshots = vec![own];
-            snapshots.extend(others());
-            let format = exposition::negotiate(request.accept);
-            let families = series::families(&snapshots, hostname);
-            http::Response {
+/// What the server answers, made at most once per [`ANSWER_CACHE`] and format: a flood of
+/// scrapes costs one rendering (and one read of the runtime dir) per half second.
+struct Answers<'a> {
+    session: &'a Session,
+    group: Option<&'a Group>,
+    expiry: Duration,
+    hostname: String,
+    cache: RefCell<Vec<(exposition::Format, Instant, Vec<u8>)>>,
+    /// Whether the warning about more members than are served was printed.
+    said_more: Cell<bool>,
+}
+
+impl Answers<'_> {
+    fn respond(&self, request: &http::Request) -> http::Response {
+        if request.path != "/metrics" {
+            return http::Response::text(404, "only /metrics is served\n");
+        }
+        if request.method != "GET" && request.method != "HEAD" {
+            return http::Response::text(405, "GET /metrics\n");
+        }
+        let format = exposition::negotiate(request.accept);
+        let mut cache = self.cache.borrow_mut();
+        cache.retain(|(_, at, _)| at.elapsed() < ANSWER_CACHE);
+        if let Some((_, _, body)) = cache.iter().find(|(f, ..)| *f == format) {
+            return http::Response {
                 status: 200,
                 content_type: format.content_type(),
-                body: exposition::encode(&families, format).into_bytes(),
+                body: body.clone(),
+            };
+        }
+        let own = match self.session.metrics_snapshot(&STEP_BUCKETS_S) {
+            Ok(own) => own,
+            Err(err) => return http::Response::text(503, &format!("{err}\n")),
+        };
+        let mut snapshots = vec![own];
+        if let Some(group) = self.group {
+            let (others, more) = group.others(self.expiry);
+            snapshots.extend(others);
+            if more && !self.said_more.replace(true) {
+                warnings::print_warnings(&[format!(
+                    "more than {} other profiled processes publish Prometheus metrics here; \
+                     those of the lowest pids are served",
+                    members::MAX_MEMBERS
+                )]);
             }
         }
-        Err(err) => http::Response::text(503, &format!("{err}\n")),
+        let families = series::families(&snapshots, &self.hostname);
+        let body = exposition::encode(&families, format).into_bytes();
+        cache.push((format, Instant::now(), body.clone()));
+        http::Response {
+            status: 200,
+            content_type: format.content_type(),
+            body,
+        }
     }
 }
 
 /// The text one process's `snapshot` renders to, as the server of a group of one would serve
 /// it.
 #[cfg(test)]
-pub(crate) fn render(snapshot: &MetricsSnapshot, format: exposition::Format) -> String {
+pub(crate) fn render(
+    snapshot: &vllm_profiler_format::MetricsSnapshot,
+    format: exposition::Format,
+) -> String {
     let families = series::families(std::slice::from_ref(snapshot), "host");
     exposition::encode(&families, format)
 }

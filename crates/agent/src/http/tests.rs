@@ -23,6 +23,15 @@ fn handler(request: &Request) -> Response {
             body: vec![b'x'; 32 << 20],
         },
         "/panic" => panic!("a handler bug"),
+        "/slow" => {
+            // Longer to make than a short test deadline: the client's time starts after.
+            std::thread::sleep(Duration::from_millis(600));
+            Response {
+                status: 200,
+                content_type: "application/octet-stream",
+                body: vec![b'y'; 8 << 20],
+            }
+        }
         _ => Response::text(404, "no\n"),
     }
 }
@@ -301,4 +310,22 @@ fn answered_connections_make_room_before_one_still_waiting_for_its_request() {
         ["HTTP/1.1 200 OK"]
     );
     drop(answered);
+}
+
+#[test]
+fn the_time_to_make_an_answer_is_not_taken_from_the_clients_time_to_read_it() {
+    let server = start(Limits {
+        deadline: Duration::from_millis(500),
+        ..Limits::DEFAULT
+    });
+    // Two at once: the second waits for the first to be made, then both are read whole.
+    let mut first = connect(&server);
+    let mut second = connect(&server);
+    first.write_all(b"GET /slow HTTP/1.1\r\n\r\n").unwrap();
+    second.write_all(b"GET /slow HTTP/1.1\r\n\r\n").unwrap();
+    for stream in [&mut first, &mut second] {
+        let answer = read_to_close(stream);
+        let body = answer.split("\r\n\r\n").nth(1).unwrap_or("");
+        assert_eq!(body.len(), 8 << 20, "{}", &answer[..answer.len().min(200)]);
+    }
 }

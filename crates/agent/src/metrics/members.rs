@@ -7,10 +7,12 @@
 //! - The member that holds the `flock` of `serve.lock` serves the port. The kernel drops the
 //!   lock when its holder exits, however it exits (SIGKILL too), and the next member to try it
 //!   takes over. This needs no GPU and no fixed port per process.
-//! - The server reads the others' files at each scrape. They are hostile input: at most
-//!   [`MAX_ENTRIES`] names are looked at and [`MAX_MEMBERS`] files read, each a regular file
-//!   of this user of at most [`PublishedMetrics::MAX_BYTES`], opened without following a
-//!   symlink and without blocking (a FIFO is skipped), whose pid is the one its name says.
+//! - The server reads the others' files (at most every half second). They are hostile input:
+//!   at most [`MAX_SCANNED`] names are looked at and [`MAX_MEMBERS`] files read (those of the
+//!   lowest pids), each a regular file of this user of at most
+//!   [`PublishedMetrics::MAX_BYTES`], opened without following a symlink and without blocking
+//!   (a FIFO is skipped), whose pid is the one its name says; of each, at most
+//!   [`MAX_DEVICES`] devices are taken, each once, and a negative sum is taken as 0.
 //! - A file not rewritten for the expiry (the member exited, or hangs) is no longer served,
 //!   and the server removes it: a crash-looping server does not grow the label set without
 //!   bound.
@@ -30,10 +32,15 @@ use vllm_profiler_gpu::shared::{open_shared_file, prepare_runtime_dir};
 
 /// How often a member rewrites its file.
 pub(crate) const PUBLISH_PERIOD: Duration = Duration::from_secs(1);
-/// Names in the group dir looked at per read, at most.
-pub(crate) const MAX_ENTRIES: usize = 1024;
-/// Other members' files read per scrape, at most (the newest).
-pub(crate) const MAX_MEMBERS: usize = 64;
+/// Names in the group dir looked at per read, at most (any names: a dir of more is not ours).
+pub(crate) const MAX_SCANNED: usize = 65_536;
+/// Fresh member files considered per read, at most.
+const MAX_FRESH: usize = 4096;
+/// Other members' files read per read, at most (the lowest pids).
+pub(crate) const MAX_MEMBERS: usize = 256;
+/// Devices (and device samples) taken from one member's file, at most: more GPUs than one host
+/// has, and a bound on the series one file can add.
+pub(crate) const MAX_DEVICES: usize = 64;
 
 /// This process's place in a group.
 pub(crate) struct Group {
@@ -52,8 +59,13 @@ enum Lead {
     Moving,
 }
 
-/// The group dir's name for `addr`: its letters, digits, `.`, `-`, the rest `_`.
+/// The group dir's name for `addr`: by its port, so that every spelling of the port's address
+/// (`localhost:P`, `127.0.0.1:P`, `0.0.0.0:P`, which could not all be bound at once anyway)
+/// is one group; an address without a port, by its letters, digits, `.`, `-`, the rest `_`.
 fn dir_name(addr: &str) -> String {
+    if let Some(port) = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()) {
+        return format!("prometheus-{port}");
+    }
     let clean: String = addr
         .chars()
         .take(128)
@@ -119,28 +131,40 @@ impl Group {
             ));
         }
         let temporary = self.dir.join(format!("{}.json.tmp", self.pid));
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
-            .open(&temporary)?;
+        let open = || {
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
+                .open(&temporary)
+        };
+        let mut file = match open() {
+            // The group dir was removed under us (a cleaner, a logout): made again, checked.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                prepare_runtime_dir(&self.dir).map_err(std::io::Error::other)?;
+                open()?
+            }
+            other => other?,
+        };
         file.write_all(&bytes)?;
         drop(file);
         fs::rename(&temporary, self.own_path())
     }
 
-    /// The other members' figures: of the files rewritten within `expiry`, the newest
-    /// [`MAX_MEMBERS`], ordered by pid. Older files are skipped and, by the server, removed.
-    pub(crate) fn others(&self, expiry: Duration) -> Vec<MetricsSnapshot> {
+    /// The other members' figures: of the files rewritten within `expiry`, those of the
+    /// [`MAX_MEMBERS`] lowest pids (a stable set, should there be more), ordered by pid, and
+    /// whether there were more. Older files, and files dated more than `expiry` ahead (a clock
+    /// set back), are skipped and, by the server, removed.
+    pub(crate) fn others(&self, expiry: Duration) -> (Vec<MetricsSnapshot>, bool) {
         let Ok(entries) = fs::read_dir(&self.dir) else {
-            return Vec::new();
+            return (Vec::new(), false);
         };
         let serving = matches!(self.lock, Lead::Serving(_));
         let now = SystemTime::now();
-        let mut fresh: Vec<(SystemTime, u32, PathBuf)> = Vec::new();
-        for entry in entries.take(MAX_ENTRIES).flatten() {
+        let mut fresh: Vec<(u32, PathBuf)> = Vec::new();
+        for entry in entries.take(MAX_SCANNED).flatten() {
             let name = entry.file_name();
             let Some((pid, temporary)) = name.to_str().and_then(member_name) else {
                 continue;
@@ -152,23 +176,26 @@ impl Group {
             let Ok(modified) = fs::symlink_metadata(&path).and_then(|m| m.modified()) else {
                 continue;
             };
-            let age = now.duration_since(modified).unwrap_or(Duration::ZERO);
+            let age = match now.duration_since(modified) {
+                Ok(age) => age,
+                Err(ahead) => ahead.duration(),
+            };
             if age > expiry {
                 if serving {
                     let _ = fs::remove_file(&path);
                 }
-            } else if !temporary {
-                fresh.push((modified, pid, path));
+            } else if !temporary && fresh.len() < MAX_FRESH {
+                fresh.push((pid, path));
             }
         }
-        fresh.sort_by_key(|(modified, ..)| std::cmp::Reverse(*modified));
+        fresh.sort_unstable_by_key(|(pid, _)| *pid);
+        let more = fresh.len() > MAX_MEMBERS;
         fresh.truncate(MAX_MEMBERS);
-        let mut snapshots: Vec<MetricsSnapshot> = fresh
+        let snapshots = fresh
             .iter()
-            .filter_map(|(_, pid, path)| read_member(path, *pid))
+            .filter_map(|(pid, path)| read_member(path, *pid))
             .collect();
-        snapshots.sort_by_key(|s| s.pid);
-        snapshots
+        (snapshots, more)
     }
 }
 
@@ -212,8 +239,26 @@ fn read_member(path: &Path, pid: u32) -> Option<MetricsSnapshot> {
         return None;
     }
     let published: PublishedMetrics = serde_json::from_slice(&bytes).ok()?;
-    let snapshot = published.snapshot;
-    (published.schema_version == SCHEMA_VERSION && snapshot.pid == pid).then_some(snapshot)
+    if published.schema_version != SCHEMA_VERSION || published.snapshot.pid != pid {
+        return None;
+    }
+    Some(sanitized(published.snapshot))
+}
+
+/// What another process's figures may hold, whatever its file said: at most [`MAX_DEVICES`]
+/// devices and samples, each device once, and a step-duration sum that is a finite number of
+/// seconds, not negative (a counter's).
+fn sanitized(mut snapshot: MetricsSnapshot) -> MetricsSnapshot {
+    let mut seen = std::collections::BTreeSet::new();
+    snapshot.devices.retain(|d| seen.insert(d.index));
+    snapshot.devices.truncate(MAX_DEVICES);
+    let mut seen = std::collections::BTreeSet::new();
+    snapshot.latest_samples.retain(|s| seen.insert(s.device_id));
+    snapshot.latest_samples.truncate(MAX_DEVICES);
+    if !(snapshot.step_seconds_sum.is_finite() && snapshot.step_seconds_sum >= 0.0) {
+        snapshot.step_seconds_sum = 0.0;
+    }
+    snapshot
 }
 
 #[cfg(test)]

@@ -149,12 +149,10 @@ fn sample(suffix: &'static str, labels: Labels, value: Value) -> Sample {
 pub(crate) fn families(snapshots: &[MetricsSnapshot], hostname: &str) -> Vec<Family> {
     // Each device once: the first snapshot with a sample of it.
     let mut devices: Vec<(&MetricsSnapshot, &GpuSample)> = Vec::new();
-    let mut seen = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for snapshot in snapshots {
         for gpu in &snapshot.latest_samples {
-            let key = device_key(snapshot, gpu);
-            if !seen.contains(&key) {
-                seen.push(key);
+            if seen.insert(device_key(snapshot, gpu)) {
                 devices.push((snapshot, gpu));
             }
         }

@@ -1,4 +1,4 @@
-use vllm_profiler_format::{GpuDevice, GpuSample, Role};
+use vllm_profiler_format::{GpuDevice, GpuSample, MetricsSnapshot, Role};
 
 use super::exposition::Format;
 use super::*;
