@@ -1,4 +1,4 @@
-"""P10: what one Prometheus endpoint for a host's processes costs (issue 16).
+"""P11: what one Prometheus endpoint for a host's processes costs (issue 16).
 
 Arms, in one run: an endpoint of 1 profiled process, and of 4 (VLLM_PROFILING_PROMETHEUS_ADDR
 set for all; one serves, the others publish their figures to the runtime dir every second).
@@ -134,8 +134,11 @@ def arm(members, scrapes, seconds, tmp):
             hz = os.sysconf("SC_CLK_TCK")
             before, t0 = thread_ticks(member, "vprof-metrics"), time.monotonic()
             time.sleep(seconds)
-            spent = (thread_ticks(member, "vprof-metrics") - before) / hz
-            result["publish_cpu_ms_per_s"] = spent * 1e3 / (time.monotonic() - t0)
+            ticks = thread_ticks(member, "vprof-metrics") - before
+            wall = time.monotonic() - t0
+            result["publish_cpu_ms_per_s"] = ticks / hz * 1e3 / wall
+            # The kernel counts CPU time in ticks: under one tick in the window reads 0.
+            result["publish_cpu_resolution_ms_per_s"] = 1e3 / hz / wall
         return result
     finally:
         for p in procs:
