@@ -34,16 +34,17 @@ fn run_of(path: &Path) -> Result<(String, Vec<(String, PerformanceSummary)>), St
 }
 
 fn change(name: &str, a: Option<f64>, b: Option<f64>, higher_is_better: bool, t: f64) -> Change {
-    let change_percent = match (a, b) {
+    let ratio = match (a, b) {
         (Some(a), Some(b)) if a != 0.0 => Some((b - a) / a * 100.0),
         _ => None,
     };
-    let regression = change_percent.is_some_and(|c| if higher_is_better { c < -t } else { c > t });
+    let regression = ratio.is_some_and(|c| if higher_is_better { c < -t } else { c > t });
     Change {
         name: name.to_owned(),
         a,
         b,
-        change_percent,
+        // Past what a double holds (1e-300 to 1e300): no percent, the flag still says it.
+        change_percent: ratio.filter(|c| c.is_finite()),
         higher_is_better,
         regression,
     }

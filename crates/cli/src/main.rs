@@ -224,12 +224,13 @@ fn recover_first(dir: &std::path::Path) {
 
 fn trace_command(args: TraceArgs) -> Result<(), String> {
     recover_first(&args.dir);
+    let (out_dir, out_name) = trace::output_place(&args.dir, &args.output)?;
     let merged = trace::merge(&args.dir, args.run.as_deref())?;
     for note in &merged.notes {
         eprintln!("vllm-profiler: {note}");
     }
-    let bytes = serde_json::to_vec(&merged.trace).map_err(|e| e.to_string())?;
-    std::fs::write(&args.output, bytes)
+    // Streamed to a temporary file, then renamed: a reader never sees half a trace.
+    vllm_profiler_core::atomic_file::write_json_atomic(&out_dir, &out_name, &merged.trace)
         .map_err(|e| format!("cannot write {}: {e}", args.output.display()))?;
     println!(
         "wrote {}: run {}, {} process(es)",
@@ -242,7 +243,10 @@ fn trace_command(args: TraceArgs) -> Result<(), String> {
 
 fn report_command(args: ReportArgs) -> Result<(), String> {
     recover_first(&args.dir);
-    let run = report::load(&args.dir)?;
+    let (run, notes) = report::load(&args.dir)?;
+    for note in &notes {
+        eprintln!("vllm-profiler: {note}");
+    }
     if let Some(out) = &args.html {
         let page = html::render(&args.dir, &run)?;
         std::fs::write(out, page).map_err(|e| format!("cannot write {}: {e}", out.display()))?;

@@ -21,10 +21,14 @@ fn spread(values: impl Iterator<Item = Option<f64>>) -> Option<Spread> {
     if values.is_empty() {
         return None;
     }
-    let sum: f64 = values.iter().sum();
+    // A running mean: a sum of huge figures would overflow.
+    let avg = values
+        .iter()
+        .enumerate()
+        .fold(0.0, |mean, (i, v)| mean + (v - mean) / (i + 1) as f64);
     Some(Spread {
         min: values.iter().copied().fold(f64::INFINITY, f64::min),
-        avg: sum / values.len() as f64,
+        avg,
         max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
     })
 }
@@ -70,8 +74,10 @@ fn top_layers(summary: &PerformanceSummary, n: usize) -> Vec<NamedLayer> {
     layers
 }
 
-/// Everything `report` shows for the reports in `dir`.
-pub fn load(dir: &Path) -> Result<RunReport, String> {
+/// Everything `report` shows for the reports in `dir`, and one note per file left out (a GPU
+/// history that cannot be read costs that process's GPU figures, not the report).
+pub fn load(dir: &Path) -> Result<(RunReport, Vec<String>), String> {
+    let mut notes = Vec::new();
     let runs = runs::load(dir)?
         .into_iter()
         .map(|run| {
@@ -80,8 +86,15 @@ pub fn load(dir: &Path) -> Result<RunReport, String> {
             for summary in run.members {
                 let history_path = dir.join(format::gpu_history_file_name(summary.pid));
                 if history_path.exists() {
-                    for stats in device_stats(&read_json(&history_path)?) {
-                        once_per_device(&mut gpus, stats);
+                    match read_json(&history_path) {
+                        Ok(history) => {
+                            for stats in device_stats(&history) {
+                                once_per_device(&mut gpus, stats);
+                            }
+                        }
+                        Err(err) => {
+                            notes.push(format!("pid {}: GPU figures left out: {err}", summary.pid))
+                        }
                     }
                 }
                 processes.push(ProcessReport {
@@ -91,6 +104,14 @@ pub fn load(dir: &Path) -> Result<RunReport, String> {
                     summary,
                 });
             }
+            // A device seen without its UUID (a process whose devices list was empty) is the
+            // one of its index that has a UUID, when there is one.
+            let with_uuid: Vec<u32> = gpus
+                .iter()
+                .filter(|g| g.uuid.is_some())
+                .map(|g| g.device_id)
+                .collect();
+            gpus.retain(|g| g.uuid.is_some() || !with_uuid.contains(&g.device_id));
             gpus.sort_by_key(|g| g.device_id);
             Ok(RunGroup {
                 run_id: run.run_id,
@@ -99,10 +120,11 @@ pub fn load(dir: &Path) -> Result<RunReport, String> {
             })
         })
         .collect::<Result<Vec<_>, String>>()?;
-    Ok(RunReport {
+    let report = RunReport {
         dir: dir.display().to_string(),
         runs,
-    })
+    };
+    Ok((report, notes))
 }
 
 /// Keeps `stats` unless a process of the run sampled its device (its UUID, else its index)
@@ -209,10 +231,20 @@ fn render_run(out: &mut String, run: &RunGroup) {
         let _ = writeln!(out, "\nGPUs of run {} (each device once)\n", run.run_id);
         let mut rows = Vec::new();
         for g in &run.gpus {
-            let label = match &g.name {
+            let mut label = match &g.name {
                 Some(name) => format!("GPU {} {name}", g.device_id),
                 None => format!("GPU {}", g.device_id),
             };
+            // Two devices of one index (hosts or containers that number their GPUs alike).
+            let shared = run
+                .gpus
+                .iter()
+                .filter(|o| o.device_id == g.device_id)
+                .count()
+                > 1;
+            if let (true, Some(uuid)) = (shared, &g.uuid) {
+                label = format!("{label} {uuid}");
+            }
             for (figure, spread, decimals) in [
                 ("utilization %", g.gpu_utilization, 1),
                 ("memory used MiB", g.memory_used_mb, 0),

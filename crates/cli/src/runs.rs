@@ -4,6 +4,7 @@
 //! run id on (`VLLM_PROFILING_RUN_ID`). Within a run, processes go by role: the API server,
 //! the engine core, the workers by rank, the others; then by pid.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use vllm_profiler_format::{self as format, PerformanceSummary, Role};
@@ -34,6 +35,25 @@ pub fn pids_in(dir: &Path) -> Result<Vec<u32>, String> {
     Ok(pids)
 }
 
+/// Whether `id` is a run id as the agent writes them.
+fn is_run_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
+}
+
+/// At most ten run ids, for a line that names them.
+pub fn some_ids<'a>(ids: impl ExactSizeIterator<Item = &'a str>) -> String {
+    let n = ids.len();
+    let mut shown: Vec<&str> = ids.take(10).collect();
+    let more = format!("and {} more", n.saturating_sub(10));
+    if n > 10 {
+        shown.push(&more);
+    }
+    shown.join(", ")
+}
+
 /// A process's role as tables show it: `engine_core`, `worker rank 0`.
 pub fn label(summary: &PerformanceSummary) -> String {
     match summary.rank {
@@ -57,7 +77,23 @@ fn order(summary: &PerformanceSummary) -> (u8, u32, u32) {
 pub fn load(dir: &Path) -> Result<Vec<Run>, String> {
     let summaries = pids_in(dir)?
         .into_iter()
-        .map(|pid| read_json(&dir.join(format::summary_file_name(pid))))
+        .map(|pid| {
+            let name = format::summary_file_name(pid);
+            let mut summary: PerformanceSummary = read_json(&dir.join(&name))?;
+            if summary.pid != pid || pid == 0 {
+                return Err(format!(
+                    "{} says pid {}, not {pid}: not a report vllm-profiler wrote",
+                    dir.join(&name).display(),
+                    summary.pid
+                ));
+            }
+            // A run id the agent could not have written (1 to 64 letters, digits, `.`, `_`,
+            // `-`, `:`) is no run id: it is never compared, hashed or printed at any length.
+            if !summary.run_id.as_deref().is_some_and(is_run_id) {
+                summary.run_id = None;
+            }
+            Ok(summary)
+        })
         .collect::<Result<Vec<PerformanceSummary>, String>>()?;
     Ok(group(summaries))
 }
@@ -78,32 +114,48 @@ pub fn group(summaries: Vec<PerformanceSummary>) -> Vec<Run> {
         let (ra, rb) = (find(parent, a), find(parent, b));
         parent[ra.max(rb)] = ra.min(rb);
     };
-    for i in 0..n {
-        for j in 0..n {
-            let (a, b) = (&summaries[i], &summaries[j]);
-            let same_run = i < j && a.run_id.is_some() && a.run_id == b.run_id;
-            let started_it = a.parent_pid == Some(b.pid)
-                && i != j
-                && match (a.started_unix, b.started_unix) {
+    // Linear in the processes: each joins the first process of its run id, and the processes
+    // that the pid of its parent names (several, when a pid was reused: the ones that started
+    // before it).
+    let mut first_of_run: HashMap<&str, usize> = HashMap::new();
+    let mut by_pid: HashMap<u32, Vec<usize>> = HashMap::new();
+    for (i, s) in summaries.iter().enumerate() {
+        by_pid.entry(s.pid).or_default().push(i);
+    }
+    for (i, child) in summaries.iter().enumerate() {
+        if let Some(run_id) = child.run_id.as_deref() {
+            // A process with a run id is in that run only.
+            let first = *first_of_run.entry(run_id).or_insert(i);
+            union(&mut parent, i, first);
+            continue;
+        }
+        let Some(parents) = child.parent_pid.and_then(|pid| by_pid.get(&pid)) else {
+            continue;
+        };
+        for &j in parents {
+            let started_it = j != i
+                && match (child.started_unix, summaries[j].started_unix) {
                     (Some(child), Some(parent)) => parent <= child,
                     _ => true,
                 };
-            if same_run || started_it {
+            if started_it {
                 union(&mut parent, i, j);
             }
         }
     }
-    let mut runs: Vec<(usize, Vec<PerformanceSummary>)> = Vec::new();
+    let mut runs: Vec<Vec<PerformanceSummary>> = Vec::new();
+    let mut run_of_root: HashMap<usize, usize> = HashMap::new();
     for (i, summary) in summaries.into_iter().enumerate() {
         let root = find(&mut parent, i);
-        match runs.iter_mut().find(|(r, _)| *r == root) {
-            Some((_, members)) => members.push(summary),
-            None => runs.push((root, vec![summary])),
-        }
+        let index = *run_of_root.entry(root).or_insert_with(|| {
+            runs.push(Vec::new());
+            runs.len() - 1
+        });
+        runs[index].push(summary);
     }
     let mut runs: Vec<Run> = runs
         .into_iter()
-        .map(|(_, mut members)| {
+        .map(|mut members| {
             members.sort_by_key(order);
             let run_id = members
                 .iter()
@@ -112,10 +164,13 @@ pub fn group(summaries: Vec<PerformanceSummary>) -> Vec<Run> {
             Run { run_id, members }
         })
         .collect();
+    // A process without its start time (an older writer) counts from when it wrote its
+    // summary.
     let start = |run: &Run| {
         run.members
             .iter()
-            .filter_map(|m| m.started_unix)
+            .map(|m| m.started_unix.unwrap_or(m.generated_at))
+            .filter(|t| t.is_finite())
             .fold(f64::INFINITY, f64::min)
     };
     runs.sort_by(|a, b| start(a).total_cmp(&start(b)).then(a.run_id.cmp(&b.run_id)));
@@ -168,13 +223,15 @@ mod tests {
             process(29, Role::EngineCore, Some("b"), 28, 19.0),
             // Pid 29 started after it: a reused pid, not its parent.
             process(12, Role::Process, None, 29, 0.5),
+            // Its parent's pid is in run a, but it has a run id of its own: in that run only.
+            process(31, Role::ApiServer, Some("b"), 10, 18.0),
         ]);
         assert_eq!(
             shape(&runs),
             [
                 ("pid-12".to_owned(), vec![12]),
                 ("a".to_owned(), vec![9, 10, 11]),
-                ("b".to_owned(), vec![29, 30]),
+                ("b".to_owned(), vec![31, 29, 30]),
             ]
         );
     }

@@ -486,7 +486,205 @@ fn trace_merges_a_run_on_one_clock_with_each_device_once() {
     assert_eq!(unknown.status.code(), Some(1));
     let stderr = String::from_utf8(unknown.stderr).unwrap();
     assert!(
-        stderr.contains("no run zzz") && stderr.contains("runs: a, b"),
+        stderr.contains("no run \"zzz\"") && stderr.contains("runs: a, b"),
         "{stderr}"
     );
+}
+
+/// A trace of process `pid` started at `started` with these `X` events (ts, dur) on thread 7.
+fn trace_of(pid: u32, started: f64, spans: &[(f64, f64)]) -> TraceFile {
+    TraceFile {
+        trace_events: spans
+            .iter()
+            .map(|&(ts, dur)| event("X", "e", ts, Some(dur), pid, 7))
+            .collect(),
+        display_time_unit: "ms".into(),
+        other_data: BTreeMap::from([(
+            TraceFile::STARTED_UNIX.to_owned(),
+            TraceArg::Number(started),
+        )]),
+    }
+}
+
+fn one_process(dir: &Path, pid: u32, trace: &TraceFile) {
+    let p = Process {
+        pid,
+        role: Role::EngineCore,
+        rank: None,
+        run: "r",
+        parent: 1,
+        started: 1.7e9,
+        steps: 1,
+        avg_ms: 1.0,
+        layer_ms: None,
+    };
+    write(dir, format::summary_file_name(pid), &summary(&p));
+    write(dir, format::trace_file_name(pid), trace);
+}
+
+fn merged_x(dir: &Path) -> (Vec<(f64, f64, bool)>, String) {
+    let out_file = dir.join("merged.json");
+    let out = cli(&[
+        "trace".as_ref(),
+        dir.as_os_str(),
+        "-o".as_ref(),
+        out_file.as_os_str(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let merged: Value = serde_json::from_slice(&std::fs::read(&out_file).unwrap()).unwrap();
+    let x = merged["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["ph"] == "X")
+        .map(|e| {
+            let ts = e["ts"].as_f64().unwrap();
+            (
+                ts,
+                ts + e["dur"].as_f64().unwrap(),
+                e["args"]["clipped"] == 1,
+            )
+        })
+        .collect();
+    (x, String::from_utf8(out.stderr).unwrap())
+}
+
+#[test]
+fn moving_to_the_unix_clock_keeps_events_nested_and_hostile_events_are_made_to_nest() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A span that ends when its step ends, both at fractions of a microsecond (what the
+    // hostile review saw end 0.2 µs after its step); one that crosses its parent's end; one
+    // with a negative duration, one of another pid.
+    let mut trace = trace_of(
+        100,
+        1_700_000_000.123_456,
+        &[
+            (1000.002, 500.0),
+            (1000.126, 499.876),
+            (1200.0, 900.0),
+            (1300.0, -3.0),
+        ],
+    );
+    trace
+        .trace_events
+        .push(event("X", "other", 1100.0, Some(1.0), 999, 7));
+    one_process(tmp.path(), 100, &trace);
+    let (x, stderr) = merged_x(tmp.path());
+    assert!(
+        stderr.contains("pid 100: 2 event(s) without a time or a duration left out"),
+        "{stderr}"
+    );
+    assert_eq!(x.len(), 3, "{x:?}");
+    let (step, inner, crossing) = (x[0], x[1], x[2]);
+    assert!(inner.0 >= step.0 && inner.1 <= step.1, "{x:?}");
+    assert!(
+        crossing.1 <= step.1 && crossing.2,
+        "cut at its parent's end: {x:?}"
+    );
+    assert!(!inner.2 && !step.2);
+}
+
+#[test]
+fn trace_refuses_to_write_over_the_runs_files_and_says_why_nothing_could_be_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    one_process(tmp.path(), 100, &trace_of(100, 1.7e9, &[(0.0, 1.0)]));
+    let target = tmp.path().join(format::trace_file_name(100));
+    let before = std::fs::read(&target).unwrap();
+    let out = cli(&[
+        "trace".as_ref(),
+        tmp.path().as_os_str(),
+        "-o".as_ref(),
+        target.as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("would replace one of the run's own files"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&target).unwrap(), before);
+
+    std::fs::write(&target, b"{not json").unwrap();
+    let out_file = tmp.path().join("run.json");
+    let out = cli(&[
+        "trace".as_ref(),
+        tmp.path().as_os_str(),
+        "-o".as_ref(),
+        out_file.as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("no trace of run r could be read"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("pid 100 left out:") && stderr.contains("is not a report"),
+        "{stderr}"
+    );
+    assert!(!out_file.exists());
+}
+
+#[test]
+fn two_devices_of_one_index_are_two_tracks_and_a_device_without_uuid_is_not_doubled() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (pid, uuid) in [(100, Some("GPU-A")), (101, Some("GPU-B")), (102, None)] {
+        one_process(tmp.path(), pid, &trace_of(pid, 1.7e9, &[(0.0, 1.0)]));
+        let mut h = history(pid, 2 + pid as usize - 100, 1.7e9);
+        h.devices[0].uuid = uuid.map(str::to_owned);
+        if uuid.is_none() {
+            h.devices.clear(); // a process that saw its device without a UUID
+        }
+        write(tmp.path(), format::gpu_history_file_name(pid), &h);
+    }
+    let out_file = tmp.path().join("merged.json");
+    let out = cli(&[
+        "trace".as_ref(),
+        tmp.path().as_os_str(),
+        "-o".as_ref(),
+        out_file.as_os_str(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let merged: Value = serde_json::from_slice(&std::fs::read(&out_file).unwrap()).unwrap();
+    let mut tracks: BTreeMap<String, usize> = BTreeMap::new();
+    for e in merged["traceEvents"].as_array().unwrap() {
+        if e["ph"] == "C" && e["name"].as_str().unwrap().contains("utilization") {
+            *tracks
+                .entry(e["name"].as_str().unwrap().to_owned())
+                .or_default() += 1;
+        }
+    }
+    assert_eq!(
+        tracks,
+        BTreeMap::from([
+            ("GPU 0 GPU-A utilization (%)".to_owned(), 2),
+            ("GPU 0 GPU-B utilization (%)".to_owned(), 3),
+        ])
+    );
+}
+
+#[test]
+fn a_gpu_history_that_cannot_be_read_costs_its_figures_not_the_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    two_runs(tmp.path());
+    std::fs::write(
+        tmp.path().join(format::gpu_history_file_name(201)),
+        b"{not json",
+    )
+    .unwrap();
+    let out = cli(&["report".as_ref(), tmp.path().as_os_str(), "--json".as_ref()]);
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("pid 201: GPU figures left out:"),
+        "{stderr}"
+    );
+    let report: RunReport = serde_json::from_slice(&out.stdout).unwrap();
+    // The device from the other process that saw it.
+    let gpus: Vec<(u32, usize)> = report.runs[1]
+        .gpus
+        .iter()
+        .map(|g| (g.pid, g.samples))
+        .collect();
+    assert_eq!(gpus, [(200, 2)]);
 }

@@ -193,7 +193,8 @@ pub(crate) fn build(
     if let Some(gpu) = gpu {
         for sample in &gpu.gpu_history {
             let ts = ((sample.timestamp - process.started_unix) * 1e6).max(0.0);
-            events.extend(format::gpu_counter_events(pid, ts, sample));
+            let device = format!("GPU {}", sample.device_id);
+            events.extend(format::gpu_counter_events(pid, ts, &device, sample));
         }
     }
     format::TraceFile {

@@ -89,14 +89,14 @@ pub const GPU_COUNTERS: [GpuCounter; 4] = [
 ];
 
 /// The `C` events of one sample at `ts`, on `pid`: one per figure it has, each on its own
-/// track (`GPU 0 utilization (%)`), with its value in `value`.
-pub fn gpu_counter_events(pid: u32, ts: f64, sample: &GpuSample) -> Vec<TraceEvent> {
+/// track named after `device` (`GPU 0` gives `GPU 0 utilization (%)`), its value in `value`.
+pub fn gpu_counter_events(pid: u32, ts: f64, device: &str, sample: &GpuSample) -> Vec<TraceEvent> {
     GPU_COUNTERS
         .iter()
         .filter_map(|(figure, value)| {
             let value = value(sample)?;
             Some(TraceEvent {
-                name: format!("GPU {} {figure}", sample.device_id),
+                name: format!("{device} {figure}"),
                 cat: Some(Cow::Borrowed("gpu")),
                 ph: Cow::Borrowed("C"),
                 ts,
