@@ -231,7 +231,7 @@ fn process_events(
             "X" => {
                 let dur = event.dur.unwrap_or(f64::NAN);
                 let (begin, end) = (offset_us + event.ts, offset_us + (event.ts + dur));
-                if !(event.ts >= 0.0 && dur >= 0.0 && end.is_finite()) {
+                if !(event.ts >= 0.0 && dur >= 0.0 && end <= MAX_UNIX_S * 1e6) {
                     dropped += 1;
                     continue;
                 }
