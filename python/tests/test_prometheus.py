@@ -94,6 +94,8 @@ def start_host(agent_library, fake_nvml, tmp_path, addr, code=HOST):
     host = subprocess.Popen(
         [sys.executable, "-c", code],
         env=env,
+        # A host that passes output_dir itself (enable_vllm_profiling's default) writes here.
+        cwd=tmp_path,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
