@@ -124,6 +124,15 @@ def require_module(name: str, reason: str) -> None:
         missing_tool(reason)
 
 
+def free_port() -> int:
+    """A loopback port free now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def read_report(out: Path, kind: str, pid: int) -> dict:
     with open(out / f"{kind}_{pid}.json", encoding="utf-8") as f:
         return json.load(f)

@@ -10,7 +10,7 @@ import time
 import urllib.parse
 import urllib.request
 
-from conftest import ROOT, missing_tool
+from conftest import ROOT, free_port, missing_tool
 
 SCRAPE_CONFIG = ROOT / "examples" / "prometheus" / "prometheus.yml"
 DASHBOARD = ROOT / "examples" / "grafana" / "vllm-profiler-dashboard.json"
@@ -20,12 +20,6 @@ SHIPPED_TARGET = "127.0.0.1:9478"
 VARIABLES = {"$instance": ".*", "$__rate_interval": "15s"}
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Prometheus:

@@ -6,7 +6,7 @@ panel's query returns data. test_real_vllm.py runs the same queries over the rea
 import json
 
 from prometheus_server import DASHBOARD, Prometheus, check_dashboard
-from test_prometheus import free_port
+from conftest import free_port
 from test_prometheus_server import start_members, stop_members
 
 RECORDING_MEMBER = """

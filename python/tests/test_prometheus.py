@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import missing_tool, mode_env, read_report, require_module
+from conftest import free_port, missing_tool, mode_env, read_report, require_module
 
 MIB = 1024 * 1024
 STEPS = 7
@@ -52,10 +52,6 @@ SCRIPT = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 REENABLE = """

@@ -17,8 +17,8 @@ import time
 import urllib.error
 import urllib.request
 
-from conftest import missing_tool, mode_env, require_module
-from test_prometheus import SCRIPT, families, free_port, scrape
+from conftest import free_port, missing_tool, mode_env, require_module
+from test_prometheus import SCRIPT, families, scrape
 
 MEMBER = """
 import sys, time

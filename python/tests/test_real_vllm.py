@@ -12,7 +12,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PACKAGE_DIR, ROOT, clean_env, missing_tool, require_module
+from conftest import PACKAGE_DIR, ROOT, clean_env, free_port, missing_tool, require_module
 from prometheus_server import Prometheus, check_dashboard
 from test_dashboard import FULL_GPU
 from one_run import check_one_run
@@ -344,10 +343,6 @@ def kill_group(proc):
     proc.wait()
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http(url, body=None, timeout=60):

@@ -9,22 +9,17 @@ exited 1 with a traceback instead of dying by SIGTERM.
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
-from conftest import clean_env, require_module
+from conftest import clean_env, free_port, require_module
 
 APP_DIR = Path(__file__).resolve().parent / "uvicorn_app"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def serve_then_sigterm(env):

@@ -35,14 +35,6 @@ pub fn pids_in(dir: &Path) -> Result<Vec<u32>, String> {
     Ok(pids)
 }
 
-/// Whether `id` is a run id as the agent writes them.
-fn is_run_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
-}
-
 /// At most ten run ids, for a line that names them.
 pub fn some_ids<'a>(ids: impl ExactSizeIterator<Item = &'a str>) -> String {
     let n = ids.len();
@@ -89,7 +81,7 @@ pub fn load(dir: &Path) -> Result<Vec<Run>, String> {
             }
             // A run id the agent could not have written (1 to 64 letters, digits, `.`, `_`,
             // `-`, `:`) is no run id: it is never compared, hashed or printed at any length.
-            if !summary.run_id.as_deref().is_some_and(is_run_id) {
+            if !summary.run_id.as_deref().is_some_and(format::is_run_id) {
                 summary.run_id = None;
             }
             Ok(summary)

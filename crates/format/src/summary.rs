@@ -75,6 +75,15 @@ impl ExportStamp {
     pub const TRACE_AT: &'static str = "exported_at";
 }
 
+/// Whether `id` is a run id (`run_id`, `VLLM_PROFILING_RUN_ID`): 1 to 64 letters, digits, `.`,
+/// `_`, `-` and `:`.
+pub fn is_run_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
+}
+
 /// `performance_summary_<pid>.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PerformanceSummary {

@@ -42,12 +42,9 @@ pub fn shown(value: &OsStr) -> String {
     format!("{head:?}... ({} bytes)", value.len())
 }
 
-/// Whether `text` is a [`Kind::Name`]: 1 to 64 letters, digits, `.`, `_`, `-` and `:`.
+/// Whether `text` is a [`Kind::Name`]: what the reports' `run_id` may be.
 pub fn is_name(text: &str) -> bool {
-    (1..=64).contains(&text.len())
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
+    vllm_profiler_format::is_run_id(text)
 }
 
 /// `Some(true)` for 1/true/yes/on, `Some(false)` for 0/false/no/off (any case), else `None`.
