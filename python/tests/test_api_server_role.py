@@ -6,7 +6,11 @@ import sys
 
 import pytest
 
-from vllm_profiler import _vllm_hook
+from conftest import PACKAGE_DIR
+
+sys.path.insert(0, str(PACKAGE_DIR))
+
+from vllm_profiler import _vllm_hook  # noqa: E402
 
 MODULE = "vllm.entrypoints.openai.api_server"
 
