@@ -4,6 +4,11 @@
 //! bookkeeping. `nvml_calls_only` makes the same NVML calls straight through nvml-wrapper.
 //! The difference is what the sampler adds; on a real GPU each NVML call costs microseconds
 //! (a driver ioctl), against a fake that answers in nanoseconds.
+//!
+//! `sample_per_device_gpm` samples a device that also gives GPM (a Hopper's SM activity,
+//! occupancy, tensor activity and DRAM bandwidth: one more sample and one metrics query); the
+//! script's two devices differ in that alone, so its excess over `sample_per_device` is the
+//! cost of GPM.
 
 use std::hint::black_box;
 
@@ -20,9 +25,15 @@ fn script() -> tempfile::NamedTempFile {
         "sm_clock_mhz": 1980, "memory_clock_mhz": 2619,
         "processes": [{"pid": "self", "used_memory_mb": 2048}]
     });
-    let script = serde_json::json!({"devices": [{
-        "name": "Bench GPU", "uuid": "GPU-bench", "memory_total_mb": 81920, "frames": [frame]
-    }]});
+    let mut gpm_frame = frame.clone();
+    gpm_frame["gpm"] = serde_json::json!({
+        "SM_UTIL": 61.5, "SM_OCCUPANCY": 30.0, "ANY_TENSOR_UTIL": 12.5, "DRAM_BW_UTIL": 77.0
+    });
+    let script = serde_json::json!({"devices": [
+        {"name": "Bench GPU", "uuid": "GPU-bench", "memory_total_mb": 81920, "frames": [frame]},
+        {"name": "Bench GPM GPU", "uuid": "GPU-bench-gpm", "memory_total_mb": 81920,
+         "frames": [gpm_frame]},
+    ]});
     std::fs::write(file.path(), script.to_string()).expect("script written");
     file
 }
@@ -32,19 +43,28 @@ fn sampler(c: &mut Criterion) {
     // Read by the fake when it loads, below.
     std::env::set_var("FAKE_NVML_SCRIPT", script.path());
     let library = vllm_profiler_tests::fake_nvml_library();
-    let options = Options {
+    let device_options = |index: u32| Options {
         nvml_library: Some(library.to_path_buf()),
+        devices: Some(vec![index]),
         ..Options::default()
     };
-    let mut backend = NvmlBackend::open(&options).expect("the fake NVML opens");
+    let options = device_options(0);
     let mut out = Vec::with_capacity(4);
-    c.bench_function("gpu/sample_per_device", |b| {
-        b.iter(|| {
-            out.clear();
-            backend.sample(black_box(1.0), &mut out);
-            black_box(&out);
-        })
-    });
+    for (name, index) in [
+        ("gpu/sample_per_device", 0),
+        ("gpu/sample_per_device_gpm", 1),
+    ] {
+        let mut backend = NvmlBackend::open(&device_options(index)).expect("the fake NVML opens");
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                out.clear();
+                backend.sample(black_box(1.0), &mut out);
+                black_box(&out);
+            })
+        });
+        let gpm = out[0].gpm();
+        assert_eq!(gpm.is_some(), index == 1, "GPM figures only where scripted");
+    }
 
     let nvml = Nvml::builder()
         .lib_path(library.as_os_str())

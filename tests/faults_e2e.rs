@@ -380,6 +380,7 @@ fn null_sample() -> GpuSample {
         sm_clock_mhz: None,
         memory_clock_mhz: None,
         process_memory_used_mb: None,
+        ..GpuSample::default()
     }
 }
 

@@ -19,7 +19,8 @@ fn the_html_report_has_every_plot_and_renders_in_chromium() {
     let frames: Vec<_> = (0..8)
         .map(|i| {
             json!({"gpu_utilization": 10 + 10 * i, "memory_controller_utilization": 1,
-                   "memory_used_mb": 1000 + 100 * i, "power_draw_mw": 100_000 + 5_000 * i})
+                   "memory_used_mb": 1000 + 100 * i, "power_draw_mw": 100_000 + 5_000 * i,
+                   "gpm": {"SM_UTIL": 5 * i, "SM_OCCUPANCY": 2 * i, "DRAM_BW_UTIL": 50 + i}})
         })
         .collect();
     let mut cmd = profiled_on_fake_gpu(&exe, tmp.path(), &out, "Plotted GPU", &frames, "0.01");
@@ -39,13 +40,17 @@ fn the_html_report_has_every_plot_and_renders_in_chromium() {
     for outside in ["<script", "src=", "href=", "@import", "url("] {
         assert!(!html.contains(outside), "{outside} in the page");
     }
-    // The histogram and utilization, memory and power over time for the one device.
-    assert_eq!(html.matches("<svg").count(), 4, "four plots");
+    // The histogram and utilization, memory, power and the three GPM figures the device
+    // gave over time: no tensor plot, since it gave none.
+    assert_eq!(html.matches("<svg").count(), 7, "seven plots");
     for title in [
         "Step duration",
         "GPU 0 utilization",
         "GPU 0 memory used",
         "GPU 0 power",
+        "GPU 0 SM active (GPM)",
+        "GPU 0 SM occupancy (GPM)",
+        "GPU 0 DRAM bandwidth (GPM)",
     ] {
         assert!(html.contains(title), "{title} missing");
     }

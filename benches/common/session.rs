@@ -80,5 +80,9 @@ pub fn gpu_sample(t: f64, i: usize) -> format::GpuSample {
         sm_clock_mhz: Some(1980.0),
         memory_clock_mhz: Some(2619.0),
         process_memory_used_mb: Some(57_000.0),
+        sm_active_percent: Some(62.0),
+        sm_occupancy_percent: Some(31.5),
+        tensor_active_percent: Some(18.0),
+        dram_bandwidth_percent: Some(74.0),
     }
 }

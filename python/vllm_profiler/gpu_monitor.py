@@ -29,6 +29,11 @@ class GPUMetrics:
     sm_clock_mhz: Optional[float] = None
     memory_clock_mhz: Optional[float] = None
     process_memory_used_mb: Optional[float] = None
+    # GPM (NVIDIA Hopper and newer), over the interval since the previous sample.
+    sm_active_percent: Optional[float] = None
+    sm_occupancy_percent: Optional[float] = None
+    tensor_active_percent: Optional[float] = None
+    dram_bandwidth_percent: Optional[float] = None
     extra: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -253,6 +253,12 @@ pub fn expected_gpu_sample(
     frame: &Value,
 ) -> vllm_profiler_format::GpuSample {
     let number = |key: &str| frame.get(key).and_then(Value::as_f64);
+    let gpm = |key: &str| {
+        frame
+            .get("gpm")
+            .and_then(|g| g.get(key))
+            .and_then(Value::as_f64)
+    };
     let used = number("memory_used_mb");
     let own = frame["processes"].as_array().map(|ps| {
         ps.iter()
@@ -275,6 +281,12 @@ pub fn expected_gpu_sample(
         sm_clock_mhz: number("sm_clock_mhz"),
         memory_clock_mhz: number("memory_clock_mhz"),
         process_memory_used_mb: Some(own.unwrap_or(0.0)),
+        // The figures of an interval that ends in this frame: a device's first sample has
+        // none, which the caller says.
+        sm_active_percent: gpm("SM_UTIL"),
+        sm_occupancy_percent: gpm("SM_OCCUPANCY"),
+        tensor_active_percent: gpm("ANY_TENSOR_UTIL"),
+        dram_bandwidth_percent: gpm("DRAM_BW_UTIL"),
     }
 }
 

@@ -2,7 +2,7 @@
 //! and the devices, stored in the session, and the figures that steps carry published.
 
 use vllm_profiler_core::Session;
-use vllm_profiler_format::{unix_now, GpuSample, MemorySource, CPU_DETECTOR};
+use vllm_profiler_format::{primary_device, unix_now, GpuSample, MemorySource, CPU_DETECTOR};
 use vllm_profiler_gpu::{DeviceBackend, HostProbe};
 
 /// One sampler: the host probe and, when a GPU answered, its device backend.
@@ -94,35 +94,9 @@ impl Sampler {
     }
 }
 
-/// The device whose figures steps carry: the first one on which this process holds memory
-/// (a vLLM worker uses one GPU of several), else the first sampled device.
-pub fn primary_device(samples: &[GpuSample]) -> Option<&GpuSample> {
-    samples
-        .iter()
-        .find(|s| s.process_memory_used_mb.is_some_and(|mb| mb > 0.0))
-        .or_else(|| samples.first())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn gpu(device_id: u32, own_mb: Option<f64>) -> GpuSample {
-        GpuSample {
-            device_id,
-            process_memory_used_mb: own_mb,
-            ..GpuSample::default()
-        }
-    }
-
-    #[test]
-    fn primary_device_is_the_one_holding_this_process_memory() {
-        let samples = [gpu(0, Some(0.0)), gpu(1, Some(512.0)), gpu(2, Some(64.0))];
-        assert_eq!(primary_device(&samples).unwrap().device_id, 1);
-        let none_held = [gpu(3, None), gpu(4, Some(0.0))];
-        assert_eq!(primary_device(&none_held).unwrap().device_id, 3);
-        assert!(primary_device(&[]).is_none());
-    }
 
     #[test]
     fn sampler_tick_feeds_history_and_step_memory() {

@@ -168,6 +168,23 @@ fn render_process(
                     ("utilization", "%", series(&|s| s.gpu_utilization)),
                     ("memory used", "MiB", series(&|s| s.memory_used_mb)),
                     ("power", "W", series(&|s| s.power_draw)),
+                    // GPM (Hopper and newer): drawn only where the device gave them.
+                    ("SM active (GPM)", "%", series(&|s| s.sm_active_percent)),
+                    (
+                        "SM occupancy (GPM)",
+                        "%",
+                        series(&|s| s.sm_occupancy_percent),
+                    ),
+                    (
+                        "tensor active (GPM)",
+                        "%",
+                        series(&|s| s.tensor_active_percent),
+                    ),
+                    (
+                        "DRAM bandwidth (GPM)",
+                        "%",
+                        series(&|s| s.dram_bandwidth_percent),
+                    ),
                 ] {
                     if points.is_empty() {
                         continue;

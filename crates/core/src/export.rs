@@ -14,6 +14,7 @@ use crate::atomic_file;
 use crate::error::{ProfilerError, Result};
 use crate::report::ShapesTable;
 use crate::session::Session;
+use crate::step_gpm::GpmTimeline;
 
 /// How long an export waits for another one in progress (a large history takes seconds).
 pub const EXPORT_WAIT: Duration = Duration::from_secs(10);
@@ -109,6 +110,7 @@ impl Session {
             let names = self.interner.snapshot();
             let shapes = ShapesTable::new(self.shapes.snapshot());
             let (role, rank) = self.identity();
+            let gpm = GpmTimeline::new(history.as_ref().map_or(&[], |h| &h.gpu_history[..]));
             let steps = format::DetailedSteps {
                 schema_version: format::SCHEMA_VERSION,
                 pid: self.pid,
@@ -120,7 +122,8 @@ impl Session {
                 // Streamed: one record is built and written at a time.
                 detailed_steps: StreamedSteps {
                     records: RefCell::new(
-                        kept.iter().map(|k| self.step_record(k, &names, &shapes)),
+                        kept.iter()
+                            .map(|k| self.step_record(k, &names, &shapes, &gpm)),
                     ),
                 },
             };

@@ -26,6 +26,7 @@ mod report;
 mod samples;
 pub mod session;
 pub mod shapes;
+mod step_gpm;
 pub mod trace;
 // The crash-safe journal beside it: its files, what it holds, the collector's writes, recovery.
 pub mod journal;

@@ -15,6 +15,7 @@ use crate::kept::KeptStep;
 use crate::names::NameId;
 use crate::samples::SampleStore;
 use crate::session::Session;
+use crate::step_gpm::GpmTimeline;
 use crate::trace::{self, TraceSpan, TraceStep};
 
 /// A figure that came in as `f32` (memory deltas), summed or averaged in `f64`, given back
@@ -223,6 +224,7 @@ impl Session {
         kept: &KeptStep,
         names: &[Arc<str>],
         shapes: &ShapesTable,
+        gpm: &GpmTimeline,
     ) -> format::StepRecord {
         let name_of = |id: NameId| names.get(id.0 as usize).map(|n| n.to_string());
         let e = &kept.event;
@@ -259,6 +261,8 @@ impl Session {
             gpu_metrics: format::StepGpuMetrics {
                 start_utilization: finite(e.utilization_start),
                 end_utilization: finite(e.utilization_end),
+                start_gpm: gpm.at(self.unix_at(e.start_ns)),
+                end_gpm: gpm.at(self.unix_at(e.start_ns.saturating_add(e.duration_ns))),
             },
         }
     }

@@ -12,6 +12,8 @@ use std::sync::OnceLock;
 
 use fake_gpu_script::{write_c_string, DeviceScript, Frame, Player, MIB};
 
+mod gpm;
+
 type NvmlReturn = c_uint;
 type NvmlDevice = *const u8;
 
@@ -82,7 +84,7 @@ fn device_index(device: NvmlDevice, player: &Player) -> Option<usize> {
 fn with_frame(
     function: &str,
     device: NvmlDevice,
-    body: impl FnOnce(&DeviceScript, &Frame) -> NvmlReturn,
+    body: impl FnOnce(&'static DeviceScript, &'static Frame) -> NvmlReturn,
 ) -> NvmlReturn {
     let player = match player() {
         Some(player) if INIT_COUNT.load(Ordering::SeqCst) > 0 => player,

@@ -16,6 +16,7 @@
 //!       "temperature": 40, "power_draw_mw": 100250, "power_limit_mw": 700000,
 //!       "sm_clock_mhz": 1980, "memory_clock_mhz": 2619,
 //!       "processes": [{"pid": "self", "used_memory_mb": 512}],
+//!       "gpm": {"SM_UTIL": 35.5, "DRAM_BW_UTIL": 80},
 //!       "errors": {"nvmlDeviceGetTemperature": 999},
 //!       "delay_ms": {"nvmlDeviceGetUtilizationRates": 2000}
 //!     }]
@@ -93,6 +94,11 @@ pub struct Frame {
     pub memory_clock_mhz: Option<u32>,
     #[serde(default)]
     pub processes: Vec<Process>,
+    /// GPM metrics by NVML's name without its prefix (`SM_UTIL`, `SM_OCCUPANCY`,
+    /// `ANY_TENSOR_UTIL`, `DRAM_BW_UTIL`): what `nvmlGpmMetricsGet` gives for an interval that
+    /// ends in this frame. A device supports GPM when any of its frames has one.
+    #[serde(default)]
+    pub gpm: BTreeMap<String, f64>,
     #[serde(default)]
     pub errors: BTreeMap<String, u32>,
     #[serde(default)]

@@ -65,6 +65,57 @@ pub struct GpuSample {
     /// GPU memory used by the profiled process on this device, MiB.
     #[serde(default)]
     pub process_memory_used_mb: Option<f64>,
+    /// GPM (Hopper and newer, through NVML), over the interval since the device's previous
+    /// sample: percent of time any warp was active, averaged over the SMs (DCGM's "SM
+    /// activity"). Unlike `gpu_utilization`, one busy SM does not read 100.
+    #[serde(default)]
+    pub sm_active_percent: Option<f64>,
+    /// GPM: resident warps as a percent of the SMs' maximum, averaged over the interval.
+    #[serde(default)]
+    pub sm_occupancy_percent: Option<f64>,
+    /// GPM: percent of time any tensor core pipe was active.
+    #[serde(default)]
+    pub tensor_active_percent: Option<f64>,
+    /// GPM: DRAM bandwidth used, in percent of the peak; high in a memory-bound decode.
+    #[serde(default)]
+    pub dram_bandwidth_percent: Option<f64>,
+}
+
+impl GpuSample {
+    /// The sample's GPM figures; `None` when the device gave none of them.
+    pub fn gpm(&self) -> Option<GpmFigures> {
+        let figures = GpmFigures {
+            sm_active_percent: self.sm_active_percent,
+            sm_occupancy_percent: self.sm_occupancy_percent,
+            tensor_active_percent: self.tensor_active_percent,
+            dram_bandwidth_percent: self.dram_bandwidth_percent,
+        };
+        (figures != GpmFigures::default()).then_some(figures)
+    }
+}
+
+/// The device whose figures steps carry, of one sample per device in the backend's order: the
+/// first one on which this process holds memory (a vLLM worker uses one GPU of several), else
+/// the first.
+pub fn primary_device<'a, S>(samples: impl IntoIterator<Item = &'a S> + Clone) -> Option<&'a S>
+where
+    S: std::borrow::Borrow<GpuSample> + 'a,
+{
+    samples
+        .clone()
+        .into_iter()
+        .find(|s| s.borrow().process_memory_used_mb.is_some_and(|mb| mb > 0.0))
+        .or_else(|| samples.into_iter().next())
+}
+
+/// A device's GPM figures at one instant, as [`GpuSample`] names them; each `null` where the
+/// device does not give it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct GpmFigures {
+    pub sm_active_percent: Option<f64>,
+    pub sm_occupancy_percent: Option<f64>,
+    pub tensor_active_percent: Option<f64>,
+    pub dram_bandwidth_percent: Option<f64>,
 }
 
 /// One process's memory on a device, as the vendor library lists it.
@@ -127,6 +178,23 @@ pub struct HostSample {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn gpu(device_id: u32, own_mb: Option<f64>) -> GpuSample {
+        GpuSample {
+            device_id,
+            process_memory_used_mb: own_mb,
+            ..GpuSample::default()
+        }
+    }
+
+    #[test]
+    fn primary_device_is_the_one_holding_this_process_memory() {
+        let samples = [gpu(0, Some(0.0)), gpu(1, Some(512.0)), gpu(2, Some(64.0))];
+        assert_eq!(primary_device(&samples).unwrap().device_id, 1);
+        let none_held = [gpu(3, None), gpu(4, Some(0.0))];
+        assert_eq!(primary_device(&none_held).unwrap().device_id, 3);
+        assert!(primary_device(&[] as &[GpuSample]).is_none());
+    }
 
     #[test]
     fn missing_metric_serialises_as_null_not_zero() {

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::gpu::GpmFigures;
 use crate::summary::{ExportStamp, MemorySource, Role};
 
 /// `detailed_steps_<pid>.json`. `Steps` is how the writer holds the records: readers get a
@@ -104,11 +105,18 @@ impl SpanShapes {
     }
 }
 
-/// seed 004 `gpu_metrics` of a step: utilization of the sampled device at its start and end.
+/// seed 004 `gpu_metrics` of a step: figures of the sampled device at its start and end, from
+/// its newest sample at each moment.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StepGpuMetrics {
     pub start_utilization: Option<f64>,
     pub end_utilization: Option<f64>,
+    /// The device's GPM figures in its newest sample at the start, `null` where it gives none
+    /// or where no kept sample is that old (they are looked up in the GPU history at export).
+    #[serde(default)]
+    pub start_gpm: Option<GpmFigures>,
+    #[serde(default)]
+    pub end_gpm: Option<GpmFigures>,
 }
 
 #[cfg(test)]

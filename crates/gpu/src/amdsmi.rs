@@ -350,6 +350,8 @@ impl Reader for AmdSmiDevices {
             sm_clock_mhz: None,
             memory_clock_mhz: None,
             process_memory_used_mb: None,
+            // NVIDIA's GPM; amd-smi's counterparts are not read yet.
+            ..GpuSample::default()
         };
         DeviceReading {
             sample,

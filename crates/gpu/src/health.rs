@@ -20,6 +20,7 @@ pub(crate) enum Metric {
     SmClock,
     MemoryClock,
     ProcessMemory,
+    Gpm,
 }
 
 impl Metric {
@@ -37,6 +38,10 @@ impl Metric {
             Metric::SmClock => "sm_clock_mhz",
             Metric::MemoryClock => "memory_clock_mhz",
             Metric::ProcessMemory => "process_memory_used_mb",
+            Metric::Gpm => {
+                "sm_active_percent, sm_occupancy_percent, tensor_active_percent and \
+                 dram_bandwidth_percent"
+            }
         }
     }
 }

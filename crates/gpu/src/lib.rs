@@ -9,6 +9,7 @@ mod backend;
 pub mod cpu;
 mod detect;
 pub mod fork_closed;
+mod gpm;
 mod health;
 mod host;
 pub mod nvml;

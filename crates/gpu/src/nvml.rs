@@ -15,6 +15,7 @@ use nvml_wrapper::{Device, Nvml};
 use vllm_profiler_format::{mib, GpuDevice, GpuSample, ProcessMemory};
 
 use crate::backend::{process_memory_mb, DeviceReading};
+use crate::gpm::Gpm;
 use crate::health::{Failure, Health, Metric};
 use crate::options::Options;
 use crate::vendor::{Libraries, Reader, VendorBackend};
@@ -66,6 +67,8 @@ fn failure(err: NvmlError) -> Failure {
 struct OpenDevice {
     handle: Device<'static>,
     index: u32,
+    /// `None` where the library or the device has no GPM.
+    gpm: Option<Gpm>,
 }
 
 /// Samples every selected NVIDIA device.
@@ -105,7 +108,8 @@ impl NvmlBackend {
                 gpu_type: "nvidia".to_owned(),
                 memory_total_mb: handle.memory_info().ok().map(|m| mib(m.total)),
             });
-            devices.push(OpenDevice { handle, index });
+            let gpm = Gpm::open(nvml, &handle);
+            devices.push(OpenDevice { handle, index, gpm });
         }
         let reader = NvmlDevices {
             pid: std::process::id(),
@@ -123,7 +127,7 @@ impl NvmlBackend {
 
 impl Reader for NvmlDevices {
     fn read(&mut self, position: usize, health: &mut Health, timestamp: f64) -> DeviceReading {
-        let device = &self.devices[position];
+        let device = &mut self.devices[position];
         let (handle, index) = (&device.handle, device.index);
         // Utilization first: it opens the sample (the fake NVML advances its script on it).
         let utilization = health.read(position, index, Metric::Utilization, || {
@@ -161,6 +165,14 @@ impl Reader for NvmlDevices {
         let limit_mw = number(Metric::PowerLimit, &|| handle.enforced_power_limit());
         let sm_clock = number(Metric::SmClock, &|| handle.clock_info(Clock::SM));
         let memory_clock = number(Metric::MemoryClock, &|| handle.clock_info(Clock::Memory));
+        let gpm = device.gpm.as_mut().and_then(|gpm| {
+            health
+                .read(position, index, Metric::Gpm, || {
+                    gpm.read(handle).map_err(failure)
+                })
+                .flatten()
+        });
+        let gpm = gpm.unwrap_or_default();
         let total = memory.as_ref().map(|m| m.total);
         let sample = GpuSample {
             timestamp,
@@ -180,6 +192,10 @@ impl Reader for NvmlDevices {
             sm_clock_mhz: sm_clock,
             memory_clock_mhz: memory_clock,
             process_memory_used_mb: process_memory_mb(processes.as_deref(), self.pid),
+            sm_active_percent: gpm.sm_active_percent,
+            sm_occupancy_percent: gpm.sm_occupancy_percent,
+            tensor_active_percent: gpm.tensor_active_percent,
+            dram_bandwidth_percent: gpm.dram_bandwidth_percent,
         };
         DeviceReading { sample, processes }
     }

@@ -32,7 +32,7 @@ struct DeviceGauge {
     value: fn(&GpuSample) -> Option<f64>,
 }
 
-const DEVICE_GAUGES: [DeviceGauge; 9] = [
+const DEVICE_GAUGES: [DeviceGauge; 13] = [
     DeviceGauge {
         name: "vllm_profiler_gpu_utilization_percent",
         help: "Percent of time a kernel ran on the GPU, at the newest sample.",
@@ -86,6 +86,31 @@ const DEVICE_GAUGES: [DeviceGauge; 9] = [
         help: "GPU memory clock.",
         unit: "hertz",
         value: |g| g.memory_clock_mhz.map(|mhz| mhz * 1e6),
+    },
+    DeviceGauge {
+        name: "vllm_profiler_gpu_sm_active_percent",
+        help: "GPM: percent of time a warp was active, averaged over the SMs, over the last \
+               sample interval (DCGM's SM activity).",
+        unit: "percent",
+        value: |g| g.sm_active_percent,
+    },
+    DeviceGauge {
+        name: "vllm_profiler_gpu_sm_occupancy_percent",
+        help: "GPM: resident warps in percent of the SMs' maximum, over the last sample interval.",
+        unit: "percent",
+        value: |g| g.sm_occupancy_percent,
+    },
+    DeviceGauge {
+        name: "vllm_profiler_gpu_tensor_active_percent",
+        help: "GPM: percent of time a tensor-core pipe was active, over the last sample interval.",
+        unit: "percent",
+        value: |g| g.tensor_active_percent,
+    },
+    DeviceGauge {
+        name: "vllm_profiler_gpu_dram_bandwidth_percent",
+        help: "GPM: DRAM bandwidth used, in percent of the peak, over the last sample interval.",
+        unit: "percent",
+        value: |g| g.dram_bandwidth_percent,
     },
 ];
 

@@ -38,6 +38,8 @@ fn snapshot(pid: u32, role: Role, rank: Option<u32>) -> MetricsSnapshot {
             sm_clock_mhz: Some(1410.0),
             memory_controller_utilization: Some(7.0),
             process_memory_used_mb: Some(256.0),
+            sm_active_percent: Some(63.5),
+            dram_bandwidth_percent: Some(81.25),
             ..GpuSample::default()
         }],
     }
@@ -57,6 +59,9 @@ fn renders_every_series_with_exact_values() {
         format!("vllm_profiler_gpu_power_limit_watts{{{device}}} 300.0"),
         format!("vllm_profiler_gpu_sm_clock_hertz{{{device}}} 1410000000.0"),
         format!("vllm_profiler_process_gpu_memory_used_bytes{{{device}}} 268435456.0"),
+        format!("vllm_profiler_gpu_sm_active_percent{{{device}}} 63.5"),
+        format!("vllm_profiler_gpu_dram_bandwidth_percent{{{device}}} 81.25"),
+        "# UNIT vllm_profiler_gpu_sm_active_percent percent".to_owned(),
         format!("vllm_profiler_step_duration_seconds_sum{{{process}}} 0.75"),
         format!("vllm_profiler_step_duration_seconds_count{{{process}}} 5"),
         format!(r#"vllm_profiler_step_duration_seconds_bucket{{{process},le="0.025"}} 0"#),
@@ -78,6 +83,9 @@ fn renders_every_series_with_exact_values() {
     // No power or memory-clock figure: no series at all, rather than a made-up 0.
     assert!(!text.contains("vllm_profiler_gpu_power_watts"), "{text}");
     assert!(!text.contains("memory_clock"), "{text}");
+    // A device without tensor or occupancy figures (no GPM, or not those): no series either.
+    assert!(!text.contains("tensor_active"), "{text}");
+    assert!(!text.contains("sm_occupancy"), "{text}");
 }
 
 #[test]

@@ -147,7 +147,7 @@ fn what_a_file_holds_is_bounded_and_a_negative_sum_is_none() {
         latest_samples: vec![sample(0), sample(0)],
         ..MetricsSnapshot::default()
     };
-    snapshot.latest_samples.extend((1..200).map(sample));
+    snapshot.latest_samples.extend((1..100).map(sample));
     let bytes = serde_json::to_vec(&PublishedMetrics {
         schema_version: SCHEMA_VERSION,
         published_at: 0.0,
