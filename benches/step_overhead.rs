@@ -46,6 +46,20 @@ fn step_pair(c: &mut Criterion) {
             std::hint::black_box(recorder.step_end(h))
         })
     });
+    // Issue 17's device time: the span's CUDA event pair resolved after its end, handed over
+    // by handle (the recorder finds the span among the last it ended).
+    group.bench_function(
+        "recorder: step with one nested span and its device time",
+        |b| {
+            b.iter(|| {
+                let h = recorder.step_begin(8, 128).unwrap();
+                let s = recorder.span_begin(b"model.layers.0").unwrap();
+                let _ = recorder.span_end(s);
+                let _ = recorder.step_end(h);
+                std::hint::black_box(recorder.span_set_gpu_duration(s, 1_000))
+            })
+        },
+    );
     // Seed 004's layer annotations: a memory delta and the same shapes string every time (the
     // common case, a model at a steady batch shape): one hash lookup of the raw bytes.
     let shapes = br#"{"input_shapes":[[8,512,768]],"output_shapes":[[8,512,768]]}"#;

@@ -80,10 +80,13 @@ def main(argv=None) -> int:
     layers = sorted(summary["layer_performance"].items(),
                     key=lambda kv: -kv[1]["avg_duration_ms"] * kv[1]["call_count"])
     if layers:
-        print("slowest layers (total ms, calls):")
+        # Host time launches the work; on a GPU the device's time is apart (null on CPU).
+        print("slowest layers (host total ms, GPU total ms, calls):")
         for name, layer in layers[:8]:
             total = layer["avg_duration_ms"] * layer["call_count"]
-            print(f"  {name:<40} {total:10.2f} {layer['call_count']:8d}")
+            gpu = layer.get("total_gpu_duration_ms")
+            gpu_text = f"{gpu:10.2f}" if gpu is not None else f"{'-':>10}"
+            print(f"  {name:<40} {total:10.2f} {gpu_text} {layer['call_count']:8d}")
     reports = sorted(glob.glob(os.path.join(args.output_dir, f"*_{os.getpid()}.json")))
     print("reports: " + json.dumps(reports))
     return 0

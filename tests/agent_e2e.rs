@@ -410,7 +410,16 @@ fn span_end_annotated_through_the_c_abi_writes_exact_memory_deltas_and_shapes() 
         .unwrap();
     let mut keys: Vec<&str> = layer1.keys().map(String::as_str).collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["call_count", "depth", "duration_ms", "parent"]);
+    assert_eq!(
+        keys,
+        [
+            "call_count",
+            "depth",
+            "duration_ms",
+            "gpu_duration_ms",
+            "parent"
+        ]
+    );
     assert!(
         raw_steps["detailed_steps"][0]["layer_timings"]["model.layers.3"]
             .get("input_shapes")

@@ -440,6 +440,69 @@ def layer_memory(out):
     return {"probe_calls": allocated[0] >> 20}
 
 
+def layer_device_time(out):
+    """Device time through scripted events: each record() advances a fake device clock by
+    1 ms, and an event counts as complete only once the "device" has caught up (after a step,
+    as vLLM's sync on sampled tokens does). A span's device time is then 1 + 2 x (hooked calls
+    inside it) ms, resolved at the next forward without any synchronize(), except at detach."""
+    import torch
+    from torch import nn
+
+    from vllm_profiler.layers import LayerProfiler
+
+    class Device:
+        clock = 0
+        done_upto = 0
+        created = 0
+        synchronized = 0
+
+    class FakeEvent:
+        def __init__(self):
+            Device.created += 1
+            self.t = None
+
+        def record(self):
+            Device.clock += 1
+            self.t = Device.clock
+
+        def query(self):
+            return self.t <= Device.done_upto
+
+        def synchronize(self):
+            Device.synchronized += 1
+            Device.done_upto = max(Device.done_upto, self.t)
+
+        def elapsed_time(self, end):
+            assert self.query() and end.query(), "elapsed_time of an unfinished pair"
+            return float(end.t - self.t)
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.Linear(4, 4)
+            self.mlp = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.mlp(self.attn(x))
+
+    model = nn.Sequential(Block(), Block())
+    enable_vllm_profiling(output_dir=out, enable_layer_profiling=True)
+    monitor = VLLMPerformanceMonitor()
+    profiler = LayerProfiler(model, device_timing=FakeEvent).attach()
+    pending_after = []
+    with torch.no_grad():
+        for step in range(4):
+            with monitor.profile_inference_step(batch_size=1, num_tokens=4):
+                model(torch.ones(1, 4))
+            pending_after.append(profiler.device_timer.pending())
+            if step != 1:  # the device lags a whole step once
+                Device.done_upto = Device.clock
+    profiler.detach()
+    disable_vllm_profiling()
+    return {"created": Device.created, "synchronized": Device.synchronized,
+            "pending_after": pending_after}
+
+
 def layer_memory_cuda(out):
     """Real CUDA: a layer that keeps a 64 MiB buffer it allocates in its forward."""
     import torch
@@ -488,6 +551,7 @@ SCENARIOS = {
         vllm_unhookable_worker,
         layers,
         layer_memory,
+        layer_device_time,
         layer_memory_cuda,
     ]
 }

@@ -328,6 +328,10 @@ def test_layer_hooks_record_exact_module_paths_and_leave_no_hook(run_scenario):
     assert set(steps[0]["layer_timings"]) == set(called)
     assert steps[0]["layer_timings"]["model.layers.1.self_attn"]["parent"] == "model.layers.1"
     assert set(steps[3]["layer_timings"]) == {"model", "model.embed_tokens", "model.layers.0", "model.layers.1"}
+    # On CPU there is no device time: null, never a made-up figure.
+    assert all(t["gpu_duration_ms"] is None for s in steps for t in s["layer_timings"].values())
+    assert all(s["gpu_duration_ms"] is None for s in steps)
+    assert all(v["avg_gpu_duration_ms"] is None for v in layers.values())
 
 
 def test_layer_spans_carry_memory_deltas(run_scenario):
@@ -347,6 +351,34 @@ def test_layer_spans_carry_memory_deltas(run_scenario):
     layers = read_report(out, "performance_summary", r["pid"])["layer_performance"]
     assert layers["model"]["avg_memory_delta_mb"] == 13.0
     assert layers["model.1.mlp"]["avg_memory_delta_mb"] == 1.0
+
+
+def test_layer_device_time_is_resolved_a_forward_late_without_a_sync(run_scenario):
+    """The device-time path of the layer hooks, with scripted events in place of CUDA's (no
+    CUDA here): exact device times per layer and step, host times untouched, events reused,
+    no synchronize() but the one pair left at detach."""
+    require_module("torch", "torch is not installed: layer hooks need a real nn.Module"
+                   " (bash tests/python_env.sh installs it)")
+    proc, out = run_scenario("layer_device_time", timeout=180)
+    r = result(proc)
+    # 7 pairs per forward; a forward's pairs wait for the next one (step 1's for two).
+    assert r["pending_after"] == [7, 7, 14, 7]
+    assert r["synchronized"] == 7, "only the last forward's pairs, at detach"
+    assert r["created"] <= 2 * 7 * 3, "events come back to the pool"
+    expected = {"model": 13.0, "model.0": 5.0, "model.1": 5.0, "model.0.attn": 1.0,
+                "model.0.mlp": 1.0, "model.1.attn": 1.0, "model.1.mlp": 1.0}
+    steps = read_report(out, "detailed_steps", r["pid"])["detailed_steps"]
+    assert len(steps) == 4
+    for step in steps:
+        timings = step["layer_timings"]
+        assert {k: v["gpu_duration_ms"] for k, v in timings.items()} == expected
+        assert all(v["duration_ms"] < 1000 for v in timings.values()), "host time"
+        assert step["gpu_duration_ms"] is None, "no step timer in this scenario"
+    summary = read_report(out, "performance_summary", r["pid"])
+    layers = summary["layer_performance"]
+    assert {k: v["avg_gpu_duration_ms"] for k, v in layers.items()} == expected
+    assert layers["model"]["total_gpu_duration_ms"] == 4 * 13.0
+    assert summary["counters"]["unmatched_gpu_durations"] == 0
 
 
 def test_layer_memory_delta_on_a_real_cuda_device(run_scenario):

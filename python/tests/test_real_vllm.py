@@ -242,6 +242,11 @@ def check_worker(summary, steps, work, rank, layers=True):
             assert step["layer_timings"]["model.layers.0.self_attn"]["call_count"] == 1
             assert step["layer_timings"]["model.layers.*.self_attn.rotary_emb"]["call_count"] == 2
             assert step["layer_timings"]["model.layers.0"]["parent"] == "model"
+            # The CPU build has no device: device time is null, host time is there.
+            assert step["layer_timings"]["model.layers.0"]["gpu_duration_ms"] is None
+            assert step["layer_timings"]["model.layers.0"]["duration_ms"] > 0
+        assert all(s["gpu_duration_ms"] is None for s in steps)
+        assert all(p["avg_gpu_duration_ms"] is None for p in performance.values())
 
 
 def no_agent_warning(stderr):

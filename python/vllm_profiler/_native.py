@@ -37,6 +37,8 @@ _SIGNATURES = {
         [ctypes.c_uint64, ctypes.c_double, ctypes.c_char_p],
         ctypes.c_int32,
     ),
+    "vllm_profiler_span_set_gpu_duration": ([ctypes.c_uint64, ctypes.c_uint64], ctypes.c_int32),
+    "vllm_profiler_step_set_gpu_duration": ([ctypes.c_uint64, ctypes.c_uint64], ctypes.c_int32),
     "vllm_profiler_export": ([ctypes.c_char_p], ctypes.c_int32),
     "vllm_profiler_summary_json": (
         [ctypes.c_uint32, ctypes.c_char_p, ctypes.c_size_t],
@@ -154,6 +156,8 @@ _KEEP_GIL = (
     "vllm_profiler_span_begin",
     "vllm_profiler_span_end",
     "vllm_profiler_span_end_annotated",
+    "vllm_profiler_span_set_gpu_duration",
+    "vllm_profiler_step_set_gpu_duration",
     "vllm_profiler_set_role",
     "vllm_profiler_is_enabled",
 )

@@ -354,11 +354,36 @@ def _check_models_hooked(worker: Any) -> None:
               " hooked in this process: layers are not profiled")
 
 
+_STEP_TIMER_UNSET = object()
+_step_timer: Any = _STEP_TIMER_UNSET
+
+
+def _worker_step_timer(lib: Any) -> Any:
+    """The DeviceTimer of worker steps (a CUDA event pair per step, see device_time), made at
+    the first step; None without CUDA."""
+    global _step_timer
+    if _step_timer is _STEP_TIMER_UNSET:
+        from .device_time import DeviceTimer, cuda_event_factory
+
+        factory = cuda_event_factory()
+        _step_timer = (
+            DeviceTimer(lib.vllm_profiler_step_set_gpu_duration, factory) if factory else None
+        )
+    return _step_timer
+
+
 def _end_worker_step(lib: Any) -> None:
     handle = getattr(_state, "worker_handle", 0)
     if handle:
         _state.worker_handle = 0
         lib.vllm_profiler_step_end(handle)
+        start = getattr(_state, "worker_gpu_start", None)
+        if start is not None:
+            _state.worker_gpu_start = None
+            try:
+                _step_timer.end(handle, start)
+            except Exception:  # noqa: BLE001 - the step keeps its host time
+                pass
 
 
 def _worker_step(execute_model: Callable[..., Any]) -> Callable[..., Any]:
@@ -386,6 +411,13 @@ def _worker_step(execute_model: Callable[..., Any]) -> Callable[..., Any]:
         if handle and isinstance(engine_step, int) and 0 <= engine_step < NO_ENGINE_STEP:
             lib.vllm_profiler_step_set_engine_step(handle, engine_step)
         _state.worker_handle = handle
+        timer = _worker_step_timer(lib) if handle else None
+        if timer is not None:
+            try:
+                timer.resolve()  # the steps before, which the GPU has finished
+                _state.worker_gpu_start = timer.begin()
+            except Exception:  # noqa: BLE001 - the step keeps its host time
+                _state.worker_gpu_start = None
         try:
             output = execute_model(self, scheduler_output, *args, **kwargs)
         except BaseException:

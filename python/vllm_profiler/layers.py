@@ -30,6 +30,7 @@ import threading
 from typing import Any, Callable, Iterable, List, Optional, Tuple, Union
 
 from . import _native
+from .device_time import DeviceTimer, EventFactory, cuda_event_factory
 
 _stack = threading.local()
 MIB = 1024.0 * 1024.0
@@ -50,6 +51,9 @@ class LayerProfiler:
     - `memory_probe`: "auto" (torch.cuda.memory_allocated when the model has CUDA
       parameters), None (no memory deltas), or a callable returning allocated bytes.
     - `record_shapes`: also record the shapes of the tensors going in and out.
+    - `device_timing`: "auto" (pairs of CUDA events around each call when the model has CUDA
+      parameters, see `device_time`), None (host time only), or a callable making timing
+      events (an object with `record()`, `query()`, `synchronize()`, `elapsed_time(end)`).
     """
 
     def __init__(
@@ -61,6 +65,7 @@ class LayerProfiler:
         exclude: Optional[Iterable[str]] = None,
         memory_probe: Union[str, MemoryProbe, None] = "auto",
         record_shapes: bool = False,
+        device_timing: Union[str, EventFactory, None] = "auto",
     ) -> None:
         self.model = model
         self.prefix = prefix
@@ -71,6 +76,11 @@ class LayerProfiler:
         if self.memory_probe is not None and not callable(self.memory_probe):
             raise TypeError("memory_probe must be 'auto', None or a callable returning bytes")
         self.record_shapes = bool(record_shapes)
+        factory = cuda_event_factory(model) if device_timing == "auto" else device_timing
+        if factory is not None and not callable(factory):
+            raise TypeError("device_timing must be 'auto', None or a callable making events")
+        self._event_factory: Optional[EventFactory] = factory
+        self.device_timer: Optional[DeviceTimer] = None
         self._handles: List[Any] = []
         self.hooked: List[str] = []
 
@@ -90,13 +100,19 @@ class LayerProfiler:
         if self._handles:
             return self
         lib = _native.library()
+        if self._event_factory is not None:
+            self.device_timer = DeviceTimer(
+                lib.vllm_profiler_span_set_gpu_duration, self._event_factory
+            )
         plain_call = _plain_module_call()
         for module, names in _modules_by_paths(self.model):
             path = self._path(shared_name(names))
             depth = names[0].count(".") + 1 if names[0] else 0
             if not self._wanted(path, depth):
                 continue
-            pre, post = _hooks(lib, path.encode(), self.memory_probe, self.record_shapes)
+            pre, post = _hooks(
+                lib, path.encode(), self.memory_probe, self.record_shapes, self.device_timer
+            )
             if plain_call is not None and type(module).__call__ is not plain_call:
                 self._handles.append(_ForwardWrapper(module, pre, post))
             else:
@@ -110,6 +126,9 @@ class LayerProfiler:
             handle.remove()
         self._handles.clear()
         self.hooked.clear()
+        if self.device_timer is not None:
+            # This thread's pairs: the spans were ended here, so their handles are valid here.
+            self.device_timer.resolve(wait=True)
 
     @property
     def attached(self) -> bool:
@@ -231,11 +250,31 @@ def tensor_shapes(value: Any, limit: int = 16) -> List[List[int]]:
 
 
 def _hooks(
-    lib: Any, name: bytes, probe: Optional[MemoryProbe], record_shapes: bool
+    lib: Any,
+    name: bytes,
+    probe: Optional[MemoryProbe],
+    record_shapes: bool,
+    timer: Optional[DeviceTimer] = None,
 ) -> Tuple[Any, Any]:
     begin, end = lib.vllm_profiler_span_begin, lib.vllm_profiler_span_end
     end_annotated = lib.vllm_profiler_span_end_annotated
     annotated = probe is not None or record_shapes
+
+    def finish(handle: int, inputs: Any, output: Any, memory_before: int) -> None:
+        if not annotated:
+            end(handle)
+            return
+        delta = (probe() - memory_before) / MIB if probe is not None else NO_MEMORY
+        shapes = None
+        if record_shapes:
+            shapes = json.dumps(
+                {"input_shapes": tensor_shapes(inputs), "output_shapes": tensor_shapes(output)},
+                separators=(",", ":"),
+            ).encode()
+        end_annotated(handle, delta, shapes)
+
+    if timer is not None:
+        return _timed_hooks(begin, finish, name, probe, timer)
 
     # _open_spans() inlined: these run twice per module call.
     def pre(module: Any, inputs: Any) -> None:
@@ -257,17 +296,49 @@ def _hooks(
                 continue
             if not handle:
                 return
-            if not annotated:
+            if not annotated:  # `finish` inlined: this is the common case
                 end(handle)
                 return
-            delta = (probe() - memory_before) / MIB if probe is not None else NO_MEMORY
-            shapes = None
-            if record_shapes:
-                shapes = json.dumps(
-                    {"input_shapes": tensor_shapes(inputs), "output_shapes": tensor_shapes(output)},
-                    separators=(",", ":"),
-                ).encode()
-            end_annotated(handle, delta, shapes)
+            finish(handle, inputs, output, memory_before)
+            return
+
+    return pre, post
+
+
+def _timed_hooks(
+    begin: Any,
+    finish: Callable[[int, Any, Any, int], None],
+    name: bytes,
+    probe: Optional[MemoryProbe],
+    timer: DeviceTimer,
+) -> Tuple[Any, Any]:
+    """The hooks with a CUDA event pair around each call: the outermost span of a forward
+    first hands over the pairs the GPU has finished since (the previous forward's)."""
+
+    def pre(module: Any, inputs: Any) -> None:
+        try:
+            spans = _stack.timed
+        except AttributeError:
+            spans = _stack.timed = []
+        if not spans:
+            timer.resolve()
+        spans.append((name, begin(name), probe() if probe is not None else 0, timer.begin()))
+
+    def post(module: Any, inputs: Any, output: Any) -> None:
+        try:
+            spans = _stack.timed
+        except AttributeError:
+            spans = _stack.timed = []
+        while spans:
+            open_name, handle, memory_before, start = spans.pop()
+            if open_name != name:
+                timer.discard(start)  # its forward raised: closed by its parent, untimed
+                continue
+            if not handle:
+                timer.discard(start)
+                return
+            finish(handle, inputs, output, memory_before)
+            timer.end(handle, start)
             return
 
     return pre, post

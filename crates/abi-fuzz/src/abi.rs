@@ -7,8 +7,9 @@ use std::ffi::{c_char, CStr};
 
 pub use vllm_profiler::{
     vllm_profiler_disable, vllm_profiler_flush, vllm_profiler_is_enabled, vllm_profiler_span_end,
-    vllm_profiler_step_begin, vllm_profiler_step_end, vllm_profiler_step_set_counts,
-    vllm_profiler_step_set_engine_step, vllm_profiler_version,
+    vllm_profiler_span_set_gpu_duration, vllm_profiler_step_begin, vllm_profiler_step_end,
+    vllm_profiler_step_set_counts, vllm_profiler_step_set_engine_step,
+    vllm_profiler_step_set_gpu_duration, vllm_profiler_version,
 };
 
 fn c_ptr(s: Option<&CStr>) -> *const c_char {

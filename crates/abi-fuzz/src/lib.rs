@@ -128,6 +128,16 @@ fn run_op(op: Op, handles: &mut Handles) {
                 )),
             );
         }
+        Op::SpanSetGpuDuration(handle, ns) => {
+            let span = pick(&handle, &handles.spans);
+            let code = counted(abi::vllm_profiler_span_set_gpu_duration(span, ns));
+            check_code("span_set_gpu_duration", code);
+        }
+        Op::StepSetGpuDuration(handle, ns) => {
+            let step = pick(&handle, &handles.steps);
+            let code = counted(abi::vllm_profiler_step_set_gpu_duration(step, ns));
+            check_code("step_set_gpu_duration", code);
+        }
         Op::Export(dir, rarely) => {
             if !rarely.now() {
                 return;

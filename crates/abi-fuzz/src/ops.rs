@@ -92,6 +92,8 @@ pub enum Op {
     SpanBegin(Name),
     SpanEnd(Handle),
     SpanEndAnnotated(Handle, f64, Option<Vec<u8>>),
+    SpanSetGpuDuration(Handle, u64),
+    StepSetGpuDuration(Handle, u64),
     Export(Dir, Rarely),
     Summary(u32, u16),
     GpuHistory(i32, f64, u16),

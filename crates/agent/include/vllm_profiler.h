@@ -206,6 +206,22 @@ int32_t vllm_profiler_span_end_annotated(uint64_t span,
                                          const char *shapes_json);
 
 /**
+ * Sets the device time of a span this thread has ended: what the GPU spent on its work, as
+ * measured by the caller (for example a pair of CUDA events recorded on the stream at its begin
+ * and end, resolved once the GPU is past them). It is added to the span's layer in its step
+ * (`gpu_duration_ms`) and in the summary. A span ended more than 4096 spans before on this
+ * thread is forgotten: VLLM_PROFILER_E_UNKNOWN_HANDLE. Returns 0 or a negative error code.
+ */
+int32_t vllm_profiler_span_set_gpu_duration(uint64_t span, uint64_t gpu_duration_ns);
+
+/**
+ * Sets the device time of a step this thread has ended (its `gpu_duration_ms`), as
+ * vllm_profiler_span_set_gpu_duration does for a span. A step still open is refused with
+ * VLLM_PROFILER_E_INVALID_ARGUMENT. Returns 0 or a negative error code.
+ */
+int32_t vllm_profiler_step_set_gpu_duration(uint64_t step, uint64_t gpu_duration_ns);
+
+/**
  * Writes the reports now into `dir` (created if missing), or the configured dir when NULL.
  * Returns the number of files written (0 when nothing was recorded or sampled), or a negative
  * error code.

@@ -13,6 +13,8 @@ pub struct Sampler {
     /// The newest sample of each device so far: a backend that shares another process's
     /// readings may have no new sample of a device on a tick.
     latest: Vec<GpuSample>,
+    /// The device steps read from at the last tick (see [`primary_device`]).
+    primary: Option<u32>,
     described: bool,
 }
 
@@ -23,6 +25,7 @@ impl Sampler {
             devices,
             buf: Vec::new(),
             latest: Vec::new(),
+            primary: None,
             described: false,
         }
     }
@@ -49,16 +52,18 @@ impl Sampler {
             devices.sample(timestamp, &mut self.buf);
         }
         for sample in &self.buf {
-            match self
-                .latest
-                .iter_mut()
-                .find(|s| s.device_id == sample.device_id)
-            {
-                Some(kept) => kept.clone_from(sample),
-                None => self.latest.push(sample.clone()),
+            // By device index, whichever device's first sample came first (a shared reader can
+            // get one device's sample a tick before another's): "the first device" is index 0.
+            match (self.latest).binary_search_by_key(&sample.device_id, |s| s.device_id) {
+                Ok(i) => self.latest[i].clone_from(sample),
+                Err(i) => self.latest.insert(i, sample.clone()),
             }
         }
-        match primary_device(&self.latest) {
+        let primary = primary_device(&self.latest, self.primary);
+        if let Some(gpu) = primary {
+            self.primary = Some(gpu.device_id);
+        }
+        match primary {
             // This process's own memory when it holds some there; otherwise (not in the
             // device's process list: another pid namespace, or an engine process that holds
             // no GPU memory) the device's memory in use.

@@ -23,20 +23,37 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// The largest figure an axis spans: plotters' tick search never ends on a range that
+/// overflows (a report file may hold any finite number). Figures past it are drawn at it.
+const AXIS_LIMIT: f64 = 1e15;
+
+/// `value` kept within what an axis can span; `None` for NaN and infinities.
+fn on_axis(value: f64) -> Option<f64> {
+    value
+        .is_finite()
+        .then(|| value.clamp(-AXIS_LIMIT, AXIS_LIMIT))
+}
+
 /// A line chart of `points` (x: seconds from the first sample) as an SVG element.
 fn line_chart(title: &str, unit: &str, points: &[(f64, f64)]) -> Result<String, String> {
+    let points: Vec<(f64, f64)> = points
+        .iter()
+        .filter_map(|&(x, y)| Some((on_axis(x)?, on_axis(y)?)))
+        .collect();
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
         let x_max = points.iter().map(|p| p.0).fold(0.0, f64::max).max(1e-3);
         let y_max = points.iter().map(|p| p.1).fold(0.0, f64::max).max(1e-3) * 1.1;
+        // Below 0 only when a figure is (every point must map inside the plot).
+        let y_min = points.iter().map(|p| p.1).fold(0.0, f64::min) * 1.1;
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 16))
             .margin(8)
             .x_label_area_size(28)
             .y_label_area_size(56)
-            .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+            .build_cartesian_2d(0.0..x_max, y_min..y_max)
             .map_err(|e| e.to_string())?;
         chart
             .configure_mesh()
@@ -55,10 +72,11 @@ fn line_chart(title: &str, unit: &str, points: &[(f64, f64)]) -> Result<String, 
 /// The step-duration histogram (20 bins from 0 to the longest step) as an SVG element.
 fn histogram(durations_ms: &[f64]) -> Result<String, String> {
     const BINS: usize = 20;
+    let durations_ms: Vec<f64> = durations_ms.iter().filter_map(|&d| on_axis(d)).collect();
     let max = durations_ms.iter().copied().fold(0.0, f64::max).max(1e-3);
     let width = max / BINS as f64;
     let mut counts = [0u32; BINS];
-    for &d in durations_ms {
+    for &d in &durations_ms {
         counts[((d / width) as usize).min(BINS - 1)] += 1;
     }
     let top = counts.iter().copied().max().unwrap_or(0).max(1);
@@ -196,19 +214,38 @@ fn render_process(
         }
         *page += "</div>\n";
         if !s.layer_performance.is_empty() {
-            *page += "<table class=\"layers\"><tr><th>layer</th><th>calls</th><th>avg ms</th>\
-                     <th>total ms</th></tr>\n";
+            // Host time is the time to launch a layer's work; device time, where measured,
+            // has columns of its own.
+            let device = s
+                .layer_performance
+                .values()
+                .any(|l| l.avg_gpu_duration_ms.is_some());
+            *page += "<table class=\"layers\"><tr><th>layer</th><th>calls</th>\
+                     <th>host avg ms</th><th>host total ms</th>";
+            if device {
+                *page += "<th>GPU avg ms</th><th>GPU total ms</th>";
+            }
+            *page += "</tr>\n";
             let mut layers: Vec<_> = s.layer_performance.iter().collect();
             layers.sort_by(|a, b| b.1.total_duration_ms.total_cmp(&a.1.total_duration_ms));
             for (name, l) in layers {
-                let _ = writeln!(
+                let _ = write!(
                     page,
-                    "<tr><td>{}</td><td>{}</td><td>{:.3}</td><td>{:.3}</td></tr>",
+                    "<tr><td>{}</td><td>{}</td><td>{:.3}</td><td>{:.3}</td>",
                     escape(name),
                     l.call_count,
                     l.avg_duration_ms,
                     l.total_duration_ms
                 );
+                if device {
+                    let _ = write!(
+                        page,
+                        "<td>{}</td><td>{}</td>",
+                        cell(l.avg_gpu_duration_ms, 3),
+                        cell(l.total_gpu_duration_ms, 3)
+                    );
+                }
+                *page += "</tr>\n";
             }
             *page += "</table>\n";
         }

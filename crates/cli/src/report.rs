@@ -304,19 +304,34 @@ fn render_process(out: &mut String, p: &ProcessReport) {
     );
     if !p.top_layers.is_empty() {
         *out += "\n";
+        // Host time is the time to launch a layer's work; on a GPU its device time is apart,
+        // and shown apart, only where some was measured.
+        let device = p
+            .top_layers
+            .iter()
+            .any(|l| l.performance.avg_gpu_duration_ms.is_some());
         let rows: Vec<Vec<String>> = p
             .top_layers
             .iter()
             .map(|l| {
-                vec![
+                let mut row = vec![
                     l.name.clone(),
                     l.performance.call_count.to_string(),
                     format!("{:.3}", l.performance.avg_duration_ms),
                     format!("{:.3}", l.performance.total_duration_ms),
-                ]
+                ];
+                if device {
+                    row.push(ms(l.performance.avg_gpu_duration_ms));
+                    row.push(ms(l.performance.total_gpu_duration_ms));
+                }
+                row
             })
             .collect();
-        *out += &table(&["top layers", "calls", "avg ms", "total ms"], &rows);
+        let mut header = vec!["top layers", "calls", "host avg ms", "host total ms"];
+        if device {
+            header.extend(["GPU avg ms", "GPU total ms"]);
+        }
+        *out += &table(&header, &rows);
     }
     let c = &s.counters;
     if c.dropped_steps + c.lost_events + c.dropped_samples > 0 {

@@ -23,6 +23,8 @@ fn layer(avg: f64, calls: u64) -> LayerPerformance {
         call_count: calls,
         total_duration_ms: avg * calls as f64,
         avg_memory_delta_mb: None,
+        avg_gpu_duration_ms: None,
+        total_gpu_duration_ms: None,
     }
 }
 
@@ -83,11 +85,11 @@ fn run_dir(dir: &Path) {
         format::summary_file_name(11),
         &summary(11, 100, 20.0, 500.0),
     );
-    write(
-        dir,
-        format::summary_file_name(12),
-        &summary(12, 5, 4.0, 50.0),
-    );
+    // Process 12 ran on a GPU and timed its attention layer there.
+    let mut on_gpu = summary(12, 5, 4.0, 50.0);
+    let attn = on_gpu.layer_performance.get_mut("model.attn").unwrap();
+    (attn.avg_gpu_duration_ms, attn.total_gpu_duration_ms) = (Some(7.25), Some(72.5));
+    write(dir, format::summary_file_name(12), &on_gpu);
     let history = GpuHistory {
         schema_version: format::SCHEMA_VERSION,
         pid: 11,
@@ -123,14 +125,19 @@ fn report_prints_the_summary_top_layers_and_gpu_spread_per_process() {
         "Process 11 process (100 steps, 1000 tokens, 500.0 tokens/s)",
         "all steps           20.000  20.000  30.000  38.000  10.000  40.000",
         // Most total time first: mlp 30 ms, attn 20 ms, lm_head 5 ms.
-        "model.mlp      30   1.000    30.000",
-        "model.attn     10   2.000    20.000",
-        "lm_head        10   0.500     5.000",
+        // Host time, named so; no device columns where no device time was measured.
+        "top layers  calls  host avg ms  host total ms",
+        "model.mlp      30        1.000         30.000",
+        "model.attn     10        2.000         20.000",
+        "lm_head        10        0.500          5.000",
         "GPU 0 Fake H100 utilization %    10.0  40.0  80.0        3",
         "GPU 0 Fake H100 memory used MiB   100   200   300        3",
         // No temperature in any sample: a dash, never a made-up 0.
         "GPU 0 Fake H100 temperature C       -     -     -        3",
         "Process 12 process (5 steps, 50 tokens, 50.0 tokens/s)",
+        "top layers  calls  host avg ms  host total ms  GPU avg ms  GPU total ms",
+        "model.attn     10        2.000         20.000       7.250        72.500",
+        "lm_head        10        0.500          5.000           -             -",
     ] {
         assert!(
             text.lines().any(|l| l == line),
@@ -335,4 +342,46 @@ fn report_reads_only_the_names_the_agent_writes() {
     let pids: Vec<u32> = report.runs[0].processes.iter().map(|p| p.pid).collect();
     assert_eq!(pids, [11, 12]);
     assert_eq!(report.runs[0].processes[0].summary.total_steps, 100);
+}
+
+/// A report file may hold any finite number: the page is still made, at once (plotters' tick
+/// search never ended on an axis whose range overflowed).
+#[test]
+fn html_of_samples_at_the_edge_of_f64_is_made_and_in_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    run_dir(tmp.path());
+    let mut history: GpuHistory = serde_json::from_slice(
+        &std::fs::read(tmp.path().join(format::gpu_history_file_name(11))).unwrap(),
+    )
+    .unwrap();
+    for s in &mut history.gpu_history {
+        (s.power_draw, s.sm_active_percent) = (Some(f64::MAX), Some(-f64::MAX));
+    }
+    write(tmp.path(), format::gpu_history_file_name(11), &history);
+    let page = tmp.path().join("page.html");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vllm-profiler"))
+        .arg("report")
+        .arg(tmp.path())
+        .arg("--html")
+        .arg(&page)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("report --html still running after 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success());
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        html.contains("GPU 0 power"),
+        "the huge series is drawn, at the axis' limit"
+    );
 }

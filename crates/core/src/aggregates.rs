@@ -14,6 +14,9 @@ pub(crate) struct LayerTotals {
     /// Calls that carried a memory delta, and the sum of those deltas (MiB).
     pub(crate) memory_calls: u64,
     pub(crate) memory_delta_mb: f64,
+    /// Calls whose device time was set, and the sum of those times.
+    pub(crate) gpu_calls: u64,
+    pub(crate) gpu_ns: u64,
 }
 
 /// Running totals over every step and span ever collected.
@@ -35,6 +38,8 @@ pub(crate) struct Aggregates {
     pub(crate) memory_max: f64,
     pub(crate) layers: Vec<LayerTotals>,
     pub(crate) total_spans: u64,
+    /// Device times whose span or step was no longer found (ended too long before).
+    pub(crate) unmatched_gpu_times: u64,
 }
 
 impl Aggregates {
@@ -55,6 +60,7 @@ impl Aggregates {
             memory_max: f64::MIN,
             layers: Vec::new(),
             total_spans: 0,
+            unmatched_gpu_times: 0,
         }
     }
 
@@ -77,6 +83,15 @@ impl Aggregates {
             self.memory_count = self.memory_count.saturating_add(1);
             self.memory_max = self.memory_max.max(m);
         }
+    }
+
+    /// Adds the device time `ns` of `calls` calls of layer `name`.
+    pub(crate) fn add_layer_gpu(&mut self, name: NameId, calls: u64, ns: u64) {
+        let Some(layer) = self.layers.get_mut(name.0 as usize) else {
+            return; // a name without spans cannot be: its span came first
+        };
+        layer.gpu_calls = layer.gpu_calls.saturating_add(calls);
+        layer.gpu_ns = layer.gpu_ns.saturating_add(ns);
     }
 
     pub(crate) fn add_layer(

@@ -9,6 +9,19 @@ pub(crate) enum Event {
     // Keep events small: the ring is preallocated, RING_CAPACITY of them per thread.
     Span(SpanEvent),
     Step(StepEvent),
+    /// A device duration measured after its span or step ended (CUDA events resolve later).
+    Gpu(GpuEvent),
+}
+
+/// The device time of one ended span, or of one ended step, as the recorder resolved its
+/// handle: by name and step, since the collector has long folded the span in.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub(crate) struct GpuEvent {
+    /// The span's name; `NameId::NONE` for the step itself.
+    pub name: NameId,
+    /// The step: the span's (0 when it was in none), or the step's own sequence number.
+    pub step_seq: u64,
+    pub duration_ns: u64,
 }
 
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]

@@ -72,6 +72,10 @@ impl<T> Bounded<T> {
     }
 
     /// The newest `n` entries, oldest first.
+    pub fn iter_mut(&mut self) -> impl DoubleEndedIterator<Item = &mut T> + ExactSizeIterator {
+        self.items.iter_mut()
+    }
+
     pub fn last(&self, n: usize) -> impl Iterator<Item = &T> {
         self.items.iter().skip(self.items.len().saturating_sub(n))
     }

@@ -80,6 +80,7 @@ struct Totals {
     memory_max: f64,
     layers: Vec<LayerTotals>,
     total_spans: u64,
+    unmatched_gpu_times: u64,
 }
 
 /// What one collector drain adds after the snapshot or the batch before it.
@@ -127,6 +128,7 @@ impl Aggregates {
             memory_max: self.memory_max,
             layers: self.layers.clone(),
             total_spans: self.total_spans,
+            unmatched_gpu_times: self.unmatched_gpu_times,
         }
     }
 
@@ -152,6 +154,7 @@ impl Aggregates {
             memory_max: t.memory_max,
             layers: t.layers,
             total_spans: t.total_spans,
+            unmatched_gpu_times: t.unmatched_gpu_times,
         }
     }
 }
@@ -377,6 +380,7 @@ impl Session {
                     && known(span.shapes, shapes)
             }
             Event::Step(_) => true,
+            Event::Gpu(gpu) => known(gpu.name, names),
         });
         if ok {
             Ok(())

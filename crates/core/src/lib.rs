@@ -21,6 +21,8 @@ mod kept;
 mod latest;
 pub mod names;
 #[cfg(feature = "recorder")]
+mod recent;
+#[cfg(feature = "recorder")]
 pub mod recorder;
 mod report;
 mod samples;

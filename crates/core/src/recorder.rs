@@ -14,9 +14,10 @@ use rustc_hash::FxHashMap;
 
 use crate::collector::EventSource;
 use crate::error::{ProfilerError, Result};
-use crate::event::{Event, SpanEvent, StepEvent, NO_ENGINE_STEP};
+use crate::event::{Event, GpuEvent, SpanEvent, StepEvent, NO_ENGINE_STEP};
 use crate::handle::{self, Handle, Owner};
 use crate::names::NameId;
+use crate::recent::RecentSpans;
 use crate::session::Session;
 
 /// Most steps one thread may have open at once (overlapping async steps are allowed).
@@ -70,6 +71,8 @@ pub struct ThreadRecorder {
     names: FxHashMap<Box<[u8]>, NameId>,
     /// Raw `shapes_json` bytes seen by this thread to their shapes id (`NameId::NONE` for `{}`).
     shapes: FxHashMap<Box<[u8]>, NameId>,
+    /// The spans this thread ended last, for device durations that come after.
+    recent: RecentSpans,
 }
 
 impl Session {
@@ -126,6 +129,7 @@ impl ThreadRecorder {
             open_spans: Vec::with_capacity(64),
             names: FxHashMap::default(),
             shapes: FxHashMap::default(),
+            recent: RecentSpans::default(),
         }
     }
 
@@ -404,6 +408,38 @@ impl ThreadRecorder {
         lost
     }
 
+    /// Sets the device time of span `handle`, which this thread ended (a CUDA event pair
+    /// resolves after its span's end): folded into its layer in its step and in the totals.
+    /// A span ended more than a few thousand spans ago is forgotten: `UnknownHandle`.
+    pub fn span_set_gpu_duration(&mut self, handle: u64, duration_ns: u64) -> Result<()> {
+        let seq = self.seq_of(handle, "span")?;
+        let unknown = ProfilerError::UnknownHandle {
+            kind: "ended span",
+            handle,
+        };
+        let (name, step_seq) = self.recent.find(seq).ok_or(unknown)?;
+        self.push(Event::Gpu(GpuEvent {
+            name,
+            step_seq,
+            duration_ns,
+        }))
+    }
+
+    /// Sets the device time of step `handle`, which this thread ended.
+    pub fn step_set_gpu_duration(&mut self, handle: u64, duration_ns: u64) -> Result<()> {
+        let seq = self.seq_of(handle, "step")?;
+        if self.open_steps.iter().any(|s| s.seq == seq) {
+            return Err(ProfilerError::InvalidArgument(
+                "the step is still open: set its device duration after it ends",
+            ));
+        }
+        self.push(Event::Gpu(GpuEvent {
+            name: NameId::NONE,
+            step_seq: seq,
+            duration_ns,
+        }))
+    }
+
     #[inline]
     fn push_span(
         &mut self,
@@ -412,6 +448,7 @@ impl ThreadRecorder {
         memory_delta_mb: f32,
         shapes: NameId,
     ) -> Result<()> {
+        self.recent.record(span.seq, span.name, span.step_seq);
         self.push(Event::Span(SpanEvent {
             name: span.name,
             parent: span.parent,

@@ -11,7 +11,7 @@ use crate::aggregates::Aggregates;
 use crate::collector::Collector;
 use crate::error::Result;
 use crate::event::NO_ENGINE_STEP;
-use crate::kept::KeptStep;
+use crate::kept::{KeptStep, NO_GPU_TIME};
 use crate::names::NameId;
 use crate::samples::SampleStore;
 use crate::session::Session;
@@ -54,6 +54,11 @@ fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
 
+/// A device time in milliseconds; `None` when it was never set.
+fn gpu_ms(ns: u64) -> Option<f64> {
+    (ns != NO_GPU_TIME).then(|| ms(ns))
+}
+
 fn finite(v: f32) -> Option<f64> {
     (!v.is_nan()).then_some(f64::from(v))
 }
@@ -91,6 +96,9 @@ impl Session {
                             layer.total_ns,
                             (u64::from(layer.memory_calls), layer.memory_delta_mb),
                         );
+                        if layer.gpu_ns != NO_GPU_TIME {
+                            agg.add_layer_gpu(layer.name, u64::from(layer.calls), layer.gpu_ns);
+                        }
                     }
                 }
                 window = agg;
@@ -123,6 +131,9 @@ impl Session {
                         total_duration_ms: ms(l.total_ns),
                         avg_memory_delta_mb: (l.memory_calls > 0)
                             .then(|| f32_precision(l.memory_delta_mb / l.memory_calls as f64)),
+                        avg_gpu_duration_ms: (l.gpu_calls > 0)
+                            .then(|| ms(l.gpu_ns) / l.gpu_calls as f64),
+                        total_gpu_duration_ms: (l.gpu_calls > 0).then(|| ms(l.gpu_ns)),
                     },
                 ))
             })
@@ -168,6 +179,7 @@ impl Session {
                 unfinished_steps: c.unfinished_steps.load(Ordering::Relaxed),
                 unfinished_spans: c.unfinished_spans.load(Ordering::Relaxed),
                 total_spans: totals.total_spans,
+                unmatched_gpu_durations: totals.unmatched_gpu_times,
             },
         }
     }
@@ -234,6 +246,7 @@ impl Session {
             num_tokens: e.num_tokens,
             start_time: self.unix_at(e.start_ns),
             duration_ms: ms(e.duration_ns),
+            gpu_duration_ms: gpu_ms(kept.gpu_ns),
             memory_used_mb: finite(e.memory_end_mb),
             memory_start_mb: finite(e.memory_start_mb),
             thread_id: kept.thread_id,
@@ -247,6 +260,7 @@ impl Session {
                         name_of(l.name)?,
                         format::LayerTiming {
                             duration_ms: ms(l.total_ns),
+                            gpu_duration_ms: gpu_ms(l.gpu_ns),
                             call_count: l.calls,
                             parent: name_of(l.parent),
                             depth: l.depth,

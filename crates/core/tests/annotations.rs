@@ -125,7 +125,17 @@ fn without_annotations_no_key_appears() {
         .unwrap();
     let mut keys: Vec<&str> = layer.keys().map(String::as_str).collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["call_count", "depth", "duration_ms", "parent"]);
+    // Annotations are absent keys; device time is always there, null without a device.
+    assert_eq!(
+        keys,
+        [
+            "call_count",
+            "depth",
+            "duration_ms",
+            "gpu_duration_ms",
+            "parent"
+        ]
+    );
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! the metrics between two samples are the figures scripted in the second one's frame.
 
 use std::ffi::{c_char, c_uint, c_void};
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use fake_gpu_script::{DeviceScript, Frame};
 
@@ -32,9 +32,10 @@ fn supports_gpm(device: &DeviceScript) -> bool {
     device.frames.iter().any(|f| !f.gpm.is_empty())
 }
 
-/// An `nvmlGpmSample_t`: the frame of its last `nvmlGpmSampleGet`, null before one.
+/// An `nvmlGpmSample_t`: the frame and device of its last `nvmlGpmSampleGet`, null before one.
 struct Sample {
     frame: AtomicPtr<Frame>,
+    device: AtomicUsize,
 }
 
 #[repr(C)]
@@ -88,6 +89,7 @@ pub unsafe extern "C" fn nvmlGpmSampleAlloc(out: *mut *mut c_void) -> NvmlReturn
     }
     let sample = Box::new(Sample {
         frame: AtomicPtr::new(std::ptr::null_mut()),
+        device: AtomicUsize::new(0),
     });
     // SAFETY: non-null pointer to the caller's nvmlGpmSample_t.
     unsafe { *out = Box::into_raw(sample).cast() };
@@ -106,6 +108,7 @@ pub unsafe extern "C" fn nvmlGpmSampleFree(sample: *mut c_void) -> NvmlReturn {
 
 #[no_mangle]
 pub unsafe extern "C" fn nvmlGpmSampleGet(device: NvmlDevice, sample: *mut c_void) -> NvmlReturn {
+    let index = crate::player().and_then(|player| crate::device_index(device, player));
     with_frame("nvmlGpmSampleGet", device, |script, frame| {
         if sample.is_null() {
             return ERROR_INVALID_ARGUMENT;
@@ -116,25 +119,26 @@ pub unsafe extern "C" fn nvmlGpmSampleGet(device: NvmlDevice, sample: *mut c_voi
         // SAFETY: NVML's contract: a live sample from nvmlGpmSampleAlloc.
         let sample = unsafe { &*sample.cast::<Sample>() };
         let frame: *const Frame = frame;
+        sample.device.store(index.unwrap_or(0), Ordering::Relaxed);
         sample.frame.store(frame.cast_mut(), Ordering::Release);
         SUCCESS
     })
 }
 
-/// The frame a sample was taken in, or `None` for a sample never filled.
+/// The frame a sample was taken in and its device, or `None` for a sample never filled.
 ///
 /// # Safety
 /// `sample` is null or a live sample from `nvmlGpmSampleAlloc`.
-unsafe fn frame_of(sample: *mut c_void) -> Option<&'static Frame> {
+unsafe fn frame_of(sample: *mut c_void) -> Option<(&'static Frame, usize)> {
     if sample.is_null() {
         return None;
     }
     // SAFETY: the caller's contract.
-    let frame = unsafe { &*sample.cast::<Sample>() }
-        .frame
-        .load(Ordering::Acquire);
+    let sample = unsafe { &*sample.cast::<Sample>() };
+    let frame = sample.frame.load(Ordering::Acquire);
     // SAFETY: frames live in the player, which lives for the process.
-    unsafe { frame.as_ref() }
+    let frame = unsafe { frame.as_ref() }?;
+    Some((frame, sample.device.load(Ordering::Relaxed)))
 }
 
 #[no_mangle]
@@ -150,11 +154,18 @@ pub unsafe extern "C" fn nvmlGpmMetricsGet(request: *mut GpmMetricsGet) -> NvmlR
     let count = request.num_metrics as usize;
     // SAFETY: the samples are the caller's, from nvmlGpmSampleAlloc.
     let (first, second) = unsafe { (frame_of(request.sample1), frame_of(request.sample2)) };
-    let (Some(_), Some(frame)) = (first, second) else {
+    let (Some(_), Some((frame, device))) = (first, second) else {
         return ERROR_INVALID_ARGUMENT;
     };
     if count > METRIC_MAX {
         return ERROR_INVALID_ARGUMENT;
+    }
+    // The script's errors and delays for this function, by the second sample's device.
+    let Some(player) = crate::player() else {
+        return crate::ERROR_UNINITIALIZED;
+    };
+    if let Err(code) = player.enter("nvmlGpmMetricsGet", device) {
+        return code;
     }
     for metric in &mut request.metrics[..count] {
         let value = metric_name(metric.metric_id).and_then(|name| frame.gpm.get(name));

@@ -94,17 +94,25 @@ impl GpuSample {
     }
 }
 
-/// The device whose figures steps carry, of one sample per device in the backend's order: the
-/// first one on which this process holds memory (a vLLM worker uses one GPU of several), else
+/// The device whose figures steps carry, of one sample per device by device index: the
+/// first one on which this process holds memory (a vLLM worker uses one GPU of several); else
+/// `previous`, the one chosen the tick before, while its own memory is unknown (its process
+/// list failed this time), so that steps never take another device's figures for a tick; else
 /// the first.
-pub fn primary_device<'a, S>(samples: impl IntoIterator<Item = &'a S> + Clone) -> Option<&'a S>
+pub fn primary_device<'a, S>(
+    samples: impl IntoIterator<Item = &'a S> + Clone,
+    previous: Option<u32>,
+) -> Option<&'a S>
 where
     S: std::borrow::Borrow<GpuSample> + 'a,
 {
-    samples
-        .clone()
-        .into_iter()
-        .find(|s| s.borrow().process_memory_used_mb.is_some_and(|mb| mb > 0.0))
+    let holding = |s: &&S| s.borrow().process_memory_used_mb.is_some_and(|mb| mb > 0.0);
+    let kept = |s: &&S| {
+        let s = s.borrow();
+        Some(s.device_id) == previous && s.process_memory_used_mb.is_none()
+    };
+    (samples.clone().into_iter().find(holding))
+        .or_else(|| samples.clone().into_iter().find(kept))
         .or_else(|| samples.into_iter().next())
 }
 
@@ -190,10 +198,16 @@ mod tests {
     #[test]
     fn primary_device_is_the_one_holding_this_process_memory() {
         let samples = [gpu(0, Some(0.0)), gpu(1, Some(512.0)), gpu(2, Some(64.0))];
-        assert_eq!(primary_device(&samples).unwrap().device_id, 1);
+        assert_eq!(primary_device(&samples, None).unwrap().device_id, 1);
         let none_held = [gpu(3, None), gpu(4, Some(0.0))];
-        assert_eq!(primary_device(&none_held).unwrap().device_id, 3);
-        assert!(primary_device(&[] as &[GpuSample]).is_none());
+        assert_eq!(primary_device(&none_held, None).unwrap().device_id, 3);
+        assert!(primary_device(&[] as &[GpuSample], None).is_none());
+        // The chosen device's process list failed (memory unknown): it stays chosen.
+        let unknown = [gpu(0, Some(0.0)), gpu(1, None)];
+        assert_eq!(primary_device(&unknown, Some(1)).unwrap().device_id, 1);
+        // It answered 0: this process left it, and the first device is taken.
+        let left = [gpu(0, Some(0.0)), gpu(1, Some(0.0))];
+        assert_eq!(primary_device(&left, Some(1)).unwrap().device_id, 0);
     }
 
     #[test]

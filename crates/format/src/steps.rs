@@ -40,7 +40,12 @@ pub struct StepRecord {
     pub num_tokens: u32,
     /// Unix seconds when the step began.
     pub start_time: f64,
+    /// Host time: from the step's begin call to its end call.
     pub duration_ms: f64,
+    /// Device time: what the GPU spent on the step's work, from CUDA events recorded on the
+    /// stream at its begin and end. `null` on CPU, and where no pair was recorded.
+    #[serde(default)]
+    pub gpu_duration_ms: Option<f64>,
     /// seed 004: memory in use at the end of the step; see `memory_source`.
     pub memory_used_mb: Option<f64>,
     /// Memory in use at the start of the step.
@@ -60,8 +65,13 @@ pub struct StepRecord {
 /// seed 004 `layer_timings` entry: one name inside one step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LayerTiming {
-    /// Total time of every call of this name in the step.
+    /// Host time of every call of this name in the step. On a GPU this is the time taken to
+    /// launch its kernels, not to run them: see `gpu_duration_ms`.
     pub duration_ms: f64,
+    /// Device time of the calls of this name in the step, from CUDA events around each call.
+    /// `null` on CPU, and where no pair was recorded.
+    #[serde(default)]
+    pub gpu_duration_ms: Option<f64>,
     pub call_count: u32,
     /// Name of the enclosing span at its first call, `null` at the top of the step.
     pub parent: Option<String>,
@@ -167,7 +177,18 @@ mod tests {
         assert_eq!(timing.output_shapes, None);
         let json = serde_json::to_value(&timing).unwrap();
         let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
-        assert_eq!(keys, ["call_count", "depth", "duration_ms", "parent"]);
+        // Device time is always written (null without a device); annotations only when set.
+        assert_eq!(
+            keys,
+            [
+                "call_count",
+                "depth",
+                "duration_ms",
+                "gpu_duration_ms",
+                "parent"
+            ]
+        );
+        assert!(json["gpu_duration_ms"].is_null());
 
         let perf: LayerPerformance = serde_json::from_str(
             r#"{"avg_duration_ms": 1.0, "call_count": 1, "total_duration_ms": 1.0}"#,

@@ -156,9 +156,17 @@ pub struct PerformanceSummary {
 /// seed 004 `layer_performance` entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LayerPerformance {
+    /// Host time per call. On a GPU this is the time taken to launch the layer's kernels; the
+    /// device's is `avg_gpu_duration_ms`.
     pub avg_duration_ms: f64,
     pub call_count: u64,
     pub total_duration_ms: f64,
+    /// Device time per call, over the calls that had one (CUDA events around each call);
+    /// `null` on CPU.
+    #[serde(default)]
+    pub avg_gpu_duration_ms: Option<f64>,
+    #[serde(default)]
+    pub total_gpu_duration_ms: Option<f64>,
     /// Mean memory delta (MiB) over the calls that carried one
     /// (`vllm_profiler_span_end_annotated`); omitted when none did. Figures carry `f32`
     /// precision (about 7 significant digits).
@@ -191,6 +199,10 @@ pub struct Counters {
     /// Spans recorded (closed), inside or outside steps (within the last n steps when the
     /// summary is of the last n).
     pub total_spans: u64,
+    /// Device durations whose span or step could no longer be found (set long after its end,
+    /// or of a step that scheduled nothing): in no figure.
+    #[serde(default)]
+    pub unmatched_gpu_durations: u64,
 }
 
 #[cfg(test)]

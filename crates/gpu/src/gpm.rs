@@ -32,7 +32,14 @@ pub(crate) fn library_has_gpm(nvml: &Nvml) -> bool {
 pub(crate) struct Gpm {
     nvml: &'static Nvml,
     previous: Option<GpmSample<'static>>,
+    /// Whether a sample was ever taken: "not supported" after that is a passing refusal (the
+    /// counters held by another profiler), not the device's answer for good.
+    answered: bool,
 }
+
+/// Above 100 by this much is rounding, and reads 100; further, or below 0, is no percentage
+/// and reads null.
+const PERCENT_SLACK: f64 = 1e-6;
 
 impl Gpm {
     /// GPM for `device`, when the library and the device support it.
@@ -41,7 +48,18 @@ impl Gpm {
         supported.then_some(Gpm {
             nvml,
             previous: None,
+            answered: false,
         })
+    }
+
+    pub(crate) fn answered(&self) -> bool {
+        self.answered
+    }
+
+    /// Drops the previous sample: the device was not read (lost, or not this process's to
+    /// sample), so the next reading opens a new interval instead of one across the gap.
+    pub(crate) fn forget(&mut self) {
+        self.previous = None;
     }
 
     /// Takes a sample and gives the figures since the previous one: `Ok(None)` for the first.
@@ -51,6 +69,7 @@ impl Gpm {
         device: &Device<'static>,
     ) -> Result<Option<GpmFigures>, NvmlError> {
         let current = device.gpm_sample()?;
+        self.answered = true;
         let Some(previous) = self.previous.take() else {
             self.previous = Some(current);
             return Ok(None);
@@ -64,7 +83,8 @@ impl Gpm {
                 .get(i)
                 .and_then(|r| r.as_ref().ok())
                 .map(|m| m.value)
-                .filter(|v| v.is_finite())
+                .filter(|v| (0.0..=100.0 + PERCENT_SLACK).contains(v))
+                .map(|v| v.min(100.0))
         };
         Ok(Some(figures([value(0), value(1), value(2), value(3)])))
     }

@@ -166,9 +166,20 @@ impl Reader for NvmlDevices {
         let sm_clock = number(Metric::SmClock, &|| handle.clock_info(Clock::SM));
         let memory_clock = number(Metric::MemoryClock, &|| handle.clock_info(Clock::Memory));
         let gpm = device.gpm.as_mut().and_then(|gpm| {
+            if !health.wanted(position, Metric::Gpm) {
+                gpm.forget(); // lost: the first reading back opens a new interval
+                return None;
+            }
+            let answered = gpm.answered();
             health
                 .read(position, index, Metric::Gpm, || {
-                    gpm.read(handle).map_err(failure)
+                    gpm.read(handle).map_err(|err| match err {
+                        // Once it answered, a refusal is for this sample only (one warning).
+                        NvmlError::NotSupported if answered => {
+                            Failure::Failed("GPM not supported at this sample".to_owned())
+                        }
+                        other => failure(other),
+                    })
                 })
                 .flatten()
         });

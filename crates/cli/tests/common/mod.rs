@@ -70,6 +70,8 @@ pub fn summary(p: &Process) -> PerformanceSummary {
                         call_count: p.steps,
                         total_duration_ms: ms * p.steps as f64,
                         avg_memory_delta_mb: None,
+                        avg_gpu_duration_ms: None,
+                        total_gpu_duration_ms: None,
                     },
                 )])
             })
