@@ -47,28 +47,14 @@ fn script(omit: &[&str]) -> Value {
 }
 
 fn run_steps(dir: &Path, script: &Value) -> (Finished, Reports) {
-    std::fs::write(dir.join("nvml.json"), script.to_string()).unwrap();
     let out = dir.join("out");
-    let mut cmd = profiled_command("python3", &out);
+    let mut cmd = profiled_on_fake_nvml("python3", dir, &out, script, "0.05");
     cmd.arg(workspace_root().join("tests/data/record_steps.py"))
-        .args(["timed", "12", "0.06"])
-        .env("FAKE_NVML_SCRIPT", dir.join("nvml.json"))
-        .env("VLLM_PROFILING_NVML_LIBRARY", fake_nvml_library())
-        .env("VLLM_PROFILING_AMDSMI_LIBRARY", dir.join("no-amd.so"))
-        .env("VLLM_PROFILING_SAMPLE_INTERVAL", "0.05");
+        .args(["timed", "12", "0.06"]);
     let run = run(&mut cmd, LIMIT);
     assert_success(&run);
     let reports = read_reports(&out, run.pid);
     (run, reports)
-}
-
-fn samples_of(reports: &Reports, device_id: u32) -> Vec<GpuSample> {
-    let mut samples: Vec<GpuSample> = (reports.history.gpu_history.iter())
-        .filter(|s| s.device_id == device_id)
-        .cloned()
-        .collect();
-    samples.sort_by(|a, b| a.timestamp.total_cmp(&b.timestamp));
-    samples
 }
 
 /// Agent lines other than the one about the absent amd-smi the test points at.
@@ -87,7 +73,7 @@ fn gpm_figures_are_sampled_exactly_and_steps_carry_them() {
     assert_eq!(unexpected_warnings(&run.stderr), Vec::<&str>::new());
 
     let frames = script["devices"][0]["frames"].as_array().unwrap();
-    let gpm_device = samples_of(&reports, 0);
+    let gpm_device = device_samples(&reports.history, 0);
     assert!(gpm_device.len() >= 4, "{} samples", gpm_device.len());
     for (n, sample) in gpm_device.iter().enumerate() {
         let mut expected = GpuSample {
@@ -112,7 +98,7 @@ fn gpm_figures_are_sampled_exactly_and_steps_carry_them() {
     assert_eq!(gpm_device[3].sm_active_percent, Some(23.5));
     assert_eq!(gpm_device[4].tensor_active_percent, Some(9.5));
 
-    let plain_device = samples_of(&reports, 1);
+    let plain_device = device_samples(&reports.history, 1);
     assert_eq!(plain_device.len(), gpm_device.len());
     assert!(plain_device.iter().all(|s| s.gpm().is_none()));
 
@@ -157,7 +143,7 @@ fn a_library_without_every_gpm_function_gives_nulls_and_no_warning() {
             Vec::<&str>::new(),
             "{missing}"
         );
-        let samples = samples_of(&reports, 0);
+        let samples = device_samples(&reports.history, 0);
         assert!(samples.len() >= 4, "{missing}");
         assert!(samples.iter().all(|s| s.gpm().is_none()), "{missing}");
         assert!(
@@ -183,7 +169,7 @@ fn a_failing_gpm_sample_nulls_that_interval_with_one_warning_and_sampling_goes_o
     let warnings = unexpected_warnings(&run.stderr);
     assert_eq!(warnings.len(), 1, "{}", run.stderr);
     assert!(warnings[0].contains("sm_active_percent"), "{}", warnings[0]);
-    let samples = samples_of(&reports, 0);
+    let samples = device_samples(&reports.history, 0);
     let active: Vec<Option<f64>> = samples.iter().map(|s| s.sm_active_percent).collect();
     // 0: opens an interval; 2, 3: failed, so 1 still opens it; 4: the figures of the longer
     // interval from 1, which the fake gives as frame 4's.

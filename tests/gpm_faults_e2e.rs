@@ -30,19 +30,11 @@ fn device(n: u32, frames: Vec<Value>) -> Value {
 }
 
 fn run_with(dir: &Path, devices: Vec<Value>, steps: u32) -> (Vec<String>, Reports) {
-    std::fs::write(
-        dir.join("nvml.json"),
-        json!({ "devices": devices }).to_string(),
-    )
-    .unwrap();
     let out = dir.join("out");
-    let mut cmd = profiled_command("python3", &out);
+    let script = json!({ "devices": devices });
+    let mut cmd = profiled_on_fake_nvml("python3", dir, &out, &script, "0.05");
     cmd.arg(workspace_root().join("tests/data/record_steps.py"))
-        .args(["timed", &steps.to_string(), "0.06"])
-        .env("FAKE_NVML_SCRIPT", dir.join("nvml.json"))
-        .env("VLLM_PROFILING_NVML_LIBRARY", fake_nvml_library())
-        .env("VLLM_PROFILING_AMDSMI_LIBRARY", dir.join("no-amd.so"))
-        .env("VLLM_PROFILING_SAMPLE_INTERVAL", "0.05");
+        .args(["timed", &steps.to_string(), "0.06"]);
     let run = run(&mut cmd, LIMIT);
     assert_success(&run);
     assert_eq!(run.stdout, "");
@@ -51,15 +43,6 @@ fn run_with(dir: &Path, devices: Vec<Value>, steps: u32) -> (Vec<String>, Report
         .map(str::to_owned)
         .collect();
     (warnings, read_reports(&out, run.pid))
-}
-
-fn samples_of(reports: &Reports, device_id: u32) -> Vec<GpuSample> {
-    let mut samples: Vec<GpuSample> = (reports.history.gpu_history.iter())
-        .filter(|s| s.device_id == device_id)
-        .cloned()
-        .collect();
-    samples.sort_by(|a, b| a.timestamp.total_cmp(&b.timestamp));
-    samples
 }
 
 fn active(samples: &[GpuSample]) -> Vec<Option<f64>> {
@@ -86,7 +69,7 @@ fn a_passing_refusal_and_a_failed_query_null_one_sample_each_with_one_warning() 
     // 2: refused, so 1 still opens the interval that 3 ends; 5: sampled but not computed,
     // so 5 opens the next one.
     assert_eq!(
-        &active(&samples_of(&reports, 0))[..8],
+        &active(&device_samples(&reports.history, 0))[..8],
         &[
             None,
             Some(21.0),
@@ -113,7 +96,7 @@ fn figures_that_are_no_percentage_are_null_and_rounding_reads_100() {
     let dir = tempfile::tempdir().unwrap();
     let (warnings, reports) = run_with(dir.path(), vec![device(0, frames)], 6);
     assert_eq!(warnings, Vec::<String>::new());
-    let samples = samples_of(&reports, 0);
+    let samples = device_samples(&reports.history, 0);
     assert!(samples.len() >= 3);
     for s in &samples[1..] {
         assert_eq!(
@@ -143,7 +126,7 @@ fn the_first_sample_after_a_lost_device_opens_a_new_interval() {
     let (warnings, reports) = run_with(dir.path(), vec![device(0, frames)], 12);
     assert_eq!(warnings.len(), 2, "lost, then back: {warnings:?}");
     assert_eq!(
-        &active(&samples_of(&reports, 0))[..8],
+        &active(&device_samples(&reports.history, 0))[..8],
         &[None, Some(21.0), None, None, None, None, None, Some(27.0)]
     );
 }
@@ -173,7 +156,7 @@ fn steps_never_carry_the_figures_of_a_device_this_process_does_not_use() {
         .collect();
     let dir = tempfile::tempdir().unwrap();
     let (_, reports) = run_with(dir.path(), vec![device(0, busy), device(1, own)], 12);
-    let unknown = samples_of(&reports, 1)
+    let unknown = device_samples(&reports.history, 1)
         .iter()
         .filter(|s| s.process_memory_used_mb.is_none())
         .count();

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use vllm_profiler_format::{GpuHistory, GpuSample, MemorySource};
+use vllm_profiler_format::{GpuSample, MemorySource};
 use vllm_profiler_tests::*;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -88,18 +88,6 @@ impl Scripted {
         }
         run(&mut cmd, LIMIT)
     }
-}
-
-/// The samples of one device, oldest first.
-fn device_samples(history: &GpuHistory, device_id: u32) -> Vec<GpuSample> {
-    let mut samples: Vec<GpuSample> = history
-        .gpu_history
-        .iter()
-        .filter(|s| s.device_id == device_id)
-        .cloned()
-        .collect();
-    samples.sort_by(|a, b| a.timestamp.total_cmp(&b.timestamp));
-    samples
 }
 
 /// The n-th sample of a device plays frame n (the last frame repeats): compares every field.

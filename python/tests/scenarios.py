@@ -406,13 +406,10 @@ def layers(out):
     }
 
 
-def layer_memory(out):
-    """Memory deltas through a scripted probe: each probe call "allocates" one more MiB, so a
-    span's delta is 1 + 2 x (hooked calls inside it) MiB."""
-    import torch
+def _two_blocks():
+    """`nn.Sequential` of two blocks of two linears: 7 hooked calls per forward (the root, 2
+    blocks, 4 linears)."""
     from torch import nn
-
-    from vllm_profiler.layers import LayerProfiler
 
     class Block(nn.Module):
         def __init__(self):
@@ -423,7 +420,17 @@ def layer_memory(out):
         def forward(self, x):
             return self.mlp(self.attn(x))
 
-    model = nn.Sequential(Block(), Block())
+    return nn.Sequential(Block(), Block())
+
+
+def layer_memory(out):
+    """Memory deltas through a scripted probe: each probe call "allocates" one more MiB, so a
+    span's delta is 1 + 2 x (hooked calls inside it) MiB."""
+    import torch
+
+    from vllm_profiler.layers import LayerProfiler
+
+    model = _two_blocks()
     allocated = [0]
 
     def probe():
@@ -446,7 +453,6 @@ def layer_device_time(out):
     as vLLM's sync on sampled tokens does). A span's device time is then 1 + 2 x (hooked calls
     inside it) ms, resolved at the next forward without any synchronize(), except at detach."""
     import torch
-    from torch import nn
 
     from vllm_profiler.layers import LayerProfiler
 
@@ -476,16 +482,7 @@ def layer_device_time(out):
             assert self.query() and end.query(), "elapsed_time of an unfinished pair"
             return float(end.t - self.t)
 
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.attn = nn.Linear(4, 4)
-            self.mlp = nn.Linear(4, 4)
-
-        def forward(self, x):
-            return self.mlp(self.attn(x))
-
-    model = nn.Sequential(Block(), Block())
+    model = _two_blocks()
     enable_vllm_profiling(output_dir=out, enable_layer_profiling=True)
     monitor = VLLMPerformanceMonitor()
     profiler = LayerProfiler(model, device_timing=FakeEvent).attach()

@@ -290,6 +290,19 @@ pub fn expected_gpu_sample(
     }
 }
 
+/// The samples of one device in a GPU history, oldest first.
+pub fn device_samples(
+    history: &vllm_profiler_format::GpuHistory,
+    device_id: u32,
+) -> Vec<vllm_profiler_format::GpuSample> {
+    let mut samples: Vec<_> = (history.gpu_history.iter())
+        .filter(|s| s.device_id == device_id)
+        .cloned()
+        .collect();
+    samples.sort_by(|a, b| a.timestamp.total_cmp(&b.timestamp));
+    samples
+}
+
 /// Whether `program` is on the `PATH`.
 /// Set by `.ci/run`: a test that would skip for want of a tool fails instead, so that a broken
 /// install step cannot pass as a skip.
@@ -319,12 +332,24 @@ pub fn profiled_on_fake_gpu(
     frames: &[Value],
     interval: &str,
 ) -> Command {
-    let script = dir.join("nvml.json");
     let devices = serde_json::json!({"devices": [{"name": name, "uuid": format!("GPU-{name}"),
         "memory_total_mb": 16384, "frames": frames}]});
-    std::fs::write(&script, devices.to_string()).expect("script written");
+    profiled_on_fake_nvml(program, dir, out, &devices, interval)
+}
+
+/// `profiled_command` for `program`, sampling every `interval` seconds the fake NVML playing
+/// `script` (written to `dir/nvml.json`); amd-smi is pointed at a library that is not there.
+pub fn profiled_on_fake_nvml(
+    program: impl AsRef<std::ffi::OsStr>,
+    dir: &Path,
+    out: &Path,
+    script: &Value,
+    interval: &str,
+) -> Command {
+    let path = dir.join("nvml.json");
+    std::fs::write(&path, script.to_string()).expect("script written");
     let mut cmd = profiled_command(program, out);
-    cmd.env("FAKE_NVML_SCRIPT", &script)
+    cmd.env("FAKE_NVML_SCRIPT", &path)
         .env("VLLM_PROFILING_NVML_LIBRARY", fake_nvml_library())
         .env("VLLM_PROFILING_AMDSMI_LIBRARY", dir.join("no-amd.so"))
         .env("VLLM_PROFILING_SAMPLE_INTERVAL", interval);
