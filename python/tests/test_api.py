@@ -379,6 +379,11 @@ def test_layer_device_time_is_resolved_a_forward_late_without_a_sync(run_scenari
     assert {k: v["avg_gpu_duration_ms"] for k, v in layers.items()} == expected
     assert layers["model"]["total_gpu_duration_ms"] == 4 * 13.0
     assert summary["counters"]["unmatched_gpu_durations"] == 0
+    # The trace: every span's device time as `gpu_ms` beside its host length.
+    spans = [e for e in read_report(out, "trace", r["pid"])["traceEvents"]
+             if e["ph"] == "X" and e.get("cat") == "span"]
+    assert len(spans) == 4 * 7
+    assert sorted({(e["name"], e["args"]["gpu_ms"]) for e in spans}) == sorted(expected.items())
 
 
 def test_layer_memory_delta_on_a_real_cuda_device(run_scenario):

@@ -21,11 +21,15 @@ pub(crate) struct GpuEvent {
     pub name: NameId,
     /// The step: the span's (0 when it was in none), or the step's own sequence number.
     pub step_seq: u64,
+    /// The span's own sequence number; 0 for a step.
+    pub span_seq: u64,
     pub duration_ns: u64,
 }
 
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub(crate) struct SpanEvent {
+    /// The span's sequence number on its thread (what its handle names).
+    pub seq: u64,
     pub name: NameId,
     pub parent: NameId,
     pub depth: u32,
@@ -38,6 +42,19 @@ pub(crate) struct SpanEvent {
     pub step_seq: u64,
     pub start_ns: u64,
     pub duration_ns: u64,
+}
+
+/// A device time that was never set (CPU, or no event pair resolved).
+pub(crate) const NO_GPU_TIME: u64 = u64::MAX;
+
+/// Adds `ns` to a device time that may be unset, saturating below the "unset" value.
+pub(crate) fn add_gpu_time(total: &mut u64, ns: u64) {
+    let sum = if *total == NO_GPU_TIME {
+        ns
+    } else {
+        total.saturating_add(ns)
+    };
+    *total = sum.min(NO_GPU_TIME - 1);
 }
 
 /// `StepEvent::engine_step` of a step that served no known engine step.

@@ -397,6 +397,7 @@ mod tests {
 
     fn span(name: u32, parent: u32, shapes: u32) -> Event {
         Event::Span(SpanEvent {
+            seq: 1,
             name: NameId(name),
             parent: NameId(parent),
             depth: 0,
@@ -470,8 +471,10 @@ mod tests {
         state.trace_spans.push(TraceSpan {
             thread_id: 1,
             name: NameId(5),
+            seq: 1,
             start_ns: 0,
             duration_ns: 1,
+            gpu_ns: crate::event::NO_GPU_TIME,
         });
         assert!(state.check().is_err(), "a traced span of no name");
     }

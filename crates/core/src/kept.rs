@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use crate::aggregates::Aggregates;
-use crate::event::{Event, GpuEvent, SpanEvent, StepEvent};
+use crate::event::{add_gpu_time, Event, GpuEvent, SpanEvent, StepEvent, NO_GPU_TIME};
 use crate::history::Bounded;
 use crate::names::NameId;
 use crate::trace::{self, TraceSpan};
@@ -25,18 +25,8 @@ pub(crate) struct KeptStep {
     pub(crate) gpu_ns: u64,
 }
 
-/// A device time that was never set (CPU, or no event pair resolved).
-pub(crate) const NO_GPU_TIME: u64 = u64::MAX;
-
-/// Adds `ns` to a device time that may be unset, saturating below the "unset" value.
-pub(crate) fn add_gpu_time(total: &mut u64, ns: u64) {
-    let sum = if *total == NO_GPU_TIME {
-        ns
-    } else {
-        total.saturating_add(ns)
-    };
-    *total = sum.min(NO_GPU_TIME - 1);
-}
+/// How many of the newest traced spans a late device time is looked for in: a few forwards'.
+const LATE_TRACE_SPANS: usize = 8192;
 
 /// How many of a thread's newest kept steps a late device time is looked for in. Durations
 /// arrive at most a step or two late; past this they are counted as unmatched.
@@ -187,8 +177,10 @@ impl Kept {
                 self.trace_spans.push(TraceSpan {
                     thread_id,
                     name: span.name,
+                    seq: span.seq,
                     start_ns: span.start_ns,
                     duration_ns: span.duration_ns,
+                    gpu_ns: NO_GPU_TIME,
                 });
                 let (memory_calls, memory_delta_mb) = memory_of(&span);
                 self.totals.add_layer(
@@ -249,6 +241,12 @@ impl Kept {
         let is_span = gpu.name != NameId::NONE;
         if is_span {
             self.totals.add_layer_gpu(gpu.name, 1, gpu.duration_ns);
+            // Its trace entry, if still among the newest.
+            if let Some(traced) = (self.trace_spans.iter_mut().rev().take(LATE_TRACE_SPANS))
+                .find(|t| t.thread_id == thread_id && t.seq == gpu.span_seq)
+            {
+                add_gpu_time(&mut traced.gpu_ns, gpu.duration_ns);
+            }
             if gpu.step_seq == 0 {
                 return true; // a span outside every step: the totals are all it is in
             }

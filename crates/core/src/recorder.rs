@@ -421,6 +421,7 @@ impl ThreadRecorder {
         self.push(Event::Gpu(GpuEvent {
             name,
             step_seq,
+            span_seq: seq,
             duration_ns,
         }))
     }
@@ -436,6 +437,7 @@ impl ThreadRecorder {
         self.push(Event::Gpu(GpuEvent {
             name: NameId::NONE,
             step_seq: seq,
+            span_seq: 0,
             duration_ns,
         }))
     }
@@ -450,6 +452,7 @@ impl ThreadRecorder {
     ) -> Result<()> {
         self.recent.record(span.seq, span.name, span.step_seq);
         self.push(Event::Span(SpanEvent {
+            seq: span.seq,
             name: span.name,
             parent: span.parent,
             depth: span.depth,

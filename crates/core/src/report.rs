@@ -11,7 +11,8 @@ use crate::aggregates::Aggregates;
 use crate::collector::Collector;
 use crate::error::Result;
 use crate::event::NO_ENGINE_STEP;
-use crate::kept::{KeptStep, NO_GPU_TIME};
+use crate::event::NO_GPU_TIME;
+use crate::kept::KeptStep;
 use crate::names::NameId;
 use crate::samples::SampleStore;
 use crate::session::Session;
@@ -349,6 +350,7 @@ impl Session {
                 duration_ns: k.event.duration_ns,
                 batch_size: k.event.batch_size,
                 num_tokens: k.event.num_tokens,
+                gpu_ns: k.gpu_ns,
             })
             .collect();
         let (role, rank) = self.identity();

@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 
 use vllm_profiler_format::{self as format, TraceArg, TraceEvent};
 
+use crate::event::NO_GPU_TIME;
+
 /// Most spans the trace keeps (the newest); older ones are dropped and counted.
 pub const MAX_TRACE_SPANS: usize = 65_536;
 
@@ -30,8 +32,12 @@ pub fn span_capacity(max_history: usize) -> usize {
 pub(crate) struct TraceSpan {
     pub thread_id: u32,
     pub name: crate::names::NameId,
+    /// Its sequence number on its thread, by which a late device time finds it.
+    pub seq: u64,
     pub start_ns: u64,
     pub duration_ns: u64,
+    /// Device time; `kept::NO_GPU_TIME` when none was set.
+    pub gpu_ns: u64,
 }
 
 /// A kept step, as the trace needs it.
@@ -42,6 +48,19 @@ pub(crate) struct TraceStep {
     pub duration_ns: u64,
     pub batch_size: u32,
     pub num_tokens: u32,
+    /// Device time; `kept::NO_GPU_TIME` when none was set.
+    pub gpu_ns: u64,
+}
+
+/// The `gpu_ms` argument of an event with device time: its host duration is the event's own
+/// length, so the device's is named apart.
+fn gpu_arg(gpu_ns: u64) -> Option<(Cow<'static, str>, TraceArg)> {
+    (gpu_ns != NO_GPU_TIME).then(|| {
+        (
+            Cow::Borrowed("gpu_ms"),
+            TraceArg::Number(gpu_ns as f64 / 1e6),
+        )
+    })
 }
 
 /// One `X` event before it is nested.
@@ -98,7 +117,7 @@ pub(crate) fn build(
             end_ns: step.start_ns.saturating_add(step.duration_ns),
             is_step: true,
             name: format!("step {}", step.step_id),
-            args: BTreeMap::from([
+            args: [
                 (Cow::Borrowed("step_id"), number(step.step_id)),
                 (
                     Cow::Borrowed("batch_size"),
@@ -108,7 +127,10 @@ pub(crate) fn build(
                     Cow::Borrowed("num_tokens"),
                     number(u64::from(step.num_tokens)),
                 ),
-            ]),
+            ]
+            .into_iter()
+            .chain(gpu_arg(step.gpu_ns))
+            .collect(),
         });
     }
     for span in spans {
@@ -121,7 +143,7 @@ pub(crate) fn build(
             end_ns: span.start_ns.saturating_add(span.duration_ns),
             is_step: false,
             name,
-            args: BTreeMap::new(),
+            args: gpu_arg(span.gpu_ns).into_iter().collect(),
         });
     }
     // Per thread, outer first: earlier start, then later end, then a step before a span.
@@ -251,28 +273,35 @@ mod tests {
             duration_ns: 9_000,
             batch_size: 2,
             num_tokens: 3,
+            gpu_ns: NO_GPU_TIME,
         }];
         let spans = [
             // Inside the step.
             TraceSpan {
                 thread_id: 7,
                 name: NameId(1),
+                seq: 1,
                 start_ns: 2_000,
                 duration_ns: 1_000,
+                gpu_ns: NO_GPU_TIME,
             },
             // Began inside the step, ended after it.
             TraceSpan {
                 thread_id: 7,
                 name: NameId(0),
+                seq: 1,
                 start_ns: 5_000,
                 duration_ns: 10_000,
+                gpu_ns: NO_GPU_TIME,
             },
             // Another thread: untouched.
             TraceSpan {
                 thread_id: 8,
                 name: NameId(1),
+                seq: 1,
                 start_ns: 0,
                 duration_ns: 50_000,
+                gpu_ns: NO_GPU_TIME,
             },
         ];
         let process = TraceProcess {

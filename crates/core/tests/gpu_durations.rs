@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use vllm_profiler_core::error::ProfilerError;
 use vllm_profiler_core::{Session, Settings};
-use vllm_profiler_format::{DetailedSteps, PerformanceSummary};
+use vllm_profiler_format::{DetailedSteps, PerformanceSummary, TraceArg, TraceFile};
 
 fn session() -> Arc<Session> {
     Session::new(
@@ -89,6 +89,35 @@ fn durations_land_in_their_step_and_layer_early_or_late() {
         Some(5.0)
     );
     assert_eq!(summary.counters.unmatched_gpu_durations, 0);
+
+    // The trace: each span's own device time as `gpu_ms` beside its host length, none where
+    // none was set.
+    let dir = tempfile::tempdir().unwrap();
+    s.export(dir.path()).unwrap();
+    let trace: TraceFile =
+        serde_json::from_slice(&std::fs::read(dir.path().join("trace_4545.json")).unwrap())
+            .unwrap();
+    let gpu_ms: Vec<(&str, Option<f64>)> = (trace.trace_events.iter())
+        .filter(|e| e.ph == "X")
+        .map(|e| {
+            let ms = e.args.get("gpu_ms").map(|a| match a {
+                TraceArg::Number(ms) => *ms,
+                other => panic!("{other:?}"),
+            });
+            (e.name.as_str(), ms)
+        })
+        .collect();
+    assert_eq!(
+        gpu_ms,
+        [
+            ("step 0", Some(11.0)),
+            ("attn", Some(3.0)),
+            ("attn", Some(2.0)),
+            ("mlp", Some(5.0)),
+            ("step 1", None),
+            ("attn", None),
+        ]
+    );
 
     // The last-n summary sees the kept steps' device times too.
     let last = s.summary(Some(2)).unwrap();
