@@ -500,6 +500,107 @@ def layer_device_time(out):
             "pending_after": pending_after}
 
 
+def layer_device_time_faults(out):
+    """The timed hooks against events that misbehave, a forward that raises, and two
+    profilers on one model: the host's forward never sees an error of ours."""
+    import torch
+    from torch import nn
+
+    from vllm_profiler.layers import LayerProfiler
+
+    class Device:
+        clock = 0
+        mode = "ok"
+
+    class Event:
+        def __init__(self):
+            self.t = None
+
+        def record(self):
+            if Device.mode == "raise_record":
+                raise RuntimeError("scripted record failure")
+            Device.clock += 1
+            self.t = Device.clock
+
+        def query(self):
+            if Device.mode == "raise_query":
+                raise RuntimeError("scripted CUDA error in query")
+            return True
+
+        def synchronize(self):
+            pass
+
+        def elapsed_time(self, end):
+            if Device.mode == "raise_elapsed":
+                raise RuntimeError("Both events must be recorded")
+            special = {"nan": float("nan"), "inf": float("inf"), "negative": -1.0,
+                       "huge": 2.0 ** 64 / 1e6}
+            return special.get(Device.mode, float(end.t - self.t))
+
+    enable_vllm_profiling(output_dir=out, enable_layer_profiling=True)
+    monitor = VLLMPerformanceMonitor()
+    x = torch.ones(1, 4)
+    result = {"raised": {}, "same_output": {}}
+
+    def forward(model):
+        with monitor.profile_inference_step(batch_size=1, num_tokens=4):
+            return model(x)
+
+    with torch.no_grad():
+        for mode in ["nan", "inf", "negative", "huge", "raise_elapsed", "raise_query",
+                     "raise_record"]:
+            model = _two_blocks()
+            expected = model(x)
+            profiler = LayerProfiler(model, prefix=mode, device_timing=Event).attach()
+            Device.mode = "ok"
+            forward(model)
+            Device.mode = mode
+            try:
+                got = forward(model)
+                got = forward(model)
+                profiler.detach()
+                result["raised"][mode] = None
+                result["same_output"][mode] = bool(torch.equal(expected, got))
+            except Exception as err:  # noqa: BLE001 - what the test says must not happen
+                result["raised"][mode] = repr(err)
+        Device.mode = "ok"
+
+        # A forward that raises inside the model, then good ones: pairs still resolve.
+        model = _two_blocks()
+        failing = {"now": False}
+
+        def fail_hook(module, inputs):
+            if failing["now"]:
+                raise RuntimeError("forward failed")
+
+        model[1].register_forward_pre_hook(fail_hook)
+        profiler = LayerProfiler(model, prefix="raising", device_timing=Event).attach()
+        forward(model)
+        failing["now"] = True
+        try:
+            forward(model)
+        except RuntimeError:
+            pass
+        failing["now"] = False
+        pending = []
+        for _ in range(3):
+            forward(model)
+            pending.append(profiler.device_timer.pending())
+        profiler.detach()
+        result["pending_after_raise"] = pending
+
+        # Two profilers on one model: each times its own spans.
+        model = _two_blocks()
+        outer = LayerProfiler(model, prefix="outer", device_timing=Event).attach()
+        inner = LayerProfiler(model[0], prefix="inner", device_timing=Event).attach()
+        for _ in range(3):
+            forward(model)
+        inner.detach()
+        outer.detach()
+    disable_vllm_profiling()
+    return result
+
+
 def layer_memory_cuda(out):
     """Real CUDA: a layer that keeps a 64 MiB buffer it allocates in its forward."""
     import torch
@@ -549,6 +650,7 @@ SCENARIOS = {
         layers,
         layer_memory,
         layer_device_time,
+        layer_device_time_faults,
         layer_memory_cuda,
     ]
 }

@@ -386,6 +386,34 @@ def test_layer_device_time_is_resolved_a_forward_late_without_a_sync(run_scenari
     assert sorted({(e["name"], e["args"]["gpu_ms"]) for e in spans}) == sorted(expected.items())
 
 
+def test_timed_layer_hooks_never_raise_into_the_host_and_recover_after_a_failed_forward(
+        run_scenario):
+    """Outside tester's findings: events whose elapsed time is NaN, infinite, negative or
+    past 2**64 ns, or whose record/query/elapsed_time raise; a forward that raised; two
+    profilers on one model."""
+    require_module("torch", "torch is not installed: layer hooks need a real nn.Module"
+                   " (bash tests/python_env.sh installs it)")
+    proc, out = run_scenario("layer_device_time_faults", timeout=180)
+    r = result(proc)
+    modes = ["nan", "inf", "negative", "huge", "raise_elapsed", "raise_query", "raise_record"]
+    assert r["raised"] == {mode: None for mode in modes}
+    assert r["same_output"] == {mode: True for mode in modes}
+    # The raised forward's stale entries are dropped at the next root: pairs keep resolving.
+    assert r["pending_after_raise"] == [7, 7, 7]
+    summary = read_report(out, "performance_summary", r["pid"])
+    layers = summary["layer_performance"]
+    for mode in modes:
+        # The first forward's pairs were measured (or lost) under the bad mode: none is made up.
+        assert layers[mode]["call_count"] == 3
+        assert layers[mode]["total_gpu_duration_ms"] in (None, 13.0), (mode, layers[mode])
+    assert layers["raising"]["avg_gpu_duration_ms"] == 13.0
+    # Each profiler's spans have their own device time: the outer root spans 13 records, the
+    # inner (model[0], hooked twice) 1 + 2 x 2 of its own records plus the outer's inside it.
+    assert layers["outer"]["avg_gpu_duration_ms"] is not None
+    assert layers["inner"]["avg_gpu_duration_ms"] is not None
+    assert layers["inner.attn"]["avg_gpu_duration_ms"] is not None
+
+
 def test_layer_memory_delta_on_a_real_cuda_device(run_scenario):
     try:
         import torch

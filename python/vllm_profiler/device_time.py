@@ -43,39 +43,80 @@ def cuda_event_factory(model: Any = None) -> Optional[EventFactory]:
     return lambda: torch.cuda.Event(enable_timing=True)
 
 
+def cuda_capturing() -> Optional[Callable[[], bool]]:
+    """torch's "is the current stream capturing a CUDA graph": events recorded into a capture
+    cannot be queried, so no pair is taken then."""
+    try:
+        import torch
+
+        return getattr(torch.cuda, "is_current_stream_capturing", None)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+# The largest duration handed over, in ns: the agent refuses 2**63 and more.
+_MAX_NS = (1 << 63) - 1
+
+
 class DeviceTimer:
     """Event pairs for spans or steps of the agent: `begin()` where one begins, `end(handle,
     start)` once it has ended with that handle, `resolve()` to hand over what the GPU has
-    finished. `setter` is the agent's `..._set_gpu_duration(handle, ns)`."""
+    finished. `setter` is the agent's `..._set_gpu_duration(handle, ns)`.
 
-    def __init__(self, setter: Callable[[int, int], int], factory: EventFactory) -> None:
+    Nothing here raises into the host: an event that cannot be made, recorded, queried or
+    measured costs that span its device time only (host time is the agent's, apart)."""
+
+    def __init__(
+        self,
+        setter: Callable[[int, int], int],
+        factory: EventFactory,
+        capturing: Optional[Callable[[], bool]] = None,
+    ) -> None:
         self._set = setter
         self._factory = factory
+        self._capturing = capturing
         self._local = threading.local()
         self.dropped = 0
+        # Durations the agent refused (a span ended more than 4096 spans before, say).
+        self.refused = 0
 
     def _state(self) -> Tuple[List[Any], Deque[Tuple[int, Any, Any]]]:
         local = self._local
         try:
             return local.pool, local.pending
         except AttributeError:
-            local.pool, local.pending = [], deque()
+            local.pool, local.pending, local.stack = [], deque(), []
             return local.pool, local.pending
 
+    def stack(self) -> List[Any]:
+        """This thread's open timed spans, for the hooks that use this timer alone."""
+        try:
+            return self._local.stack
+        except AttributeError:
+            self._state()
+            return self._local.stack
+
     def _recorded(self, pool: List[Any]) -> Any:
-        event = pool.pop() if pool else self._factory()
-        event.record()
-        return event
+        try:
+            if self._capturing is not None and self._capturing():
+                return None
+            event = pool.pop() if pool else self._factory()
+            event.record()
+            return event
+        except Exception:  # noqa: BLE001 - this span goes without device time
+            return None
 
     def begin(self) -> Any:
-        """Records and returns the start event."""
+        """Records and returns the start event (None when none could be)."""
         return self._recorded(self._state()[0])
 
     def end(self, handle: int, start: Any) -> None:
         """Records the end event of the span or step `handle`, which has just ended."""
+        if start is None:
+            return
         pool, pending = self._state()
         end = self._recorded(pool)
-        if not handle:
+        if not handle or end is None:
             self._release(pool, start, end)
             return
         if len(pending) >= MAX_PENDING:
@@ -86,9 +127,8 @@ class DeviceTimer:
 
     def discard(self, start: Any) -> None:
         """Gives back a start event whose span never ended."""
-        pool, _ = self._state()
-        if len(pool) < MAX_POOL:
-            pool.append(start)
+        if start is not None:
+            self._release(self._state()[0], start)
 
     def resolve(self, wait: bool = False) -> int:
         """Hands over, in order, the pairs the GPU has finished (all of them, waiting for the
@@ -97,14 +137,19 @@ class DeviceTimer:
         done = 0
         while pending:
             handle, start, end = pending[0]
-            if wait:
-                end.synchronize()
-            elif not end.query():
-                break
+            try:
+                if wait:
+                    end.synchronize()
+                elif not end.query():
+                    break
+                milliseconds = float(start.elapsed_time(end))
+            except Exception:  # noqa: BLE001 - a pair that cannot be measured is let go
+                milliseconds = float("nan")
             pending.popleft()
-            nanoseconds = int(start.elapsed_time(end) * 1e6)  # elapsed_time is in ms
-            if nanoseconds >= 0:
-                self._set(handle, nanoseconds)
+            nanoseconds = milliseconds * 1e6
+            if 0 <= nanoseconds <= _MAX_NS:  # False for NaN
+                if self._set(handle, int(nanoseconds)) != 0:
+                    self.refused += 1
             self._release(pool, start, end)
             done += 1
         return done
@@ -114,5 +159,5 @@ class DeviceTimer:
 
     def _release(self, pool: List[Any], *events: Any) -> None:
         for event in events:
-            if len(pool) < MAX_POOL:
+            if event is not None and len(pool) < MAX_POOL:
                 pool.append(event)

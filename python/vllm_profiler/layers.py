@@ -30,7 +30,7 @@ import threading
 from typing import Any, Callable, Iterable, List, Optional, Tuple, Union
 
 from . import _native
-from .device_time import DeviceTimer, EventFactory, cuda_event_factory
+from .device_time import DeviceTimer, EventFactory, cuda_capturing, cuda_event_factory
 
 _stack = threading.local()
 MIB = 1024.0 * 1024.0
@@ -76,10 +76,12 @@ class LayerProfiler:
         if self.memory_probe is not None and not callable(self.memory_probe):
             raise TypeError("memory_probe must be 'auto', None or a callable returning bytes")
         self.record_shapes = bool(record_shapes)
-        factory = cuda_event_factory(model) if device_timing == "auto" else device_timing
+        auto = device_timing == "auto"
+        factory = cuda_event_factory(model) if auto else device_timing
         if factory is not None and not callable(factory):
             raise TypeError("device_timing must be 'auto', None or a callable making events")
         self._event_factory: Optional[EventFactory] = factory
+        self._capturing = cuda_capturing() if auto and factory is not None else None
         self.device_timer: Optional[DeviceTimer] = None
         self._handles: List[Any] = []
         self.hooked: List[str] = []
@@ -102,7 +104,7 @@ class LayerProfiler:
         lib = _native.library()
         if self._event_factory is not None:
             self.device_timer = DeviceTimer(
-                lib.vllm_profiler_span_set_gpu_duration, self._event_factory
+                lib.vllm_profiler_span_set_gpu_duration, self._event_factory, self._capturing
             )
         plain_call = _plain_module_call()
         for module, names in _modules_by_paths(self.model):
@@ -111,7 +113,12 @@ class LayerProfiler:
             if not self._wanted(path, depth):
                 continue
             pre, post = _hooks(
-                lib, path.encode(), self.memory_probe, self.record_shapes, self.device_timer
+                lib,
+                path.encode(),
+                self.memory_probe,
+                self.record_shapes,
+                self.device_timer,
+                outermost=depth == 0,
             )
             if plain_call is not None and type(module).__call__ is not plain_call:
                 self._handles.append(_ForwardWrapper(module, pre, post))
@@ -255,6 +262,7 @@ def _hooks(
     probe: Optional[MemoryProbe],
     record_shapes: bool,
     timer: Optional[DeviceTimer] = None,
+    outermost: bool = False,
 ) -> Tuple[Any, Any]:
     begin, end = lib.vllm_profiler_span_begin, lib.vllm_profiler_span_end
     end_annotated = lib.vllm_profiler_span_end_annotated
@@ -274,7 +282,7 @@ def _hooks(
         end_annotated(handle, delta, shapes)
 
     if timer is not None:
-        return _timed_hooks(begin, finish, name, probe, timer)
+        return _timed_hooks(begin, finish, name, probe, timer, outermost)
 
     # _open_spans() inlined: these run twice per module call.
     def pre(module: Any, inputs: Any) -> None:
@@ -311,24 +319,25 @@ def _timed_hooks(
     name: bytes,
     probe: Optional[MemoryProbe],
     timer: DeviceTimer,
+    outermost: bool,
 ) -> Tuple[Any, Any]:
-    """The hooks with a CUDA event pair around each call: the outermost span of a forward
-    first hands over the pairs the GPU has finished since (the previous forward's)."""
+    """The hooks with a CUDA event pair around each call, on the timer's own stack (two
+    profilers on one model do not see each other's). The outermost span of a forward first
+    hands over the pairs the GPU has finished since (the previous forward's); the model's root
+    also drops what a forward that raised left on the stack."""
 
     def pre(module: Any, inputs: Any) -> None:
-        try:
-            spans = _stack.timed
-        except AttributeError:
-            spans = _stack.timed = []
+        spans = timer.stack()
+        if outermost and spans:
+            for _, _, _, start in spans:  # a forward that raised: their spans are closed
+                timer.discard(start)
+            spans.clear()
         if not spans:
             timer.resolve()
         spans.append((name, begin(name), probe() if probe is not None else 0, timer.begin()))
 
     def post(module: Any, inputs: Any, output: Any) -> None:
-        try:
-            spans = _stack.timed
-        except AttributeError:
-            spans = _stack.timed = []
+        spans = timer.stack()
         while spans:
             open_name, handle, memory_before, start = spans.pop()
             if open_name != name:

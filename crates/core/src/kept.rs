@@ -28,15 +28,20 @@ pub(crate) struct KeptStep {
 /// How many of the newest traced spans a late device time is looked for in: a few forwards'.
 const LATE_TRACE_SPANS: usize = 8192;
 
-/// How many of a thread's newest kept steps a late device time is looked for in. Durations
-/// arrive at most a step or two late; past this they are counted as unmatched.
+/// How many of the newest kept steps (of every thread) a late device time is looked for in,
+/// and how many of its own thread's among them. Durations arrive a step or two late; past
+/// this they are counted as unmatched.
+const LATE_SCAN: usize = 4096;
 const LATE_STEPS: usize = 64;
 
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub(crate) struct KeptLayer {
     pub(crate) name: NameId,
     pub(crate) parent: NameId,
-    pub(crate) depth: u32,
+    /// Nesting depth (at most 4096, the open-spans limit).
+    pub(crate) depth: u16,
+    /// Calls whose device time was set (saturating; `gpu_ns` is their sum).
+    pub(crate) gpu_calls: u16,
     pub(crate) calls: u32,
     /// Shapes of the first call that carried some; `NameId::NONE` when none did.
     pub(crate) shapes: NameId,
@@ -83,7 +88,8 @@ impl StepBuilder {
                 self.layers.push(KeptLayer {
                     name: span.name,
                     parent: span.parent,
-                    depth: span.depth,
+                    depth: u16::try_from(span.depth).unwrap_or(u16::MAX),
+                    gpu_calls: 0,
                     calls: 1,
                     shapes: span.shapes,
                     memory_calls,
@@ -96,11 +102,13 @@ impl StepBuilder {
     }
 }
 
-/// Adds device time to layer `name` of `layers`; false when the step has no such layer.
+/// Adds the device time of one call to layer `name` of `layers`; false when the step has no
+/// such layer.
 fn add_layer_gpu_time(layers: &mut [KeptLayer], name: NameId, ns: u64) -> bool {
     match layers.iter_mut().find(|l| l.name == name) {
         Some(layer) => {
             add_gpu_time(&mut layer.gpu_ns, ns);
+            layer.gpu_calls = layer.gpu_calls.saturating_add(1);
             true
         }
         None => false,
@@ -254,8 +262,10 @@ impl Kept {
                 return add_layer_gpu_time(&mut builder.layers, gpu.name, gpu.duration_ns);
             }
         }
-        let Some(step) = (self.history.iter_mut().rev().take(LATE_STEPS))
-            .find(|k| k.thread_id == thread_id && k.event.seq == gpu.step_seq)
+        let Some(step) = (self.history.iter_mut().rev().take(LATE_SCAN))
+            .filter(|k| k.thread_id == thread_id)
+            .take(LATE_STEPS)
+            .find(|k| k.event.seq == gpu.step_seq)
         else {
             return false;
         };

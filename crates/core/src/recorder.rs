@@ -14,10 +14,12 @@ use rustc_hash::FxHashMap;
 
 use crate::collector::EventSource;
 use crate::error::{ProfilerError, Result};
-use crate::event::{Event, GpuEvent, SpanEvent, StepEvent, NO_ENGINE_STEP};
+use crate::event::{Event, SpanEvent, StepEvent, NO_ENGINE_STEP};
 use crate::handle::{self, Handle, Owner};
 use crate::names::NameId;
-use crate::recent::RecentSpans;
+use crate::recent::{self, Recent};
+
+mod device_time;
 use crate::session::Session;
 
 /// Most steps one thread may have open at once (overlapping async steps are allowed).
@@ -71,8 +73,9 @@ pub struct ThreadRecorder {
     names: FxHashMap<Box<[u8]>, NameId>,
     /// Raw `shapes_json` bytes seen by this thread to their shapes id (`NameId::NONE` for `{}`).
     shapes: FxHashMap<Box<[u8]>, NameId>,
-    /// The spans this thread ended last, for device durations that come after.
-    recent: RecentSpans,
+    /// The spans and steps this thread ended last, for device durations that come after.
+    recent_spans: Recent,
+    recent_steps: Recent,
 }
 
 impl Session {
@@ -129,7 +132,8 @@ impl ThreadRecorder {
             open_spans: Vec::with_capacity(64),
             names: FxHashMap::default(),
             shapes: FxHashMap::default(),
-            recent: RecentSpans::default(),
+            recent_spans: Recent::new(recent::SPANS),
+            recent_steps: Recent::new(recent::STEPS),
         }
     }
 
@@ -232,6 +236,7 @@ impl ThreadRecorder {
             utilization_start: step.utilization_start,
             utilization_end,
         }))?;
+        self.recent_steps.record(seq, NameId::NONE, seq);
         if spans_lost {
             return Err(ProfilerError::BufferFull);
         }
@@ -408,40 +413,6 @@ impl ThreadRecorder {
         lost
     }
 
-    /// Sets the device time of span `handle`, which this thread ended (a CUDA event pair
-    /// resolves after its span's end): folded into its layer in its step and in the totals.
-    /// A span ended more than a few thousand spans ago is forgotten: `UnknownHandle`.
-    pub fn span_set_gpu_duration(&mut self, handle: u64, duration_ns: u64) -> Result<()> {
-        let seq = self.seq_of(handle, "span")?;
-        let unknown = ProfilerError::UnknownHandle {
-            kind: "ended span",
-            handle,
-        };
-        let (name, step_seq) = self.recent.find(seq).ok_or(unknown)?;
-        self.push(Event::Gpu(GpuEvent {
-            name,
-            step_seq,
-            span_seq: seq,
-            duration_ns,
-        }))
-    }
-
-    /// Sets the device time of step `handle`, which this thread ended.
-    pub fn step_set_gpu_duration(&mut self, handle: u64, duration_ns: u64) -> Result<()> {
-        let seq = self.seq_of(handle, "step")?;
-        if self.open_steps.iter().any(|s| s.seq == seq) {
-            return Err(ProfilerError::InvalidArgument(
-                "the step is still open: set its device duration after it ends",
-            ));
-        }
-        self.push(Event::Gpu(GpuEvent {
-            name: NameId::NONE,
-            step_seq: seq,
-            span_seq: 0,
-            duration_ns,
-        }))
-    }
-
     #[inline]
     fn push_span(
         &mut self,
@@ -450,8 +421,7 @@ impl ThreadRecorder {
         memory_delta_mb: f32,
         shapes: NameId,
     ) -> Result<()> {
-        self.recent.record(span.seq, span.name, span.step_seq);
-        self.push(Event::Span(SpanEvent {
+        let pushed = self.push(Event::Span(SpanEvent {
             seq: span.seq,
             name: span.name,
             parent: span.parent,
@@ -461,7 +431,12 @@ impl ThreadRecorder {
             step_seq: span.step_seq,
             start_ns: span.start_ns,
             duration_ns: end_ns.saturating_sub(span.start_ns),
-        }))
+        }));
+        // Only a span the collector will see can take a device time.
+        if pushed.is_ok() {
+            self.recent_spans.record(span.seq, span.name, span.step_seq);
+        }
+        pushed
     }
 
     fn push(&mut self, event: Event) -> Result<()> {

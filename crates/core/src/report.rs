@@ -98,7 +98,8 @@ impl Session {
                             (u64::from(layer.memory_calls), layer.memory_delta_mb),
                         );
                         if layer.gpu_ns != NO_GPU_TIME {
-                            agg.add_layer_gpu(layer.name, u64::from(layer.calls), layer.gpu_ns);
+                            let timed = u64::from(layer.gpu_calls);
+                            agg.add_layer_gpu(layer.name, timed, layer.gpu_ns);
                         }
                     }
                 }
@@ -264,7 +265,7 @@ impl Session {
                             gpu_duration_ms: gpu_ms(l.gpu_ns),
                             call_count: l.calls,
                             parent: name_of(l.parent),
-                            depth: l.depth,
+                            depth: u32::from(l.depth),
                             memory_delta_mb: (l.memory_calls > 0)
                                 .then(|| f32_precision(l.memory_delta_mb)),
                             input_shapes: shapes.and_then(|s| s.input_shapes.clone()),

@@ -199,8 +199,9 @@ pub struct Counters {
     /// Spans recorded (closed), inside or outside steps (within the last n steps when the
     /// summary is of the last n).
     pub total_spans: u64,
-    /// Device durations whose span or step could no longer be found (set long after its end,
-    /// or of a step that scheduled nothing): in no figure.
+    /// Device durations whose step could no longer be found (set long after its end, or of a
+    /// step that scheduled nothing): a span's is in its layer's summary totals but in no step,
+    /// a step's in no figure.
     #[serde(default)]
     pub unmatched_gpu_durations: u64,
 }
