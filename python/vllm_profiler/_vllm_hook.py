@@ -363,11 +363,13 @@ def _worker_step_timer(lib: Any) -> Any:
     the first step; None without CUDA."""
     global _step_timer
     if _step_timer is _STEP_TIMER_UNSET:
-        from .device_time import DeviceTimer, cuda_event_factory
+        from .device_time import DeviceTimer, cuda_capturing, cuda_event_factory
 
         factory = cuda_event_factory()
         _step_timer = (
-            DeviceTimer(lib.vllm_profiler_step_set_gpu_duration, factory) if factory else None
+            DeviceTimer(lib.vllm_profiler_step_set_gpu_duration, factory, cuda_capturing())
+            if factory
+            else None
         )
     return _step_timer
 

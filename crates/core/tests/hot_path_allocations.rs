@@ -19,6 +19,9 @@ fn warm_steps_and_spans_do_not_allocate() {
         // Left open on purpose: closed by the step (the auto-close path).
         recorder.span_begin(b"sampler").unwrap();
         recorder.step_end(step).unwrap();
+        // Device times that come after the ends (a CUDA event pair resolved late).
+        recorder.span_set_gpu_duration(outer, 3_000_000).unwrap();
+        recorder.step_set_gpu_duration(step, 4_000_000).unwrap();
     };
     // Warm up: the first call interns the names and the shapes and sizes the vectors.
     round(&mut recorder);
@@ -38,4 +41,7 @@ fn warm_steps_and_spans_do_not_allocate() {
     assert_eq!(summary.counters.lost_events, 0);
     let inner = &summary.layer_performance["model.layers.0.mlp"];
     assert_eq!(inner.avg_memory_delta_mb, Some(2.5));
+    let outer = &summary.layer_performance["model.layers.0"];
+    assert_eq!(outer.avg_gpu_duration_ms, Some(3.0));
+    assert_eq!(summary.counters.unmatched_gpu_durations, 0);
 }
