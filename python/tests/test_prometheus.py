@@ -104,6 +104,14 @@ def start_host(agent_library, fake_nvml, tmp_path, addr, code=HOST):
     return host
 
 
+def _stderr_line(host, timeout_s):
+    """The host's first stderr line, waited for at most `timeout_s` ("" if none came)."""
+    import select
+
+    ready, _, _ = select.select([host.stderr], [], [], timeout_s)
+    return host.stderr.readline() if ready else ""
+
+
 def stop_host(host):
     out, err = host.communicate(input="\n", timeout=30)
     assert host.returncode == 0, err
@@ -203,7 +211,11 @@ def test_a_port_in_use_is_one_stderr_line_and_the_host_goes_on(agent_library, fa
         taken.listen()
         addr = "127.0.0.1:%d" % taken.getsockname()[1]
         host = start_host(agent_library, fake_nvml, tmp_path, addr)
+        # The metrics thread tries the port on its own time: on a loaded machine that can be
+        # after the 7 steps, so wait for its line (or 20 s) before the host is told to exit.
+        first = _stderr_line(host, timeout_s=20)
         out, err = stop_host(host)
+        err = first + err
     lines = [line for line in err.splitlines() if line.startswith("vllm-profiler:")]
     assert len(lines) == 1, err
     assert f"cannot serve Prometheus metrics on {addr}" in lines[0]
