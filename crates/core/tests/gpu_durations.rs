@@ -9,12 +9,12 @@ use vllm_profiler_core::error::ProfilerError;
 use vllm_profiler_core::{recover, Session, Settings};
 use vllm_profiler_format::{DetailedSteps, PerformanceSummary, TraceArg, TraceFile};
 
-fn session() -> Arc<Session> {
+fn session(max_history: usize) -> Arc<Session> {
     Session::new(
         4545,
         1,
         Settings {
-            max_history: 100,
+            max_history,
             ..Settings::default()
         },
     )
@@ -38,7 +38,7 @@ const MS: u64 = 1_000_000;
 
 #[test]
 fn durations_land_in_their_step_and_layer_early_or_late() {
-    let s = session();
+    let s = session(100);
     let mut rec = s.register_thread(1);
     // Step 0: attn twice, mlp once. One attn duration is set while the step is still open,
     // the other and mlp's after the step ended (as a CUDA event pair resolves a step late).
@@ -137,7 +137,7 @@ fn durations_land_in_their_step_and_layer_early_or_late() {
 
 #[test]
 fn a_forgotten_or_foreign_handle_is_refused_and_nothing_is_made_up() {
-    let s = session();
+    let s = session(100);
     let mut rec = s.register_thread(1);
     let step = rec.step_begin(1, 1).unwrap();
     let first = rec.span_begin(b"layer").unwrap();
@@ -202,22 +202,11 @@ fn a_forgotten_or_foreign_handle_is_refused_and_nothing_is_made_up() {
     assert!(layers["filler"].total_gpu_duration_ms.is_none());
 }
 
-fn small_session(max_history: usize) -> Arc<Session> {
-    Session::new(
-        4545,
-        1,
-        Settings {
-            max_history,
-            ..Settings::default()
-        },
-    )
-}
-
 /// A layer called twice in a step with device time for one call: the full and the last-n
 /// summary both average over the one call.
 #[test]
 fn the_last_n_summary_averages_over_the_timed_calls_as_the_full_one_does() {
-    let s = small_session(100);
+    let s = session(100);
     let mut rec = s.register_thread(1);
     let step = rec.step_begin(1, 1).unwrap();
     let a = rec.span_begin(b"L").unwrap();
@@ -235,7 +224,7 @@ fn the_last_n_summary_averages_over_the_timed_calls_as_the_full_one_does() {
 /// totals cover every step), in no step.
 #[test]
 fn a_duration_whose_step_was_evicted_is_counted_and_in_the_totals_only() {
-    let s = small_session(2);
+    let s = session(2);
     let mut rec = s.register_thread(1);
     let step = rec.step_begin(1, 1).unwrap();
     let span = rec.span_begin(b"L").unwrap();
@@ -262,7 +251,7 @@ fn a_duration_whose_step_was_evicted_is_counted_and_in_the_totals_only() {
 /// Another thread's steps do not push this thread's out of reach.
 #[test]
 fn another_threads_steps_leave_this_threads_step_in_reach() {
-    let s = small_session(1000);
+    let s = session(1000);
     let mut rec = s.register_thread(1);
     let step = rec.step_begin(1, 1).unwrap();
     let span = rec.span_begin(b"L").unwrap();
@@ -293,7 +282,7 @@ fn another_threads_steps_leave_this_threads_step_in_reach() {
 /// A span lost to a full ring is in no total: it takes no device time either.
 #[test]
 fn a_span_lost_to_a_full_buffer_takes_no_device_time() {
-    let s = small_session(100);
+    let s = session(100);
     let mut rec = s.register_thread(1);
     let step = rec.step_begin(1, 1).unwrap();
     let mut lost = None;
