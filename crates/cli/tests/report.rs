@@ -61,6 +61,7 @@ fn summary(pid: u32, steps: u64, avg: f64, tokens_per_second: f64) -> Performanc
             ("model.mlp".to_owned(), layer(1.0, 30)),
             ("lm_head".to_owned(), layer(0.5, 10)),
         ]),
+        kernel_performance: None,
         counters: Counters::default(),
     }
 }

@@ -5,6 +5,7 @@
 use hdrhistogram::Histogram;
 
 use crate::event::StepEvent;
+use crate::kernels::KernelBook;
 use crate::names::NameId;
 
 #[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
@@ -40,6 +41,8 @@ pub(crate) struct Aggregates {
     pub(crate) total_spans: u64,
     /// Device times whose span or step was no longer found (ended too long before).
     pub(crate) unmatched_gpu_times: u64,
+    /// Every kernel record, per kernel name.
+    pub(crate) kernels: KernelBook,
 }
 
 impl Aggregates {
@@ -61,6 +64,7 @@ impl Aggregates {
             layers: Vec::new(),
             total_spans: 0,
             unmatched_gpu_times: 0,
+            kernels: KernelBook::default(),
         }
     }
 

@@ -1,10 +1,13 @@
 //! The collector: drains every recording thread's ring into what is kept (`crate::kept`), and
 //! hands what it drained to the journal's feed. One `Collector` per session, under its lock.
 
+use std::sync::Arc;
+
 use rustc_hash::FxHashMap;
 
 use crate::event::Event;
 use crate::kept::{Feed, Kept, StepBuilder};
+use crate::kernel_inbox::KernelInbox;
 
 /// A recording thread's finished events, as the collector reads them: its ring, which the
 /// recorder (`crate::recorder`) owns. Behind a trait so that the collector, and what reads a
@@ -28,14 +31,17 @@ pub(crate) struct Collector {
     pub(crate) kept: Kept,
     /// What was drained since the journal last took it.
     pub(crate) feed: Feed,
+    /// Kernel records, drained after the thread rings.
+    kernels: Arc<KernelInbox>,
 }
 
 impl Collector {
-    pub(crate) fn new(max_history: usize) -> Collector {
+    pub(crate) fn new(max_history: usize, kernels: Arc<KernelInbox>) -> Collector {
         Collector {
             sources: Vec::new(),
             kept: Kept::new(max_history),
             feed: Feed::default(),
+            kernels,
         }
     }
 
@@ -55,12 +61,24 @@ impl Collector {
             sources,
             kept,
             feed,
+            kernels,
         } = self;
         for source in sources.iter_mut() {
             while let Some(event) = source.events.pop() {
                 feed.push(source.thread_id, &event);
                 kept.ingest(&mut source.pending, source.thread_id, event);
             }
+        }
+        // After the rings: a kernel's step has usually been drained by now.
+        let mut no_pending = FxHashMap::default();
+        for (thread_id, kernel) in kernels.take() {
+            let pending = match sources.iter_mut().find(|s| s.thread_id == thread_id) {
+                Some(source) => &mut source.pending,
+                None => &mut no_pending,
+            };
+            let event = Event::Kernel(kernel);
+            feed.push(thread_id, &event);
+            kept.ingest(pending, thread_id, event);
         }
         // A thread that has exited and whose events are all in can be forgotten.
         sources.retain(|s| !s.events.is_finished());

@@ -11,11 +11,16 @@ pub struct HotCounters {
     pub unfinished_steps: AtomicU64,
     /// Spans never ended: open when their thread exited, or abandoned at the nesting limit.
     pub unfinished_spans: AtomicU64,
+    /// Kernel records the collector never got: its inbox was full.
+    pub lost_kernel_records: AtomicU64,
+    /// Kernel records CUPTI dropped because it had no buffer for them.
+    pub dropped_kernel_records: AtomicU64,
 }
 
 /// The counters' values in the order of [`HotCounters::values`]: lost events, auto-closed
-/// spans, unfinished steps, unfinished spans (as the journal holds them).
-pub(crate) type CounterValues = [u64; 4];
+/// spans, unfinished steps, unfinished spans, lost and dropped kernel records (as the journal
+/// holds them).
+pub(crate) type CounterValues = [u64; 6];
 
 impl HotCounters {
     pub(crate) fn values(&self) -> CounterValues {
@@ -24,6 +29,8 @@ impl HotCounters {
             self.auto_closed_spans.load(Ordering::Relaxed),
             self.unfinished_steps.load(Ordering::Relaxed),
             self.unfinished_spans.load(Ordering::Relaxed),
+            self.lost_kernel_records.load(Ordering::Relaxed),
+            self.dropped_kernel_records.load(Ordering::Relaxed),
         ]
     }
 
@@ -32,5 +39,8 @@ impl HotCounters {
         self.auto_closed_spans.store(values[1], Ordering::Relaxed);
         self.unfinished_steps.store(values[2], Ordering::Relaxed);
         self.unfinished_spans.store(values[3], Ordering::Relaxed);
+        self.lost_kernel_records.store(values[4], Ordering::Relaxed);
+        self.dropped_kernel_records
+            .store(values[5], Ordering::Relaxed);
     }
 }

@@ -11,7 +11,32 @@ pub(crate) enum Event {
     Step(StepEvent),
     /// A device duration measured after its span or step ended (CUDA events resolve later).
     Gpu(GpuEvent),
+    /// A kernel the device ran, from the kernel tracer (`crate::kernels`); its thread in the
+    /// feed is the launching thread (0 when unknown).
+    Kernel(KernelEvent),
 }
+
+/// One kernel record, as the kernel tracer read it and the collector attributed nothing yet.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub(crate) struct KernelEvent {
+    /// The launching thread's innermost step (`crate::kernel_context::step_key`); 0 for none.
+    pub step_key: u32,
+    /// The innermost span open at the launch; `NameId::NONE` for none.
+    pub span: NameId,
+    pub name: NameId,
+    /// Its launch configuration, as JSON in the shapes table; `NameId::NONE` when unknown.
+    pub launch: NameId,
+    pub stream: u32,
+    pub device: u16,
+    /// `KERNEL_FROM_GRAPH` when a CUDA graph launched it.
+    pub flags: u16,
+    /// Device start, on the session's clock.
+    pub start_ns: u64,
+    pub duration_ns: u64,
+}
+
+/// `KernelEvent::flags`: launched as a node of a CUDA graph.
+pub(crate) const KERNEL_FROM_GRAPH: u16 = 1;
 
 /// The device time of one ended span, or of one ended step, as the recorder resolved its
 /// handle: by name and step, since the collector has long folded the span in.

@@ -15,6 +15,7 @@ use crate::error::{ProfilerError, Result};
 use crate::report::ShapesTable;
 use crate::session::Session;
 use crate::step_gpm::GpmTimeline;
+use crate::trace::TraceRecords;
 
 /// How long an export waits for another one in progress (a large history takes seconds).
 pub const EXPORT_WAIT: Duration = Duration::from_secs(10);
@@ -93,6 +94,12 @@ impl Session {
                         .copied()
                         .collect::<Vec<_>>(),
                     collector.kept.trace_spans.dropped(),
+                    collector
+                        .kept
+                        .trace_kernels
+                        .iter()
+                        .copied()
+                        .collect::<Vec<_>>(),
                 )
             })
         };
@@ -101,7 +108,7 @@ impl Session {
             ..history
         });
         let mut written = Vec::new();
-        if let Some((summary, kept, dropped_steps, spans, dropped_spans)) = recorded {
+        if let Some((summary, kept, dropped_steps, spans, dropped_spans, kernels)) = recorded {
             written.push(atomic_file::write_json_atomic(
                 dir,
                 &format::summary_file_name(self.pid),
@@ -134,8 +141,11 @@ impl Session {
             )?);
             let trace = self.trace_report(
                 &kept,
-                &spans,
-                dropped_spans,
+                &TraceRecords {
+                    spans: &spans,
+                    dropped_spans,
+                    kernels: &kernels,
+                },
                 &names,
                 history.as_ref(),
                 stamp,

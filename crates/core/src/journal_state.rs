@@ -23,7 +23,9 @@ use crate::error::{ProfilerError, Result};
 use crate::event::Event;
 use crate::history::Bounded;
 use crate::journal::{Writer, JOURNAL_VERSION};
+use crate::journal_kernels::{self, KernelsState};
 use crate::kept::{KeptLayer, KeptStep, StepBuilder};
+use crate::kernels::StepKernels;
 use crate::names::NameId;
 use crate::samples::SampleStore;
 use crate::session::{RunIdentity, Session, Settings};
@@ -53,8 +55,10 @@ pub(crate) struct State {
     trace_spans: Vec<TraceSpan>,
     trace_dropped: u64,
     next_step_id: u64,
-    /// Builders of steps whose end was not drained yet: (thread, step sequence, layers).
-    pending: Vec<(u32, u64, Vec<KeptLayer>)>,
+    /// Builders of steps whose end was not drained yet: (thread, step sequence, layers,
+    /// kernels).
+    pending: Vec<(u32, u64, Vec<KeptLayer>, Option<StepKernels>)>,
+    kernels: KernelsState,
     detector: Option<String>,
     devices: Vec<format::GpuDevice>,
     host: Vec<format::HostSample>,
@@ -155,6 +159,7 @@ impl Aggregates {
             layers: t.layers,
             total_spans: t.total_spans,
             unmatched_gpu_times: t.unmatched_gpu_times,
+            kernels: Default::default(),
         }
     }
 }
@@ -198,8 +203,9 @@ impl Session {
             next_step_id: kept.next_step_id,
             pending: collector
                 .pending()
-                .map(|(thread, seq, b)| (thread, seq, b.layers.clone()))
+                .map(|(thread, seq, b)| (thread, seq, b.layers.clone(), b.kernels.clone()))
                 .collect(),
+            kernels: KernelsState::capture(kept),
             detector: samples.detector.map(str::to_owned),
             devices: samples.described_devices.clone(),
             host: samples.host.iter().cloned().collect(),
@@ -234,16 +240,20 @@ impl Session {
         session.set_identity(state.role, state.rank);
         *session.run.write() = state.run;
         let mut pending: Pending = FxHashMap::default();
-        for (thread, seq, layers) in state.pending {
+        for (thread, seq, layers, kernels) in state.pending {
             let index = layers
                 .iter()
                 .enumerate()
                 .map(|(i, l)| (l.name, i))
                 .collect();
-            pending
-                .entry(thread)
-                .or_default()
-                .insert(seq, StepBuilder { layers, index });
+            pending.entry(thread).or_default().insert(
+                seq,
+                StepBuilder {
+                    layers,
+                    index,
+                    kernels,
+                },
+            );
         }
         {
             let mut collector = session.collector.lock();
@@ -260,6 +270,7 @@ impl Session {
                 state.trace_dropped,
             );
             kept.next_step_id = state.next_step_id;
+            state.kernels.restore(kept);
         }
         {
             let mut store = session.samples.lock();
@@ -343,12 +354,17 @@ impl State {
         if !self.history.iter().all(|k| k.layers.iter().all(layer_ok)) {
             return Err("a kept step names a layer it does not hold".into());
         }
-        if !self
-            .pending
-            .iter()
-            .all(|(_, _, layers)| layers.iter().all(layer_ok))
-        {
+        if !self.pending.iter().all(|(_, _, layers, kernels)| {
+            layers.iter().all(layer_ok)
+                && (kernels.iter()).all(|k| journal_kernels::step_ids_are_known(k, names))
+        }) {
             return Err("a step in progress names a layer it does not hold".into());
+        }
+        let step_kernels_ok = |k: &KeptStep| {
+            (k.kernels.iter()).all(|k| journal_kernels::step_ids_are_known(k, names))
+        };
+        if !self.history.iter().all(step_kernels_ok) || !self.kernels.ids_are_known(names, shapes) {
+            return Err("a kernel names a kernel or launch it does not hold".into());
         }
         if !self
             .trace_spans
@@ -381,6 +397,7 @@ impl Session {
             }
             Event::Step(_) => true,
             Event::Gpu(gpu) => known(gpu.name, names),
+            Event::Kernel(kernel) => journal_kernels::event_ids_are_known(kernel, names, shapes),
         });
         if ok {
             Ok(())

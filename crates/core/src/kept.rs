@@ -8,10 +8,13 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use crate::aggregates::Aggregates;
-use crate::event::{add_gpu_time, Event, GpuEvent, SpanEvent, StepEvent, NO_GPU_TIME};
+use crate::event::{add_gpu_time, Event, GpuEvent, KernelEvent, SpanEvent, StepEvent, NO_GPU_TIME};
 use crate::history::Bounded;
+use crate::kernel_context::step_key;
+use crate::kernels::StepKernels;
 use crate::names::NameId;
 use crate::trace::{self, TraceSpan};
+use crate::trace_kernels::TraceKernel;
 
 /// A step as kept in the bounded history: names as ids, times in nanoseconds.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -23,6 +26,9 @@ pub(crate) struct KeptStep {
     pub(crate) layers: Arc<[KeptLayer]>,
     /// Device time of the step; [`NO_GPU_TIME`] when none was set.
     pub(crate) gpu_ns: u64,
+    /// Its kernels, when the kernel tracer saw some; shared like `layers`.
+    #[serde(default)]
+    pub(crate) kernels: Option<Arc<StepKernels>>,
 }
 
 /// How many of the newest traced spans a late device time is looked for in: a few forwards'.
@@ -33,6 +39,9 @@ const LATE_TRACE_SPANS: usize = 8192;
 /// this they are counted as unmatched.
 const LATE_SCAN: usize = 4096;
 const LATE_STEPS: usize = 64;
+/// Kernel records come a flush period late (up to a few hundred milliseconds): their step is
+/// looked for among more of its thread's newest steps.
+const KERNEL_LATE_STEPS: usize = 512;
 
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub(crate) struct KeptLayer {
@@ -67,6 +76,7 @@ pub(crate) fn memory_of(span: &SpanEvent) -> (u32, f64) {
 pub(crate) struct StepBuilder {
     pub(crate) layers: Vec<KeptLayer>,
     pub(crate) index: FxHashMap<NameId, usize>,
+    pub(crate) kernels: Option<StepKernels>,
 }
 
 impl StepBuilder {
@@ -119,12 +129,23 @@ fn add_layer_gpu_time(layers: &mut [KeptLayer], name: NameId, ns: u64) -> bool {
 /// never ended cannot grow memory without limit.
 const MAX_PENDING_STEPS: usize = 1024;
 
+/// Steps whose kernels arrived before the step itself (no span had opened a builder for it),
+/// per (thread, step key); past this many the oldest are let go as unattributed.
+const MAX_EARLY_STEPS: usize = 256;
+
 /// What the collector has made of every event: totals and bounded histories.
 pub(crate) struct Kept {
     pub(crate) totals: Aggregates,
     pub(crate) history: Bounded<KeptStep>,
     /// The newest spans, one by one, for the trace.
     pub(crate) trace_spans: Bounded<TraceSpan>,
+    /// The newest kernels, one by one, for the trace.
+    pub(crate) trace_kernels: Bounded<TraceKernel>,
+    /// Kernels of steps not ended yet that no builder holds: ((thread, step key), kernels).
+    pub(crate) early_kernels: Vec<((u32, u32), StepKernels)>,
+    /// (thread, step key) of the newest steps that scheduled nothing: their late kernels are
+    /// unattributed at once rather than waiting among the early ones. Not journaled.
+    recent_empty: std::collections::VecDeque<(u32, u32)>,
     pub(crate) next_step_id: u64,
 }
 
@@ -163,13 +184,19 @@ impl Kept {
             totals: Aggregates::new(),
             history: Bounded::new(max_history),
             trace_spans: Bounded::new(trace::span_capacity(max_history)),
+            trace_kernels: Bounded::new(trace::span_capacity(max_history)),
+            early_kernels: Vec::new(),
+            recent_empty: std::collections::VecDeque::new(),
             next_step_id: 0,
         }
     }
 
     /// Whether anything was ever collected.
     pub(crate) fn any(&self) -> bool {
-        self.totals.total_steps > 0 || self.totals.empty_steps > 0 || self.totals.total_spans > 0
+        self.totals.total_steps > 0
+            || self.totals.empty_steps > 0
+            || self.totals.total_spans > 0
+            || self.totals.kernels.records > 0
     }
 
     /// Folds one event of thread `thread_id` in; `pending` holds that thread's builders of
@@ -209,13 +236,28 @@ impl Kept {
                 }
             }
             Event::Step(step) => {
-                let layers = pending
-                    .remove(&step.seq)
-                    .map(|b| Arc::from(b.layers))
-                    .unwrap_or_default();
+                let (layers, mut kernels) = match pending.remove(&step.seq) {
+                    Some(builder) => (Arc::from(builder.layers), builder.kernels),
+                    None => (Arc::default(), None),
+                };
+                let key = (thread_id, step_key(step.seq));
+                if let Some(i) = self.early_kernels.iter().position(|(k, _)| *k == key) {
+                    let (_, early) = self.early_kernels.remove(i);
+                    kernels
+                        .get_or_insert_with(StepKernels::default)
+                        .merge(&early);
+                }
                 if step.batch_size == 0 && step.num_tokens == 0 {
                     // Scheduled nothing: counted, and kept out of every duration and rate.
                     self.totals.empty_steps = self.totals.empty_steps.saturating_add(1);
+                    if self.recent_empty.len() >= MAX_EARLY_STEPS {
+                        self.recent_empty.pop_front();
+                    }
+                    self.recent_empty.push_back(key);
+                    if let Some(kernels) = kernels {
+                        self.totals.kernels.unattributed = (self.totals.kernels.unattributed)
+                            .saturating_add(u64::from(kernels.count));
+                    }
                     return;
                 }
                 self.totals.add_step(&step);
@@ -225,6 +267,7 @@ impl Kept {
                     event: step,
                     layers,
                     gpu_ns: NO_GPU_TIME,
+                    kernels: kernels.map(Arc::new),
                 });
                 self.next_step_id = self.next_step_id.saturating_add(1);
             }
@@ -234,6 +277,59 @@ impl Kept {
                     self.totals.unmatched_gpu_times =
                         self.totals.unmatched_gpu_times.saturating_add(1);
                 }
+            }
+            Event::Kernel(kernel) => self.ingest_kernel(pending, thread_id, kernel),
+        }
+    }
+
+    /// Folds a kernel into the totals and the trace, and into its step: one being built, one
+    /// kept, or, when its step has not ended, the early kernels its end will take.
+    fn ingest_kernel(
+        &mut self,
+        pending: &mut FxHashMap<u64, StepBuilder>,
+        thread_id: u32,
+        kernel: KernelEvent,
+    ) {
+        self.totals.kernels.add(&kernel);
+        self.trace_kernels.push(TraceKernel { thread_id, kernel });
+        let key = kernel.step_key;
+        if key == 0 {
+            self.totals.kernels.unattributed = self.totals.kernels.unattributed.saturating_add(1);
+            return;
+        }
+        if let Some(builder) = pending.iter_mut().find(|(seq, _)| step_key(**seq) == key) {
+            builder
+                .1
+                .kernels
+                .get_or_insert_with(Default::default)
+                .add(&kernel);
+            return;
+        }
+        if let Some(step) = (self.history.iter_mut().rev().take(LATE_SCAN))
+            .filter(|k| k.thread_id == thread_id)
+            .take(KERNEL_LATE_STEPS)
+            .find(|k| step_key(k.event.seq) == key)
+        {
+            // In place unless an export holds them; then a copy, once per export.
+            Arc::make_mut(step.kernels.get_or_insert_with(Default::default)).add(&kernel);
+            return;
+        }
+        let early_key = (thread_id, key);
+        if self.recent_empty.contains(&early_key) {
+            self.totals.kernels.unattributed = self.totals.kernels.unattributed.saturating_add(1);
+            return;
+        }
+        match self.early_kernels.iter_mut().find(|(k, _)| *k == early_key) {
+            Some((_, kernels)) => kernels.add(&kernel),
+            None => {
+                if self.early_kernels.len() >= MAX_EARLY_STEPS {
+                    let (_, oldest) = self.early_kernels.remove(0);
+                    self.totals.kernels.unattributed =
+                        (self.totals.kernels.unattributed).saturating_add(u64::from(oldest.count));
+                }
+                let mut kernels = StepKernels::default();
+                kernels.add(&kernel);
+                self.early_kernels.push((early_key, kernels));
             }
         }
     }

@@ -25,16 +25,24 @@ mod recent;
 #[cfg(feature = "recorder")]
 pub mod recorder;
 mod report;
+mod report_kernels;
 mod samples;
 pub mod session;
 pub mod shapes;
 mod step_gpm;
 pub mod trace;
+mod trace_interval;
+mod trace_kernels;
 // The crash-safe journal beside it: its files, what it holds, the collector's writes, recovery.
 pub mod journal;
+mod journal_kernels;
 mod journal_state;
 mod journal_turn;
 mod recover;
+// The kernel level: the context a launch carries, and what is kept of kernels.
+pub mod kernel_context;
+pub mod kernel_inbox;
+mod kernels;
 
 pub mod error;
 

@@ -16,6 +16,7 @@ use crate::collector::EventSource;
 use crate::error::{ProfilerError, Result};
 use crate::event::{Event, SpanEvent, StepEvent, NO_ENGINE_STEP};
 use crate::handle::{self, Handle, Owner};
+use crate::kernel_context;
 use crate::names::NameId;
 use crate::recent::{self, Recent};
 
@@ -64,6 +65,8 @@ pub struct ThreadRecorder {
     producer: HeapProd<Event>,
     /// This thread's slot in the session, part of every handle it gives out.
     slot: u32,
+    /// The OS thread id the collector knows this thread's events by.
+    thread_id: u32,
     /// The owner bits of this thread's handles.
     owner: Owner,
     next_seq: u64,
@@ -88,7 +91,7 @@ impl Session {
         self.collector
             .lock()
             .add_source(Box::new(consumer), thread_id);
-        ThreadRecorder::new(self.clone(), producer, slot)
+        ThreadRecorder::new(self.clone(), producer, slot, thread_id)
     }
 
     /// A slot no live thread of this session has: a freed one, or a new one. Slots tell the
@@ -119,12 +122,13 @@ impl EventSource for HeapCons<Event> {
 }
 
 impl ThreadRecorder {
-    fn new(session: Arc<Session>, producer: HeapProd<Event>, slot: u32) -> Self {
+    fn new(session: Arc<Session>, producer: HeapProd<Event>, slot: u32, thread_id: u32) -> Self {
         let session_generation = session.generation();
         ThreadRecorder {
             session,
             producer,
             slot,
+            thread_id,
             owner: Owner::new(session_generation, slot),
             next_seq: 0,
             until_wake: WAKE_EVERY,
@@ -385,6 +389,21 @@ impl ThreadRecorder {
             return Err(ProfilerError::BufferFull);
         }
         Ok(())
+    }
+
+    /// The kernel context (`crate::kernel_context::encode`) of what is innermost open on this
+    /// thread: its innermost span and that span's step, else its innermost step; 0 when
+    /// nothing is open. A kernel launched now is attributed to it.
+    #[inline]
+    pub fn kernel_context(&self) -> u64 {
+        let step_seq = self.open_steps.last().map_or(0, |s| s.seq);
+        match self.open_spans.last() {
+            Some(span) if span.step_seq == step_seq => {
+                kernel_context::encode(self.thread_id, step_seq, span.name)
+            }
+            _ if step_seq != 0 => kernel_context::encode(self.thread_id, step_seq, NameId::NONE),
+            _ => 0,
+        }
     }
 
     /// Number of steps and spans this thread has open.

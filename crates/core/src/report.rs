@@ -17,7 +17,7 @@ use crate::names::NameId;
 use crate::samples::SampleStore;
 use crate::session::Session;
 use crate::step_gpm::GpmTimeline;
-use crate::trace::{self, TraceSpan, TraceStep};
+use crate::trace::{self, TraceRecords, TraceStep};
 
 /// A figure that came in as `f32` (memory deltas), summed or averaged in `f64`, given back
 /// with `f32` precision: its shortest decimal, so that 64.2 reads 64.2 and not
@@ -172,6 +172,11 @@ impl Session {
             memory_source: self.latest.memory_source(),
             detector,
             layer_performance,
+            kernel_performance: crate::report_kernels::kernel_performance(
+                &collector.kept.totals.kernels,
+                &names,
+                &self.shapes.snapshot(),
+            ),
             counters: format::Counters {
                 kept_steps: collector.kept.history.len() as u64,
                 dropped_steps: collector.kept.history.dropped(),
@@ -182,6 +187,10 @@ impl Session {
                 unfinished_spans: c.unfinished_spans.load(Ordering::Relaxed),
                 total_spans: totals.total_spans,
                 unmatched_gpu_durations: totals.unmatched_gpu_times,
+                kernel_records: collector.kept.totals.kernels.records,
+                unattributed_kernels: collector.kept.totals.kernels.unattributed,
+                dropped_kernel_records: c.dropped_kernel_records.load(Ordering::Relaxed),
+                lost_kernel_records: c.lost_kernel_records.load(Ordering::Relaxed),
             },
         }
     }
@@ -242,6 +251,8 @@ impl Session {
     ) -> format::StepRecord {
         let name_of = |id: NameId| names.get(id.0 as usize).map(|n| n.to_string());
         let e = &kept.event;
+        let (kernel_count, device_busy_ms, top_kernels) =
+            crate::report_kernels::step_kernels(kept.kernels.as_deref(), names);
         format::StepRecord {
             step_id: kept.step_id,
             batch_size: e.batch_size,
@@ -253,6 +264,9 @@ impl Session {
             memory_start_mb: finite(e.memory_start_mb),
             thread_id: kept.thread_id,
             engine_step: (e.engine_step != NO_ENGINE_STEP).then_some(e.engine_step),
+            kernel_count,
+            device_busy_ms,
+            top_kernels,
             layer_timings: kept
                 .layers
                 .iter()
@@ -336,8 +350,7 @@ impl Session {
     pub(crate) fn trace_report(
         &self,
         kept: &[KeptStep],
-        spans: &[TraceSpan],
-        dropped_spans: u64,
+        records: &TraceRecords<'_>,
         names: &[Arc<str>],
         history: Option<&format::GpuHistory>,
         stamp: format::ExportStamp,
@@ -366,7 +379,7 @@ impl Session {
             rank,
             live: self.recovered_name.is_none(),
         };
-        let mut trace = trace::build(&process, &trace_steps, spans, dropped_spans, names, history);
+        let mut trace = trace::build(&process, &trace_steps, records, names, history);
         trace.other_data.extend([
             (
                 format::ExportStamp::TRACE_SEQUENCE.to_owned(),

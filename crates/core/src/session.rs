@@ -17,6 +17,7 @@ use crate::collector::Collector;
 use crate::counters::HotCounters;
 use crate::error::{ProfilerError, Result};
 use crate::journal::Journal;
+use crate::kernel_inbox::KernelInbox;
 use crate::latest::LatestMetrics;
 use crate::names::{Interner, SHAPES};
 use crate::samples::SampleStore;
@@ -67,6 +68,8 @@ pub struct Session {
     pub(crate) counters: HotCounters,
     pub(crate) latest: LatestMetrics,
     pub(crate) collector: Mutex<Collector>,
+    /// Kernel records from the kernel tracer, for the collector (shared with it).
+    pub(crate) kernel_inbox: Arc<KernelInbox>,
     pub(crate) samples: Mutex<SampleStore>,
     /// Serialises exports so that files are replaced in order.
     pub(crate) export_lock: Mutex<()>,
@@ -107,6 +110,7 @@ impl Session {
     /// A new session whose times come from `clock` (a [`crate::clock::ManualClock`] in tests).
     pub fn with_clock(pid: u32, generation: u64, settings: Settings, clock: Clock) -> Arc<Session> {
         let max = settings.max_history;
+        let kernel_inbox = Arc::new(KernelInbox::default());
         Arc::new(Session {
             pid,
             generation,
@@ -117,7 +121,8 @@ impl Session {
             shapes: Interner::new(&SHAPES),
             counters: HotCounters::default(),
             latest: LatestMetrics::default(),
-            collector: Mutex::new(Collector::new(max)),
+            collector: Mutex::new(Collector::new(max, kernel_inbox.clone())),
+            kernel_inbox,
             samples: Mutex::new(SampleStore::new(max)),
             export_lock: Mutex::new(()),
             exports: AtomicU64::new(0),

@@ -11,11 +11,12 @@
 //! in Unix seconds), with nanosecond resolution.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
 use vllm_profiler_format::{self as format, TraceArg, TraceEvent};
 
 use crate::event::NO_GPU_TIME;
+use crate::trace_interval::Interval;
+use crate::trace_kernels::{kernel_interval, track_name, TraceKernel};
 
 /// Most spans the trace keeps (the newest); older ones are dropped and counted.
 pub const MAX_TRACE_SPANS: usize = 65_536;
@@ -40,6 +41,14 @@ pub(crate) struct TraceSpan {
     pub gpu_ns: u64,
 }
 
+/// The finished spans and kernels a trace shows, beside its steps.
+pub(crate) struct TraceRecords<'a> {
+    pub spans: &'a [TraceSpan],
+    /// Spans the bounded trace let go.
+    pub dropped_spans: u64,
+    pub kernels: &'a [TraceKernel],
+}
+
 /// A kept step, as the trace needs it.
 pub(crate) struct TraceStep {
     pub thread_id: u32,
@@ -61,16 +70,6 @@ fn gpu_arg(gpu_ns: u64) -> Option<(Cow<'static, str>, TraceArg)> {
             TraceArg::Number(gpu_ns as f64 / 1e6),
         )
     })
-}
-
-/// One `X` event before it is nested.
-struct Interval {
-    thread_id: u32,
-    start_ns: u64,
-    end_ns: u64,
-    is_step: bool,
-    name: String,
-    args: BTreeMap<Cow<'static, str>, TraceArg>,
 }
 
 fn us(ns: u64) -> f64 {
@@ -103,19 +102,24 @@ impl TraceProcess {
 pub(crate) fn build(
     process: &TraceProcess,
     steps: &[TraceStep],
-    spans: &[TraceSpan],
-    dropped_spans: u64,
+    records: &TraceRecords<'_>,
     names: &[std::sync::Arc<str>],
     gpu: Option<&format::GpuHistory>,
 ) -> format::TraceFile {
-    let mut intervals: Vec<Interval> = Vec::with_capacity(steps.len() + spans.len());
+    let TraceRecords {
+        spans,
+        dropped_spans,
+        kernels,
+    } = *records;
+    let capacity = steps.len() + spans.len() + kernels.len();
+    let mut intervals: Vec<Interval> = Vec::with_capacity(capacity);
     for step in steps {
         let number = TraceArg::Count;
         intervals.push(Interval {
             thread_id: step.thread_id,
             start_ns: step.start_ns,
             end_ns: step.start_ns.saturating_add(step.duration_ns),
-            is_step: true,
+            cat: "step",
             name: format!("step {}", step.step_id),
             args: [
                 (Cow::Borrowed("step_id"), number(step.step_id)),
@@ -141,24 +145,25 @@ pub(crate) fn build(
             thread_id: span.thread_id,
             start_ns: span.start_ns,
             end_ns: span.start_ns.saturating_add(span.duration_ns),
-            is_step: false,
+            cat: "span",
             name,
             args: gpu_arg(span.gpu_ns).into_iter().collect(),
         });
     }
+    intervals.extend(kernels.iter().map(|k| kernel_interval(k, names)));
     // Per thread, outer first: earlier start, then later end, then a step before a span.
     intervals.sort_by(|a, b| {
         (
             a.thread_id,
             a.start_ns,
             std::cmp::Reverse(a.end_ns),
-            !a.is_step,
+            a.cat != "step",
         )
             .cmp(&(
                 b.thread_id,
                 b.start_ns,
                 std::cmp::Reverse(b.end_ns),
-                !b.is_step,
+                b.cat != "step",
             ))
     });
     let pid = process.pid;
@@ -182,7 +187,8 @@ pub(crate) fn build(
                 pid,
                 interval.thread_id,
                 "thread_name",
-                thread_name(interval.thread_id, process.live),
+                track_name(interval.thread_id)
+                    .unwrap_or_else(|| thread_name(interval.thread_id, process.live)),
             ));
         }
         while open.last().is_some_and(|&end| end <= interval.start_ns) {
@@ -199,11 +205,7 @@ pub(crate) fn build(
         open.push(interval.end_ns);
         events.push(TraceEvent {
             name: interval.name,
-            cat: Some(Cow::Borrowed(if interval.is_step {
-                "step"
-            } else {
-                "span"
-            })),
+            cat: Some(Cow::Borrowed(interval.cat)),
             ph: Cow::Borrowed("X"),
             ts: us(interval.start_ns),
             dur: Some(us(interval.end_ns - interval.start_ns)),
@@ -312,7 +314,12 @@ mod tests {
             rank: Some(1),
             live: true,
         };
-        let trace = build(&process, &steps, &spans, 0, &names, None);
+        let records = TraceRecords {
+            spans: &spans,
+            dropped_spans: 0,
+            kernels: &[],
+        };
+        let trace = build(&process, &steps, &records, &names, None);
         assert_eq!(
             trace.other_data.get("role"),
             Some(&TraceArg::Text("worker".to_owned()))

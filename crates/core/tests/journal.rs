@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use vllm_profiler_core::journal;
+use vllm_profiler_core::kernel_inbox::KernelLaunch;
 use vllm_profiler_core::{recover, Session, Settings};
 use vllm_profiler_format::{self as format, Role};
 
@@ -95,10 +96,24 @@ fn record(s: &Arc<Session>, rounds: u32) {
                 .unwrap();
             let outer = rec.span_begin(b"model.layers.0").unwrap();
             let inner = rec.span_begin(b"model.layers.0.mlp").unwrap();
+            let context = rec.kernel_context();
             rec.span_end_annotated(inner, 1.5, Some(br#"{"input_shapes":[[2,64]]}"#))
                 .unwrap();
+            // One kernel before its step ends, one after: both journaled into it.
+            let kernel = |start_ns: u64| KernelLaunch {
+                context,
+                name: s.interner().intern(b"gemm_kernel").unwrap(),
+                launch: s.shapes().intern(br#"{"grid":[1,1,1]}"#).unwrap(),
+                device: 0,
+                stream: 3,
+                from_graph: i == 2,
+                start_ns,
+                duration_ns: 1_000 * u64::from(i + 1),
+            };
+            s.record_kernels(&[kernel(10)]);
             rec.span_end(outer).unwrap();
             rec.step_end(step).unwrap();
+            s.record_kernels(&[kernel(5_000)]);
         }
         let free = rec
             .span_begin(format!("outside.{round}").as_bytes())
@@ -236,6 +251,12 @@ fn a_rebuilt_session_reports_what_the_live_one_would() {
     let steps = live_files[1].1["detailed_steps"].as_array().unwrap();
     assert_eq!(steps.len(), 50, "the history bound");
     assert_eq!(steps.last().unwrap()["engine_step"], 11 * 7 + 6);
+    assert_eq!(summary["counters"]["kernel_records"], 12 * 6 * 2);
+    assert_eq!(
+        summary["kernel_performance"]["gemm_kernel"]["graph_launches"],
+        12 * 2
+    );
+    assert!(steps.iter().all(|s| s["kernel_count"] == 2), "{steps:?}");
     let samples = live_files[2].1["gpu_history"].as_array().unwrap();
     assert_eq!(samples.len(), 24);
 }

@@ -57,9 +57,29 @@ pub struct StepRecord {
     /// (0, 1, ...). Join a worker's steps to the engine's on it. `null` when unknown.
     #[serde(default)]
     pub engine_step: Option<u64>,
+    /// Kernel records of this step (`VLLM_PROFILING_KERNELS=1`): launched on its thread
+    /// between its begin and end, CUDA graph replays included. 0 when kernels are off.
+    #[serde(default)]
+    pub kernel_count: u32,
+    /// Time at least one of the step's kernels ran, per device, summed over devices: the GPU's
+    /// own view of how busy the step kept it. `null` when the step had no kernel record.
+    #[serde(default)]
+    pub device_busy_ms: Option<f64>,
+    /// The step's kernel names that took the most device time, slowest first (at most 5);
+    /// `null` when it had no kernel record.
+    #[serde(default)]
+    pub top_kernels: Option<Vec<StepKernel>>,
     /// seed 004: per span name inside this step.
     pub layer_timings: BTreeMap<String, LayerTiming>,
     pub gpu_metrics: StepGpuMetrics,
+}
+
+/// One kernel name inside one step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepKernel {
+    pub name: String,
+    pub call_count: u32,
+    pub duration_ms: f64,
 }
 
 /// seed 004 `layer_timings` entry: one name inside one step.

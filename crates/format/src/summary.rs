@@ -150,7 +150,45 @@ pub struct PerformanceSummary {
     pub detector: Option<String>,
     /// seed 004: per span name, over every span ever recorded.
     pub layer_performance: BTreeMap<String, LayerPerformance>,
+    /// Per CUDA kernel name (demangled), from CUPTI with `VLLM_PROFILING_KERNELS=1`: over every
+    /// kernel record of the process, also in a summary of the last n steps. `null` when no
+    /// kernel record came (kernels off, no CUDA, or CUPTI refused). Kernels of a CUDA graph
+    /// replay are here too, one record per kernel. Past 512 names, the rest are counted under
+    /// [`KernelPerformance::OTHER_KERNELS`].
+    #[serde(default)]
+    pub kernel_performance: Option<BTreeMap<String, KernelPerformance>>,
     pub counters: Counters,
+}
+
+/// One kernel name's figures: device time from CUPTI's start and end of each execution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KernelPerformance {
+    pub call_count: u64,
+    pub total_duration_ms: f64,
+    pub avg_duration_ms: f64,
+    /// Within 1 % (two significant figures), and never above `max_duration_ms`.
+    pub p99_duration_ms: f64,
+    pub max_duration_ms: f64,
+    /// How many of `call_count` ran inside a CUDA graph replay.
+    pub graph_launches: u64,
+    /// Launch configuration of its slowest execution; `null` when none was recorded.
+    pub launch: Option<KernelLaunch>,
+}
+
+impl KernelPerformance {
+    /// The entry that counts the kernels of names past the limit of 512.
+    pub const OTHER_KERNELS: &'static str = "(other kernels)";
+}
+
+/// A kernel's launch configuration and resource use, as CUPTI reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelLaunch {
+    pub grid: [i32; 3],
+    pub block: [i32; 3],
+    pub registers_per_thread: u16,
+    pub static_shared_memory_bytes: i32,
+    pub dynamic_shared_memory_bytes: i32,
 }
 
 /// seed 004 `layer_performance` entry.
@@ -204,6 +242,21 @@ pub struct Counters {
     /// a step's in no figure.
     #[serde(default)]
     pub unmatched_gpu_durations: u64,
+    /// Kernel records received from CUPTI (`VLLM_PROFILING_KERNELS=1`), in
+    /// `kernel_performance`.
+    #[serde(default)]
+    pub kernel_records: u64,
+    /// Kernel records whose step was not found: launched outside every step, or arrived after
+    /// their step left the late-arrival window. In `kernel_performance`, in no step.
+    #[serde(default)]
+    pub unattributed_kernels: u64,
+    /// Kernel records CUPTI dropped because it had no buffer free: in no figure.
+    #[serde(default)]
+    pub dropped_kernel_records: u64,
+    /// Kernel records parsed but not handed to the collector because its inbox was full: in no
+    /// figure.
+    #[serde(default)]
+    pub lost_kernel_records: u64,
 }
 
 #[cfg(test)]

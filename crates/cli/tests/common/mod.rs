@@ -76,6 +76,7 @@ pub fn summary(p: &Process) -> PerformanceSummary {
                 )])
             })
             .unwrap_or_default(),
+        kernel_performance: None,
         counters: Counters::default(),
     }
 }
