@@ -42,6 +42,12 @@ pub mod kind {
     pub const INTERNAL_LAUNCH_API: u32 = 48;
 }
 
+/// `CUpti_runtime_api_trace_cbid` values of the launches (`cupti_runtime_cbid.h`).
+pub mod runtime_cbid {
+    pub const LAUNCH_KERNEL_V7000: u32 = 211;
+    pub const GRAPH_LAUNCH_V10000: u32 = 311;
+}
+
 /// `CUpti_ExternalCorrelationKind`: kineto (the torch profiler) uses CUSTOM0 and CUSTOM1.
 pub const EXTERNAL_KIND_CUSTOM2: u32 = 5;
 
