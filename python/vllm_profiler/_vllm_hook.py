@@ -32,6 +32,7 @@ import sys
 import _thread  # not threading: this runs at every Python start-up, and threading imports more
 
 from . import _import_hook
+from . import _torch_profiler_hook
 
 # Imported at start-up in every Python process with VLLM_ENABLE_PROFILING set: no `typing`,
 # `functools`, `weakref` or ctypes until vLLM is imported (annotations are strings).
@@ -630,6 +631,7 @@ _TARGETS: Dict[str, Callable[[Any], object]] = {
     MODEL_RUNNER_V2_MODULE: patch_model_runner,
     API_SERVER_MODULE: patch_api_server,
     CORE_CLIENT_MODULE: patch_core_client,
+    _torch_profiler_hook.MODULE: _torch_profiler_hook.patch,
 }
 
 

@@ -40,6 +40,10 @@ pub struct Config {
     pub shared_sampler: bool,
     /// Where the sampler locks and shared samples live; `None`: the default runtime dir.
     pub runtime_dir: Option<PathBuf>,
+    /// CUDA kernels are traced through CUPTI.
+    pub kernels: bool,
+    /// Tried before CUPTI's default names.
+    pub cupti_library: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -59,6 +63,8 @@ impl Default for Config {
             processes: vec![glob::Pattern::new(DEFAULT_PROCESSES).expect("valid glob")],
             shared_sampler: true,
             runtime_dir: None,
+            kernels: false,
+            cupti_library: None,
         }
     }
 }
@@ -124,6 +130,8 @@ impl Config {
             (Field::NvmlLibrary, Value::Path(path)) => self.nvml_library = Some(path),
             (Field::AmdsmiLibrary, Value::Path(path)) => self.amdsmi_library = Some(path),
             (Field::RuntimeDir, Value::Path(dir)) => self.runtime_dir = Some(dir),
+            (Field::Kernels, Value::Bool(on)) => self.kernels = on,
+            (Field::CuptiLibrary, Value::Path(path)) => self.cupti_library = Some(path),
             (Field::SampleInterval, Value::Seconds(Some(d))) => s.sample_interval = d,
             (Field::ExportInterval, Value::Seconds(d)) => s.export_interval = d,
             (Field::MaxHistory, Value::Count(n)) => s.max_history = n as usize,

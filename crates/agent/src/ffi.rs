@@ -263,6 +263,30 @@ pub unsafe extern "C" fn vllm_profiler_span_end_annotated(
     })
 }
 
+/// Releases CUPTI for another client until vllm_profiler_kernels_resume: the kernel tracer
+/// (`VLLM_PROFILING_KERNELS=1`) flushes what it holds, disables its records and gives up its
+/// subscription, so that the torch profiler can take it. Call it before torch.profiler starts
+/// (the Python package does). Works whether or not kernels are traced. Returns 0.
+#[no_mangle]
+pub extern "C" fn vllm_profiler_kernels_pause() -> i32 {
+    status(|| {
+        vllm_profiler_cupti::pause();
+        Ok(())
+    })
+}
+
+/// Takes CUPTI back after vllm_profiler_kernels_pause (after torch.profiler stopped).
+/// Returns 0, or VLLM_PROFILER_E_INTERNAL with the reason in vllm_profiler_last_error when
+/// CUPTI could not be taken back (another client still holds it); kernels are then not traced
+/// until the next successful resume.
+#[no_mangle]
+pub extern "C" fn vllm_profiler_kernels_resume() -> i32 {
+    status(|| {
+        vllm_profiler_cupti::resume()
+            .map_err(|err| ProfilerError::Internal(format!("CUPTI not taken back: {err}")))
+    })
+}
+
 /// Sets the device time of a span this thread has ended: what the GPU spent on its work, as
 /// measured by the caller (for example a pair of CUDA events recorded on the stream at its begin
 /// and end, resolved once the GPU is past them). It is added to the span's layer in its step

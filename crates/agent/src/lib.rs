@@ -12,6 +12,7 @@
 //! - `output_dir`: where a relative output dir is resolved;
 //! - `threads`: the collector, sampler and exporter threads;
 //! - `sampling`: one tick of the sampler thread;
+//! - `kernels`: the CUPTI tracer's thread, its sink, and the contexts recording threads push;
 //! - `metrics` and `http`: the Prometheus endpoint and its bounded server.
 //!
 //! Unsafe code lives in `ffi`, `process_hooks`, `signals`, `quiet_threads`, `warnings`, and
@@ -23,6 +24,7 @@ mod ffi;
 mod gate;
 mod http;
 mod identity;
+mod kernels;
 mod metrics;
 mod output_dir;
 mod process_hooks;

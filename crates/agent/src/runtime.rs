@@ -279,6 +279,7 @@ pub fn disable() -> Result<Vec<PathBuf>> {
     }
     FINISHING.store(true, Ordering::Release);
     GATE.store(gate.stopped(), Ordering::Release);
+    crate::kernels::flush();
     drop(control.threads.take());
     drop(control);
     let exported = own_session().and_then(|session| {
@@ -328,6 +329,7 @@ pub fn flush() -> Result<()> {
     let Ok(session) = own_session() else {
         return Ok(());
     };
+    crate::kernels::flush();
     let mut turn = session.collect();
     let failure = turn.failure.take();
     threads::handle_turn(&session, turn);
@@ -388,12 +390,19 @@ pub fn with_recorder<T>(f: impl FnOnce(&mut ThreadRecorder) -> Result<T>) -> Res
                 .try_borrow_mut()
                 .map_err(|_| ProfilerError::Internal("re-entrant call on one thread".into()))?;
             match slot.as_mut() {
-                Some(recorder) if recorder.session().generation() == generation => f(recorder),
+                Some(recorder) if recorder.session().generation() == generation => {
+                    let result = f(recorder);
+                    crate::kernels::follow(recorder);
+                    result
+                }
                 _ => {
                     let recorder = register_thread(generation)?;
                     // A recorder of another generation belongs to a parent process's session.
                     std::mem::forget(slot.replace(recorder));
-                    f(slot.as_mut().expect("just set"))
+                    let recorder = slot.as_mut().expect("just set");
+                    let result = f(recorder);
+                    crate::kernels::follow(recorder);
+                    result
                 }
             }
         })
@@ -452,6 +461,7 @@ pub fn finish() -> Result<bool> {
     if session.pid() != std::process::id() {
         return Ok(false);
     }
+    crate::kernels::flush();
     // Stop the threads if nobody else holds CONTROL; never wait for it at exit.
     if let Some(mut control) = CONTROL.try_lock() {
         drop(control.threads.take());
@@ -472,6 +482,7 @@ fn after_fork_in_child() {
     // leaves it free here.
     unsafe { CONTROL.force_unlock() };
     crate::signals::forget_parent_signal_pipe();
+    vllm_profiler_cupti::tracer::forget_in_child();
     RECORDED.store(false, Ordering::Relaxed);
     identity::forget_in_child();
     // The devices' lock files and the metrics server's sockets.

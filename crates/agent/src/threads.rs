@@ -4,7 +4,8 @@
 //! - the sampler takes host (and GPU) samples at the sample interval;
 //! - the exporter, when an export interval is set, writes the reports periodically, apart from
 //!   the collector so that draining never pauses while a large report is written;
-//! - the metrics server, when a Prometheus address is set, answers scrapes (`metrics`).
+//! - the metrics server, when a Prometheus address is set, answers scrapes (`metrics`);
+//! - the kernel tracer, when kernels are traced, reads CUPTI's records (`kernels`).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,6 +45,8 @@ pub(crate) struct Shape {
     exporter: bool,
     /// Where the Prometheus endpoint serves.
     prometheus: Option<crate::metrics::Endpoint>,
+    /// `None`: kernels are not traced.
+    kernels: Option<vllm_profiler_cupti::Options>,
 }
 
 impl Shape {
@@ -75,6 +78,10 @@ impl Shape {
                         .unwrap_or_else(vllm_profiler_gpu::shared::default_runtime_dir),
                     expiry: config.prometheus_expiry,
                 }),
+            kernels: config.kernels.then(|| vllm_profiler_cupti::Options {
+                library: config.cupti_library.clone(),
+                ..Default::default()
+            }),
         }
     }
 }
@@ -129,6 +136,12 @@ pub(crate) fn start(session: &Arc<Session>, config: &Config) -> Running {
         {
             warnings::print_warnings(&[err]);
         }
+    }
+    if let Some(options) = shape.kernels.clone() {
+        let (session, stop) = (session.clone(), stop_rx.clone());
+        spawn("vprof-kernels", move || {
+            crate::kernels::trace(session, options, stop)
+        });
     }
     if shape.exporter {
         let session = session.clone();

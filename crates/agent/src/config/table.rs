@@ -19,6 +19,8 @@ pub const PROCESSES: &str = "VLLM_PROFILING_PROCESSES";
 pub const SHARED_SAMPLER: &str = "VLLM_PROFILING_SHARED_SAMPLER";
 pub const RUNTIME_DIR: &str = "VLLM_PROFILING_RUNTIME_DIR";
 pub const RUN_ID: &str = "VLLM_PROFILING_RUN_ID";
+pub const KERNELS: &str = "VLLM_PROFILING_KERNELS";
+pub const CUPTI_LIBRARY: &str = "VLLM_PROFILING_CUPTI_LIBRARY";
 
 pub const DEFAULT_PROCESSES: &str = "python*";
 
@@ -74,6 +76,8 @@ pub enum Field {
     SharedSampler,
     RuntimeDir,
     RunId,
+    Kernels,
+    CuptiLibrary,
 }
 
 /// One setting.
@@ -225,6 +229,24 @@ pub const SETTINGS: &[Setting] = &[
         AMDSMI_LIBRARY,
         &[],
         F::AmdsmiLibrary,
+        Kind::Path,
+        C,
+        "the default",
+        "unset",
+    ),
+    setting(
+        KERNELS,
+        &[],
+        F::Kernels,
+        Kind::Bool { default: false },
+        C,
+        "off",
+        "off",
+    ),
+    setting(
+        CUPTI_LIBRARY,
+        &[],
+        F::CuptiLibrary,
         Kind::Path,
         C,
         "the default",

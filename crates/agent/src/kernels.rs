@@ -1,0 +1,106 @@
+//! The kernel level in the agent: the CUPTI tracer runs on a thread of ours and hands its
+//! kernels to the session; each recording thread keeps the context of its innermost step and
+//! span pushed to CUPTI, so that the kernels it launches are attributed to them.
+
+use std::cell::Cell;
+use std::sync::Arc;
+
+use crossbeam_channel::Receiver;
+use vllm_profiler_core::kernel_inbox::KernelLaunch;
+use vllm_profiler_core::names::NameId;
+use vllm_profiler_core::{Session, ThreadRecorder};
+use vllm_profiler_cupti as cupti;
+
+use crate::warnings;
+
+thread_local! {
+    /// What this thread has pushed to CUPTI; 0: nothing.
+    static PUSHED: Cell<u64> = const { Cell::new(0) };
+}
+
+/// After a recording call: pushes the thread's new context if it changed (pops the old one),
+/// or pops it when the tracer stepped aside. One relaxed load and a thread-local read when
+/// nothing changes.
+#[inline]
+pub(crate) fn follow(recorder: &ThreadRecorder) {
+    let correlating = cupti::correlating();
+    let _ = PUSHED.try_with(|pushed| {
+        let had = pushed.get();
+        if !correlating && had == 0 {
+            return;
+        }
+        let want = if correlating {
+            recorder.kernel_context()
+        } else {
+            0
+        };
+        if had != want {
+            if had != 0 {
+                cupti::pop_context();
+            }
+            if want != 0 {
+                cupti::push_context(want);
+            }
+            pushed.set(want);
+        }
+    });
+}
+
+/// Before an export or a flush: the kernels CUPTI still holds reach the session (waits 500 ms
+/// at most; at once where kernels are not traced).
+pub(crate) fn flush() {
+    cupti::flush_now(std::time::Duration::from_millis(500));
+}
+
+/// The tracer's body, on the agent's kernel thread: until `stop` disconnects.
+pub(crate) fn trace(session: Arc<Session>, options: cupti::Options, stop: Receiver<()>) {
+    let sink = SessionSink(session);
+    if let Err(err) = cupti::run(&options, &sink, &stop) {
+        warnings::print_warnings(&[format!("CUDA kernels are not traced: {err}")]);
+    }
+}
+
+struct SessionSink(Arc<Session>);
+
+impl cupti::Sink for SessionSink {
+    fn now_ns(&self) -> u64 {
+        self.0.now_ns()
+    }
+
+    fn intern_name(&self, name: &str) -> Option<u32> {
+        self.0
+            .interner()
+            .intern(name.as_bytes())
+            .ok()
+            .map(|id| id.0)
+    }
+
+    fn intern_launch(&self, json: &str) -> Option<u32> {
+        self.0.shapes().intern(json.as_bytes()).ok().map(|id| id.0)
+    }
+
+    fn record(&self, kernels: &[cupti::Kernel]) {
+        let launches: Vec<KernelLaunch> = kernels
+            .iter()
+            .map(|k| KernelLaunch {
+                context: k.context,
+                name: k.name.map_or(NameId::NONE, NameId),
+                launch: k.launch.map_or(NameId::NONE, NameId),
+                device: k.device,
+                stream: k.stream,
+                from_graph: k.from_graph,
+                start_ns: k.start_ns,
+                duration_ns: k.duration_ns,
+            })
+            .collect();
+        self.0.record_kernels(&launches);
+    }
+
+    fn dropped(&self, records: u64) {
+        self.0.count_dropped_kernel_records(records);
+    }
+
+    fn warn(&self, message: String) {
+        warnings::print_warnings(&[message]);
+    }
+}
