@@ -164,15 +164,7 @@ pub fn flush(forced: bool) -> bool {
         // SAFETY: the client's BufferCompleted, called as CUPTI calls it (no context, stream
         // 0) with a buffer it lent us and the bytes of records in it; no lock is held, so it
         // may read the records and the dropped count back through the library.
-        unsafe {
-            completed(
-                ptr::null_mut(),
-                0,
-                buffer.ptr,
-                buffer.size,
-                buffer.used,
-            )
-        };
+        unsafe { completed(ptr::null_mut(), 0, buffer.ptr, buffer.size, buffer.used) };
     }
     true
 }
