@@ -6,6 +6,8 @@
 //!
 //! No client callback runs under the state lock: a BufferCompleted that reads its records and
 //! the dropped count, or a BufferRequested that asks anything of the library, cannot deadlock.
+//! (A BufferRequested that itself writes records, i.e. calls `fake_cupti_launch`, would wait on
+//! the request lock forever; real CUPTI makes no promise for that either.)
 #![allow(unsafe_code)]
 
 use std::collections::VecDeque;
