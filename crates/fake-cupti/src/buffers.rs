@@ -6,6 +6,8 @@
 //!
 //! No client callback runs under the state lock: a BufferCompleted that reads its records and
 //! the dropped count, or a BufferRequested that asks anything of the library, cannot deadlock.
+//! (A BufferRequested that itself writes records, i.e. calls `fake_cupti_launch`, would wait on
+//! the request lock forever; real CUPTI makes no promise for that either.)
 #![allow(unsafe_code)]
 
 use std::collections::VecDeque;
@@ -164,15 +166,7 @@ pub fn flush(forced: bool) -> bool {
         // SAFETY: the client's BufferCompleted, called as CUPTI calls it (no context, stream
         // 0) with a buffer it lent us and the bytes of records in it; no lock is held, so it
         // may read the records and the dropped count back through the library.
-        unsafe {
-            completed(
-                ptr::null_mut(),
-                0,
-                buffer.ptr,
-                buffer.size,
-                buffer.used,
-            )
-        };
+        unsafe { completed(ptr::null_mut(), 0, buffer.ptr, buffer.size, buffer.used) };
     }
     true
 }

@@ -8,10 +8,10 @@ use std::ffi::{c_char, c_void};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use vllm_profiler_cupti::layout::{
-    record_size, Activity, BufferCompletedFn, BufferRequestedFn, CuptiResult,
-    SubscriberCallbackFn, TimestampFn, ERROR_INVALID_KIND, ERROR_INVALID_OPERATION,
-    ERROR_INVALID_PARAMETER, ERROR_MAX_LIMIT_REACHED, ERROR_MULTIPLE_SUBSCRIBERS_NOT_SUPPORTED,
-    ERROR_QUEUE_EMPTY, FLUSH_FORCED, RECORD_ALIGNMENT, SUCCESS,
+    record_size, Activity, BufferCompletedFn, BufferRequestedFn, CuptiResult, SubscriberCallbackFn,
+    TimestampFn, ERROR_INVALID_KIND, ERROR_INVALID_OPERATION, ERROR_INVALID_PARAMETER,
+    ERROR_MAX_LIMIT_REACHED, ERROR_MULTIPLE_SUBSCRIBERS_NOT_SUPPORTED, ERROR_QUEUE_EMPTY,
+    FLUSH_FORCED, RECORD_ALIGNMENT, SUCCESS,
 };
 
 use crate::{buffers, records, run};
@@ -281,10 +281,7 @@ pub unsafe extern "C" fn cuptiActivityGetNumDroppedRecords(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cuptiActivityPushExternalCorrelationId(
-    kind: u32,
-    id: u64,
-) -> CuptiResult {
+pub unsafe extern "C" fn cuptiActivityPushExternalCorrelationId(kind: u32, id: u64) -> CuptiResult {
     run("cuptiActivityPushExternalCorrelationId", true, |_| {
         if !records::external_kind_is_valid(kind) {
             return ERROR_INVALID_PARAMETER;

@@ -5,7 +5,8 @@
 //! `vllm_profiler_cupti::layout`. Its behaviour is scripted by `FAKE_CUPTI_SCRIPT`
 //! (see [`script`]). It prints nothing on stdout.
 //!
-//! Point `VLLM_PROFILER_CUPTI_PATH` at `libfake_cupti.so`.
+//! Load `libfake_cupti.so` in place of `libcupti.so.12` (through the tracer's library path
+//! override). One process is one CUPTI: all state is global, as in the real library.
 #![allow(unsafe_code)]
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
