@@ -31,6 +31,12 @@ pub fn fake_amdsmi_library() -> &'static Path {
     LIBRARY.get_or_init(|| build_artifact("fake-amdsmi", &["--lib"], "libfake_amdsmi.so"))
 }
 
+/// Path of the fake CUPTI (`crates/fake-cupti`), scripted by `FAKE_CUPTI_SCRIPT`.
+pub fn fake_cupti_library() -> &'static Path {
+    static LIBRARY: OnceLock<PathBuf> = OnceLock::new();
+    LIBRARY.get_or_init(|| build_artifact("fake-cupti", &["--lib"], "libfake_cupti.so"))
+}
+
 /// Path of the `vllm-profiler` command.
 pub fn cli_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
