@@ -40,7 +40,12 @@ fn done(finished: &Finished) -> Vec<u64> {
         .stdout
         .strip_suffix('\n')
         .and_then(|l| l.strip_prefix("done "))
-        .unwrap_or_else(|| panic!("the host's stdout is not its own line: {:?}", finished.stdout));
+        .unwrap_or_else(|| {
+            panic!(
+                "the host's stdout is not its own line: {:?}",
+                finished.stdout
+            )
+        });
     assert!(!line.contains('\n'), "stdout: {:?}", finished.stdout);
     line.split(' ').map(|n| n.parse().unwrap()).collect()
 }
@@ -88,27 +93,37 @@ fn demangler_bomb(levels: usize) -> String {
     name
 }
 
-/// BROKEN: a 450-byte kernel name (40 levels: 2^40 bytes demangled) stalls the tracer thread in
-/// `cpp_demangle` (parse.rs `readable_name`, which demangles the whole symbol and only then
-/// cuts it to 1024 bytes), growing its memory without bound; the kernels of its buffer and of
-/// every buffer after it never reach the reports.
+/// A 450-byte kernel name (40 levels: 2^40 bytes demangled) once stalled the tracer thread in
+/// `cpp_demangle`, which demangled the whole symbol before it was cut to 1024 bytes; the
+/// demangler now writes into a capped writer that ends it at 1024 bytes.
 #[test]
 fn a_demangler_bomb_neither_stalls_the_tracer_nor_loses_the_other_kernels() {
     let tmp = tempfile::tempdir().unwrap();
     let bomb = demangler_bomb(40);
     assert!(bomb.len() < 600);
     let started = Instant::now();
-    let finished = attack(tmp.path(), &["names", "before_bomb", &bomb, "after_bomb"], "{}");
+    let finished = attack(
+        tmp.path(),
+        &["names", "before_bomb", &bomb, "after_bomb"],
+        "{}",
+    );
     let took = started.elapsed();
     assert_success(&finished);
     assert_eq!(done(&finished), [4]);
     let r = reports(tmp.path(), finished.pid);
     assert_eq!(
-        (calls(&r, "before_bomb"), calls(&r, "after_bomb"), calls(&r, "last_kernel")),
+        (
+            calls(&r, "before_bomb"),
+            calls(&r, "after_bomb"),
+            calls(&r, "last_kernel")
+        ),
         (1, 1, 1),
         "kernels lost around a hostile name (run took {took:?}); counters {:?}, kernels {:?}",
         r.summary.counters,
-        r.summary.kernel_performance.as_ref().map(|k| k.keys().cloned().collect::<Vec<_>>())
+        r.summary
+            .kernel_performance
+            .as_ref()
+            .map(|k| k.keys().cloned().collect::<Vec<_>>())
     );
     assert_eq!(r.summary.counters.kernel_records, 4);
 }
@@ -138,10 +153,23 @@ fn hostile_kernel_names_are_reported_cut_and_lossy() {
     let r = reports(tmp.path(), finished.pid);
     assert_eq!(r.summary.counters.kernel_records, 7);
     let kernels = r.summary.kernel_performance.as_ref().expect("kernels");
-    assert_eq!(kernels.values().map(|k| k.call_count).sum::<u64>(), 7, "{:?}", kernels.keys());
-    assert!(kernels.keys().all(|name| name.len() <= 1024), "a name past the limit");
+    assert_eq!(
+        kernels.values().map(|k| k.call_count).sum::<u64>(),
+        7,
+        "{:?}",
+        kernels.keys()
+    );
+    assert!(
+        kernels.keys().all(|name| name.len() <= 1024),
+        "a name past the limit"
+    );
     assert_eq!(calls(&r, &long[..1024]), 1, "{:?}", kernels.keys());
-    assert_eq!(calls(&r, "\u{fffd}\u{fffd}_kernel\u{fffd}"), 1, "{:?}", kernels.keys());
+    assert_eq!(
+        calls(&r, "\u{fffd}\u{fffd}_kernel\u{fffd}"),
+        1,
+        "{:?}",
+        kernels.keys()
+    );
     assert_eq!(calls(&r, "(unnamed)"), 1, "{:?}", kernels.keys());
     assert_eq!(calls(&r, "last_kernel"), 1);
 }
@@ -176,11 +204,9 @@ fn burst(script: &str, idle_ms: &str) -> (Finished, Reports, u64, u64) {
     (finished, r, launched, written)
 }
 
-/// BROKEN under CPU contention (run it beside another burst, e.g. `--test-threads=2 burst
-/// dropped_count`): the host exits right after the burst; `finish` waits 500 ms at most for the
-/// tracer (kernels.rs `flush`), which is still parsing up to 16 MiB of buffers, and exports
-/// without them: 10-25k written kernel records missing, counted nowhere. With 3 s idle before
-/// the exit (the test below) nothing is lost.
+/// Under CPU contention (beside another burst, `--test-threads=2`), a final export that waited
+/// 500 ms for the tracer once left 10-25k written kernel records out, counted nowhere; it now
+/// waits up to 2 s, and says so if that was not enough.
 #[test]
 fn a_burst_past_the_pool_is_dropped_and_counted_and_nothing_else_is_lost() {
     let (finished, r, launched, written) = burst("{}", "0");
@@ -212,8 +238,8 @@ fn a_burst_with_time_to_drain_loses_nothing_written() {
     assert_eq!(c.kernel_records + c.lost_kernel_records, written);
 }
 
-/// BROKEN (silent loss): cuptiActivityGetNumDroppedRecords failing, records dropped in a burst
-/// are counted nowhere and nothing is said (tracer.rs `drain` ignores its status).
+/// cuptiActivityGetNumDroppedRecords failing: the drops cannot be counted, and one warning
+/// says so (it was once silent).
 #[test]
 fn a_failing_dropped_count_is_not_silent() {
     let script = r#"{"errors": {"cuptiActivityGetNumDroppedRecords": 999}}"#;
@@ -229,9 +255,8 @@ fn a_failing_dropped_count_is_not_silent() {
     }
 }
 
-/// BROKEN (silent loss): cuptiActivityFlushAll failing, no buffer ever comes back: every kernel
-/// is lost, the reports say kernels were traced (0 records, 0 dropped, 0 lost) and nothing is
-/// said (tracer.rs `run` and `stop_tracing` ignore its status).
+/// cuptiActivityFlushAll failing: no buffer comes back, and one warning says kernels may be
+/// missing (it was once silent).
 #[test]
 fn a_failing_flush_is_not_silent() {
     let tmp = tempfile::tempdir().unwrap();
@@ -283,7 +308,10 @@ fn pause_and_resume_before_profiling_starts_are_harmless() {
 #[test]
 fn pause_and_resume_without_kernel_tracing_return_ok() {
     let tmp = tempfile::tempdir().unwrap();
-    let exe = compile_c(&workspace_root().join("tests/data/kernel_launches.c"), tmp.path());
+    let exe = compile_c(
+        &workspace_root().join("tests/data/kernel_launches.c"),
+        tmp.path(),
+    );
     let mut cmd = command(&exe, tmp.path(), "{}");
     cmd.env_remove("VLLM_PROFILING_KERNELS").arg("refused");
     let finished = run(&mut cmd, LIMIT);
@@ -292,11 +320,9 @@ fn pause_and_resume_without_kernel_tracing_return_ok() {
     assert_eq!(finished.stderr, "");
 }
 
-/// BROKEN: a pause survives neither a disable nor an enable. The restarted tracer takes CUPTI
-/// back while the host still has it paused (tracer.rs `run` calls `start` without looking at
-/// `Control::paused`, which stays true), so a torch profiler started after the pause would be
-/// refused; and the resume that follows fails with "another CUPTI client" (tracer.rs `resume`
-/// calls `start` again on the subscription it already holds).
+/// A pause outlives a disable and an enable: the restarted tracer leaves CUPTI alone until
+/// the resume, which takes it (both once went wrong: the tracer took CUPTI back at once, and
+/// the resume then failed on its own subscription).
 #[test]
 fn a_pause_outlives_a_disable_and_enable_and_resume_works_after_it() {
     let tmp = tempfile::tempdir().unwrap();
@@ -360,16 +386,24 @@ fn a_fork_while_tracing_neither_hangs_nor_copies_the_parents_kernels() {
     let child = reports(tmp.path(), child);
     assert_eq!(child.summary.counters.kernel_records, 0);
     assert_eq!(child.summary.kernel_performance, None);
-    assert!(finished.stderr.lines().count() <= 1, "{:?}", finished.stderr);
+    assert!(
+        finished.stderr.lines().count() <= 1,
+        "{:?}",
+        finished.stderr
+    );
 }
 
 // ---- the library named by VLLM_PROFILING_CUPTI_LIBRARY ----------------------------------------
 
 fn refused_with_library(library: &std::ffi::OsStr, script: &str) -> Finished {
     let tmp = tempfile::tempdir().unwrap();
-    let exe = compile_c(&workspace_root().join("tests/data/kernel_launches.c"), tmp.path());
+    let exe = compile_c(
+        &workspace_root().join("tests/data/kernel_launches.c"),
+        tmp.path(),
+    );
     let mut cmd = command(&exe, tmp.path(), script);
-    cmd.env("VLLM_PROFILING_CUPTI_LIBRARY", library).arg("refused");
+    cmd.env("VLLM_PROFILING_CUPTI_LIBRARY", library)
+        .arg("refused");
     let finished = run(&mut cmd, LIMIT);
     assert_success(&finished);
     assert_eq!(finished.stdout, "warmup 0\n");

@@ -46,11 +46,23 @@ pub(crate) fn follow(recorder: &ThreadRecorder) {
     });
 }
 
-/// Before an export or a flush: the kernels CUPTI still holds reach the session (waits 500 ms
-/// at most; at once where kernels are not traced).
-pub(crate) fn flush() {
-    cupti::flush_now(std::time::Duration::from_millis(500));
+/// Before an export or a flush: the kernels CUPTI still holds reach the session; waits
+/// `timeout` at most (at once where kernels are not traced). A final export that cannot wait
+/// longer says so once.
+pub(crate) fn flush(timeout: std::time::Duration, final_export: bool) {
+    if !cupti::flush_now(timeout) && final_export {
+        warnings::print_warnings(&[format!(
+            "the CUDA kernel records still being read after {} ms were left out of the final \
+             reports",
+            timeout.as_millis()
+        )]);
+    }
 }
+
+/// How long a final export waits for the tracer: a full pool (16 MiB) takes tens of ms.
+pub(crate) const FINAL_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long `vllm_profiler_flush` waits for it.
+pub(crate) const FLUSH: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The tracer's body, on the agent's kernel thread: until `stop` disconnects.
 pub(crate) fn trace(session: Arc<Session>, options: cupti::Options, stop: Receiver<()>) {

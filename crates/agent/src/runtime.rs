@@ -279,7 +279,7 @@ pub fn disable() -> Result<Vec<PathBuf>> {
     }
     FINISHING.store(true, Ordering::Release);
     GATE.store(gate.stopped(), Ordering::Release);
-    crate::kernels::flush();
+    crate::kernels::flush(crate::kernels::FINAL_FLUSH, true);
     drop(control.threads.take());
     drop(control);
     let exported = own_session().and_then(|session| {
@@ -329,7 +329,7 @@ pub fn flush() -> Result<()> {
     let Ok(session) = own_session() else {
         return Ok(());
     };
-    crate::kernels::flush();
+    crate::kernels::flush(crate::kernels::FLUSH, false);
     let mut turn = session.collect();
     let failure = turn.failure.take();
     threads::handle_turn(&session, turn);
@@ -461,7 +461,7 @@ pub fn finish() -> Result<bool> {
     if session.pid() != std::process::id() {
         return Ok(false);
     }
-    crate::kernels::flush();
+    crate::kernels::flush(crate::kernels::FINAL_FLUSH, true);
     // Stop the threads if nobody else holds CONTROL; never wait for it at exit.
     if let Some(mut control) = CONTROL.try_lock() {
         drop(control.threads.take());

@@ -3,8 +3,10 @@
 // Records are read through the pointers cuptiActivityGetNextRecord gives.
 #![allow(unsafe_code)]
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::ffi::CStr;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::layout::{self, Activity, ActivityExternalCorrelation, ActivityKernel9, CuptiResult};
 use crate::sink::{Kernel, Sink};
@@ -163,10 +165,7 @@ impl Parser {
 /// `MAX_NAME_LEN` bytes on a character boundary.
 pub fn readable_name(bytes: &[u8]) -> String {
     let mut name = if bytes.starts_with(b"_Z") {
-        cpp_demangle::Symbol::new(bytes)
-            .ok()
-            .and_then(|symbol| symbol.demangle().ok())
-            .unwrap_or_else(|| String::from_utf8_lossy(bytes).into_owned())
+        demangled(bytes).unwrap_or_else(|| String::from_utf8_lossy(bytes).into_owned())
     } else {
         String::from_utf8_lossy(bytes).into_owned()
     };
@@ -183,6 +182,33 @@ pub fn readable_name(bytes: &[u8]) -> String {
     name
 }
 
+/// The demangled text, stopped at `MAX_NAME_LEN` bytes: a short symbol of chained
+/// back-references can demangle to terabytes, so the writer ends the demangling as soon as
+/// the name is long enough. `None` where it does not parse.
+fn demangled(bytes: &[u8]) -> Option<String> {
+    struct Capped(String);
+    impl cpp_demangle::DemangleWrite for Capped {
+        fn write_string(&mut self, s: &str) -> std::fmt::Result {
+            let room = MAX_NAME_LEN.saturating_sub(self.0.len());
+            if s.len() <= room {
+                self.0.push_str(s);
+                return Ok(());
+            }
+            let mut end = room;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.0.push_str(&s[..end]);
+            Err(std::fmt::Error)
+        }
+    }
+    let symbol = cpp_demangle::Symbol::new(bytes).ok()?;
+    let mut out = Capped(String::new());
+    let written = symbol.structured_demangle(&mut out, &Default::default());
+    // A demangling cut at the cap is kept; one that failed before it is not.
+    (written.is_ok() || out.0.len() >= MAX_NAME_LEN.saturating_sub(4)).then_some(out.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,5 +223,29 @@ mod tests {
         let cut = readable_name(long.as_bytes());
         assert_eq!(cut.len(), 1024);
         assert!(cut.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn a_symbol_that_demangles_to_terabytes_is_cut_at_once() {
+        // Each level doubles the text through back-references: 2^40 bytes in all.
+        // Substitutions: 0 = P, 1 = X, 2 = P<X, X>, then one more per level.
+        let sub = |i: usize| {
+            const DIGITS: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+            let n = i - 1;
+            let digits = if n < 36 {
+                vec![DIGITS[n]]
+            } else {
+                vec![DIGITS[n / 36], DIGITS[n % 36]]
+            };
+            format!("S{}_", String::from_utf8(digits).unwrap())
+        };
+        let mut symbol = String::from("_Z1f1PI1XS0_E");
+        for level in 0..40 {
+            symbol.push_str(&format!("S_I{0}{0}E", sub(2 + level)));
+        }
+        // Uncapped, this runs out of memory (or the test's time) instead of returning.
+        let name = readable_name(symbol.as_bytes());
+        assert!(!name.starts_with("_Z"), "{name}");
+        assert!(name.len() <= MAX_NAME_LEN && name.len() > MAX_NAME_LEN - 8);
     }
 }

@@ -118,7 +118,10 @@ pub fn run(options: &Options, sink: &dyn Sink, stop: &Receiver<()>) -> Result<()
     loop {
         let mut control = CONTROL.lock();
         if !control.running {
-            start(api, &mut control)?;
+            // Paused by the host (another client has CUPTI): `resume` starts it.
+            if !control.paused {
+                start(api, &mut control)?;
+            }
             control.running = true;
             break;
         }
@@ -132,6 +135,7 @@ pub fn run(options: &Options, sink: &dyn Sink, stop: &Receiver<()>) -> Result<()
     let mut batch = Vec::new();
     map_clock(api, sink, &mut parser);
     let requests = flush_requests();
+    let mut warned = Warned::default();
     let mut next_flush = Instant::now() + options.flush_period;
     loop {
         let mut asked = None;
@@ -144,10 +148,11 @@ pub fn run(options: &Options, sink: &dyn Sink, stop: &Receiver<()>) -> Result<()
         let held = CONTROL.lock().subscriber.is_some();
         if held {
             // SAFETY: a CUPTI function with a plain argument.
-            unsafe { (api.flush_all)(layout::FLUSH_FORCED) };
+            let code = unsafe { (api.flush_all)(layout::FLUSH_FORCED) };
+            warn_once(sink, &mut warned.flush, "cuptiActivityFlushAll", code);
             map_clock(api, sink, &mut parser);
         }
-        drain(api, sink, &mut parser, &mut batch);
+        drain(api, sink, &mut parser, &mut batch, &mut warned);
         if let Some(ack) = asked {
             let _ = ack.try_send(());
         }
@@ -156,8 +161,24 @@ pub fn run(options: &Options, sink: &dyn Sink, stop: &Receiver<()>) -> Result<()
     stop_tracing(api, &mut control);
     control.running = false;
     drop(control);
-    drain(api, sink, &mut parser, &mut batch);
+    drain(api, sink, &mut parser, &mut batch, &mut warned);
     Ok(())
+}
+
+/// The failures of the periodic calls already told: each is told once per run.
+#[derive(Default)]
+struct Warned {
+    flush: bool,
+    dropped: bool,
+}
+
+fn warn_once(sink: &dyn Sink, warned: &mut bool, function: &'static str, code: u32) {
+    if code != layout::SUCCESS && !*warned {
+        *warned = true;
+        sink.warn(format!(
+            "{function} failed with code {code}: CUDA kernels may be missing from the reports"
+        ));
+    }
 }
 
 type FlushRequests = (Sender<Sender<()>>, Receiver<Sender<()>>);
@@ -169,10 +190,10 @@ fn flush_requests() -> &'static FlushRequests {
 
 /// Has the tracer's thread hand every record CUPTI holds to the sink now, and waits for it up
 /// to `timeout`: before a final export, so that the last step's kernels are in it. Returns at
-/// once where the tracer does not run.
+/// once where the tracer does not run. False when it timed out (records may be left behind).
 pub fn flush_now(timeout: Duration) -> bool {
     if !CONTROL.lock().running {
-        return false;
+        return true;
     }
     let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
     if flush_requests().0.send_timeout(ack_tx, timeout).is_err() {
@@ -270,8 +291,8 @@ fn stop_tracing(api: &Api, control: &mut Control) {
 /// far are flushed to us first. A no-op where the tracer does not run.
 pub fn pause() {
     let mut control = CONTROL.lock();
-    if let (Some(api), true) = (API.get(), control.running) {
-        control.paused = true;
+    control.paused = true;
+    if let (Some(api), Some(_)) = (API.get(), control.subscriber) {
         stop_tracing(api, &mut control);
     }
 }
@@ -279,14 +300,21 @@ pub fn pause() {
 /// Takes CUPTI back after `pause`.
 pub fn resume() -> Result<()> {
     let mut control = CONTROL.lock();
-    let Some(api) = API.get() else {
-        return Ok(());
-    };
-    if !control.running || !control.paused {
+    if !control.paused {
         return Ok(());
     }
     control.paused = false;
-    start(api, &mut control)
+    let Some(api) = API.get() else {
+        return Ok(());
+    };
+    if !control.running || control.subscriber.is_some() {
+        // A tracer that starts later (or runs already) takes CUPTI itself.
+        return Ok(());
+    }
+    let started = start(api, &mut control);
+    // Still released: a later resume tries again.
+    control.paused = started.is_err();
+    started
 }
 
 /// Whether the tracer holds CUPTI now.
@@ -306,7 +334,13 @@ pub fn forget_in_child() {
 }
 
 /// Parses every buffer CUPTI returned, hands the kernels and the drop count to the sink.
-fn drain(api: &Api, sink: &dyn Sink, parser: &mut Parser, batch: &mut Vec<crate::Kernel>) {
+fn drain(
+    api: &Api,
+    sink: &dyn Sink,
+    parser: &mut Parser,
+    batch: &mut Vec<crate::Kernel>,
+    warned: &mut Warned,
+) {
     while let Ok(filled) = pool().filled().try_recv() {
         // SAFETY: a buffer of the pool that CUPTI filled with `valid_size` bytes.
         unsafe {
@@ -327,6 +361,12 @@ fn drain(api: &Api, sink: &dyn Sink, parser: &mut Parser, batch: &mut Vec<crate:
     let mut dropped = 0usize;
     // SAFETY: `dropped` is valid for writing; NULL context and stream 0 ask for all.
     let code = unsafe { (api.dropped_records)(std::ptr::null_mut(), 0, &mut dropped) };
+    warn_once(
+        sink,
+        &mut warned.dropped,
+        "cuptiActivityGetNumDroppedRecords",
+        code,
+    );
     if code == layout::SUCCESS && dropped > 0 {
         sink.dropped(dropped as u64);
     }

@@ -250,7 +250,9 @@ pub struct Counters {
     /// their step left the late-arrival window. In `kernel_performance`, in no step.
     #[serde(default)]
     pub unattributed_kernels: u64,
-    /// Kernel records CUPTI dropped because it had no buffer free: in no figure.
+    /// Activity records CUPTI dropped because it had no buffer free: in no figure. CUPTI
+    /// counts every kind together, so this includes the API and correlation records that
+    /// come with each launch (about three records a launch).
     #[serde(default)]
     pub dropped_kernel_records: u64,
     /// Kernel records parsed but not handed to the collector because its inbox was full: in no
