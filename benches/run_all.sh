@@ -45,7 +45,7 @@ fail() {
     failed+=("$1")
 }
 
-for bench in c_abi export step_overhead gpu_sampler journal; do
+for bench in c_abi export step_overhead gpu_sampler journal kernels; do
     echo "== cargo bench --bench $bench" >&2
     cargo bench --bench "$bench" -- "${crit_args[@]}" >"$out/$bench.log" 2>&1 ||
         fail "bench $bench" "$out/$bench.log"
