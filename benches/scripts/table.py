@@ -163,6 +163,20 @@ def main():
     x = criterion_ns(crit, "p10/snapshot_10k_steps")
     row("P10", "journal: one snapshot of 10 k steps + 10 k samples (start, each compaction)",
         ns(x) or NOT_BUILT, "", "", "≤ 50 ms", None if x is None else x <= 50e6)
+    # Issue 17's kernel level: our thread's work per kernel record, the host's per span.
+    x = criterion_ns(crit, "k1/parse_per_kernel")
+    per = None if x is None else x / 3800  # launches per buffer in benches/kernels.rs
+    row("K1", "kernel tracer: one kernel record parsed, attributed, handed to the session",
+        ns(per) or NOT_BUILT, "", "", "≤ 100 ns", None if per is None else per <= 100)
+    on, off = (criterion_ns(crit, f"k2/span_pair_{k}") for k in ("correlating", "paused"))
+    fake = criterion_ns(crit, "k2/fake_cupti_two_push_pop_pairs")
+    if on is None or off is None:
+        row("K2", "kernel tracer: correlation push and pop per span", NOT_BUILT, "", "",
+            "≤ 50 ns", None)
+    else:
+        row("K2", "kernel tracer: span pair correlating minus paused (push and pop per span)",
+            ns(on - off), f"{ns(off)} paused; the fake's own push/pop {ns(fake)}", "",
+            "≤ 50 ns", on - off <= 50)
     p7b = probe.get("p7b")
     if p7b:
         row("P7b", "step pair p99 while another thread exports, vs quiet",
