@@ -16,17 +16,15 @@
 
 use std::ffi::{c_char, CString};
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use vllm_profiler_core::kernel_inbox::KernelLaunch;
 use vllm_profiler_core::names::NameId;
 use vllm_profiler_core::{Session, Settings};
 use vllm_profiler_cupti::layout::{self, Activity, ActivityApi, ActivityExternalCorrelation};
 use vllm_profiler_cupti::layout::{ActivityKernel9, CuptiResult};
 use vllm_profiler_cupti::parse::Parser;
-use vllm_profiler_cupti::{Kernel, Sink};
+use vllm_profiler_cupti::{SessionSink, Sink};
 
 mod common;
 
@@ -38,43 +36,6 @@ const NAMES: [&[u8]; 4] = [
     b"_ZN5flash13flash_fwd_kernelILi128EEEvNS_6ParamsE\0",
     b"ampere_bf16_s16816gemm_bf16_128x64_ldg8_f2f_tn\0",
 ];
-
-/// What the agent's sink does: intern into the session's tables, hand over to its inbox.
-struct SessionSink(Arc<Session>);
-
-impl Sink for SessionSink {
-    fn now_ns(&self) -> u64 {
-        self.0.now_ns()
-    }
-    fn intern_name(&self, name: &str) -> Option<u32> {
-        self.0
-            .interner()
-            .intern(name.as_bytes())
-            .ok()
-            .map(|id| id.0)
-    }
-    fn intern_launch(&self, json: &str) -> Option<u32> {
-        self.0.shapes().intern(json.as_bytes()).ok().map(|id| id.0)
-    }
-    fn record(&self, kernels: &[Kernel]) {
-        let launches: Vec<KernelLaunch> = kernels
-            .iter()
-            .map(|k| KernelLaunch {
-                context: k.context,
-                name: k.name.map_or(NameId::NONE, NameId),
-                launch: k.launch.map_or(NameId::NONE, NameId),
-                device: k.device,
-                stream: k.stream,
-                from_graph: k.from_graph,
-                start_ns: k.start_ns,
-                duration_ns: k.duration_ns,
-            })
-            .collect();
-        self.0.record_kernels(&launches);
-    }
-    fn dropped(&self, _records: u64) {}
-    fn warn(&self, _message: String) {}
-}
 
 /// cuptiActivityGetNextRecord's contract, over records of the sizes in `layout`.
 unsafe extern "C" fn next_record(
@@ -168,7 +129,8 @@ fn k1(c: &mut Criterion) {
         ..Settings::default()
     };
     let session = Session::new(std::process::id(), 1, settings);
-    let sink = SessionSink(session.clone());
+    // The agent's sink, without its warnings.
+    let sink = SessionSink::new(session.clone(), |_| {});
     let (mut words, valid) = filled_buffer();
     let mut parser = Parser::default();
     let mut out = Vec::new();

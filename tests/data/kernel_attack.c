@@ -27,34 +27,8 @@
 
 #include "vllm_profiler.h"
 #include "check.h"
+#include "fake_cupti.h"
 
-#define CUSTOM2 5
-
-typedef uint32_t (*launch_fn)(const char *, uint32_t, uint32_t, uint64_t, const uint32_t *,
-                              const uint32_t *, uint16_t, uint32_t, uint32_t);
-typedef uint32_t (*depth_fn)(uint32_t);
-typedef uint64_t (*written_fn)(void);
-
-static launch_fn launch;
-static depth_fn depth;
-static written_fn written;
-
-static void sleep_ms(long ms) {
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static int wait_until_correlated(void) {
-    for (int w = 0; w < 1000; w++) {
-        uint64_t step = vllm_profiler_step_begin(1, 1);
-        int ready = depth(CUSTOM2) == 1;
-        vllm_profiler_step_end(step);
-        if (ready) return w;
-        sleep_ms(10);
-    }
-    fprintf(stderr, "the tracer never correlated\n");
-    exit(1);
-}
 
 static void one(const char *name) {
     CHECK(launch(name, 0, 1, 1000, NULL, NULL, 8, 0, 0) != 0, "launch %.40s", name);
@@ -101,17 +75,8 @@ static void *storm_pauser(void *arg) {
 }
 
 int main(int argc, char **argv) {
-    const char *path = getenv("FAKE_CUPTI_PATH");
-    void *fake = path ? dlopen(path, RTLD_NOW) : NULL;
-    if (!fake || argc < 2) {
+    if (load_fake_cupti() != 0 || argc < 2) {
         fprintf(stderr, "usage: FAKE_CUPTI_PATH=... kernel_attack MODE ...\n");
-        return 2;
-    }
-    launch = (launch_fn)dlsym(fake, "fake_cupti_launch");
-    depth = (depth_fn)dlsym(fake, "fake_cupti_external_depth");
-    written = (written_fn)dlsym(fake, "fake_cupti_records_written");
-    if (!launch || !depth || !written) {
-        fprintf(stderr, "the fake lacks its test exports\n");
         return 2;
     }
     const char *mode = argv[1];

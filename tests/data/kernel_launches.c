@@ -10,7 +10,6 @@
  *        kernel_launches refused 20 steps with one kernel each; the tracer must never
  *                                correlate; prints "warmup 0"
  * On a failed check, one line on stderr and exit status 1. */
-#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,35 +17,8 @@
 
 #include "vllm_profiler.h"
 #include "check.h"
+#include "fake_cupti.h"
 
-#define CUSTOM2 5
-
-typedef uint32_t (*launch_fn)(const char *, uint32_t, uint32_t, uint64_t, const uint32_t *,
-                              const uint32_t *, uint16_t, uint32_t, uint32_t);
-typedef uint32_t (*launch_graph_fn)(const char *, uint32_t, uint32_t, uint64_t, uint32_t);
-typedef uint32_t (*depth_fn)(uint32_t);
-
-static launch_fn launch;
-static launch_graph_fn launch_graph;
-static depth_fn depth;
-
-static void sleep_ms(long ms) {
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-/* Warm-up steps until a step's context reaches CUPTI (the tracer starts on its own thread). */
-static int wait_until_correlated(void) {
-    for (int w = 0; w < 1000; w++) {
-        uint64_t step = vllm_profiler_step_begin(1, 1);
-        int ready = depth(CUSTOM2) == 1;
-        vllm_profiler_step_end(step);
-        if (ready) return w;
-        sleep_ms(10);
-    }
-    fprintf(stderr, "the tracer never correlated\n");
-    exit(1);
-}
 
 /* One step: a 1 ms kernel inside the span, a 0.5 ms one after it, 2 ms apart. */
 static void step_of_two(void) {
@@ -64,17 +36,8 @@ static void step_of_two(void) {
 }
 
 int main(int argc, char **argv) {
-    const char *path = getenv("FAKE_CUPTI_PATH");
-    void *fake = path ? dlopen(path, RTLD_NOW) : NULL;
-    if (!fake || argc < 2) {
+    if (load_fake_cupti() != 0 || argc < 2) {
         fprintf(stderr, "usage: FAKE_CUPTI_PATH=... kernel_launches run N|pause|refused\n");
-        return 2;
-    }
-    launch = (launch_fn)dlsym(fake, "fake_cupti_launch");
-    launch_graph = (launch_graph_fn)dlsym(fake, "fake_cupti_launch_graph");
-    depth = (depth_fn)dlsym(fake, "fake_cupti_external_depth");
-    if (!launch || !launch_graph || !depth) {
-        fprintf(stderr, "the fake lacks its test exports\n");
         return 2;
     }
     int warmup = 0;

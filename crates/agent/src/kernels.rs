@@ -6,8 +6,6 @@ use std::cell::Cell;
 use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
-use vllm_profiler_core::kernel_inbox::KernelLaunch;
-use vllm_profiler_core::names::NameId;
 use vllm_profiler_core::{Session, ThreadRecorder};
 use vllm_profiler_cupti as cupti;
 
@@ -66,53 +64,8 @@ pub(crate) const FLUSH: std::time::Duration = std::time::Duration::from_millis(5
 
 /// The tracer's body, on the agent's kernel thread: until `stop` disconnects.
 pub(crate) fn trace(session: Arc<Session>, options: cupti::Options, stop: Receiver<()>) {
-    let sink = SessionSink(session);
+    let sink = cupti::SessionSink::new(session, |line| warnings::print_warnings(&[line]));
     if let Err(err) = cupti::run(&options, &sink, &stop) {
         warnings::print_warnings(&[format!("CUDA kernels are not traced: {err}")]);
-    }
-}
-
-struct SessionSink(Arc<Session>);
-
-impl cupti::Sink for SessionSink {
-    fn now_ns(&self) -> u64 {
-        self.0.now_ns()
-    }
-
-    fn intern_name(&self, name: &str) -> Option<u32> {
-        self.0
-            .interner()
-            .intern(name.as_bytes())
-            .ok()
-            .map(|id| id.0)
-    }
-
-    fn intern_launch(&self, json: &str) -> Option<u32> {
-        self.0.shapes().intern(json.as_bytes()).ok().map(|id| id.0)
-    }
-
-    fn record(&self, kernels: &[cupti::Kernel]) {
-        let launches: Vec<KernelLaunch> = kernels
-            .iter()
-            .map(|k| KernelLaunch {
-                context: k.context,
-                name: k.name.map_or(NameId::NONE, NameId),
-                launch: k.launch.map_or(NameId::NONE, NameId),
-                device: k.device,
-                stream: k.stream,
-                from_graph: k.from_graph,
-                start_ns: k.start_ns,
-                duration_ns: k.duration_ns,
-            })
-            .collect();
-        self.0.record_kernels(&launches);
-    }
-
-    fn dropped(&self, records: u64) {
-        self.0.count_dropped_kernel_records(records);
-    }
-
-    fn warn(&self, message: String) {
-        warnings::print_warnings(&[message]);
     }
 }
