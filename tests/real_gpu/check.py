@@ -15,7 +15,12 @@ compares, per level:
 - GPM: the agent's mean `sm_active_percent`, `sm_occupancy_percent`, `tensor_active_percent`
   and `dram_bandwidth_percent` over the load against `dmon`'s means, within 15 points. Where
   GPM is refused (a sandbox, an older GPU), the line says "unsupported" with the error: that
-  counts as run.
+  counts as run;
+- level 2 (kernels, `VLLM_PROFILING_KERNELS=1`): 20 steps of a small loop traced by the agent,
+  the same 20 under torch's profiler with CUDA activity (the agent releases CUPTI for it), then
+  20 more traced again: every traced step has the kernel count torch's list gives per
+  iteration, and every name of our steps' top kernels is in torch's list. Where CUPTI is
+  refused, "unsupported" with the agent's warning.
 
 Each line says PASS, FAIL, UNSUPPORTED or SKIP with the figures; the exit code is 1 if any
 check failed. Without `nvidia-smi` it prints one SKIP line with the reason and exits 0, or 3
@@ -60,6 +65,50 @@ except Exception as err:  # no torch or no CUDA: the GPU idles, figures still co
     time.sleep(seconds)
 """
 
+# Level 2: STEPS steps of the same small decode-like loop, traced by the agent; then the same
+# STEPS under torch's profiler with CUDA activity (the agent steps aside for it, and takes
+# CUPTI back after). Prints torch's kernel counts as one JSON line.
+KERNEL_LOAD = r"""
+import ctypes, json, sys
+import torch
+from torch.profiler import profile, ProfilerActivity
+steps = int(sys.argv[1])
+agent = ctypes.CDLL(None)  # the preloaded agent's symbols
+agent.vllm_profiler_step_begin.argtypes = [ctypes.c_uint32, ctypes.c_uint32]
+agent.vllm_profiler_step_begin.restype = ctypes.c_uint64
+agent.vllm_profiler_step_end.argtypes = [ctypes.c_uint64]
+agent.vllm_profiler_step_end.restype = ctypes.c_int32
+x = torch.randn(64, 4096, device="cuda", dtype=torch.float16)
+w = torch.randn(4096, 4096, device="cuda", dtype=torch.float16)
+def body():
+    y = torch.relu(x @ w)
+    return (y * 2).sum()
+for _ in range(5):
+    body()
+torch.cuda.synchronize()
+for _ in range(steps):
+    handle = agent.vllm_profiler_step_begin(64, 64)
+    body()
+    torch.cuda.synchronize()
+    agent.vllm_profiler_step_end(handle)
+with profile(activities=[ProfilerActivity.CUDA]) as prof:
+    for _ in range(steps):
+        body()
+    torch.cuda.synchronize()
+counts = {}
+for event in prof.events():
+    time = getattr(event, "device_time_total", getattr(event, "cuda_time_total", 0))
+    if str(event.device_type).endswith("CUDA") and time > 0:
+        counts[event.name] = counts.get(event.name, 0) + 1
+for _ in range(steps):  # CUPTI is ours again
+    handle = agent.vllm_profiler_step_begin(64, 64)
+    body()
+    torch.cuda.synchronize()
+    agent.vllm_profiler_step_end(handle)
+print(json.dumps(counts))
+"""
+KERNEL_STEPS = 20
+
 results: list[tuple[str, str, str]] = []
 
 
@@ -94,6 +143,41 @@ def parse_dmon(text: str) -> dict[str, list[float]]:
             except ValueError:
                 pass
     return values
+
+
+def check_kernels(library: Path) -> None:
+    """Level 2: the kernels of each of our steps against torch's profiler's kernel list for the
+    same loop: the same names, and per step the same count."""
+    out = Path(tempfile.mkdtemp(prefix="real-gpu-kernels-"))
+    env = dict(os.environ, LD_PRELOAD=str(library), VLLM_ENABLE_PROFILING="1",
+               VLLM_PROFILING_OUTPUT_DIR=str(out), VLLM_PROFILING_KERNELS="1")
+    done = subprocess.run([sys.executable, "-c", KERNEL_LOAD, str(KERNEL_STEPS)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        report("level 2", "FAIL", f"the kernel load exited {done.returncode}: {done.stderr.strip()[-300:]}")
+        return
+    theirs = json.loads(done.stdout.strip().splitlines()[-1])
+    summaries = sorted(out.glob("performance_summary_*.json"))
+    steps_files = sorted(out.glob("detailed_steps_*.json"))
+    if not summaries or not steps_files:
+        report("level 2", "FAIL", f"no reports in {out}")
+        return
+    summary = json.loads(summaries[0].read_text())
+    if summary.get("kernel_performance") is None:
+        report("level 2", "UNSUPPORTED", f"no kernel records; agent said: {done.stderr.strip()[-300:]}")
+        return
+    steps = json.loads(steps_files[0].read_text())["detailed_steps"]
+    # The steps before the torch profiler and those after it (CUPTI taken back).
+    traced = [s for s in steps if s.get("batch_size") == 64]
+    per_step_theirs = sum(theirs.values()) / KERNEL_STEPS
+    counts = sorted({s["kernel_count"] for s in traced})
+    ok = len(traced) == 2 * KERNEL_STEPS and counts == [per_step_theirs]
+    report("level 2", "PASS" if ok else "FAIL",
+           f"kernels per step: ours {counts} over {len(traced)} steps, torch profiler {per_step_theirs}")
+    ours_names = {k["name"] for s in traced for k in (s.get("top_kernels") or [])}
+    missing = ours_names - set(theirs)
+    report("level 2", "FAIL" if missing else "PASS",
+           f"kernel names: ours {sorted(ours_names)[:6]}, not in torch's list: {sorted(missing)[:6]}")
 
 
 def main() -> int:
@@ -176,7 +260,8 @@ def main() -> int:
         verdict = "PASS" if abs(a - b) <= 15.0 else "FAIL"
         report("GPM", verdict, f"{field} (dmon {theirs_columns[position]}, id {metric_id}): ours mean {a:.1f}, dmon mean {b:.1f}")
 
-    report("levels 2-3", "SKIP", "kernel and torch-op levels are not built yet (issue 17 stays open)")
+    check_kernels(library)
+    report("level 3", "SKIP", "torch-op windows are not built yet (issue 17 stays open)")
     return 1 if any(v == "FAIL" for _, v, _ in results) else 0
 
 
