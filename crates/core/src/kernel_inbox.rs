@@ -1,14 +1,12 @@
-//! Where the kernel tracer hands kernel records to the session: a bounded list the collector
-//! empties at each drain, so that the tracer's thread never takes the collector's lock.
-
-use std::sync::atomic::Ordering;
+//! Where the kernel tracer hands kernel records to the session (`Session::record_kernels`): a
+//! bounded list the collector empties at each drain, so that the tracer's thread never takes
+//! the collector's lock.
 
 use parking_lot::Mutex;
 
 use crate::event::{KernelEvent, KERNEL_FROM_GRAPH};
 use crate::kernel_context;
 use crate::names::NameId;
-use crate::session::Session;
 
 /// Most kernel records waiting for the collector (48 bytes each: 3 MiB); past it they are
 /// lost and counted. The collector drains every few milliseconds while records come in.
@@ -41,44 +39,31 @@ impl KernelInbox {
     pub(crate) fn take(&self) -> Vec<(u32, KernelEvent)> {
         std::mem::take(&mut *self.events.lock())
     }
-}
 
-impl Session {
-    /// Hands kernel records to the collector; those past `INBOX_LIMIT` are counted as lost.
-    pub fn record_kernels(&self, launches: &[KernelLaunch]) {
-        let lost = {
-            let mut events = self.kernel_inbox.events.lock();
-            let room = INBOX_LIMIT.saturating_sub(events.len());
-            let taken = launches.len().min(room);
-            events.extend(launches[..taken].iter().map(|launch| {
-                let context = kernel_context::decode(launch.context);
-                let event = KernelEvent {
-                    step_key: context.step_key,
-                    span: context.span,
-                    name: launch.name,
-                    launch: launch.launch,
-                    stream: launch.stream,
-                    device: u16::try_from(launch.device).unwrap_or(u16::MAX),
-                    flags: if launch.from_graph {
-                        KERNEL_FROM_GRAPH
-                    } else {
-                        0
-                    },
-                    start_ns: launch.start_ns,
-                    duration_ns: launch.duration_ns,
-                };
-                (context.thread_id, event)
-            }));
-            launches.len() - taken
-        };
-        if lost > 0 {
-            (self.counters.lost_kernel_records).fetch_add(lost as u64, Ordering::Relaxed);
-        }
-        self.wake_collector();
-    }
-
-    /// Counts kernel records the library dropped (it had no buffer for them).
-    pub fn count_dropped_kernel_records(&self, dropped: u64) {
-        (self.counters.dropped_kernel_records).fetch_add(dropped, Ordering::Relaxed);
+    /// Takes what fits under `INBOX_LIMIT`; returns how many did not fit.
+    pub(crate) fn push(&self, launches: &[KernelLaunch]) -> usize {
+        let mut events = self.events.lock();
+        let room = INBOX_LIMIT.saturating_sub(events.len());
+        let taken = launches.len().min(room);
+        events.extend(launches[..taken].iter().map(|launch| {
+            let context = kernel_context::decode(launch.context);
+            let event = KernelEvent {
+                step_key: context.step_key,
+                span: context.span,
+                name: launch.name,
+                launch: launch.launch,
+                stream: launch.stream,
+                device: u16::try_from(launch.device).unwrap_or(u16::MAX),
+                flags: if launch.from_graph {
+                    KERNEL_FROM_GRAPH
+                } else {
+                    0
+                },
+                start_ns: launch.start_ns,
+                duration_ns: launch.duration_ns,
+            };
+            (context.thread_id, event)
+        }));
+        launches.len() - taken
     }
 }

@@ -213,6 +213,21 @@ impl Session {
         self.started_unix + ns as f64 / 1e9
     }
 
+    /// Hands kernel records to the collector; those past `kernel_inbox::INBOX_LIMIT` are
+    /// counted as lost.
+    pub fn record_kernels(&self, launches: &[crate::kernel_inbox::KernelLaunch]) {
+        let lost = self.kernel_inbox.push(launches);
+        if lost > 0 {
+            (self.counters.lost_kernel_records).fetch_add(lost as u64, Ordering::Relaxed);
+        }
+        self.wake_collector();
+    }
+
+    /// Counts kernel records the library dropped (it had no buffer for them).
+    pub fn count_dropped_kernel_records(&self, dropped: u64) {
+        (self.counters.dropped_kernel_records).fetch_add(dropped, Ordering::Relaxed);
+    }
+
     /// Asks the collector thread to drain soon: an unpark, lock-free, never blocks.
     pub fn wake_collector(&self) {
         if let Some(thread) = &*self.collector_thread.load() {
