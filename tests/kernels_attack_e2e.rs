@@ -287,7 +287,7 @@ fn pausing_and_resuming_from_many_threads_while_launching_neither_crashes_nor_ha
     let launched = done(&finished)[0];
     assert_eq!(finished.stderr, "");
     let r = reports(tmp.path(), finished.pid);
-    assert_eq!(calls(&r, "after_storm"), 3);
+    assert_eq!(calls(&r, "after_storm"), 3, "{:?}", r.summary.counters);
     assert!(calls(&r, "storm_kernel") <= launched);
     assert!(r.summary.counters.kernel_records <= launched + 3);
 }
