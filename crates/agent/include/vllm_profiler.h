@@ -11,6 +11,13 @@
 #include <stdint.h>
 
 /**
+ * The defaults of the torch profiler's windows: 5 steps of every 100.
+ */
+#define DEFAULT_TORCH_OP_EVERY 100
+
+#define DEFAULT_TORCH_OP_STEPS 5
+
+/**
  * Success.
  */
 #define VLLM_PROFILER_OK 0
@@ -78,6 +85,8 @@
  * (counted as unfinished), so that a path that leaks steps never stops recording.
  */
 #define VLLM_PROFILER_MAX_OPEN_STEPS 1024
+
+
 
 #ifdef __cplusplus
 extern "C" {
@@ -293,6 +302,29 @@ int32_t vllm_profiler_last_error(char *buf, size_t len);
  * The library version, a static NUL-terminated string.
  */
 const char *vllm_profiler_version(void);
+
+/**
+ * The schedule of torch profiler windows while profiling is on: `every << 32 | steps` (the
+ * package profiles `steps` consecutive steps of every `every`, from
+ * VLLM_PROFILING_TORCH_OP_EVERY and VLLM_PROFILING_TORCH_OP_STEPS), or 0 when windows are
+ * off (VLLM_PROFILING_TORCH_OPS, `enable_torch_op_profiling`) or profiling is.
+ */
+uint64_t vllm_profiler_torch_op_schedule(void);
+
+/**
+ * Records one torch profiler window: `window_json` is `len` bytes of JSON (no NUL needed) with
+ * the window's ops, their executions and its kernels, and the handles of the steps it
+ * profiled, which this thread began (schema: `TorchOpWindowInput` in crates/format). The ops
+ * go into the summary (`torch_op_performance`, `torch_op_windows`), the executions into the
+ * trace, the kernels into the kernel level. Returns 0, or VLLM_PROFILER_E_INVALID_ARGUMENT
+ * (the reason in vllm_profiler_last_error) for a document that does not parse, whose times do
+ * not hold together, or longer than VLLM_PROFILER_MAX_TORCH_OP_WINDOW_LEN; nothing of a
+ * refused window is recorded.
+ *
+ * # Safety
+ * `window_json` is NULL or points to `len` readable bytes, valid for the duration of the call.
+ */
+int32_t vllm_profiler_torch_op_window(const char *window_json, size_t len);
 
 #ifdef __cplusplus
 }  // extern "C"

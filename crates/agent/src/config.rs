@@ -44,6 +44,11 @@ pub struct Config {
     pub kernels: bool,
     /// Tried before CUPTI's default names.
     pub cupti_library: Option<PathBuf>,
+    /// The Python package runs the torch profiler for `torch_op_steps` of every
+    /// `torch_op_every` steps.
+    pub torch_ops: bool,
+    pub torch_op_every: u32,
+    pub torch_op_steps: u32,
 }
 
 impl Default for Config {
@@ -65,6 +70,9 @@ impl Default for Config {
             runtime_dir: None,
             kernels: false,
             cupti_library: None,
+            torch_ops: false,
+            torch_op_every: table::DEFAULT_TORCH_OP_EVERY,
+            torch_op_steps: table::DEFAULT_TORCH_OP_STEPS,
         }
     }
 }
@@ -135,6 +143,10 @@ impl Config {
             (Field::SampleInterval, Value::Seconds(Some(d))) => s.sample_interval = d,
             (Field::ExportInterval, Value::Seconds(d)) => s.export_interval = d,
             (Field::MaxHistory, Value::Count(n)) => s.max_history = n as usize,
+            (Field::TorchOps, Value::Bool(on)) => self.torch_ops = on,
+            // The table's bounds keep both within u32.
+            (Field::TorchOpEvery, Value::Count(n)) => self.torch_op_every = n as u32,
+            (Field::TorchOpSteps, Value::Count(n)) => self.torch_op_steps = n as u32,
             (Field::Devices, Value::Devices(devices)) => self.devices = devices,
             (Field::PrometheusAddr, Value::Address(addr)) => self.prometheus_addr = Some(addr),
             (Field::PrometheusExpiry, Value::Seconds(Some(d))) => self.prometheus_expiry = d,
@@ -411,7 +423,7 @@ mod tests {
             ProfilerError::InvalidConfig(
                 "unknown key \"colour\"; known keys: enable_gpu_monitoring, \
                  enable_layer_profiling, output_dir, sample_interval, export_interval, \
-                 auto_export_interval, max_history, devices"
+                 auto_export_interval, max_history, devices, enable_torch_op_profiling"
                     .into()
             )
             .to_string()

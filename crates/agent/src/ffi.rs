@@ -16,6 +16,9 @@ use vllm_profiler_core::ProfilerError;
 use crate::runtime;
 
 mod boundary;
+mod torch_ops;
+
+pub use torch_ops::*;
 
 use boundary::{c_str, c_str_bounded, copy_last_error, copy_out, guard, status};
 

@@ -34,6 +34,7 @@ mod runtime;
 mod sampling;
 mod signals;
 mod threads;
+mod torch_ops;
 mod warnings;
 
 /// The table of every setting, for the tests that hold the README and the Python package to it.

@@ -227,6 +227,7 @@ fn activate(control: &mut Control, mut config: Config) -> Result<Vec<String>> {
         control.threads = Some(threads::start(&session, &config));
     }
     crate::signals::take_over_sigterm(on_terminate);
+    crate::torch_ops::publish(&config);
     control.config = Some(config);
     GATE.store(GateState::enabled(session.generation()), Ordering::Release);
     Ok(std::mem::take(&mut control.warnings))

@@ -62,6 +62,8 @@ fn summary(pid: u32, steps: u64, avg: f64, tokens_per_second: f64) -> Performanc
             ("lm_head".to_owned(), layer(0.5, 10)),
         ]),
         kernel_performance: None,
+        torch_op_performance: None,
+        torch_op_windows: None,
         counters: Counters::default(),
     }
 }

@@ -8,6 +8,7 @@ use rustc_hash::FxHashMap;
 use crate::event::Event;
 use crate::kept::{Feed, Kept, StepBuilder};
 use crate::kernel_inbox::KernelInbox;
+use crate::torch_ops::TorchOpInbox;
 
 /// A recording thread's finished events, as the collector reads them: its ring, which the
 /// recorder (`crate::recorder`) owns. Behind a trait so that the collector, and what reads a
@@ -33,15 +34,22 @@ pub(crate) struct Collector {
     pub(crate) feed: Feed,
     /// Kernel records, drained after the thread rings.
     kernels: Arc<KernelInbox>,
+    /// Torch profiler windows, drained last.
+    torch_ops: Arc<TorchOpInbox>,
 }
 
 impl Collector {
-    pub(crate) fn new(max_history: usize, kernels: Arc<KernelInbox>) -> Collector {
+    pub(crate) fn new(
+        max_history: usize,
+        kernels: Arc<KernelInbox>,
+        torch_ops: Arc<TorchOpInbox>,
+    ) -> Collector {
         Collector {
             sources: Vec::new(),
             kept: Kept::new(max_history),
             feed: Feed::default(),
             kernels,
+            torch_ops,
         }
     }
 
@@ -62,6 +70,7 @@ impl Collector {
             kept,
             feed,
             kernels,
+            torch_ops,
         } = self;
         for source in sources.iter_mut() {
             while let Some(event) = source.events.pop() {
@@ -79,6 +88,10 @@ impl Collector {
             let event = Event::Kernel(kernel);
             feed.push(thread_id, &event);
             kept.ingest(pending, thread_id, event);
+        }
+        for window in torch_ops.take() {
+            kept.torch_ops.add(&window);
+            feed.push_window(window);
         }
         // A thread that has exited and whose events are all in can be forgotten.
         sources.retain(|s| !s.events.is_finished());

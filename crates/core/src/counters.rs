@@ -15,12 +15,14 @@ pub struct HotCounters {
     pub lost_kernel_records: AtomicU64,
     /// Kernel records CUPTI dropped because it had no buffer for them.
     pub dropped_kernel_records: AtomicU64,
+    /// Torch profiler windows the collector never got: its inbox was full.
+    pub lost_torch_op_windows: AtomicU64,
 }
 
 /// The counters' values in the order of [`HotCounters::values`]: lost events, auto-closed
-/// spans, unfinished steps, unfinished spans, lost and dropped kernel records (as the journal
-/// holds them).
-pub(crate) type CounterValues = [u64; 6];
+/// spans, unfinished steps, unfinished spans, lost and dropped kernel records, lost torch op
+/// windows (as the journal holds them).
+pub(crate) type CounterValues = [u64; 7];
 
 impl HotCounters {
     pub(crate) fn values(&self) -> CounterValues {
@@ -31,6 +33,7 @@ impl HotCounters {
             self.unfinished_spans.load(Ordering::Relaxed),
             self.lost_kernel_records.load(Ordering::Relaxed),
             self.dropped_kernel_records.load(Ordering::Relaxed),
+            self.lost_torch_op_windows.load(Ordering::Relaxed),
         ]
     }
 
@@ -42,5 +45,7 @@ impl HotCounters {
         self.lost_kernel_records.store(values[4], Ordering::Relaxed);
         self.dropped_kernel_records
             .store(values[5], Ordering::Relaxed);
+        self.lost_torch_op_windows
+            .store(values[6], Ordering::Relaxed);
     }
 }

@@ -15,6 +15,8 @@ pub enum ProfilerError {
     InvalidArgument(&'static str),
     /// A span's `shapes_json` was rejected (the reason inside); the span was still ended.
     InvalidShapes(String),
+    /// A torch profiler window was rejected (the reason inside); nothing of it was recorded.
+    InvalidWindow(String),
     /// The handle is unknown, already ended, or was begun on another thread.
     UnknownHandle { kind: &'static str, handle: u64 },
     /// A configuration JSON or value was rejected; nothing was changed.
@@ -54,7 +56,9 @@ impl ProfilerError {
     pub fn code(&self) -> i32 {
         match self {
             ProfilerError::NotEnabled => -1,
-            ProfilerError::InvalidArgument(_) | ProfilerError::InvalidShapes(_) => -2,
+            ProfilerError::InvalidArgument(_)
+            | ProfilerError::InvalidShapes(_)
+            | ProfilerError::InvalidWindow(_) => -2,
             ProfilerError::UnknownHandle { .. } => -3,
             ProfilerError::InvalidConfig(_) => -4,
             ProfilerError::Io(_) => -5,
@@ -77,6 +81,10 @@ impl fmt::Display for ProfilerError {
             ProfilerError::InvalidShapes(why) => write!(
                 f,
                 "invalid argument: {why}; the span was ended, without shapes"
+            ),
+            ProfilerError::InvalidWindow(why) => write!(
+                f,
+                "invalid argument: {why}; the torch op window was not recorded"
             ),
             ProfilerError::UnknownHandle { kind, handle } => write!(
                 f,

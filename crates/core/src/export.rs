@@ -100,6 +100,9 @@ impl Session {
                         .iter()
                         .copied()
                         .collect::<Vec<_>>(),
+                    (collector.kept.torch_ops.trace.iter())
+                        .copied()
+                        .collect::<Vec<_>>(),
                 )
             })
         };
@@ -108,7 +111,9 @@ impl Session {
             ..history
         });
         let mut written = Vec::new();
-        if let Some((summary, kept, dropped_steps, spans, dropped_spans, kernels)) = recorded {
+        if let Some((summary, kept, dropped_steps, spans, dropped_spans, kernels, torch_ops)) =
+            recorded
+        {
             written.push(atomic_file::write_json_atomic(
                 dir,
                 &format::summary_file_name(self.pid),
@@ -145,6 +150,7 @@ impl Session {
                     spans: &spans,
                     dropped_spans,
                     kernels: &kernels,
+                    torch_ops: &torch_ops,
                 },
                 &names,
                 history.as_ref(),

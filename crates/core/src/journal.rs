@@ -39,7 +39,7 @@ pub use store::{Journal, Need, SnapshotJob, SnapshotWriter};
 pub use writer::Writer;
 
 /// Bumped whenever what the journal holds changes; a journal of another version is refused.
-pub const JOURNAL_VERSION: u32 = 4;
+pub const JOURNAL_VERSION: u32 = 5;
 /// The log is compacted into a new snapshot once this much was appended since the last one, so
 /// that a journal holds at most one snapshot (bounded by the histories) and this much more.
 pub const LOG_LIMIT_BYTES: u64 = 32 << 20;

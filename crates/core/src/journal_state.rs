@@ -23,13 +23,15 @@ use crate::error::{ProfilerError, Result};
 use crate::event::Event;
 use crate::history::Bounded;
 use crate::journal::{Writer, JOURNAL_VERSION};
-use crate::journal_kernels::{self, KernelsState};
+use crate::journal_kernels::KernelsState;
 use crate::kept::{KeptLayer, KeptStep, StepBuilder};
 use crate::kernels::StepKernels;
-use crate::names::NameId;
 use crate::samples::SampleStore;
 use crate::session::{RunIdentity, Session, Settings};
+use crate::torch_ops::{TorchOpsState, Window};
 use crate::trace::{self, TraceSpan};
+
+mod check;
 
 /// The whole session at one moment.
 #[derive(Serialize, Deserialize)]
@@ -59,6 +61,7 @@ pub(crate) struct State {
     /// kernels).
     pending: Vec<(u32, u64, Vec<KeptLayer>, Option<StepKernels>)>,
     kernels: KernelsState,
+    torch_ops: TorchOpsState,
     detector: Option<String>,
     devices: Vec<format::GpuDevice>,
     host: Vec<format::HostSample>,
@@ -94,6 +97,8 @@ pub(crate) struct Batch {
     pub(crate) names: Vec<String>,
     pub(crate) shapes: Vec<String>,
     pub(crate) events: Vec<(u32, Event)>,
+    /// Torch profiler windows, folded in after the events.
+    pub(crate) windows: Vec<Window>,
     /// One entry per sampler tick: the host and the devices.
     pub(crate) ticks: Vec<(format::HostSample, Vec<format::GpuSample>)>,
     /// The detector and devices, when they were described since.
@@ -106,7 +111,10 @@ pub(crate) struct Batch {
 
 impl Batch {
     pub(crate) fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.ticks.is_empty() && self.devices.is_none()
+        self.events.is_empty()
+            && self.windows.is_empty()
+            && self.ticks.is_empty()
+            && self.devices.is_none()
     }
 }
 
@@ -206,6 +214,7 @@ impl Session {
                 .map(|(thread, seq, b)| (thread, seq, b.layers.clone(), b.kernels.clone()))
                 .collect(),
             kernels: KernelsState::capture(kept),
+            torch_ops: TorchOpsState::capture(&kept.torch_ops),
             detector: samples.detector.map(str::to_owned),
             devices: samples.described_devices.clone(),
             host: samples.host.iter().cloned().collect(),
@@ -271,6 +280,7 @@ impl Session {
             );
             kept.next_step_id = state.next_step_id;
             state.kernels.restore(kept);
+            state.torch_ops.restore(&mut kept.torch_ops);
         }
         {
             let mut store = session.samples.lock();
@@ -311,6 +321,9 @@ impl Session {
                     .kept
                     .ingest(pending.entry(thread).or_default(), thread, event);
             }
+            for window in &batch.windows {
+                collector.kept.torch_ops.add(window);
+            }
         }
         if let Some((detector, devices)) = batch.devices {
             let mut store = self.samples.lock();
@@ -336,81 +349,11 @@ fn leak(name: String) -> &'static str {
     Box::leak(name.into_boxed_str())
 }
 
-/// An id a journal names: one of the table's (of `len` entries), or none.
-fn known(id: NameId, len: usize) -> bool {
-    id == NameId::NONE || (id.0 as usize) < len
-}
-
-impl State {
-    /// Whether every id names an entry of its table and the totals hold together.
-    pub(crate) fn check(&self) -> std::result::Result<(), String> {
-        let (names, shapes) = (self.names.len(), self.shapes.len());
-        let layer_ok = |l: &KeptLayer| {
-            known(l.name, names)
-                && l.name != NameId::NONE
-                && known(l.parent, names)
-                && known(l.shapes, shapes)
-        };
-        if !self.history.iter().all(|k| k.layers.iter().all(layer_ok)) {
-            return Err("a kept step names a layer it does not hold".into());
-        }
-        if !self.pending.iter().all(|(_, _, layers, kernels)| {
-            layers.iter().all(layer_ok)
-                && (kernels.iter()).all(|k| journal_kernels::step_ids_are_known(k, names))
-        }) {
-            return Err("a step in progress names a layer it does not hold".into());
-        }
-        let step_kernels_ok = |k: &KeptStep| {
-            (k.kernels.iter()).all(|k| journal_kernels::step_ids_are_known(k, names))
-        };
-        if !self.history.iter().all(step_kernels_ok) || !self.kernels.ids_are_known(names, shapes) {
-            return Err("a kernel names a kernel or launch it does not hold".into());
-        }
-        if !self
-            .trace_spans
-            .iter()
-            .all(|s| known(s.name, names) && s.name != NameId::NONE)
-        {
-            return Err("a traced span names a layer it does not hold".into());
-        }
-        if self.totals.layers.len() > names {
-            return Err("more layer totals than layer names".into());
-        }
-        if self.totals.total_steps > 0 && self.totals.min_ns > self.totals.max_ns {
-            return Err("the shortest step is longer than the longest".into());
-        }
-        Ok(())
-    }
-}
-
-impl Session {
-    /// Whether a batch's events name only ids the tables will hold once its names are in.
-    pub(crate) fn check(&self, batch: &Batch) -> std::result::Result<(), String> {
-        let names = self.interner.len() + batch.names.len();
-        let shapes = self.shapes.len() + batch.shapes.len();
-        let ok = batch.events.iter().all(|(_, event)| match event {
-            Event::Span(span) => {
-                span.name != NameId::NONE
-                    && known(span.name, names)
-                    && known(span.parent, names)
-                    && known(span.shapes, shapes)
-            }
-            Event::Step(_) => true,
-            Event::Gpu(gpu) => known(gpu.name, names),
-            Event::Kernel(kernel) => journal_kernels::event_ids_are_known(kernel, names, shapes),
-        });
-        if ok {
-            Ok(())
-        } else {
-            Err("a batch names a layer or shapes it does not hold".into())
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::event::{SpanEvent, StepEvent, NO_ENGINE_STEP};
+    use crate::names::NameId;
 
     fn span(name: u32, parent: u32, shapes: u32) -> Event {
         Event::Span(SpanEvent {

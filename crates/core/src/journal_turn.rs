@@ -155,6 +155,7 @@ impl Session {
             names: strings(self.interner.since(journal.names_written)),
             shapes: strings(self.shapes.since(journal.shapes_written)),
             events: std::mem::take(&mut collector.feed.events),
+            windows: std::mem::take(&mut collector.feed.windows),
             ticks: std::mem::take(&mut samples.feed.ticks),
             devices: std::mem::take(&mut samples.feed.devices_changed).then(|| {
                 (

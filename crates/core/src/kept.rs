@@ -13,6 +13,7 @@ use crate::history::Bounded;
 use crate::kernel_context::step_key;
 use crate::kernels::StepKernels;
 use crate::names::NameId;
+use crate::torch_ops::{TorchOpBook, Window};
 use crate::trace::{self, TraceSpan};
 use crate::trace_kernels::TraceKernel;
 
@@ -143,6 +144,8 @@ pub(crate) struct Kept {
     pub(crate) trace_kernels: Bounded<TraceKernel>,
     /// Kernels of steps not ended yet that no builder holds: ((thread, step key), kernels).
     pub(crate) early_kernels: Vec<((u32, u32), StepKernels)>,
+    /// Every torch profiler window, and the newest ops for the trace.
+    pub(crate) torch_ops: TorchOpBook,
     /// (thread, step key) of the newest steps that scheduled nothing: their late kernels are
     /// unattributed at once rather than waiting among the early ones. Not journaled.
     recent_empty: std::collections::VecDeque<(u32, u32)>,
@@ -159,6 +162,8 @@ pub(crate) const FEED_LIMIT: usize = 1 << 20;
 pub(crate) struct Feed {
     pub(crate) active: bool,
     pub(crate) events: Vec<(u32, Event)>,
+    /// Torch profiler windows drained since (after the events).
+    pub(crate) windows: Vec<Window>,
     /// Events were let go: the journal must write a snapshot.
     pub(crate) overflowed: bool,
 }
@@ -176,6 +181,12 @@ impl Feed {
             self.overflowed = true;
         }
     }
+
+    pub(crate) fn push_window(&mut self, window: Window) {
+        if self.active {
+            self.windows.push(window);
+        }
+    }
 }
 
 impl Kept {
@@ -186,6 +197,7 @@ impl Kept {
             trace_spans: Bounded::new(trace::span_capacity(max_history)),
             trace_kernels: Bounded::new(trace::span_capacity(max_history)),
             early_kernels: Vec::new(),
+            torch_ops: TorchOpBook::new(trace::span_capacity(max_history)),
             recent_empty: std::collections::VecDeque::new(),
             next_step_id: 0,
         }
@@ -197,6 +209,7 @@ impl Kept {
             || self.totals.empty_steps > 0
             || self.totals.total_spans > 0
             || self.totals.kernels.records > 0
+            || self.torch_ops.windows > 0
     }
 
     /// Folds one event of thread `thread_id` in; `pending` holds that thread's builders of

@@ -43,6 +43,10 @@ mod recover;
 pub mod kernel_context;
 pub mod kernel_inbox;
 mod kernels;
+// The torch-op level: what is kept of torch profiler windows, their report and trace.
+mod report_torch_ops;
+mod torch_ops;
+mod trace_torch_ops;
 
 pub mod error;
 

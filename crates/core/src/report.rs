@@ -177,6 +177,15 @@ impl Session {
                 &names,
                 &self.shapes.snapshot(),
             ),
+            torch_op_performance: crate::report_torch_ops::torch_op_performance(
+                &collector.kept.torch_ops,
+                &names,
+            ),
+            torch_op_windows: crate::report_torch_ops::torch_op_windows(
+                &collector.kept.torch_ops,
+                &names,
+                |ns| self.unix_at(ns),
+            ),
             counters: format::Counters {
                 kept_steps: collector.kept.history.len() as u64,
                 dropped_steps: collector.kept.history.dropped(),
@@ -191,6 +200,9 @@ impl Session {
                 unattributed_kernels: collector.kept.totals.kernels.unattributed,
                 dropped_kernel_records: c.dropped_kernel_records.load(Ordering::Relaxed),
                 lost_kernel_records: c.lost_kernel_records.load(Ordering::Relaxed),
+                torch_op_windows: collector.kept.torch_ops.windows,
+                dropped_torch_op_events: collector.kept.torch_ops.dropped_events,
+                lost_torch_op_windows: c.lost_torch_op_windows.load(Ordering::Relaxed),
             },
         }
     }

@@ -21,6 +21,7 @@ use crate::kernel_inbox::KernelInbox;
 use crate::latest::LatestMetrics;
 use crate::names::{Interner, SHAPES};
 use crate::samples::SampleStore;
+use crate::torch_ops::TorchOpInbox;
 
 /// How long a report or summary waits for the collector before giving up, so that an exit can
 /// never hang on a stuck lock.
@@ -70,6 +71,9 @@ pub struct Session {
     pub(crate) collector: Mutex<Collector>,
     /// Kernel records from the kernel tracer, for the collector (shared with it).
     pub(crate) kernel_inbox: Arc<KernelInbox>,
+    /// Torch profiler windows from the recorders, for the collector (shared with it).
+    #[cfg_attr(not(feature = "recorder"), allow(dead_code))]
+    pub(crate) torch_op_inbox: Arc<TorchOpInbox>,
     pub(crate) samples: Mutex<SampleStore>,
     /// Serialises exports so that files are replaced in order.
     pub(crate) export_lock: Mutex<()>,
@@ -111,6 +115,7 @@ impl Session {
     pub fn with_clock(pid: u32, generation: u64, settings: Settings, clock: Clock) -> Arc<Session> {
         let max = settings.max_history;
         let kernel_inbox = Arc::new(KernelInbox::default());
+        let torch_op_inbox = Arc::new(TorchOpInbox::default());
         Arc::new(Session {
             pid,
             generation,
@@ -121,8 +126,13 @@ impl Session {
             shapes: Interner::new(&SHAPES),
             counters: HotCounters::default(),
             latest: LatestMetrics::default(),
-            collector: Mutex::new(Collector::new(max, kernel_inbox.clone())),
+            collector: Mutex::new(Collector::new(
+                max,
+                kernel_inbox.clone(),
+                torch_op_inbox.clone(),
+            )),
             kernel_inbox,
+            torch_op_inbox,
             samples: Mutex::new(SampleStore::new(max)),
             export_lock: Mutex::new(()),
             exports: AtomicU64::new(0),
@@ -199,6 +209,7 @@ impl Session {
                 .kept
                 .trace_spans
                 .set_capacity(crate::trace::span_capacity(max));
+            (collector.kept.torch_ops.trace).set_capacity(crate::trace::span_capacity(max));
         }
         self.samples.lock().set_capacity(max);
     }
@@ -219,6 +230,16 @@ impl Session {
         let lost = self.kernel_inbox.push(launches);
         if lost > 0 {
             (self.counters.lost_kernel_records).fetch_add(lost as u64, Ordering::Relaxed);
+        }
+        self.wake_collector();
+    }
+
+    /// Hands a torch profiler window to the collector; one past `torch_ops::INBOX_WINDOWS`
+    /// waiting is counted as lost.
+    #[cfg(feature = "recorder")]
+    pub(crate) fn record_torch_op_window(&self, window: crate::torch_ops::Window) {
+        if !self.torch_op_inbox.push(window) {
+            (self.counters.lost_torch_op_windows).fetch_add(1, Ordering::Relaxed);
         }
         self.wake_collector();
     }

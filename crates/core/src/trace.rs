@@ -17,6 +17,7 @@ use vllm_profiler_format::{self as format, TraceArg, TraceEvent};
 use crate::event::NO_GPU_TIME;
 use crate::trace_interval::Interval;
 use crate::trace_kernels::{kernel_interval, track_name, TraceKernel};
+use crate::trace_torch_ops::{op_interval, track_name as torch_track_name};
 
 /// Most spans the trace keeps (the newest); older ones are dropped and counted.
 pub const MAX_TRACE_SPANS: usize = 65_536;
@@ -47,6 +48,8 @@ pub(crate) struct TraceRecords<'a> {
     /// Spans the bounded trace let go.
     pub dropped_spans: u64,
     pub kernels: &'a [TraceKernel],
+    /// Op executions of the torch profiler's windows.
+    pub torch_ops: &'a [crate::torch_ops::TraceOp],
 }
 
 /// A kept step, as the trace needs it.
@@ -110,8 +113,9 @@ pub(crate) fn build(
         spans,
         dropped_spans,
         kernels,
+        torch_ops,
     } = *records;
-    let capacity = steps.len() + spans.len() + kernels.len();
+    let capacity = steps.len() + spans.len() + kernels.len() + torch_ops.len();
     let mut intervals: Vec<Interval> = Vec::with_capacity(capacity);
     for step in steps {
         let number = TraceArg::Count;
@@ -151,6 +155,7 @@ pub(crate) fn build(
         });
     }
     intervals.extend(kernels.iter().map(|k| kernel_interval(k, names)));
+    intervals.extend(torch_ops.iter().map(|op| op_interval(op, names)));
     // Per thread, outer first: earlier start, then later end, then a step before a span.
     intervals.sort_by(|a, b| {
         (
@@ -188,6 +193,7 @@ pub(crate) fn build(
                 interval.thread_id,
                 "thread_name",
                 track_name(interval.thread_id)
+                    .or_else(|| torch_track_name(interval.thread_id))
                     .unwrap_or_else(|| thread_name(interval.thread_id, process.live)),
             ));
         }
@@ -318,6 +324,7 @@ mod tests {
             spans: &spans,
             dropped_spans: 0,
             kernels: &[],
+            torch_ops: &[],
         };
         let trace = build(&process, &steps, &records, &names, None);
         assert_eq!(

@@ -115,6 +115,13 @@ fn record(s: &Arc<Session>, rounds: u32) {
             rec.step_end(step).unwrap();
             s.record_kernels(&[kernel(5_000)]);
         }
+        // A torch profiler window of the round's steps (the sender's clock is its own).
+        let window = serde_json::json!({
+            "now_ns": 10_000, "start_ns": 9_000, "end_ns": 9_500, "steps": [],
+            "ops": [{"name": "aten::mm", "calls": 3, "host_ns": 900, "self_host_ns": 600}],
+            "events": [{"name": "aten::mm", "start_ns": 9_200, "duration_ns": 100}],
+        });
+        (rec.record_torch_op_window_json(window.to_string().as_bytes())).unwrap();
         let free = rec
             .span_begin(format!("outside.{round}").as_bytes())
             .unwrap();
@@ -259,6 +266,12 @@ fn a_rebuilt_session_reports_what_the_live_one_would() {
     assert!(steps.iter().all(|s| s["kernel_count"] == 2), "{steps:?}");
     let samples = live_files[2].1["gpu_history"].as_array().unwrap();
     assert_eq!(samples.len(), 24);
+    assert_eq!(summary["counters"]["torch_op_windows"], 12);
+    assert_eq!(
+        summary["torch_op_performance"]["aten::mm"]["call_count"],
+        12 * 3
+    );
+    assert_eq!(summary["torch_op_windows"].as_array().unwrap().len(), 12);
 }
 
 #[test]

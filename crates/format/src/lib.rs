@@ -13,6 +13,7 @@ mod report;
 pub mod shared_frame;
 mod steps;
 mod summary;
+mod torch_ops;
 mod trace;
 mod units;
 
@@ -24,6 +25,7 @@ pub use report::*;
 pub use shared_frame::SharedDeviceSample;
 pub use steps::*;
 pub use summary::*;
+pub use torch_ops::*;
 pub use trace::*;
 pub use units::*;
 

@@ -157,6 +157,16 @@ pub struct PerformanceSummary {
     /// [`KernelPerformance::OTHER_KERNELS`].
     #[serde(default)]
     pub kernel_performance: Option<BTreeMap<String, KernelPerformance>>,
+    /// Per torch op name, from the torch profiler's windows (`VLLM_PROFILING_TORCH_OPS=1`):
+    /// over every window of the process, also in a summary of the last n steps. `null` when no
+    /// window ended. Past 1024 names, the rest are counted under
+    /// [`crate::TorchOpPerformance::OTHER_OPS`].
+    #[serde(default)]
+    pub torch_op_performance: Option<BTreeMap<String, crate::TorchOpPerformance>>,
+    /// The newest 256 torch profiler windows, oldest first, each with its top ops; `null` when
+    /// no window ended.
+    #[serde(default)]
+    pub torch_op_windows: Option<Vec<crate::TorchOpWindow>>,
     pub counters: Counters,
 }
 
@@ -259,6 +269,16 @@ pub struct Counters {
     /// figure.
     #[serde(default)]
     pub lost_kernel_records: u64,
+    /// Torch profiler windows received (`torch_op_windows` keeps the newest 256).
+    #[serde(default)]
+    pub torch_op_windows: u64,
+    /// Op executions of those windows left out of the trace (past the sender's limit or the
+    /// agent's): in the figures, in no trace.
+    #[serde(default)]
+    pub dropped_torch_op_events: u64,
+    /// Windows lost before the collector took them (more than 8 waiting): in no figure.
+    #[serde(default)]
+    pub lost_torch_op_windows: u64,
 }
 
 #[cfg(test)]

@@ -21,6 +21,9 @@ pub const RUNTIME_DIR: &str = "VLLM_PROFILING_RUNTIME_DIR";
 pub const RUN_ID: &str = "VLLM_PROFILING_RUN_ID";
 pub const KERNELS: &str = "VLLM_PROFILING_KERNELS";
 pub const CUPTI_LIBRARY: &str = "VLLM_PROFILING_CUPTI_LIBRARY";
+pub const TORCH_OPS: &str = "VLLM_PROFILING_TORCH_OPS";
+pub const TORCH_OP_EVERY: &str = "VLLM_PROFILING_TORCH_OP_EVERY";
+pub const TORCH_OP_STEPS: &str = "VLLM_PROFILING_TORCH_OP_STEPS";
 
 pub const DEFAULT_PROCESSES: &str = "python*";
 
@@ -78,6 +81,9 @@ pub enum Field {
     RunId,
     Kernels,
     CuptiLibrary,
+    TorchOps,
+    TorchOpEvery,
+    TorchOpSteps,
 }
 
 /// One setting.
@@ -114,6 +120,19 @@ const MAX_HISTORY_COUNT: Kind = Kind::Count {
     min: 1,
     max: 10_000_000,
 };
+/// Steps from one torch profiler window's start to the next's.
+const TORCH_OP_EVERY_COUNT: Kind = Kind::Count {
+    min: 2,
+    max: 1_000_000,
+};
+/// Steps a torch profiler window profiles (at most the steps between two windows' starts).
+const TORCH_OP_STEPS_COUNT: Kind = Kind::Count {
+    min: 1,
+    max: 1_000_000,
+};
+/// The defaults of the torch profiler's windows: 5 steps of every 100.
+pub const DEFAULT_TORCH_OP_EVERY: u32 = 100;
+pub const DEFAULT_TORCH_OP_STEPS: u32 = 5;
 
 const fn setting(
     env: &'static str,
@@ -252,6 +271,35 @@ pub const SETTINGS: &[Setting] = &[
         "the default",
         "unset",
     ),
+    // The Python package runs the windows; the agent checks the values and gives the
+    // package the schedule (`vllm_profiler_torch_op_schedule`).
+    setting(
+        TORCH_OPS,
+        &["enable_torch_op_profiling"],
+        F::TorchOps,
+        Kind::Bool { default: false },
+        C,
+        "off",
+        "off",
+    ),
+    setting(
+        TORCH_OP_EVERY,
+        &[],
+        F::TorchOpEvery,
+        TORCH_OP_EVERY_COUNT,
+        C,
+        "100",
+        "`100`",
+    ),
+    setting(
+        TORCH_OP_STEPS,
+        &[],
+        F::TorchOpSteps,
+        TORCH_OP_STEPS_COUNT,
+        C,
+        "5",
+        "`5`",
+    ),
     setting(
         DEVICES,
         &["devices"],
@@ -369,7 +417,12 @@ mod tests {
                     assert_eq!(s.fallback, if default { "on" } else { "off" }, "{}", s.env)
                 }
                 Kind::Count { .. } => {
-                    assert_eq!(s.fallback, defaults.max_history.to_string(), "{}", s.env)
+                    let default = match s.field {
+                        Field::TorchOpEvery => DEFAULT_TORCH_OP_EVERY.to_string(),
+                        Field::TorchOpSteps => DEFAULT_TORCH_OP_STEPS.to_string(),
+                        _ => defaults.max_history.to_string(),
+                    };
+                    assert_eq!(s.fallback, default, "{}", s.env)
                 }
                 _ => {}
             }

@@ -77,6 +77,8 @@ pub fn summary(p: &Process) -> PerformanceSummary {
             })
             .unwrap_or_default(),
         kernel_performance: None,
+        torch_op_performance: None,
+        torch_op_windows: None,
         counters: Counters::default(),
     }
 }
