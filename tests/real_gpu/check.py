@@ -20,7 +20,12 @@ compares, per level:
   the same 20 under torch's profiler with CUDA activity (the agent releases CUPTI for it), then
   20 more traced again: every traced step has the kernel count torch's list gives per
   iteration, and every name of our steps' top kernels is in torch's list. Where CUPTI is
-  refused, "unsupported" with the agent's warning.
+  refused, "unsupported" with the agent's warning;
+- level 3 (torch ops, `VLLM_PROFILING_TORCH_OPS=1`, windows of 2 steps every 4): 12 steps of
+  two 4096-wide half-precision linears with layer hooks timed by CUDA events: 3 windows,
+  each op with device time, the window's kernels in the kernel level, and the torch profiler's
+  CUDA time per `aten::linear` call against our `avg_gpu_duration_ms` of `model.0` (the same
+  linear) within 25 %.
 
 Each line says PASS, FAIL, UNSUPPORTED or SKIP with the figures; the exit code is 1 if any
 check failed. Without `nvidia-smi` it prints one SKIP line with the reason and exits 0, or 3
@@ -109,6 +114,28 @@ print(json.dumps(counts))
 """
 KERNEL_STEPS = 20
 
+# Level 3: torch-op windows (2 steps of every 4) over 12 steps of two linears, with layer
+# hooks timing each module on the device.
+TORCH_OP_LOAD = r"""
+import torch
+from vllm_profiler import VLLMPerformanceMonitor, integration
+from vllm_profiler.layers import LayerProfiler
+integration.enable_vllm_profiling(enable_gpu_monitoring=False, enable_torch_op_profiling=True)
+model = torch.nn.Sequential(torch.nn.Linear(4096, 4096), torch.nn.ReLU(),
+                            torch.nn.Linear(4096, 4096)).cuda().half()
+x = torch.randn(64, 4096, device="cuda", dtype=torch.float16)
+with torch.no_grad():
+    for _ in range(5):
+        model(x)
+    LayerProfiler(model).attach()
+    monitor = VLLMPerformanceMonitor()
+    for _ in range(12):
+        with monitor.profile_inference_step(64, 64):
+            model(x)
+            torch.cuda.synchronize()
+integration.disable_vllm_profiling()
+"""
+
 results: list[tuple[str, str, str]] = []
 
 
@@ -178,6 +205,45 @@ def check_kernels(library: Path) -> None:
     missing = ours_names - set(theirs)
     report("level 2", "FAIL" if missing else "PASS",
            f"kernel names: ours {sorted(ours_names)[:6]}, not in torch's list: {sorted(missing)[:6]}")
+
+
+def check_torch_ops(library: Path) -> None:
+    """Level 3: the torch profiler's windows on a GPU carry device time and kernels, and its
+    CUDA time per linear agrees with our layer's device time."""
+    out = Path(tempfile.mkdtemp(prefix="real-gpu-torch-ops-"))
+    env = dict(os.environ, VLLM_PROFILER_LIBRARY=str(library), VLLM_PROFILING_OUTPUT_DIR=str(out),
+               VLLM_PROFILING_TORCH_OP_EVERY="4", VLLM_PROFILING_TORCH_OP_STEPS="2",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "python"),
+                                                        os.environ.get("PYTHONPATH")])))
+    env.pop("LD_PRELOAD", None)
+    done = subprocess.run([sys.executable, "-c", TORCH_OP_LOAD], env=env, capture_output=True,
+                          text=True, timeout=300)
+    if done.returncode != 0:
+        report("level 3", "FAIL", f"the torch-op load exited {done.returncode}: {done.stderr.strip()[-300:]}")
+        return
+    summaries = sorted(out.glob("performance_summary_*.json"))
+    if not summaries:
+        report("level 3", "FAIL", f"no reports in {out}")
+        return
+    summary = json.loads(summaries[0].read_text())
+    windows = summary.get("torch_op_windows") or []
+    ops = summary.get("torch_op_performance") or {}
+    report("level 3", "PASS" if [w["steps"] for w in windows] == [2, 2, 2] else "FAIL",
+           f"windows: {[w['steps'] for w in windows]} (want [2, 2, 2]); stderr: {done.stderr.strip()[-200:]}")
+    linear = ops.get("aten::linear") or {}
+    device_ms = linear.get("device_time_ms")
+    if not device_ms:
+        report("level 3", "UNSUPPORTED", f"no device time from the torch profiler: {linear}")
+        return
+    kernels = summary.get("kernel_performance") or {}
+    report("level 3", "PASS" if kernels else "FAIL",
+           f"window kernels in kernel_performance: {sorted(kernels)[:4]}")
+    theirs = device_ms / linear["call_count"]
+    ours = (summary["layer_performance"].get("model.0") or {}).get("avg_gpu_duration_ms")
+    ok = ours is not None and abs(ours - theirs) <= 0.25 * theirs
+    report("level 3", "PASS" if ok else "FAIL",
+           f"aten::linear CUDA time per call: torch profiler {theirs:.4f} ms, ours (model.0 "
+           f"gpu_duration) {ours} ms (±25 %)")
 
 
 def main() -> int:
@@ -261,7 +327,7 @@ def main() -> int:
         report("GPM", verdict, f"{field} (dmon {theirs_columns[position]}, id {metric_id}): ours mean {a:.1f}, dmon mean {b:.1f}")
 
     check_kernels(library)
-    report("level 3", "SKIP", "torch-op windows are not built yet (issue 17 stays open)")
+    check_torch_ops(library)
     return 1 if any(v == "FAIL" for _, v, _ in results) else 0
 
 

@@ -44,19 +44,27 @@ impl ThreadRecorder {
     /// not parse, or whose window times do not hold together, is refused whole; events with
     /// times outside the window's clock are dropped and counted.
     pub fn record_torch_op_window_json(&mut self, json: &[u8]) -> Result<()> {
+        // The sender read its clock just before the call: ours is read before the parse, which
+        // takes milliseconds for a large window.
+        let now = self.session.now_ns();
         let input: format::TorchOpWindowInput =
             serde_json::from_slice(json).map_err(|err| invalid(format!("not a window: {err}")))?;
-        self.record_torch_op_window(&input)
+        self.record_window_at(&input, now)
     }
 
+    /// Records one window whose `now_ns` is now.
     pub fn record_torch_op_window(&mut self, input: &format::TorchOpWindowInput) -> Result<()> {
+        let now = self.session.now_ns();
+        self.record_window_at(input, now)
+    }
+
+    fn record_window_at(&mut self, input: &format::TorchOpWindowInput, now: u64) -> Result<()> {
         if input.start_ns > input.end_ns || input.end_ns > input.now_ns {
             return Err(invalid(format!(
                 "start_ns {} <= end_ns {} <= now_ns {} does not hold",
                 input.start_ns, input.end_ns, input.now_ns
             )));
         }
-        let now = self.session.now_ns();
         // A time t of the sender's clock happened (now_ns - t) ago; one from before this
         // session began has no place on its clock.
         let ours = |t: u64| now.checked_sub(input.now_ns.checked_sub(t)?);

@@ -1,0 +1,343 @@
+"""Torch-op windows: `torch.profiler` for K steps of every N, folded into the agent's reports.
+
+With `VLLM_PROFILING_TORCH_OPS=1` (or `enable_vllm_profiling(enable_torch_op_profiling=True)`)
+the steps where the model runs (vLLM's worker steps, an in-process engine's steps, and the steps
+of `VLLMPerformanceMonitor.profile_inference_step`) are counted per process, and steps
+N-K .. N-1 of every N are profiled by the torch profiler: N is `VLLM_PROFILING_TORCH_OP_EVERY`
+(100), K `VLLM_PROFILING_TORCH_OP_STEPS` (5), both read by the agent, which gives the schedule
+(`vllm_profiler_torch_op_schedule`). At a window's end its events go to the agent as one
+document (`vllm_profiler_torch_op_window`, schema `TorchOpWindowInput` in crates/format):
+
+- per op name: calls, host time (inclusive and self), device time, memory allocated;
+- each op execution, for the trace (a track beside its thread);
+- on a GPU, the kernels the torch profiler recorded, each with the step that launched it (the
+  agent's own kernel tracer steps aside for the window, see `_torch_profiler_hook`).
+
+Each profiled step is marked with a `vllm_profiler::step` record function, which tells the
+window's own thread and steps apart; markers are not ops.
+
+The first window pays the torch profiler's one-time start (about 1.5 s on CPU); windows are
+off for the process, with one warning, after anything in them fails. Kineto's log lines are
+silenced (`KINETO_LOG_LEVEL=6` while the first window starts) unless the host set the variable.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import os
+import threading
+import time
+from typing import Any, Dict, List, Optional
+
+MARKER = "vllm_profiler::step"
+# Op executions and kernels one document carries; the rest are counted as dropped.
+MAX_EVENTS = 50_000
+MAX_KERNELS = 50_000
+# The agent's VLLM_PROFILER_MAX_TORCH_OP_WINDOW_LEN.
+MAX_DOCUMENT = 16 << 20
+_SILENT_KINETO = "6"
+
+
+class _Window:
+    __slots__ = ("profiler", "thread", "handles", "anchors", "marker", "open_handle", "steps",
+                 "use_device")
+
+    def __init__(self, profiler: Any, steps: int, use_device: Optional[str]) -> None:
+        self.profiler = profiler
+        self.thread = threading.get_ident()
+        self.handles: List[int] = []
+        # The wall clock as each step's marker opened (see `build_document`).
+        self.anchors: List[int] = []
+        self.marker: Any = None
+        self.open_handle = 0
+        self.steps = steps
+        self.use_device = use_device
+
+
+_window: Optional[_Window] = None
+# Outermost model steps counted since the process started profiling windows.
+_count = 0
+# Set once anything in a window failed: no more windows in this process.
+_broken = False
+_kineto_quieted = False
+
+
+def _warn(message: str) -> None:
+    from . import _vllm_hook
+
+    _vllm_hook._warn(message)
+
+
+def _fail(err: BaseException) -> None:
+    global _broken, _window
+    _broken = True
+    window, _window = _window, None
+    if window is not None:
+        try:
+            window.profiler.__exit__(None, None, None)
+        except Exception:  # noqa: BLE001 - already failing; the host goes on
+            pass
+    _warn(f"torch-op windows are off in this process: {type(err).__name__}: {err}")
+
+
+def step_begin(lib: Any, handle: int) -> None:
+    """An outermost step where the model runs began on this thread (`handle`: its step)."""
+    global _count, _window
+    if _broken or not handle:
+        return
+    window = _window
+    if window is not None:
+        if window.thread == threading.get_ident() and not window.open_handle:
+            _count += 1
+            _open_step(window, handle)
+        return
+    schedule = lib.vllm_profiler_torch_op_schedule()
+    if not schedule:
+        return
+    every, steps = schedule >> 32, schedule & 0xFFFFFFFF
+    position = _count % every
+    _count += 1
+    if position != every - steps:
+        return
+    try:
+        _window = _start(steps)
+        _open_step(_window, handle)
+    except Exception as err:  # noqa: BLE001 - the host's step runs whatever happens here
+        _fail(err)
+
+
+def step_end(lib: Any, handle: int) -> None:
+    """The step `handle` ended: its window ends after its K-th step."""
+    window = _window
+    if window is None or window.open_handle != handle or not handle:
+        return
+    try:
+        window.marker.__exit__(None, None, None)
+        window.marker, window.open_handle = None, 0
+        if len(window.handles) >= window.steps:
+            _finish(lib, window)
+    except Exception as err:  # noqa: BLE001
+        _fail(err)
+
+
+def _open_step(window: _Window, handle: int) -> None:
+    from torch.autograd.profiler import record_function
+
+    window.marker = record_function(MARKER)
+    window.anchors.append(time.time_ns())
+    window.marker.__enter__()
+    window.open_handle = handle
+    window.handles.append(handle)
+
+
+def _start(steps: int) -> _Window:
+    import torch
+    from torch.autograd import profiler
+
+    use_device = "cuda" if torch.cuda.is_available() else None
+    prof = profiler.profile(use_device=use_device, profile_memory=True, record_shapes=False,
+                            with_stack=False)
+    _quiet_kineto(lambda: prof.__enter__())
+    return _Window(prof, steps, use_device)
+
+
+def _quiet_kineto(start: Any) -> None:
+    """Runs `start` with kineto's log lines silenced, the first time (kineto reads the level
+    once), unless the host chose a level itself."""
+    global _kineto_quieted
+    if _kineto_quieted or "KINETO_LOG_LEVEL" in os.environ:
+        _kineto_quieted = True
+        start()
+        return
+    _kineto_quieted = True
+    os.environ["KINETO_LOG_LEVEL"] = _SILENT_KINETO
+    try:
+        start()
+    finally:
+        os.environ.pop("KINETO_LOG_LEVEL", None)
+
+
+def _finish(lib: Any, window: _Window) -> None:
+    global _window
+    _window = None
+    window.profiler.__exit__(None, None, None)
+    document = build_document(raw_events(window.profiler), window.handles,
+                              window.use_device is not None, window.anchors)
+    code = send(lib, document)
+    if code != 0 and code != -1:  # -1: profiling was turned off meanwhile
+        from . import _native
+
+        _warn(f"a torch-op window was refused: {_native.last_error()} (code {code})")
+
+
+def send(lib: Any, document: Dict[str, Any]) -> int:
+    """Hands a document to the agent; its `now_ns` is read last, just before the call, since the
+    agent places every time relative to it."""
+    document.pop("now_ns", None)
+    data = json.dumps(document, separators=(",", ":")).encode()
+    if len(data) > MAX_DOCUMENT:
+        document["dropped_events"] += len(document["events"]) + len(document["kernels"])
+        document["events"], document["kernels"] = [], []
+        data = json.dumps(document, separators=(",", ":")).encode()
+    now = max(time.time_ns(), document["end_ns"])
+    data = b"%s,\"now_ns\":%d}" % (data[:-1], now)
+    return int(lib.vllm_profiler_torch_op_window(data, len(data)))
+
+
+# Kinds of raw events (see `raw_events`).
+OP, KERNEL, MEMORY, DEVICE_MEMORY = 0, 1, 2, 3
+
+
+def raw_events(prof: Any) -> List[tuple]:
+    """The events of a stopped `torch.autograd.profiler.profile`, read straight from kineto's
+    results: `(kind, name, start_ns, duration_ns, thread, bytes, device, stream, correlation,
+    linked_correlation)`. Not through `prof.function_events`, whose Python parsing costs about
+    70 us an event (a window of a small model: 1000 events, 70 ms); this costs a few."""
+    from torch.autograd import DeviceType
+
+    cpu = DeviceType.CPU
+    rows = []
+    append = rows.append
+    for e in prof.kineto_results.events():
+        name = e.name()
+        if name == "[memory]":
+            kind = MEMORY if e.device_type() == cpu else DEVICE_MEMORY
+            append((kind, name, e.start_ns(), 0, e.start_thread_id(), e.nbytes(), 0, 0, 0, 0))
+        elif e.device_type() == cpu:
+            append((OP, name, e.start_ns(), e.duration_ns(), e.start_thread_id(), 0, 0, 0,
+                    e.correlation_id(), 0))
+        else:
+            append((KERNEL, name, e.start_ns(), e.duration_ns(), 0, 0, e.device_index(),
+                    e.device_resource_id(), 0, e.linked_correlation_id()))
+    return rows
+
+
+def build_document(rows: List[tuple], handles: List[int], device: bool,
+                   anchors: Optional[List[int]] = None) -> Dict[str, Any]:
+    """The agent's window document of a window's `raw_events`.
+
+    Self host time is an op's time less its children's (ops nested in it on its thread); a
+    memory event counts for the innermost op open on its thread; a kernel's device time for
+    the host event it was launched from (by correlation id: a runtime call, whose enclosing ops
+    count it in their device time, not their self device time).
+
+    The torch profiler's timestamps come from an approximate clock (the TSC, scaled by a rate
+    measured at its start), which on some machines is a millisecond off the wall clock and runs
+    at a slightly different rate. So each event is placed relative to the marker of its step,
+    whose wall-clock opening (`anchors`, one per step) was read just before it; without anchors
+    (or before the first marker), where the torch profiler put it."""
+    markers = sorted((r for r in rows if r[0] == OP and r[1] == MARKER), key=lambda r: r[2])
+    own_thread = markers[0][4] if markers else None
+    starts = [m[2] for m in markers]
+    anchors = list(anchors or ())[: len(starts)]
+
+    def wall(ns: int) -> int:
+        i = bisect.bisect_right(starts, ns) - 1
+        return anchors[i] + (ns - starts[i]) if 0 <= i < len(anchors) else ns
+
+    # Per op execution: [name, start, duration, children's time, self bytes, self device
+    # bytes, own device time, device time with children's, thread, enclosing op or -1]
+    ops: List[List[Any]] = []
+    by_correlation: Dict[int, int] = {}
+    per_thread: Dict[int, List[tuple]] = {}
+    kernel_rows = []
+    for r in rows:
+        kind = r[0]
+        if kind == KERNEL:
+            kernel_rows.append(r)
+        elif kind == OP and r[1] == MARKER:
+            continue
+        else:
+            per_thread.setdefault(r[4], []).append(r)
+    for thread_rows in per_thread.values():
+        # Outer first: by start, then the longer; a memory event after an op that starts with it.
+        thread_rows.sort(key=lambda r: (r[2], r[0] != OP, -r[3]))
+        stack: List[tuple] = []  # the open ops: (end, index in ops)
+        for r in thread_rows:
+            kind, start = r[0], r[2]
+            # An op ending where the next starts is closed for an op, still open for memory
+            # (an op's output freed as it returns).
+            while stack and (stack[-1][0] < start or (kind == OP and stack[-1][0] == start)):
+                stack.pop()
+            parent = stack[-1][1] if stack else -1
+            if kind == OP:
+                index = len(ops)
+                ops.append([r[1], start, r[3], 0, 0, 0, 0, 0, r[4], parent])
+                if parent >= 0:
+                    ops[parent][3] += r[3]
+                stack.append((start + r[3], index))
+                if r[8]:
+                    by_correlation[r[8]] = index
+            elif parent >= 0:
+                ops[parent][4 if kind == MEMORY else 5] += r[5]
+    kernels: List[Dict[str, Any]] = []
+    dropped = 0
+    for r in kernel_rows:
+        index = by_correlation.get(r[9])
+        if index is not None:
+            ops[index][6] += r[3]
+            while index >= 0:
+                ops[index][7] += r[3]
+                index = ops[index][9]
+        if len(kernels) < MAX_KERNELS:
+            step = bisect.bisect_right(starts, r[2]) - 1
+            kernels.append({"name": r[1], "device": max(int(r[6]), 0),
+                            "stream": max(int(r[7]), 0), "start_ns": wall(r[2]),
+                            "duration_ns": max(int(r[3]), 0),
+                            "step": step if step >= 0 else None})
+        else:
+            dropped += 1
+    figures: Dict[str, List[int]] = {}
+    trace: List[Dict[str, Any]] = []
+    for op in ops:
+        name, start, duration = op[0], op[1], max(int(op[2]), 0)
+        f = figures.get(name)
+        if f is None:
+            f = figures[name] = [0, 0, 0, 0, 0, 0, 0]
+        f[0] += 1
+        f[1] += duration
+        f[2] += max(duration - op[3], 0)
+        f[3] += op[7]
+        f[4] += op[6]
+        f[5] += op[4]
+        f[6] += op[5]
+        if len(trace) < MAX_EVENTS:
+            thread = op[8]
+            trace.append({"name": name, "thread": 0 if thread == own_thread else
+                          max(int(thread), 1), "start_ns": wall(start),
+                          "duration_ns": duration})
+        else:
+            dropped += 1
+    op_list = [{
+        "name": name, "calls": f[0], "host_ns": f[1], "self_host_ns": min(f[2], f[1]),
+        "device_ns": f[3] if device else None, "self_device_ns": f[4] if device else None,
+        "self_cpu_memory_bytes": f[5], "self_device_memory_bytes": f[6] if device else None,
+    } for name, f in figures.items()]
+    if markers:
+        start_ns = wall(markers[0][2])
+        end_ns = max(wall(m[2]) + m[3] for m in markers)
+    else:
+        start_ns = min((r[2] for r in rows), default=time.time_ns())
+        end_ns = max((r[2] + r[3] for r in rows), default=start_ns)
+    return {"now_ns": max(time.time_ns(), end_ns), "start_ns": start_ns, "end_ns": end_ns,
+            "steps": list(handles), "ops": op_list, "events": trace, "kernels": kernels,
+            "dropped_events": dropped}
+
+
+def close(lib: Any) -> None:
+    """Profiling ends here (a final export, a shutdown's export, disable): a window in progress
+    on this thread ends now with the steps it has."""
+    window = _window
+    if window is None or window.thread != threading.get_ident() or window.open_handle:
+        return
+    try:
+        _finish(lib, window)
+    except Exception as err:  # noqa: BLE001
+        _fail(err)
+
+
+def forget() -> None:
+    """In a forked child: the parent's window is not this process's (never stopped here)."""
+    global _window, _count, _broken
+    _window, _count, _broken = None, 0, False
