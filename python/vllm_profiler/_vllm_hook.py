@@ -33,6 +33,7 @@ import _thread  # not threading: this runs at every Python start-up, and threadi
 
 from . import _import_hook
 from . import _torch_profiler_hook
+from ._stderr import warn_once as _warn
 
 # Imported at start-up in every Python process with VLLM_ENABLE_PROFILING set: no `typing`,
 # `functools`, `weakref` or ctypes until vLLM is imported (annotations are strings).
@@ -54,7 +55,6 @@ _PATCHED = "__vllm_profiler_wrapped__"
 NO_ENGINE_STEP = 2**64 - 1
 
 _state = _thread._local()
-_warned = set()
 _lib: Optional[Any] = None
 _lock = _thread.allocate_lock()
 # Model runners and workers that loaded a model, so that layer profiling turned on later can
@@ -68,15 +68,6 @@ _role = "process"
 # A model of this process got layer hooks: the per-step check is done for good (a later
 # enable rehooks it through `_runners`).
 _model_hooked = False
-
-
-def _warn(message: str) -> None:
-    if message not in _warned:
-        _warned.add(message)
-        try:
-            sys.stderr.write(f"vllm-profiler: {message}\n")
-        except Exception:  # noqa: BLE001 - a closed or broken stderr is the host's business
-            pass
 
 
 def _library() -> Optional[Any]:

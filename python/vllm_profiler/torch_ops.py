@@ -30,6 +30,8 @@ import threading
 import time
 from typing import Any, Dict, List, Optional
 
+from ._stderr import warn_once as _warn
+
 MARKER = "vllm_profiler::step"
 # Op executions and kernels one document carries; the rest are counted as dropped.
 MAX_EVENTS = 50_000
@@ -61,12 +63,6 @@ _count = 0
 # Set once anything in a window failed: no more windows in this process.
 _broken = False
 _kineto_quieted = False
-
-
-def _warn(message: str) -> None:
-    from . import _vllm_hook
-
-    _vllm_hook._warn(message)
 
 
 def _fail(err: BaseException) -> None:

@@ -1,13 +1,10 @@
-//! The torch-op level in the agent: the schedule of the torch profiler's windows, which the
-//! Python package runs (`VLLM_PROFILING_TORCH_OPS`), published where a step can read it with
-//! one atomic load, and the windows it hands back, given to the calling thread's recorder.
+//! The schedule of the torch profiler's windows, which the Python package runs
+//! (`VLLM_PROFILING_TORCH_OPS`): published by each configuration that takes effect, where a
+//! step can read it with one atomic load (`crate::ffi` gives it out, and takes the windows).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use vllm_profiler_core::Result;
-
 use crate::config::Config;
-use crate::runtime;
 
 /// `every << 32 | steps`; 0: no windows.
 static SCHEDULE: AtomicU64 = AtomicU64::new(0);
@@ -28,17 +25,7 @@ pub(crate) fn publish(config: &Config) {
     SCHEDULE.store(schedule, Ordering::Relaxed);
 }
 
-/// The schedule while profiling is on: `every << 32 | steps`, or 0.
+/// The last schedule published: `every << 32 | steps`, or 0.
 pub(crate) fn schedule() -> u64 {
-    if runtime::is_enabled() {
-        SCHEDULE.load(Ordering::Relaxed)
-    } else {
-        0
-    }
-}
-
-/// Records one window (JSON, see `vllm_profiler_format::TorchOpWindowInput`) on the calling
-/// thread's recorder, whose step handles it names.
-pub(crate) fn record(json: &[u8]) -> Result<()> {
-    runtime::with_recorder(|recorder| recorder.record_torch_op_window_json(json))
+    SCHEDULE.load(Ordering::Relaxed)
 }

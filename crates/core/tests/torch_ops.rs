@@ -46,6 +46,17 @@ fn window(steps: &[u64], ops: Vec<Value>, ago_us: u64, length_us: u64) -> Value 
            "steps": steps, "ops": ops})
 }
 
+/// `n` steps begun and ended on `rec`: their handles.
+fn ended_steps(rec: &mut vllm_profiler_core::ThreadRecorder, n: usize) -> Vec<u64> {
+    (0..n)
+        .map(|_| {
+            let step = rec.step_begin(1, 8).unwrap();
+            rec.step_end(step).unwrap();
+            step
+        })
+        .collect()
+}
+
 fn send(rec: &mut vllm_profiler_core::ThreadRecorder, doc: &Value) -> Result<(), ProfilerError> {
     rec.record_torch_op_window_json(doc.to_string().as_bytes())
 }
@@ -55,13 +66,7 @@ fn windows_add_up_per_op_and_list_their_top_ops() {
     let (s, clock) = session();
     clock.set_ns(50_000_000); // 50 ms into the session
     let mut rec = s.register_thread(THREAD);
-    let steps: Vec<u64> = (0..2)
-        .map(|_| {
-            let step = rec.step_begin(1, 8).unwrap();
-            rec.step_end(step).unwrap();
-            step
-        })
-        .collect();
+    let steps = ended_steps(&mut rec, 2);
     let first = vec![
         op("aten::linear", 6, 300, 20, 1920),
         op("aten::addmm", 6, 200, 150, 1920),
@@ -115,8 +120,7 @@ fn op_executions_are_in_the_trace_on_a_track_beside_their_thread() {
     let (s, clock) = session();
     clock.set_ns(10_000_000);
     let mut rec = s.register_thread(THREAD);
-    let step = rec.step_begin(1, 8).unwrap();
-    rec.step_end(step).unwrap();
+    let step = ended_steps(&mut rec, 1)[0];
     let mut doc = window(&[step], vec![op("aten::mm", 1, 5, 5, 0)], 0, 1_000);
     doc["events"] = json!([
         {"name": "aten::linear", "start_ns": SENDER_NOW - 900_000, "duration_ns": 300_000},
@@ -162,13 +166,7 @@ fn kernels_of_a_window_go_to_the_kernel_level_and_to_their_steps() {
     let (s, clock) = session();
     clock.set_ns(10_000_000);
     let mut rec = s.register_thread(THREAD);
-    let steps: Vec<u64> = (0..2)
-        .map(|_| {
-            let step = rec.step_begin(1, 8).unwrap();
-            rec.step_end(step).unwrap();
-            step
-        })
-        .collect();
+    let steps = ended_steps(&mut rec, 2);
     let mut doc = window(&steps, vec![], 0, 1_000);
     let kernel = |step: Value, name: &str| {
         json!({"name": name, "device": 0, "stream": 7, "start_ns": SENDER_NOW - 500_000,

@@ -18,7 +18,10 @@ pub const VLLM_PROFILER_MAX_TORCH_OP_WINDOW_LEN: usize = torch_ops::MAX_WINDOW_J
 /// off (VLLM_PROFILING_TORCH_OPS, `enable_torch_op_profiling`) or profiling is.
 #[no_mangle]
 pub extern "C" fn vllm_profiler_torch_op_schedule() -> u64 {
-    guard(|_| 0, || Ok(torch_ops::schedule()))
+    guard(
+        |_| 0,
+        || Ok(runtime::is_enabled().then(torch_ops::schedule).unwrap_or(0)),
+    )
 }
 
 /// Records one torch profiler window: `window_json` is `len` bytes of JSON (no NUL needed) with
@@ -51,6 +54,7 @@ pub unsafe extern "C" fn vllm_profiler_torch_op_window(
         }
         // SAFETY: not NULL (checked), and `len` readable bytes (this function's contract).
         let json = unsafe { std::slice::from_raw_parts(window_json.cast::<u8>(), len) };
-        torch_ops::record(json)
+        // The window names the step handles of the calling thread's recorder.
+        runtime::with_recorder(|recorder| recorder.record_torch_op_window_json(json))
     })
 }
