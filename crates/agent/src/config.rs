@@ -423,7 +423,7 @@ mod tests {
             ProfilerError::InvalidConfig(
                 "unknown key \"colour\"; known keys: enable_gpu_monitoring, \
                  enable_layer_profiling, output_dir, sample_interval, export_interval, \
-                 auto_export_interval, max_history, devices, enable_torch_op_profiling"
+                 auto_export_interval, max_history, enable_torch_op_profiling, devices"
                     .into()
             )
             .to_string()
