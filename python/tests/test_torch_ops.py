@@ -35,10 +35,27 @@ CHILD = textwrap.dedent(
     model = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
     x = torch.randn(8, 16)
     monitor = VLLMPerformanceMonitor()
-    for _ in range(steps):
+    host = None
+    if mode == "host_first":  # the host's own profiler runs all along
+        host = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+        host.__enter__()
+    for i in range(steps):
         with monitor.profile_inference_step(8, 8):
+            if mode == "host_during" and i == 2:  # the host's starts inside our window
+                host = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+                host.__enter__()
             model(x)
-    integration.disable_vllm_profiling()
+            if mode == "disable_in_step" and i == steps - 1:
+                integration.disable_vllm_profiling()
+    if host is not None:
+        host.__exit__(None, None, None)
+        linears = sum(e.count for e in host.key_averages() if e.key == "aten::linear")
+        with open("host.json", "w") as f:
+            json.dump({"linears": linears}, f)
+    if mode != "exit":  # "exit": the interpreter's exit ends the window
+        integration.disable_vllm_profiling()
+        from torch.autograd import profiler
+        assert not profiler._is_profiler_enabled, "no profiler of ours is left running"
     """
 )
 
@@ -129,6 +146,45 @@ def test_a_window_in_progress_ends_when_profiling_does(agent_library, tmp_path):
     # Steps 1 and 2 of a window of 3: it ends at disable with the two it has.
     assert [w["steps"] for w in summary["torch_op_windows"]] == [2]
     assert summary["torch_op_performance"]["aten::relu"]["call_count"] == 2
+
+
+ENV_WINDOWS = dict(VLLM_ENABLE_PROFILING="1", VLLM_ENABLE_GPU_MONITORING="0",
+                   VLLM_PROFILING_OUTPUT_DIR="out", VLLM_PROFILING_TORCH_OPS="1",
+                   VLLM_PROFILING_TORCH_OP_EVERY="4", VLLM_PROFILING_TORCH_OP_STEPS="3")
+
+
+def test_a_window_open_at_the_interpreters_exit_ends_there(agent_library, tmp_path):
+    # torch crashes the process at exit while a profiler runs: ours stops first.
+    summary, _, proc = run_child(agent_library, tmp_path, 3, "exit", **ENV_WINDOWS)
+    assert proc.stderr == ""
+    assert [w["steps"] for w in summary["torch_op_windows"]] == [2]
+
+
+def test_disable_inside_a_profiled_step_stops_the_window(agent_library, tmp_path):
+    summary, _, proc = run_child(agent_library, tmp_path, 3, "disable_in_step", **ENV_WINDOWS)
+    assert proc.stderr == ""
+    # Steps 1 and 2, the second still open when profiling ended.
+    assert [w["steps"] for w in summary["torch_op_windows"]] == [2]
+    assert summary["torch_op_performance"]["aten::relu"]["call_count"] == 2
+
+
+def test_the_hosts_own_torch_profiler_comes_first(agent_library, tmp_path):
+    # Running before: no window starts, and the host's profiler sees every op.
+    summary, _, proc = run_child(agent_library, tmp_path, 12, "host_first", **ENV_WINDOWS)
+    # Kineto's log lines are the host's profiler's (kineto started before any window of ours).
+    assert not [line for line in proc.stderr.splitlines() if "vllm-profiler" in line]
+    assert summary["torch_op_windows"] is None
+    assert json.loads((tmp_path / "host.json").read_text()) == {"linears": 24}
+    # Started inside a window: ours is dropped, with one warning, and none starts while the
+    # host's runs; the host's sees the ops from its start.
+    out = tmp_path / "during"
+    out.mkdir()
+    summary, _, proc = run_child(agent_library, out, 12, "host_during", **ENV_WINDOWS)
+    assert proc.stderr.splitlines() == [
+        "vllm-profiler: the host started a torch profiler during a torch-op window: the window"
+        " was dropped, and none starts while a profiler of the host runs"]
+    assert summary["torch_op_windows"] is None
+    assert json.loads((out / "host.json").read_text()) == {"linears": 20}
 
 
 def test_a_torch_profiler_that_fails_turns_windows_off_with_one_warning(agent_library, tmp_path):

@@ -11,6 +11,8 @@ Imported at start-up in profiled processes: nothing is imported until torch's pr
 
 from __future__ import annotations
 
+import sys
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable
@@ -50,6 +52,9 @@ def patch(module: Any) -> bool:
 
     @functools.wraps(prepare)
     def prepare_after_pause(self: Any, *args: Any, **kwargs: Any) -> Any:
+        windows = sys.modules.get("vllm_profiler.torch_ops")
+        if windows is not None:
+            windows.yield_to_host(self)  # torch runs one profiler at a time: the host's wins
         if getattr(self, "use_cuda", False) or getattr(self, "use_device", None):
             pause()
             self.__vllm_profiler_paused__ = True

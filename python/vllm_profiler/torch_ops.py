@@ -63,18 +63,29 @@ _count = 0
 # Set once anything in a window failed: no more windows in this process.
 _broken = False
 _kineto_quieted = False
+# Held while a window starts (the torch profiler's first start takes a second or more): a step
+# of another thread meanwhile leaves windows alone.
+_start_lock = threading.Lock()
+_exit_hook = False
 
 
 def _fail(err: BaseException) -> None:
     global _broken, _window
     _broken = True
     window, _window = _window, None
-    if window is not None:
+    if window is not None and window.profiler is not None:
         try:
             window.profiler.__exit__(None, None, None)
         except Exception:  # noqa: BLE001 - already failing; the host goes on
             pass
     _warn(f"torch-op windows are off in this process: {type(err).__name__}: {err}")
+
+
+def _host_profiling() -> bool:
+    """Whether a torch profiler runs already (the host's: ours is not running now)."""
+    from torch.autograd import profiler
+
+    return bool(getattr(profiler, "_is_profiler_enabled", False))
 
 
 def step_begin(lib: Any, handle: int) -> None:
@@ -84,7 +95,8 @@ def step_begin(lib: Any, handle: int) -> None:
         return
     window = _window
     if window is not None:
-        if window.thread == threading.get_ident() and not window.open_handle:
+        if (window.thread == threading.get_ident() and not window.open_handle
+                and window.profiler is not None):
             _count += 1
             _open_step(window, handle)
         return
@@ -94,13 +106,18 @@ def step_begin(lib: Any, handle: int) -> None:
     every, steps = schedule >> 32, schedule & 0xFFFFFFFF
     position = _count % every
     _count += 1
-    if position != every - steps:
+    if position != every - steps or not _start_lock.acquire(blocking=False):
         return
     try:
-        _window = _start(steps)
-        _open_step(_window, handle)
+        if _window is not None or _host_profiling():
+            return  # another thread's window, or the host's own profiler: this one is skipped
+        window = _window = _Window(None, steps, None)
+        _start(window)
+        _open_step(window, handle)
     except Exception as err:  # noqa: BLE001 - the host's step runs whatever happens here
         _fail(err)
+    finally:
+        _start_lock.release()
 
 
 def step_end(lib: Any, handle: int) -> None:
@@ -127,15 +144,63 @@ def _open_step(window: _Window, handle: int) -> None:
     window.handles.append(handle)
 
 
-def _start(steps: int) -> _Window:
+def _start(window: _Window) -> None:
+    global _exit_hook
     import torch
     from torch.autograd import profiler
 
+    # The host's own profilers must find ours in their way (`yield_to_host`), and ours the
+    # agent's kernel tracer out of its way: the wrapping of torch's profiler class, which the
+    # start-up hook does in a process started with profiling on, is done here in any case.
+    from . import _torch_profiler_hook
+
+    _torch_profiler_hook.patch(profiler)
     use_device = "cuda" if torch.cuda.is_available() else None
     prof = profiler.profile(use_device=use_device, profile_memory=True, record_shapes=False,
                             with_stack=False)
+    if not _exit_hook:
+        # torch crashes the process at exit when a profiler still runs: ours never does.
+        import atexit
+
+        atexit.register(_at_exit)
+        _exit_hook = True
     _quiet_kineto(lambda: prof.__enter__())
-    return _Window(prof, steps, use_device)
+    window.profiler, window.use_device = prof, use_device
+
+
+def _at_exit() -> None:
+    from . import _native
+
+    lib = _native._library
+    if lib is not None:
+        close(lib)
+    else:
+        _drop()
+
+
+def _drop() -> None:
+    """Stops the window in progress and keeps nothing of it."""
+    global _window
+    window, _window = _window, None
+    if window is not None and window.profiler is not None:
+        try:
+            if window.marker is not None and window.thread == threading.get_ident():
+                window.marker.__exit__(None, None, None)
+            window.profiler.__exit__(None, None, None)
+        except Exception:  # noqa: BLE001 - the host goes on
+            pass
+
+
+def yield_to_host(profile: Any) -> None:
+    """A torch profiler is about to start (`_torch_profiler_hook`): one of the host's (vLLM's
+    `/start_profile`, a user's) is not ours, and torch runs one at a time, so ours stops and is
+    dropped, and no window starts while the host's runs."""
+    window = _window
+    if window is None or window.profiler is None or window.profiler is profile:
+        return
+    _drop()
+    _warn("the host started a torch profiler during a torch-op window: the window was dropped,"
+          " and none starts while a profiler of the host runs")
 
 
 def _quiet_kineto(start: Any) -> None:
@@ -322,12 +387,16 @@ def build_document(rows: List[tuple], handles: List[int], device: bool,
 
 
 def close(lib: Any) -> None:
-    """Profiling ends here (a final export, a shutdown's export, disable): a window in progress
-    on this thread ends now with the steps it has."""
+    """Profiling ends here (disable, a shutdown's export, the interpreter's exit): the window in
+    progress ends now with the steps it has, whichever thread it is on (a step still open on
+    this thread is ended first)."""
     window = _window
-    if window is None or window.thread != threading.get_ident() or window.open_handle:
+    if window is None or window.profiler is None:
         return
     try:
+        if window.open_handle and window.thread == threading.get_ident() and window.marker:
+            window.marker.__exit__(None, None, None)
+        window.marker, window.open_handle = None, 0
         _finish(lib, window)
     except Exception as err:  # noqa: BLE001
         _fail(err)

@@ -95,6 +95,15 @@ impl Config {
                 config.set(setting.field, value);
             }
         }
+        if config.torch_op_steps > config.torch_op_every {
+            warnings.push(format!(
+                "{}={} is more than {}={}: every step is profiled",
+                table::TORCH_OP_STEPS,
+                config.torch_op_steps,
+                table::TORCH_OP_EVERY,
+                config.torch_op_every
+            ));
+        }
         (config, warnings)
     }
 
@@ -411,6 +420,23 @@ mod tests {
             assert_eq!(value.is_some(), ok, "{raw:?}");
             assert_eq!(warnings.len(), usize::from(!ok), "{raw:?}: {warnings:?}");
         }
+    }
+
+    #[test]
+    fn torch_op_windows_longer_than_their_period_say_so() {
+        let (config, warnings) = from(&[(TORCH_OP_EVERY, "4"), (TORCH_OP_STEPS, "9")]);
+        assert_eq!((config.torch_op_every, config.torch_op_steps), (4, 9));
+        assert_eq!(
+            warnings,
+            [
+                "VLLM_PROFILING_TORCH_OP_STEPS=9 is more than VLLM_PROFILING_TORCH_OP_EVERY=4: \
+              every step is profiled"
+            ]
+        );
+        assert!(
+            from(&[(TORCH_OP_STEPS, "100")]).1.is_empty(),
+            "at most the default 100"
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::recent::{self, Recent};
 mod device_time;
 mod torch_window;
 use crate::session::Session;
-pub use torch_window::{MAX_WINDOW_EVENTS, MAX_WINDOW_KERNELS, MAX_WINDOW_OPS};
+pub use torch_window::{MAX_TORCH_OP_NAMES, MAX_WINDOW_EVENTS, MAX_WINDOW_KERNELS, MAX_WINDOW_OPS};
 
 /// Most steps one thread may have open at once (overlapping async steps are allowed).
 pub const MAX_OPEN_STEPS: usize = 1024;

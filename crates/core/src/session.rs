@@ -81,6 +81,9 @@ pub struct Session {
     pub(crate) exports: AtomicU64,
     /// The collector thread, unparked by recording threads: lock-free, unlike a channel send.
     pub(crate) collector_thread: ArcSwapOption<std::thread::Thread>,
+    /// Names the torch profiler's windows added to `interner` (bounded by the recorder).
+    #[cfg_attr(not(feature = "recorder"), allow(dead_code))]
+    pub(crate) torch_op_names: AtomicU32,
     /// Thread slots: the next never-used one, and those freed by exited threads.
     pub(crate) next_thread_slot: AtomicU32,
     #[cfg(feature = "recorder")]
@@ -137,6 +140,7 @@ impl Session {
             export_lock: Mutex::new(()),
             exports: AtomicU64::new(0),
             collector_thread: ArcSwapOption::const_empty(),
+            torch_op_names: AtomicU32::new(0),
             next_thread_slot: AtomicU32::new(1),
             #[cfg(feature = "recorder")]
             free_thread_slots: Mutex::new(Vec::new()),

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use vllm_profiler_core::recorder::{MAX_WINDOW_EVENTS, MAX_WINDOW_OPS};
+use vllm_profiler_core::recorder::{MAX_TORCH_OP_NAMES, MAX_WINDOW_EVENTS, MAX_WINDOW_OPS};
 use vllm_profiler_core::{Clock, ManualClock, ProfilerError, Session, Settings};
 use vllm_profiler_format::{DetailedSteps, PerformanceSummary, TorchOpPerformance, TraceFile};
 
@@ -179,6 +179,8 @@ fn kernels_of_a_window_go_to_the_kernel_level_and_to_their_steps() {
         kernel(json!(9), "gemm"),       // no such step: unattributed
         kernel(Value::Null, "softmax"), // unknown step: unattributed
     ]);
+    // A kernel said to run past the sender's now is cut there.
+    doc["kernels"][0]["duration_ns"] = json!(u64::MAX);
     send(&mut rec, &doc).unwrap();
     s.drain().unwrap();
 
@@ -186,6 +188,10 @@ fn kernels_of_a_window_go_to_the_kernel_level_and_to_their_steps() {
     let kernels = summary.kernel_performance.expect("kernels came");
     assert_eq!(kernels["gemm"].call_count, 3);
     assert_eq!(kernels["softmax"].total_duration_ms, 0.04);
+    assert_eq!(
+        kernels["gemm"].max_duration_ms, 0.5,
+        "cut at the sender's now"
+    );
     assert_eq!(
         kernels["gemm"].launch, None,
         "the torch profiler gives none"
@@ -288,4 +294,41 @@ fn windows_past_the_inbox_are_lost_and_counted() {
         summary.torch_op_performance.unwrap()["aten::mm"].call_count,
         8
     );
+}
+
+#[test]
+fn windows_take_a_bounded_share_of_the_name_table_and_a_refused_one_none() {
+    let (s, clock) = session();
+    clock.set_ns(10_000_000);
+    let mut rec = s.register_thread(THREAD);
+    let names = |n: usize, from: usize| -> Vec<Value> {
+        (from..from + n)
+            .map(|i| op(&format!("op{i}"), 1, 1, 1, 0))
+            .collect()
+    };
+    // Refused (its last op's self time is past its total): not one of its names is kept.
+    let mut refused = window(&[], names(100, 0), 0, 1_000);
+    refused["ops"][99]["self_host_ns"] = json!(5_000);
+    assert!(send(&mut rec, &refused).is_err());
+    assert_eq!(s.interner().len(), 0);
+    // Windows of 3000 new names each, until past the share.
+    for i in 0..3 {
+        send(&mut rec, &window(&[], names(3000, 3000 * i), 0, 1_000)).unwrap();
+    }
+    assert_eq!(s.interner().len(), MAX_TORCH_OP_NAMES as usize);
+    // The summary keeps 1024 names of its own either way; the windows list the rest apart
+    // only while they had names.
+    let summary = s.summary(None).unwrap();
+    let ops = summary.torch_op_performance.unwrap();
+    assert_eq!(ops[TorchOpPerformance::OTHER_OPS].call_count, 9000 - 1024);
+    let last = summary.torch_op_windows.unwrap().pop().unwrap();
+    assert_eq!(
+        last.op_names as usize,
+        8192 - 6000 + 1,
+        "named ones and (other ops)"
+    );
+    // Spans still get names.
+    let span = rec.span_begin(b"model.layers.0").unwrap();
+    rec.span_end(span).unwrap();
+    assert_eq!(s.summary(None).unwrap().counters.total_spans, 1);
 }

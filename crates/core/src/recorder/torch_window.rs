@@ -22,6 +22,11 @@ pub const MAX_WINDOW_OPS: usize = 4096;
 pub const MAX_WINDOW_EVENTS: usize = 1 << 16;
 /// Kernels one window hands to the kernel level; the rest are counted as lost.
 pub const MAX_WINDOW_KERNELS: usize = 1 << 16;
+/// Distinct names the session's windows may add to its table of 65536 (shared with spans and
+/// kernels); past it new op names count under "(other ops)".
+pub const MAX_TORCH_OP_NAMES: u32 = 8192;
+/// Most executions one window may say its sender left out.
+const MAX_SENDER_DROPPED: u64 = 1 << 32;
 
 /// `name` cut to `MAX_NAME_LEN` bytes at a character boundary.
 fn bounded_name(name: &str) -> &str {
@@ -65,13 +70,24 @@ impl ThreadRecorder {
                 input.start_ns, input.end_ns, input.now_ns
             )));
         }
+        // Everything that can refuse the window is checked before any name is interned.
+        for op in &input.ops {
+            if op.self_host_ns > op.host_ns {
+                return Err(invalid(format!(
+                    "op {:?}: self_host_ns {} > host_ns {}",
+                    bounded_name(&op.name),
+                    op.self_host_ns,
+                    op.host_ns
+                )));
+            }
+        }
         // A time t of the sender's clock happened (now_ns - t) ago; one from before this
         // session began has no place on its clock.
         let ours = |t: u64| now.checked_sub(input.now_ns.checked_sub(t)?);
         let start_ns = ours(input.start_ns).unwrap_or(0);
         let end_ns = ours(input.end_ns).unwrap_or(start_ns);
-        let ops = self.window_ops(&input.ops)?;
-        let mut dropped_events = input.dropped_events;
+        let ops = self.window_ops(&input.ops);
+        let mut dropped_events = input.dropped_events.min(MAX_SENDER_DROPPED);
         let mut events = Vec::with_capacity(input.events.len().min(MAX_WINDOW_EVENTS));
         for event in &input.events {
             let start = ours(event.start_ns).filter(|_| event.start_ns <= input.now_ns);
@@ -104,18 +120,10 @@ impl ThreadRecorder {
 
     /// The window's ops by name: repeated names are added up, names past `MAX_WINDOW_OPS`
     /// (or past the session's table) share `NameId::NONE`.
-    fn window_ops(&mut self, inputs: &[format::TorchOpInput]) -> Result<Vec<WindowOp>> {
+    fn window_ops(&mut self, inputs: &[format::TorchOpInput]) -> Vec<WindowOp> {
         let mut ops: Vec<WindowOp> = Vec::with_capacity(inputs.len().min(MAX_WINDOW_OPS + 1));
         let mut index: FxHashMap<NameId, usize> = FxHashMap::default();
         for op in inputs {
-            if op.self_host_ns > op.host_ns {
-                return Err(invalid(format!(
-                    "op {:?}: self_host_ns {} > host_ns {}",
-                    bounded_name(&op.name),
-                    op.self_host_ns,
-                    op.host_ns
-                )));
-            }
             let figures = OpFigures {
                 calls: op.calls,
                 host_ns: op.host_ns,
@@ -139,7 +147,7 @@ impl ThreadRecorder {
                 }
             }
         }
-        Ok(ops)
+        ops
     }
 
     /// The window's kernels, to the kernel level: each attributed to the step at its index
@@ -172,7 +180,8 @@ impl ThreadRecorder {
                 stream: kernel.stream,
                 from_graph: false,
                 start_ns,
-                duration_ns: kernel.duration_ns,
+                // Not past the sender's now: no kernel runs into the future.
+                duration_ns: kernel.duration_ns.min(input.now_ns - kernel.start_ns),
             });
         }
         if lost > 0 {
@@ -182,7 +191,8 @@ impl ThreadRecorder {
         self.session.record_kernels(&launches);
     }
 
-    /// A name's id, through this thread's cache; `NameId::NONE` when the table is full.
+    /// A name's id, through this thread's cache; `NameId::NONE` when the table is full or the
+    /// windows added `MAX_TORCH_OP_NAMES` to it already.
     fn op_name(&mut self, name: &str) -> NameId {
         let name = bounded_name(name);
         if name.is_empty() {
@@ -191,8 +201,17 @@ impl ThreadRecorder {
         if let Some(&id) = self.names.get(name.as_bytes()) {
             return id;
         }
-        match self.session.interner().intern(name.as_bytes()) {
+        let added = &self.session.torch_op_names;
+        if added.load(Ordering::Relaxed) >= MAX_TORCH_OP_NAMES {
+            return NameId::NONE;
+        }
+        let interner = self.session.interner();
+        let before = interner.len();
+        match interner.intern(name.as_bytes()) {
             Ok(id) => {
+                if id.0 as usize >= before {
+                    added.fetch_add(1, Ordering::Relaxed);
+                }
                 self.names.insert(name.as_bytes().into(), id);
                 id
             }
