@@ -45,8 +45,9 @@ class _Window:
     __slots__ = ("profiler", "thread", "handles", "anchors", "marker", "open_handle", "steps",
                  "use_device")
 
-    def __init__(self, profiler: Any, steps: int, use_device: Optional[str]) -> None:
-        self.profiler = profiler
+    def __init__(self, steps: int) -> None:
+        # Set once the torch profiler started (`_start`); None meanwhile.
+        self.profiler: Any = None
         self.thread = threading.get_ident()
         self.handles: List[int] = []
         # The wall clock as each step's marker opened (see `build_document`).
@@ -54,7 +55,7 @@ class _Window:
         self.marker: Any = None
         self.open_handle = 0
         self.steps = steps
-        self.use_device = use_device
+        self.use_device: Optional[str] = None
 
 
 _window: Optional[_Window] = None
@@ -70,14 +71,9 @@ _exit_hook = False
 
 
 def _fail(err: BaseException) -> None:
-    global _broken, _window
+    global _broken
     _broken = True
-    window, _window = _window, None
-    if window is not None and window.profiler is not None:
-        try:
-            window.profiler.__exit__(None, None, None)
-        except Exception:  # noqa: BLE001 - already failing; the host goes on
-            pass
+    _drop()
     _warn(f"torch-op windows are off in this process: {type(err).__name__}: {err}")
 
 
@@ -111,7 +107,7 @@ def step_begin(lib: Any, handle: int) -> None:
     try:
         if _window is not None or _host_profiling():
             return  # another thread's window, or the host's own profiler: this one is skipped
-        window = _window = _Window(None, steps, None)
+        window = _window = _Window(steps)
         _start(window)
         _open_step(window, handle)
     except Exception as err:  # noqa: BLE001 - the host's step runs whatever happens here
@@ -126,12 +122,18 @@ def step_end(lib: Any, handle: int) -> None:
     if window is None or window.open_handle != handle or not handle:
         return
     try:
-        window.marker.__exit__(None, None, None)
-        window.marker, window.open_handle = None, 0
+        _end_step(window)
         if len(window.handles) >= window.steps:
             _finish(lib, window)
     except Exception as err:  # noqa: BLE001
         _fail(err)
+
+
+def _end_step(window: _Window) -> None:
+    """Closes the marker of the window's open step, if this thread opened it."""
+    if window.marker is not None and window.thread == threading.get_ident():
+        window.marker.__exit__(None, None, None)
+    window.marker, window.open_handle = None, 0
 
 
 def _open_step(window: _Window, handle: int) -> None:
@@ -184,8 +186,7 @@ def _drop() -> None:
     window, _window = _window, None
     if window is not None and window.profiler is not None:
         try:
-            if window.marker is not None and window.thread == threading.get_ident():
-                window.marker.__exit__(None, None, None)
+            _end_step(window)
             window.profiler.__exit__(None, None, None)
         except Exception:  # noqa: BLE001 - the host goes on
             pass
@@ -233,9 +234,8 @@ def _finish(lib: Any, window: _Window) -> None:
 
 
 def send(lib: Any, document: Dict[str, Any]) -> int:
-    """Hands a document to the agent; its `now_ns` is read last, just before the call, since the
-    agent places every time relative to it."""
-    document.pop("now_ns", None)
+    """Hands a document of `build_document` to the agent, adding its `now_ns`: read last, just
+    before the call, since the agent places every time relative to it."""
     data = json.dumps(document, separators=(",", ":")).encode()
     if len(data) > MAX_DOCUMENT:
         document["dropped_events"] += len(document["events"]) + len(document["kernels"])
@@ -276,7 +276,7 @@ def raw_events(prof: Any) -> List[tuple]:
 
 def build_document(rows: List[tuple], handles: List[int], device: bool,
                    anchors: Optional[List[int]] = None) -> Dict[str, Any]:
-    """The agent's window document of a window's `raw_events`.
+    """The agent's window document of a window's `raw_events`, but for its `now_ns` (`send`).
 
     Self host time is an op's time less its children's (ops nested in it on its thread); a
     memory event counts for the innermost op open on its thread; a kernel's device time for
@@ -381,7 +381,7 @@ def build_document(rows: List[tuple], handles: List[int], device: bool,
     else:
         start_ns = min((r[2] for r in rows), default=time.time_ns())
         end_ns = max((r[2] + r[3] for r in rows), default=start_ns)
-    return {"now_ns": max(time.time_ns(), end_ns), "start_ns": start_ns, "end_ns": end_ns,
+    return {"start_ns": start_ns, "end_ns": end_ns,
             "steps": list(handles), "ops": op_list, "events": trace, "kernels": kernels,
             "dropped_events": dropped}
 
@@ -394,9 +394,7 @@ def close(lib: Any) -> None:
     if window is None or window.profiler is None:
         return
     try:
-        if window.open_handle and window.thread == threading.get_ident() and window.marker:
-            window.marker.__exit__(None, None, None)
-        window.marker, window.open_handle = None, 0
+        _end_step(window)
         _finish(lib, window)
     except Exception as err:  # noqa: BLE001
         _fail(err)

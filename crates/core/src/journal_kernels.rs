@@ -86,7 +86,9 @@ impl KernelsState {
     /// Whether every id names an entry of its table (`names` and `shapes` entries).
     pub(crate) fn ids_are_known(&self, names: usize, shapes: usize) -> bool {
         let totals_ok = self.totals.iter().all(|t| {
-            known(t.name, names) && known(t.slowest_launch, shapes) && t.count >= t.graph_count
+            t.name.is_known_in(names)
+                && t.slowest_launch.is_known_in(shapes)
+                && t.count >= t.graph_count
         });
         totals_ok
             && self
@@ -99,15 +101,11 @@ impl KernelsState {
 
 pub(crate) fn event_ids_are_known(kernel: &KernelEvent, names: usize, shapes: usize) -> bool {
     kernel.name != NameId::NONE
-        && known(kernel.name, names)
-        && known(kernel.span, names)
-        && known(kernel.launch, shapes)
+        && kernel.name.is_known_in(names)
+        && kernel.span.is_known_in(names)
+        && kernel.launch.is_known_in(shapes)
 }
 
 pub(crate) fn step_ids_are_known(kernels: &StepKernels, names: usize) -> bool {
-    kernels.names.iter().all(|n| known(n.name, names))
-}
-
-fn known(id: NameId, len: usize) -> bool {
-    id == NameId::NONE || (id.0 as usize) < len
+    kernels.names.iter().all(|n| n.name.is_known_in(names))
 }

@@ -25,6 +25,12 @@ pub struct NameId(pub u32);
 
 impl NameId {
     pub const NONE: NameId = NameId(u32::MAX);
+
+    /// Whether this id is none or names an entry of a table of `len` entries (what a journal's
+    /// ids must pass).
+    pub(crate) fn is_known_in(self, len: usize) -> bool {
+        self == NameId::NONE || (self.0 as usize) < len
+    }
 }
 
 /// What one table holds: its limits, and its error messages (static, so that an error costs no

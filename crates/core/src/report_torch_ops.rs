@@ -6,18 +6,10 @@ use std::sync::Arc;
 
 use vllm_profiler_format as format;
 
-use crate::names::NameId;
-use crate::torch_ops::{OpFigures, TorchOpBook, WindowOp};
+use crate::torch_ops::{op_name as name_of, OpFigures, TorchOpBook, WindowOp};
 
 fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
-}
-
-fn name_of(name: NameId, names: &[Arc<str>]) -> String {
-    (name != NameId::NONE)
-        .then(|| names.get(name.0 as usize).map(|n| n.to_string()))
-        .flatten()
-        .unwrap_or_else(|| format::TorchOpPerformance::OTHER_OPS.to_owned())
 }
 
 fn performance(f: &OpFigures) -> format::TorchOpPerformance {

@@ -187,8 +187,16 @@ impl TorchOpInbox {
 
 /// Whether every name id of `window` is one of a table of `names` entries.
 pub(crate) fn window_ids_are_known(window: &Window, names: usize) -> bool {
-    let known = |id: NameId| id == NameId::NONE || (id.0 as usize) < names;
-    window.ops.iter().all(|o| known(o.name)) && window.events.iter().all(|e| known(e.name))
+    (window.ops.iter()).all(|o| o.name.is_known_in(names))
+        && (window.events.iter()).all(|e| e.name.is_known_in(names))
+}
+
+/// An op's name as the reports write it: `(other ops)` for the names without a table entry.
+pub(crate) fn op_name(name: NameId, names: &[std::sync::Arc<str>]) -> String {
+    (name != NameId::NONE)
+        .then(|| names.get(name.0 as usize).map(|n| n.to_string()))
+        .flatten()
+        .unwrap_or_else(|| vllm_profiler_format::TorchOpPerformance::OTHER_OPS.to_owned())
 }
 
 /// The book's part of a journal snapshot.
@@ -230,13 +238,9 @@ impl TorchOpsState {
     }
 
     pub(crate) fn ids_are_known(&self, names: usize) -> bool {
-        let known = |id: NameId| id == NameId::NONE || (id.0 as usize) < names;
-        self.by_name.iter().all(|(n, _)| known(*n))
-            && self
-                .recent
-                .iter()
-                .all(|w| w.top.iter().all(|o| known(o.name)))
-            && self.trace.iter().all(|e| known(e.name))
+        self.by_name.iter().all(|(n, _)| n.is_known_in(names))
+            && (self.recent.iter()).all(|w| w.top.iter().all(|o| o.name.is_known_in(names)))
+            && self.trace.iter().all(|e| e.name.is_known_in(names))
     }
 }
 

@@ -7,10 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use vllm_profiler_format::TorchOpPerformance;
-
-use crate::names::NameId;
-use crate::torch_ops::TraceOp;
+use crate::torch_ops::{op_name, TraceOp};
 use crate::trace_interval::Interval;
 
 const TRACK_BIT: u32 = 1 << 30;
@@ -44,16 +41,12 @@ pub(crate) fn track_name(tid: u32) -> Option<String> {
 }
 
 pub(crate) fn op_interval(op: &TraceOp, names: &[Arc<str>]) -> Interval {
-    let name = (op.name != NameId::NONE)
-        .then(|| names.get(op.name.0 as usize).map(|n| n.to_string()))
-        .flatten()
-        .unwrap_or_else(|| TorchOpPerformance::OTHER_OPS.to_owned());
     Interval {
         thread_id: op.track,
         start_ns: op.start_ns,
         end_ns: op.start_ns.saturating_add(op.duration_ns),
         cat: "torch_op",
-        name,
+        name: op_name(op.name, names),
         args: BTreeMap::new(),
     }
 }

@@ -265,8 +265,9 @@ pub struct Counters {
     /// come with each launch (about three records a launch).
     #[serde(default)]
     pub dropped_kernel_records: u64,
-    /// Kernel records parsed but not handed to the collector because its inbox was full: in no
-    /// figure.
+    /// Kernel records parsed but not handed to the collector because its inbox was full, and
+    /// kernels of a torch profiler window past its limit of 65536 or from before the session
+    /// began: in no figure.
     #[serde(default)]
     pub lost_kernel_records: u64,
     /// Torch profiler windows received (`torch_op_windows` keeps the newest 256).

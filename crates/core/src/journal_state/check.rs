@@ -9,20 +9,15 @@ use crate::names::NameId;
 use crate::session::Session;
 use crate::torch_ops;
 
-/// An id a journal names: one of the table's (of `len` entries), or none.
-fn known(id: NameId, len: usize) -> bool {
-    id == NameId::NONE || (id.0 as usize) < len
-}
-
 impl State {
     /// Whether every id names an entry of its table and the totals hold together.
     pub(crate) fn check(&self) -> std::result::Result<(), String> {
         let (names, shapes) = (self.names.len(), self.shapes.len());
         let layer_ok = |l: &KeptLayer| {
-            known(l.name, names)
+            l.name.is_known_in(names)
                 && l.name != NameId::NONE
-                && known(l.parent, names)
-                && known(l.shapes, shapes)
+                && l.parent.is_known_in(names)
+                && l.shapes.is_known_in(shapes)
         };
         if !self.history.iter().all(|k| k.layers.iter().all(layer_ok)) {
             return Err("a kept step names a layer it does not hold".into());
@@ -42,7 +37,7 @@ impl State {
         if !self
             .trace_spans
             .iter()
-            .all(|s| known(s.name, names) && s.name != NameId::NONE)
+            .all(|s| s.name.is_known_in(names) && s.name != NameId::NONE)
         {
             return Err("a traced span names a layer it does not hold".into());
         }
@@ -67,12 +62,12 @@ impl Session {
         let ok = batch.events.iter().all(|(_, event)| match event {
             Event::Span(span) => {
                 span.name != NameId::NONE
-                    && known(span.name, names)
-                    && known(span.parent, names)
-                    && known(span.shapes, shapes)
+                    && span.name.is_known_in(names)
+                    && span.parent.is_known_in(names)
+                    && span.shapes.is_known_in(shapes)
             }
             Event::Step(_) => true,
-            Event::Gpu(gpu) => known(gpu.name, names),
+            Event::Gpu(gpu) => gpu.name.is_known_in(names),
             Event::Kernel(kernel) => journal_kernels::event_ids_are_known(kernel, names, shapes),
         });
         let ok = ok && (batch.windows.iter()).all(|w| torch_ops::window_ids_are_known(w, names));

@@ -57,12 +57,6 @@ impl ThreadRecorder {
         self.record_window_at(&input, now)
     }
 
-    /// Records one window whose `now_ns` is now.
-    pub fn record_torch_op_window(&mut self, input: &format::TorchOpWindowInput) -> Result<()> {
-        let now = self.session.now_ns();
-        self.record_window_at(input, now)
-    }
-
     fn record_window_at(&mut self, input: &format::TorchOpWindowInput, now: u64) -> Result<()> {
         if input.start_ns > input.end_ns || input.end_ns > input.now_ns {
             return Err(invalid(format!(
@@ -81,8 +75,8 @@ impl ThreadRecorder {
                 )));
             }
         }
-        // A time t of the sender's clock happened (now_ns - t) ago; one from before this
-        // session began has no place on its clock.
+        // A time t of the sender's clock happened (now_ns - t) ago; one after the sender's now,
+        // or from before this session began, has no place on its clock.
         let ours = |t: u64| now.checked_sub(input.now_ns.checked_sub(t)?);
         let start_ns = ours(input.start_ns).unwrap_or(0);
         let end_ns = ours(input.end_ns).unwrap_or(start_ns);
@@ -90,8 +84,7 @@ impl ThreadRecorder {
         let mut dropped_events = input.dropped_events.min(MAX_SENDER_DROPPED);
         let mut events = Vec::with_capacity(input.events.len().min(MAX_WINDOW_EVENTS));
         for event in &input.events {
-            let start = ours(event.start_ns).filter(|_| event.start_ns <= input.now_ns);
-            match start {
+            match ours(event.start_ns) {
                 Some(start_ns) if events.len() < MAX_WINDOW_EVENTS => events.push(TraceOp {
                     track: match event.thread {
                         0 => thread_track(self.thread_id),
