@@ -245,7 +245,8 @@ def main():
                         ("large", "larger steps (about 10x the work per op)")):
         f = (p12 or {}).get(size)
         if f:
-            row("P12", f"torch-op windows at the defaults (5 of every 100 steps), {label}",
+            period = f"{p12['steps']} of every {p12['every']} steps"
+            row("P12", f"torch-op windows at the defaults ({period}), {label}",
                 f"{f['slowdown_pct_median']:+.2f} %",
                 f"off: {f['off_step_ms_median']:.2f} ms a step; each window adds "
                 f"{f['per_window_ms_median']:.1f} ms",

@@ -1,8 +1,8 @@
-"""P12: host slowdown of torch-op windows at their defaults (5 steps of every 100), issue 17.
+"""P12: host slowdown of torch-op windows at their defaults (5 steps of every 200), issue 17.
 
 In one process, on real torch (CPU, one intra-op thread): a transformer of 2 encoder layers runs
-steps through `VLLMPerformanceMonitor`, in arms of 200 steps that alternate between windows off
-and windows on (`enable_torch_op_profiling`, set on the running agent between arms). An on arm
+steps through `VLLMPerformanceMonitor`, in arms of two windows' periods (400 steps at the
+defaults) that alternate between windows off and windows on (`enable_torch_op_profiling`, set on the running agent between arms). An on arm
 holds exactly 2 windows: their profiled steps, the torch profiler's start and stop, and the
 folding of its events into the agent's document are all in its time. A warm-up arm with
 windows on pays the torch profiler's one-time start first. Two sizes, the same ops per step
@@ -13,9 +13,10 @@ the work per op, nearer a decode step on a GPU, where each op waits on its kerne
 Each step is timed around its `profile_inference_step` block, which holds everything a window
 does (its start in the first profiled step's begin, its stop and folding in the last one's
 end). The figure is robust to this machine's noise: an on arm starts just after a window, so
-its windows are steps 95-99 and 195-199; what they add is the sum of those steps' times less
-10 times the arm's median step (an unprofiled one's: 190 of 200 are), and the slowdown is that
-over 200 median steps. Per size: the
+its windows are the last K steps of each period (195-199 and 395-399 at the defaults, read
+from the agent's schedule); what they add is the sum of those steps' times less 2K times the
+arm's median step (an unprofiled one's), and the slowdown is that over the arm's length in
+median steps. Per size: the
 median over rounds of that slowdown and of what one window adds, and the median step of the off
 and on arms (what the schedule check costs an unprofiled step).
 Prints one JSON object. Run with PYTHONPATH=python and VLLM_PROFILER_LIBRARY=<release library>.
@@ -28,10 +29,6 @@ import sys
 import time
 
 TARGET_PCT = 5.0
-STEPS_PER_ARM = 200
-# (name, d_model, (batch, tokens))
-# The steps of an on arm that windows profile (the defaults: the last 5 of every 100).
-WINDOW_STEPS = [*range(95, 100), *range(195, 200)]
 SIZES = (("small", 128, (4, 32)), ("large", 256, (8, 96)))
 
 
@@ -40,7 +37,7 @@ def main():
     parser.add_argument("--smoke", action="store_true", help="one round")
     parser.add_argument("--rounds", type=int, default=None)
     args = parser.parse_args()
-    rounds = args.rounds or (1 if args.smoke else 30)
+    rounds = args.rounds or (1 if args.smoke else 10)
 
     import torch
     from vllm_profiler import _native
@@ -52,10 +49,18 @@ def main():
     def windows(on):
         _native.enable({"enable_gpu_monitoring": False, "enable_torch_op_profiling": on})
 
+    # The defaults, as the agent gives them: the last `steps` of every `every` steps.
+    windows(True)
+    schedule = _native.library().vllm_profiler_torch_op_schedule()
+    every, steps = schedule >> 32, schedule & 0xFFFFFFFF
+    steps_per_arm = 2 * every
+    window_steps = [*range(every - steps, every), *range(2 * every - steps, 2 * every)]
+
     def windows_seen():
         return _native.summary()["counters"]["torch_op_windows"]
 
-    result = {"rounds": rounds, "steps_per_arm": STEPS_PER_ARM, "target_pct": TARGET_PCT}
+    result = {"rounds": rounds, "every": every, "steps": steps, "steps_per_arm": steps_per_arm,
+              "target_pct": TARGET_PCT}
     for size, d_model, shape in SIZES:
         torch.manual_seed(0)
         layer = torch.nn.TransformerEncoderLayer(d_model=d_model, nhead=4,
@@ -64,7 +69,7 @@ def main():
         model = model.eval()
         x = torch.randn(*shape, d_model)
 
-        def arm(steps=STEPS_PER_ARM):
+        def arm(steps=steps_per_arm):
             times = []
             clock = time.perf_counter_ns
             with torch.no_grad():
@@ -92,8 +97,8 @@ def main():
             off.append(statistics.median(pair[False]))
             median = statistics.median(pair[True])
             on.append(median)
-            extra = sum(pair[True][i] - median for i in WINDOW_STEPS)
-            slowdown.append(extra / (STEPS_PER_ARM * median) * 100)
+            extra = sum(pair[True][i] - median for i in window_steps)
+            slowdown.append(extra / (steps_per_arm * median) * 100)
             per_window_ms.append(extra / 2 / 1e6)
         seen = windows_seen() - before
         if seen != 2 * rounds:

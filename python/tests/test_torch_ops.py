@@ -124,9 +124,9 @@ def test_windows_of_k_steps_every_n_count_a_known_models_ops_exactly(agent_libra
 
 
 def test_the_code_api_turns_windows_on_with_the_defaults(agent_library, tmp_path):
-    summary, _, proc = run_child(agent_library, tmp_path, 200, "api")
+    summary, _, proc = run_child(agent_library, tmp_path, 400, "api")
     assert proc.stderr == ""
-    # Steps 95-99 and 195-199.
+    # Steps 195-199 and 395-399.
     assert [w["steps"] for w in summary["torch_op_windows"]] == [5, 5]
     assert summary["torch_op_performance"]["aten::linear"]["call_count"] == 20
 
@@ -201,11 +201,11 @@ def test_a_torch_profiler_that_fails_turns_windows_off_with_one_warning(agent_li
 
 def test_a_bad_schedule_warns_and_keeps_the_default(agent_library, tmp_path):
     summary, _, proc = run_child(
-        agent_library, tmp_path, 100, VLLM_ENABLE_PROFILING="1", VLLM_ENABLE_GPU_MONITORING="0",
+        agent_library, tmp_path, 200, VLLM_ENABLE_PROFILING="1", VLLM_ENABLE_GPU_MONITORING="0",
         VLLM_PROFILING_OUTPUT_DIR="out", VLLM_PROFILING_TORCH_OPS="1",
         VLLM_PROFILING_TORCH_OP_EVERY="1",
     )
-    assert "VLLM_PROFILING_TORCH_OP_EVERY" in proc.stderr and "100" in proc.stderr
+    assert "VLLM_PROFILING_TORCH_OP_EVERY" in proc.stderr and "200" in proc.stderr
     assert [w["steps"] for w in summary["torch_op_windows"]] == [5]
 
 

@@ -113,7 +113,7 @@ def enable_vllm_profiling(
     (for example one started by VLLM_ENABLE_PROFILING=1). vLLM's engine steps become profiler
     steps; with `enable_layer_profiling` its model's layers are hooked too (`record_shapes`
     adds tensor shapes to each layer); `enable_torch_op_profiling` runs the torch profiler
-    for 5 steps of every 100 (`vllm_profiler.torch_ops`; None keeps what the environment
+    for 5 steps of every 200 (`vllm_profiler.torch_ops`; None keeps what the environment
     says). Python processes started from now on (vLLM's engine
     and workers) inherit the settings through the environment and profile themselves. Raises
     ProfilerError on a bad setting, changing nothing."""

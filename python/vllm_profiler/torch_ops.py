@@ -4,7 +4,7 @@ With `VLLM_PROFILING_TORCH_OPS=1` (or `enable_vllm_profiling(enable_torch_op_pro
 the steps where the model runs (vLLM's worker steps, an in-process engine's steps, and the steps
 of `VLLMPerformanceMonitor.profile_inference_step`) are counted per process, and steps
 N-K .. N-1 of every N are profiled by the torch profiler: N is `VLLM_PROFILING_TORCH_OP_EVERY`
-(100), K `VLLM_PROFILING_TORCH_OP_STEPS` (5), both read by the agent, which gives the schedule
+(200), K `VLLM_PROFILING_TORCH_OP_STEPS` (5), both read by the agent, which gives the schedule
 (`vllm_profiler_torch_op_schedule`). At a window's end its events go to the agent as one
 document (`vllm_profiler_torch_op_window`, schema `TorchOpWindowInput` in crates/format):
 

@@ -434,8 +434,8 @@ mod tests {
             ]
         );
         assert!(
-            from(&[(TORCH_OP_STEPS, "100")]).1.is_empty(),
-            "at most the default 100"
+            from(&[(TORCH_OP_STEPS, "200")]).1.is_empty(),
+            "at most the default 200"
         );
     }
 

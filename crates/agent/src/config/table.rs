@@ -130,8 +130,9 @@ const TORCH_OP_STEPS_COUNT: Kind = Kind::Count {
     min: 1,
     max: 1_000_000,
 };
-/// The defaults of the torch profiler's windows: 5 steps of every 100.
-pub const DEFAULT_TORCH_OP_EVERY: u32 = 100;
+/// The defaults of the torch profiler's windows: 5 steps of every 200, which keeps the host's
+/// slowdown under 5 % on a CPU model of 10 us ops (BENCHMARKS.md, P12).
+pub const DEFAULT_TORCH_OP_EVERY: u32 = 200;
 pub const DEFAULT_TORCH_OP_STEPS: u32 = 5;
 
 const fn setting(
@@ -288,8 +289,8 @@ pub const SETTINGS: &[Setting] = &[
         F::TorchOpEvery,
         TORCH_OP_EVERY_COUNT,
         C,
-        "100",
-        "`100`",
+        "200",
+        "`200`",
     ),
     setting(
         TORCH_OP_STEPS,
