@@ -651,6 +651,10 @@ def _forget_parent() -> None:
     global _role, _engine_steps, _model_hooked
     _role, _engine_steps, _model_hooked = "process", 0, False
     _state.__dict__.clear()
+    # A user step open in the parent as it forked is not the child's: its steps are outermost.
+    native = sys.modules.get("vllm_profiler._native")
+    if native is not None:
+        native._user_steps.__dict__.clear()
     if "vllm_profiler.torch_ops" in sys.modules:
         sys.modules["vllm_profiler.torch_ops"].forget()
 

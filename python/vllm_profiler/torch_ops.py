@@ -68,6 +68,10 @@ _kineto_quieted = False
 # of another thread meanwhile leaves windows alone.
 _start_lock = threading.Lock()
 _exit_hook = False
+# Windows whose end came from another thread than theirs (a disable, the interpreter's exit,
+# the host's profiler starting there), by thread: torch stops a profiler only on the thread
+# that started it, so each is stopped at its own thread's next step, and dropped.
+_orphans: Dict[int, _Window] = {}
 
 
 def _fail(err: BaseException) -> None:
@@ -87,12 +91,17 @@ def _host_profiling() -> bool:
 def step_begin(lib: Any, handle: int) -> None:
     """An outermost step where the model runs began on this thread (`handle`: its step)."""
     global _count, _window
+    if _orphans:
+        _stop_orphan()
     if _broken or not handle:
         return
     window = _window
     if window is not None:
         if (window.thread == threading.get_ident() and not window.open_handle
                 and window.profiler is not None):
+            if not lib.vllm_profiler_torch_op_schedule():
+                close(lib)  # windows were turned off: this one ends with the steps it has
+                return
             _count += 1
             _open_step(window, handle)
         return
@@ -117,13 +126,16 @@ def step_begin(lib: Any, handle: int) -> None:
 
 
 def step_end(lib: Any, handle: int) -> None:
-    """The step `handle` ended: its window ends after its K-th step."""
+    """The step `handle` ended: its window ends after its K-th step, or now if windows were
+    turned off meanwhile."""
+    if _orphans:
+        _stop_orphan()
     window = _window
     if window is None or window.open_handle != handle or not handle:
         return
     try:
         _end_step(window)
-        if len(window.handles) >= window.steps:
+        if len(window.handles) >= window.steps or not lib.vllm_profiler_torch_op_schedule():
             _finish(lib, window)
     except Exception as err:  # noqa: BLE001
         _fail(err)
@@ -181,14 +193,41 @@ def _at_exit() -> None:
 
 
 def _drop() -> None:
-    """Stops the window in progress and keeps nothing of it."""
+    """Stops the window in progress and keeps nothing of it (on another thread than its own,
+    it stops at its own thread's next step)."""
     global _window
     window, _window = _window, None
-    if window is not None and window.profiler is not None:
+    if window is None or window.profiler is None:
+        return
+    if window.thread != threading.get_ident():
+        # What torch can stop from here, it does (its profiler left as it is crashes the
+        # interpreter's exit); the rest on the window's thread, at its next step.
+        _orphans[window.thread] = window
+        try:
+            window.profiler.__exit__(None, None, None)
+        except Exception:  # noqa: BLE001
+            pass
+        return
+    _stop(window)
+
+
+def _stop(window: _Window) -> None:
+    try:
+        _end_step(window)
+        window.profiler.__exit__(None, None, None)
+    except Exception:  # noqa: BLE001 - the host goes on
+        pass
+
+
+def _stop_orphan() -> None:
+    window = _orphans.pop(threading.get_ident(), None)
+    if window is not None:
         try:
             _end_step(window)
-            window.profiler.__exit__(None, None, None)
-        except Exception:  # noqa: BLE001 - the host goes on
+            from torch.autograd.profiler import _disable_profiler
+
+            _disable_profiler()  # this thread's share of a profiler stopped elsewhere
+        except Exception:  # noqa: BLE001
             pass
 
 
@@ -388,10 +427,14 @@ def build_document(rows: List[tuple], handles: List[int], device: bool,
 
 def close(lib: Any) -> None:
     """Profiling ends here (disable, a shutdown's export, the interpreter's exit): the window in
-    progress ends now with the steps it has, whichever thread it is on (a step still open on
-    this thread is ended first)."""
+    progress on this thread ends now with the steps it has (a step still open is ended first).
+    One on another thread is dropped: torch stops a profiler only on its own thread, which
+    does so at its next step."""
     window = _window
     if window is None or window.profiler is None:
+        return
+    if window.thread != threading.get_ident():
+        _drop()
         return
     try:
         _end_step(window)
@@ -401,6 +444,19 @@ def close(lib: Any) -> None:
 
 
 def forget() -> None:
-    """In a forked child: the parent's window is not this process's (never stopped here)."""
+    """In a forked child: the parent's window is not this process's. Forked on the window's
+    thread, the child's copy of that thread runs the parent's torch profiler: it is stopped
+    here, its events dropped. Forked on another thread, the child has only torch's flag that a
+    profiler runs, which it clears (the profiler's thread is not in the child)."""
     global _window, _count, _broken
+    window = _window
     _window, _count, _broken = None, 0, False
+    _orphans.clear()
+    if window is None or window.profiler is None:
+        return
+    if window.thread == threading.get_ident():
+        _stop(window)
+    else:
+        from torch.autograd import profiler
+
+        profiler._is_profiler_enabled = False
