@@ -7,8 +7,8 @@
   of the zero-code vLLM integration.
 
 Environment:
-- VLLM_PROFILER_CARGO_PROFILE: the cargo profile to build (default `release`; `dev` reuses
-  target/debug).
+- VLLM_PROFILER_CARGO_PROFILE: the cargo profile to build (default `wheel`: release without
+  debug info, stripped; `dev` reuses target/debug).
 - VLLM_PROFILER_PREBUILT_LIBRARY: a libvllm_profiler.so to ship as it is; cargo does not run.
 
 Without cargo, or without the Rust sources (an sdist, a copied python/ directory), and with no
@@ -93,7 +93,7 @@ def _cargo_library():
             f"cannot build {LIBRARY_NAME}: cargo was not found (not on PATH, not in "
             f"~/.cargo/bin). Install Rust (cargo, https://rustup.rs), {PREBUILT_HINT}."
         )
-    profile = os.environ.get(PROFILE_ENV) or "release"
+    profile = os.environ.get(PROFILE_ENV) or "wheel"
     command = [
         cargo, "build", "--profile", profile, "-p", CRATE, "--lib",
         # Artifacts as JSON on stdout; compiler messages rendered for people on stderr.

@@ -1,5 +1,6 @@
 """Seed 004's Python API over the real agent, preloaded and loaded by the package."""
 
+import _ctypes
 import importlib.util
 import json
 import os
@@ -110,9 +111,9 @@ def test_a_bad_setting_is_an_exception_with_the_library_message(run_scenario):
     assert r["enabled"] is False
 
 
-def test_a_missing_library_says_where_it_looked(tmp_path):
+def _load_error(tmp_path, library):
     env = clean_env()
-    env["VLLM_PROFILER_LIBRARY"] = str(tmp_path / "nowhere" / "libvllm_profiler.so")
+    env["VLLM_PROFILER_LIBRARY"] = str(library)
     code = (
         "import vllm_profiler\n"
         "try:\n"
@@ -121,14 +122,31 @@ def test_a_missing_library_says_where_it_looked(tmp_path):
         "    print(err)\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True, timeout=60
+        [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True, timeout=60,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0
-    message = proc.stdout
-    assert "libvllm_profiler.so not found" in message
-    assert "LD_PRELOAD" in message
-    assert str(tmp_path / "nowhere" / "libvllm_profiler.so") in message
-    assert os.path.join(str(PACKAGE_DIR), "vllm_profiler", "libvllm_profiler.so") in message
+    return proc.stdout.strip()
+
+
+def test_a_missing_library_named_by_the_environment_is_an_error_naming_it(tmp_path):
+    missing = tmp_path / "nowhere" / "libvllm_profiler.so"
+    assert _load_error(tmp_path, missing) == (
+        f"VLLM_PROFILER_LIBRARY={str(missing)!r}: no such file. Point it at "
+        "libvllm_profiler.so or unset it."
+    )
+
+
+def test_a_library_named_by_the_environment_that_is_not_the_agent_is_an_error(tmp_path):
+    # Never a silent fallback to another copy (the package's own, were there one).
+    message = _load_error(tmp_path, "/etc/passwd")
+    assert message.startswith("VLLM_PROFILER_LIBRARY='/etc/passwd' cannot be loaded: ")
+    other = _ctypes.__file__  # a shared library, not the agent
+    message = _load_error(tmp_path, other)
+    assert message == (
+        f"VLLM_PROFILER_LIBRARY={other!r} is a shared library but not libvllm_profiler.so (it "
+        "has no vllm_profiler_step_begin)"
+    )
 
 
 GPU_SCRIPT = {

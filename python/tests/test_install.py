@@ -43,8 +43,19 @@ print(json.dumps({
     "library": lib._name,
     "mapped": [m for m in mapped if os.path.basename(m) == "libvllm_profiler.so"],
     "pid": os.getpid(),
+    "version": vllm_profiler.__version__,
+    "library_version": _native.library_version(),
 }))
 """
+
+
+def cargo_version():
+    """The workspace version in Cargo.toml, which every crate takes."""
+    import re
+
+    text = (ROOT / "Cargo.toml").read_text()
+    section = text[text.index("[workspace.package]"):]
+    return re.search(r'^version = "([^"]+)"', section, re.M).group(1)
 
 
 def pip_env(**extra):
@@ -175,6 +186,11 @@ def test_installed_package_loads_shipped_library_and_profiles(installed, tmp_pat
     )
     assert os.path.realpath(r["library"]) == shipped
     assert [os.path.realpath(m) for m in r["mapped"]] == [shipped]
+    # One version: the crates', in the package, its metadata and the library.
+    assert r["version"] == r["library_version"] == cargo_version()
+    [dist_info] = installed.glob("vllm_profiler-*.dist-info")
+    metadata = (dist_info / "METADATA").read_text()
+    assert f"\nVersion: {cargo_version()}\n" in metadata
 
     with open(out / f"performance_summary_{r['pid']}.json", encoding="utf-8") as f:
         summary = json.load(f)
@@ -232,3 +248,45 @@ def test_install_without_rust_sources_fails_install(tmp_path):
     assert "the Rust workspace is not in" in proc.stdout, proc.stdout
     assert "VLLM_PROFILER_PREBUILT_LIBRARY=" in proc.stdout
     assert not (target / "vllm_profiler").exists()
+
+
+def elf_section_names(data):
+    """The section names of a 64-bit little-endian ELF file's bytes."""
+    import struct
+
+    assert data[:6] == b"\x7fELF\x02\x01", "not a 64-bit little-endian ELF"
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+    def header(i):
+        return struct.unpack_from("<IIQQQQ", data, shoff + i * shentsize)
+    strings_offset, strings_size = header(shstrndx)[4], header(shstrndx)[5]
+    strings = data[strings_offset:strings_offset + strings_size]
+    names = []
+    for i in range(shnum):
+        start = header(i)[0]
+        names.append(strings[start:strings.index(b"\0", start)].decode())
+    return names
+
+
+def test_the_wheel_ships_the_library_stripped_and_under_10_mib(tmp_path):
+    """`pip wheel` with the default profile (`wheel`: a build of its own, as a user's)."""
+    import zipfile
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-index",
+         "--no-deps", "--no-cache-dir", "-w", str(tmp_path), str(PACKAGE_DIR)],
+        env=pip_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        timeout=1200,
+    )
+    assert proc.returncode == 0, proc.stdout
+    [wheel] = tmp_path.glob("*.whl")
+    assert wheel.name == f"vllm_profiler-{cargo_version()}-py3-none-linux_x86_64.whl"
+    with zipfile.ZipFile(wheel) as archive:
+        # At the wheel's root or under .data/purelib: both install into site-packages.
+        [member] = [n for n in archive.namelist() if n.endswith(f"vllm_profiler/{LIBRARY_NAME}")]
+        library = archive.read(member)
+    sections = elf_section_names(library)
+    assert ".text" in sections and ".dynsym" in sections
+    assert [s for s in sections if s.startswith(".debug") or s == ".symtab"] == []
+    assert wheel.stat().st_size <= 10 << 20 and len(library) <= 10 << 20, (
+        wheel.stat().st_size, len(library))

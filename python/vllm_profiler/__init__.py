@@ -7,6 +7,10 @@ The names below are loaded on first use: the package's start-up hook (`vllm_prof
 imports `vllm_profiler._startup` in every Python process, which must stay cheap.
 """
 
+# The crates' version (Cargo.toml's workspace version), which the library's
+# vllm_profiler_version() also gives: python/tests/test_install.py holds the three equal.
+__version__ = "0.1.0"
+
 # No `typing`, `importlib` or `__future__` at run time here (see above).
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -15,6 +15,8 @@ import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from . import _checks
+
 LIBRARY_NAME = "libvllm_profiler.so"
 
 _SIGNATURES = {
@@ -127,23 +129,38 @@ def _find() -> ctypes.CDLL:
     preloaded = ctypes.CDLL(None)
     if hasattr(preloaded, "vllm_profiler_step_begin"):
         return preloaded
-    errors = []
     env = os.environ.get("VLLM_PROFILER_LIBRARY")
-    paths = [env] if env else []
-    paths.append(str(Path(__file__).resolve().parent / LIBRARY_NAME))
-    for path in paths:
-        if not os.path.exists(path):
-            errors.append(f"{path}: no such file")
-            continue
-        try:
-            return ctypes.CDLL(path)
-        except OSError as err:
-            errors.append(f"{path}: {err}")
-    raise LibraryNotFoundError(
-        f"{LIBRARY_NAME} not found. Looked: " + "; ".join(_candidates()) + ". "
-        + " ".join(errors)
-        + " Preload it (LD_PRELOAD), or set VLLM_PROFILER_LIBRARY to its path."
-    )
+    if env:
+        # The user named a file: that one or an error saying why, never another copy.
+        return _load_named(env)
+    packaged = str(Path(__file__).resolve().parent / LIBRARY_NAME)
+    if not os.path.exists(packaged):
+        raise LibraryNotFoundError(
+            f"{LIBRARY_NAME} not found. Looked: " + "; ".join(_candidates()) + ". "
+            + "Preload it (LD_PRELOAD), or set VLLM_PROFILER_LIBRARY to its path."
+        )
+    try:
+        return ctypes.CDLL(packaged)
+    except OSError as err:
+        raise LibraryNotFoundError(f"{packaged} cannot be loaded: {err}") from None
+
+
+def _load_named(path: str) -> ctypes.CDLL:
+    """The library at $VLLM_PROFILER_LIBRARY, or LibraryNotFoundError naming the path and
+    the reason: missing, not loadable, or not the agent."""
+    where = f"VLLM_PROFILER_LIBRARY={path!r}"
+    if not os.path.exists(path):
+        raise LibraryNotFoundError(f"{where}: no such file. Point it at {LIBRARY_NAME} or unset it.")
+    try:
+        lib = ctypes.CDLL(path)
+    except OSError as err:
+        raise LibraryNotFoundError(f"{where} cannot be loaded: {err}") from None
+    if not hasattr(lib, "vllm_profiler_step_begin"):
+        raise LibraryNotFoundError(
+            f"{where} is a shared library but not {LIBRARY_NAME} (it has no "
+            "vllm_profiler_step_begin)"
+        )
+    return lib
 
 
 # The recording calls: nanoseconds each, never blocking on anything that needs Python. They
@@ -189,6 +206,11 @@ def _bind(lib: ctypes.CDLL, keep_gil) -> ctypes.CDLL:
         func.restype = restype
         setattr(lib, name, func)
     return lib
+
+
+def library_version() -> str:
+    """The agent library's version (its crate's), which `vllm_profiler.__version__` matches."""
+    return (library().vllm_profiler_version() or b"").decode()
 
 
 def last_error() -> str:
@@ -250,8 +272,9 @@ def _json_call(call: Any, *args: Any) -> Any:
 
 def gpu_history(device_id: Optional[int] = None, since_unix: float = 0.0) -> Dict[str, Any]:
     """Kept GPU samples of one device (all when None) since a Unix time."""
-    device = -1 if device_id is None else int(device_id)
-    return _json_call(library().vllm_profiler_gpu_history_json, device, float(since_unix))
+    device = -1 if device_id is None else _checks.integer("device_id", device_id, 0, 2**31 - 1)
+    since = _checks.number("since_unix", since_unix)
+    return _json_call(library().vllm_profiler_gpu_history_json, device, since)
 
 
 def gpu_list() -> Dict[str, Any]:
@@ -261,10 +284,8 @@ def gpu_list() -> Dict[str, Any]:
 
 def summary(last_n_steps: Optional[int] = None) -> Dict[str, Any]:
     """The performance summary; over the last n kept steps when `last_n_steps` is given."""
+    n = 0 if last_n_steps is None else _checks.u32("last_n_steps", last_n_steps)
     lib = library()
-    n = 0 if last_n_steps is None else int(last_n_steps)
-    if n < 0 or n > 0xFFFFFFFF:
-        raise ValueError(f"last_n_steps must be between 0 and 2**32-1, got {last_n_steps}")
     while True:
         need = check(lib.vllm_profiler_summary_json(n, None, 0))
         buf = ctypes.create_string_buffer(need + 1)

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from . import _native
+from . import _checks, _native
 
 
 @dataclass
@@ -59,8 +59,13 @@ class GPUHardwareMonitor:
         sample_interval: float = 0.1,
         metrics_class: type = GPUMetrics,
     ) -> None:
-        self.device_id = device_id
-        self.sample_interval = sample_interval
+        self.device_id = _checks.integer("device_id", device_id, 0, 2**31 - 1)
+        self.sample_interval = _checks.number("sample_interval", sample_interval)
+        if not (isinstance(metrics_class, type) and hasattr(metrics_class, "from_sample")):
+            raise TypeError(
+                f"metrics_class must be a class with a from_sample method (GPUMetrics or a "
+                f"subclass), got {metrics_class!r}"
+            )
         self.metrics_class = metrics_class
         self._started_here = False
 
@@ -97,7 +102,8 @@ class GPUHardwareMonitor:
     def get_metrics_history(self, duration_sec: Optional[float] = None) -> List[GPUMetrics]:
         """The kept samples of this device from the last `duration_sec` seconds (all kept
         samples when None), oldest first."""
-        since = 0.0 if duration_sec is None else time.time() - float(duration_sec)
+        since = 0.0 if duration_sec is None else (
+            time.time() - _checks.number("duration_sec", duration_sec))
         history = _native.gpu_history(self.device_id, since)["gpu_history"]
         return [self.metrics_class.from_sample(s) for s in history]
 
@@ -108,7 +114,7 @@ class GPUMonitor:
     the device cannot be read."""
 
     def __init__(self, device_index: int = 0) -> None:
-        self.device_index = device_index
+        self.device_index = _checks.integer("device_index", device_index, 0, 2**31 - 1)
 
     def get_metrics(self) -> Optional[Dict[str, Optional[float]]]:
         try:
@@ -138,6 +144,7 @@ _monitors_lock = threading.Lock()
 
 def get_gpu_monitor(device_index: int = 0) -> GPUMonitor:
     """The process-wide GPUMonitor of a device (a singleton per device)."""
+    device_index = _checks.integer("device_index", device_index, 0, 2**31 - 1)
     with _monitors_lock:
         if device_index not in _monitors:
             _monitors[device_index] = GPUMonitor(device_index)

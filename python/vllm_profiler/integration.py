@@ -15,7 +15,8 @@ import inspect
 import os
 from typing import Any, Callable, Dict, Optional, TypeVar
 
-from . import _native, _vllm_hook, layers
+from . import _checks, _native, _vllm_hook, layers
+from ._checks import PathArg
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -25,21 +26,27 @@ DEFAULT_OUTPUT_DIR = "./profiling_results"
 def _config(
     enable_gpu_monitoring: bool,
     enable_layer_profiling: bool,
-    output_dir: str,
+    output_dir: PathArg,
     sample_interval: float,
     auto_export_interval: Optional[float],
     enable_torch_op_profiling: Optional[bool] = None,
+    record_shapes: bool = False,
 ) -> Dict[str, Any]:
+    """The agent's settings of the API's arguments, each checked for its type (the agent
+    checks ranges, naming the setting); raises TypeError or ValueError naming the parameter."""
+    _checks.flag("record_shapes", record_shapes)
     config: Dict[str, Any] = {
-        "enable_gpu_monitoring": bool(enable_gpu_monitoring),
-        "enable_layer_profiling": bool(enable_layer_profiling),
-        "output_dir": str(output_dir),
-        "sample_interval": float(sample_interval),
+        "enable_gpu_monitoring": _checks.flag("enable_gpu_monitoring", enable_gpu_monitoring),
+        "enable_layer_profiling": _checks.flag("enable_layer_profiling", enable_layer_profiling),
+        "output_dir": _checks.path("output_dir", output_dir),
+        "sample_interval": _checks.number("sample_interval", sample_interval),
     }
     if auto_export_interval is not None:
-        config["auto_export_interval"] = float(auto_export_interval)
+        config["auto_export_interval"] = _checks.number("auto_export_interval",
+                                                        auto_export_interval)
     if enable_torch_op_profiling is not None:
-        config["enable_torch_op_profiling"] = bool(enable_torch_op_profiling)
+        config["enable_torch_op_profiling"] = _checks.flag("enable_torch_op_profiling",
+                                                           enable_torch_op_profiling)
     return config
 
 
@@ -89,6 +96,8 @@ def _start(config: Dict[str, Any], record_shapes: bool) -> None:
     """Starts the agent, then profiles vLLM: its engine steps, and with layer profiling the
     layers of every model it loads (or has loaded), in this process and in the processes it
     starts from now on."""
+    # A directory the reports cannot go to is an error now, not at the first export.
+    _checks.writable_directory("output_dir", config["output_dir"])
     _native.enable(config)
     _export_to_children(config, record_shapes)
     layers.configure_auto_attach(config["enable_layer_profiling"], record_shapes)
@@ -102,7 +111,7 @@ def _start(config: Dict[str, Any], record_shapes: bool) -> None:
 def enable_vllm_profiling(
     enable_gpu_monitoring: bool = True,
     enable_layer_profiling: bool = False,
-    output_dir: str = DEFAULT_OUTPUT_DIR,
+    output_dir: PathArg = DEFAULT_OUTPUT_DIR,
     sample_interval: float = 0.1,
     auto_export_interval: Optional[float] = None,
     *,
@@ -125,6 +134,7 @@ def enable_vllm_profiling(
             sample_interval,
             auto_export_interval,
             enable_torch_op_profiling,
+            record_shapes,
         ),
         record_shapes,
     )
@@ -155,7 +165,7 @@ class VLLMProfilingContext:
         self,
         enable_gpu_monitoring: bool = True,
         enable_layer_profiling: bool = False,
-        output_dir: str = DEFAULT_OUTPUT_DIR,
+        output_dir: PathArg = DEFAULT_OUTPUT_DIR,
         sample_interval: float = 0.1,
         auto_export_interval: Optional[float] = None,
         *,
@@ -170,6 +180,7 @@ class VLLMProfilingContext:
             sample_interval,
             auto_export_interval,
             enable_torch_op_profiling,
+            record_shapes,
         )
 
     def __enter__(self) -> "VLLMProfilingContext":
@@ -189,7 +200,7 @@ class VLLMProfilingContext:
 def profile_vllm_function(
     enable_gpu_monitoring: bool = True,
     enable_layer_profiling: bool = False,
-    output_dir: str = DEFAULT_OUTPUT_DIR,
+    output_dir: PathArg = DEFAULT_OUTPUT_DIR,
     sample_interval: float = 0.1,
     auto_export_interval: Optional[float] = None,
     *,
@@ -198,6 +209,10 @@ def profile_vllm_function(
 ) -> Callable[[F], F]:
     """Decorator: each call of the function (sync or async) runs inside a
     VLLMProfilingContext. Keeps the function's name, docstring and signature."""
+
+    # Wrong arguments fail at the decoration, not at the first call.
+    _config(enable_gpu_monitoring, enable_layer_profiling, output_dir, sample_interval,
+            auto_export_interval, enable_torch_op_profiling, record_shapes)
 
     def decorate(func: F) -> F:
         settings = dict(

@@ -10,7 +10,8 @@ import tempfile
 import time
 from typing import Any, Callable, Dict, Optional
 
-from . import _native, torch_ops
+from . import _checks, _native, torch_ops
+from ._checks import PathArg
 
 logger = logging.getLogger("vllm_profiler")
 
@@ -34,20 +35,24 @@ class VLLMPerformanceMonitor:
         model_runner: Any = None,
         enable_realtime_monitoring: bool = True,
         enable_detailed_profiling: bool = False,
-        output_dir: Optional[str] = None,
+        output_dir: Optional[PathArg] = None,
         sample_interval: float = 0.1,
         max_history_size: Optional[int] = None,
         record_shapes: bool = False,
     ) -> None:
-        if max_history_size is not None and int(max_history_size) < 1:
-            raise ValueError(f"max_history_size must be at least 1, got {max_history_size}")
+        if max_history_size is not None:
+            # The agent bounds it further (`max_history`), naming the setting.
+            max_history_size = _checks.integer("max_history_size", max_history_size, 1,
+                                               _checks.U32_MAX, "2**32-1")
         self.model_runner = model_runner
         self.max_history_size = max_history_size
-        self.record_shapes = record_shapes
-        self.enable_realtime_monitoring = enable_realtime_monitoring
-        self.enable_detailed_profiling = enable_detailed_profiling
-        self.output_dir = output_dir
-        self.sample_interval = sample_interval
+        self.record_shapes = _checks.flag("record_shapes", record_shapes)
+        self.enable_realtime_monitoring = _checks.flag("enable_realtime_monitoring",
+                                                       enable_realtime_monitoring)
+        self.enable_detailed_profiling = _checks.flag("enable_detailed_profiling",
+                                                      enable_detailed_profiling)
+        self.output_dir = None if output_dir is None else _checks.path("output_dir", output_dir)
+        self.sample_interval = _checks.number("sample_interval", sample_interval)
         self.on_step_completed: Optional[StepCallback] = None
         self._steps = 0
         self._callback_failed = False
@@ -75,7 +80,7 @@ class VLLMPerformanceMonitor:
             "sample_interval": float(self.sample_interval),
         }
         if self.output_dir is not None:
-            config["output_dir"] = str(self.output_dir)
+            config["output_dir"] = _checks.writable_directory("output_dir", self.output_dir)
         if self.max_history_size is not None:
             config["max_history"] = int(self.max_history_size)
         _native.enable(config)
@@ -94,7 +99,12 @@ class VLLMPerformanceMonitor:
     def profile_inference_step(self, batch_size: int, num_tokens: int) -> "_InferenceStep":
         """Records the block as one step. A step the profiler cannot record (profiling off)
         still runs; the block's exceptions pass through untouched. Also usable as a
-        decorator."""
+        decorator. `batch_size` and `num_tokens` are ints in [0, 2**32-1] (TypeError or
+        ValueError otherwise)."""
+        if not (type(batch_size) is int and 0 <= batch_size <= _checks.U32_MAX):
+            batch_size = _checks.u32("batch_size", batch_size)
+        if not (type(num_tokens) is int and 0 <= num_tokens <= _checks.U32_MAX):
+            num_tokens = _checks.u32("num_tokens", num_tokens)
         return _InferenceStep(self, batch_size, num_tokens)
 
     def _completed(self, record: Dict[str, Any]) -> None:
@@ -114,9 +124,10 @@ class VLLMPerformanceMonitor:
         """The performance summary: totals over every step, or over the last n kept steps."""
         return _native.summary(last_n_steps)
 
-    def export_performance_report(self, path: str) -> str:
+    def export_performance_report(self, path: PathArg) -> str:
         """Writes one JSON file with the summary, the detailed steps and the GPU history;
         returns its path."""
+        path = _checks.path("path", path)
         pid = os.getpid()
         with tempfile.TemporaryDirectory(prefix="vllm-profiler-") as tmp:
             _native.export(tmp)
@@ -164,11 +175,8 @@ class _InferenceStep(contextlib.ContextDecorator):
 
     def __enter__(self) -> None:
         lib = _native._library or _native.library()
+        # Checked by `profile_inference_step`.
         batch, tokens = self.batch_size, self.num_tokens
-        if not (type(batch) is int and 0 <= batch <= _U32_MAX):
-            batch = _u32(batch)
-        if not (type(tokens) is int and 0 <= tokens <= _U32_MAX):
-            tokens = _u32(tokens)
         user = _native._user_steps
         try:
             user.depth += 1
@@ -177,7 +185,8 @@ class _InferenceStep(contextlib.ContextDecorator):
         self.start_time = _wall()
         self.start = _perf_ns()
         self.handle = handle = lib.vllm_profiler_step_begin(batch, tokens)
-        if handle and user.depth == 1:
+        if user.depth == 1 and (handle or torch_ops._orphans):
+            # Also with profiling off: a window stopped from another thread stops here.
             torch_ops.step_begin(lib, handle)
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -196,21 +205,13 @@ class _InferenceStep(contextlib.ContextDecorator):
                 monitor._completed(
                     {
                         "step_id": monitor._steps - 1,
-                        "batch_size": int(self.batch_size),
-                        "num_tokens": int(self.num_tokens),
+                        "batch_size": self.batch_size,
+                        "num_tokens": self.num_tokens,
                         "start_time": self.start_time,
                         "duration_ms": duration_ns / 1e6,
                     }
                 )
 
 
-_U32_MAX = 0xFFFFFFFF
 _wall = time.time
 _perf_ns = time.perf_counter_ns
-
-
-def _u32(value: int) -> int:
-    value = int(value)
-    if not 0 <= value <= 0xFFFFFFFF:
-        raise ValueError(f"expected 0..2**32-1, got {value}")
-    return value
