@@ -28,7 +28,8 @@ if [ -f "$venv/.stamp" ] && [ "$(cat "$venv/.stamp")" = "$stamp_text" ] &&
     "$venv/bin/python" -c "
 import importlib.util, sys
 sys.exit(any(importlib.util.find_spec(m) is None for m in
-             ('vllm', 'torch', 'transformers', 'pytest', 'pynvml', 'prometheus_client', 'playwright')))
+             ('vllm', 'torch', 'transformers', 'pytest', 'pynvml', 'prometheus_client', 'playwright',
+              'mypy', 'ruff')))
 " 2>/dev/null; then
     echo "$venv"
     exit 0
@@ -51,6 +52,6 @@ cat >"$site/vllm_profiler_test_site.pth" <<'PTH'
 import os, site; list(map(site.addsitedir, filter(None, os.environ.get("VLLM_PROFILER_TEST_SITE", "").split(os.pathsep))))
 PTH
 # The check a broken install must fail: every module the tests import.
-"$venv/bin/python" -c "import vllm, torch, transformers, tokenizers, pytest, pynvml, prometheus_client, playwright, setuptools, wheel" >&2
+"$venv/bin/python" -c "import vllm, torch, transformers, tokenizers, pytest, pynvml, prometheus_client, playwright, setuptools, wheel, mypy, ruff" >&2
 echo "$stamp_text" >"$venv/.stamp"
 echo "$venv"

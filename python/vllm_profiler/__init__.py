@@ -37,7 +37,19 @@ _EXPORTS = {
     "profile_vllm_function": ".integration",
 }
 
-__all__ = sorted(_EXPORTS)
+# Spelled out, not sorted(_EXPORTS): type checkers read it (mypy --strict re-exports only what
+# it names). tests/test_api.py holds it to _EXPORTS.
+__all__ = [
+    "LibraryNotFoundError",
+    "ProfilerError",
+    "VLLMPerformanceMonitor",
+    "VLLMProfilingContext",
+    "__version__",
+    "disable_vllm_profiling",
+    "enable_vllm_profiling",
+    "is_profiling_enabled",
+    "profile_vllm_function",
+]
 
 # multiprocessing's fork and forkserver children leave with os._exit: give them their final
 # reports (cheap; see the module).

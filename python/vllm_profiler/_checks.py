@@ -32,7 +32,7 @@ def integer(name: str, value: Any, low: int, high: int, high_text: Optional[str]
             ) from None
     if not low <= value <= high:
         raise ValueError(f"{name} must be an int in [{low}, {high_text or high}], got {value}")
-    return value
+    return int(value)
 
 
 def u32(name: str, value: Any) -> int:
@@ -82,7 +82,8 @@ def writable_directory(name: str, value: str) -> str:
             break
         probe = parent
     if not os.path.isdir(probe):
-        what = "is not a directory" if probe == full else f"cannot be made: {probe} is not a directory"
+        what = ("is not a directory" if probe == full
+                else f"cannot be made: {probe} is not a directory")
         raise ValueError(f"{name} {value!r} {what}")
     if not os.access(probe, os.W_OK | os.X_OK):
         what = "is not writable" if probe == full else f"cannot be made: {probe} is not writable"

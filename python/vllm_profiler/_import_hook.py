@@ -22,7 +22,9 @@ if TYPE_CHECKING:
 
 
 
-def _patch_after_exec(loader: Any, patcher: Callable[[Any], object], on_error: Callable[[str], None]) -> bool:
+def _patch_after_exec(
+    loader: Any, patcher: Callable[[Any], object], on_error: Callable[[str], None]
+) -> bool:
     """Makes `loader.exec_module` run the patcher after it, on this loader instance only and
     for one call (the path finders make a loader per module), so that the loader keeps its
     type: code that dispatches on it (pkg_resources) or copies it sees the real one. False
@@ -51,7 +53,9 @@ class _Loader:
     """Runs the real loader, then the patcher; a failing patcher never fails the import. For
     loaders that take no attribute (see `_patch_after_exec`)."""
 
-    def __init__(self, inner: Any, patcher: Callable[[Any], object], on_error: Callable[[str], None]) -> None:
+    def __init__(
+        self, inner: Any, patcher: Callable[[Any], object], on_error: Callable[[str], None]
+    ) -> None:
         self._inner = inner
         self._patcher = patcher
         self._on_error = on_error
@@ -77,7 +81,9 @@ class _Loader:
 class PatchingFinder:
     """Finds nothing itself; wraps the loader of the modules in `targets`."""
 
-    def __init__(self, targets: Dict[str, Callable[[Any], object]], on_error: Callable[[str], None]) -> None:
+    def __init__(
+        self, targets: Dict[str, Callable[[Any], object]], on_error: Callable[[str], None]
+    ) -> None:
         self.targets = targets
         self._on_error = on_error
         self._busy = _thread._local()
@@ -101,7 +107,8 @@ class PatchingFinder:
                     loader = spec.loader
                     if loader is not None and hasattr(loader, "exec_module"):
                         if not _patch_after_exec(loader, patcher, self._on_error):
-                            spec.loader = _Loader(loader, patcher, self._on_error)
+                            spec.loader = _Loader(  # type: ignore[assignment]
+                                loader, patcher, self._on_error)
                     return spec
             return None
         finally:

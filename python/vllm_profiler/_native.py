@@ -150,7 +150,8 @@ def _load_named(path: str) -> ctypes.CDLL:
     the reason: missing, not loadable, or not the agent."""
     where = f"VLLM_PROFILER_LIBRARY={path!r}"
     if not os.path.exists(path):
-        raise LibraryNotFoundError(f"{where}: no such file. Point it at {LIBRARY_NAME} or unset it.")
+        raise LibraryNotFoundError(
+            f"{where}: no such file. Point it at {LIBRARY_NAME} or unset it.")
     try:
         lib = ctypes.CDLL(path)
     except OSError as err:
@@ -196,7 +197,7 @@ def _typed(lib: ctypes.CDLL) -> ctypes.CDLL:
     return _bind(lib, keep_gil=_KEEP_GIL)
 
 
-def _bind(lib: ctypes.CDLL, keep_gil) -> ctypes.CDLL:
+def _bind(lib: ctypes.CDLL, keep_gil: Any) -> ctypes.CDLL:
     """Sets every C signature on `lib`; the functions named in `keep_gil` go through
     `ctypes.PyDLL`, which keeps the GIL."""
     keeping = ctypes.PyDLL(lib._name, handle=lib._handle) if keep_gil else lib
@@ -245,7 +246,7 @@ def disable_if_enabled() -> None:
 
 
 def is_enabled() -> bool:
-    return library().vllm_profiler_is_enabled() == 1
+    return bool(library().vllm_profiler_is_enabled() == 1)
 
 
 def export(directory: Optional[str] = None) -> int:
@@ -266,7 +267,8 @@ def _json_call(call: Any, *args: Any) -> Any:
         # ask for room to spare, or the buffer chases the text for ever.
         size = need + need // 4 + 4096
     raise ProfilerError(
-        E_INTERNAL, f"the JSON text kept outgrowing its buffer ({size} bytes, {_JSON_ATTEMPTS} tries)"
+        E_INTERNAL,
+        f"the JSON text kept outgrowing its buffer ({size} bytes, {_JSON_ATTEMPTS} tries)",
     )
 
 
@@ -274,12 +276,14 @@ def gpu_history(device_id: Optional[int] = None, since_unix: float = 0.0) -> Dic
     """Kept GPU samples of one device (all when None) since a Unix time."""
     device = -1 if device_id is None else _checks.integer("device_id", device_id, 0, 2**31 - 1)
     since = _checks.number("since_unix", since_unix)
-    return _json_call(library().vllm_profiler_gpu_history_json, device, since)
+    history: Dict[str, Any] = _json_call(library().vllm_profiler_gpu_history_json, device, since)
+    return history
 
 
 def gpu_list() -> Dict[str, Any]:
     """The GPU list from the Rust detector chain, sampled now."""
-    return _json_call(library().vllm_profiler_gpus_json)
+    listed: Dict[str, Any] = _json_call(library().vllm_profiler_gpus_json)
+    return listed
 
 
 def summary(last_n_steps: Optional[int] = None) -> Dict[str, Any]:
@@ -291,4 +295,5 @@ def summary(last_n_steps: Optional[int] = None) -> Dict[str, Any]:
         buf = ctypes.create_string_buffer(need + 1)
         got = check(lib.vllm_profiler_summary_json(n, buf, len(buf)))
         if got < len(buf):
-            return json.loads(buf.value)
+            result: Dict[str, Any] = json.loads(buf.value)
+            return result

@@ -4,7 +4,7 @@ Imported at start-up in profiled processes (by `_vllm_hook`): nothing but `sys`.
 
 import sys
 
-_warned = set()
+_warned: set[str] = set()
 
 
 def warn_once(message: str) -> None:

@@ -39,7 +39,7 @@ from ._stderr import warn_once as _warn
 # `functools`, `weakref` or ctypes until vLLM is imported (annotations are strings).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, Optional
+    from typing import Any, Callable, Dict, List, Optional, Tuple
 
 VLLM_PACKAGE = "vllm"
 ENGINE_MODULE = "vllm.v1.engine.core"
@@ -104,7 +104,7 @@ def _user_step_open() -> bool:
 # Engine core
 
 
-def _counts(output: Any) -> tuple:
+def _counts(output: Any) -> Tuple[int, int]:
     batch = len(output.num_scheduled_tokens)
     tokens = int(output.total_num_scheduled_tokens)
     return min(batch, 0xFFFFFFFF), min(tokens, 0xFFFFFFFF)
@@ -143,7 +143,7 @@ def _wrap_schedule(scheduler_class: type) -> None:
         return output
 
     setattr(profiled_schedule, _PATCHED, True)
-    scheduler_class.schedule = profiled_schedule
+    setattr(scheduler_class, "schedule", profiled_schedule)  # noqa: B010 - vLLM's class
 
 
 def _profiled_step(step: Callable[..., Any]) -> Callable[..., Any]:
@@ -247,7 +247,9 @@ def _after_init(role: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]
     return make
 
 
-def _export_before_shutdown(final: Callable[[Any], bool]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def _export_before_shutdown(
+    final: Callable[[Any], bool],
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """A wrapper of `shutdown` that writes the reports first: vLLM kills the process soon
     after, sometimes before its own teardown ends. `final(self)` says whether this is the end
     of the process (the final export, which closes the session) or not (an export)."""
@@ -504,15 +506,16 @@ def _api_server_main() -> bool:
     exist yet: then the command line says it."""
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
-    if getattr(main, "__name__", "") == "__main__" and getattr(spec, "name", None) == API_SERVER_MODULE:
+    if (getattr(main, "__name__", "") == "__main__"
+            and getattr(spec, "name", None) == API_SERVER_MODULE):
         return True
     argv = list(getattr(sys, "orig_argv", ()))[1:]
     while argv:
         arg = argv.pop(0)
         if arg == "-m":
-            return argv[:1] == [API_SERVER_MODULE]
+            return bool(argv[:1] == [API_SERVER_MODULE])
         if arg.startswith("-m"):
-            return arg[2:] == API_SERVER_MODULE
+            return bool(arg[2:] == API_SERVER_MODULE)
         if arg in ("-X", "-W"):
             argv = argv[1:]  # the option's value
         elif arg == "-c" or not arg.startswith("-"):
@@ -559,10 +562,10 @@ def _rebind_step_fn(engine: Any) -> None:
             engine.step_fn = getattr(engine, name)
 
 
-def _unprofiled_engine_children() -> list:
+def _unprofiled_engine_children() -> List[int]:
     """Pids of this process's children that run a vLLM engine core (vLLM titles them
     `VLLM::EngineCore`) and were started without VLLM_ENABLE_PROFILING, read from /proc."""
-    found = []
+    found: List[int] = []
     try:
         tasks = os.listdir(f"/proc/{os.getpid()}/task")
     except OSError:

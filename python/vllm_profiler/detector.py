@@ -4,14 +4,14 @@ the CPU); when it finds only the CPU, the torch fallbacks answer if torch sees a
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from . import _native
 
 MIB = 1024 * 1024
 
 
-def _torch_gpus() -> Optional[tuple]:
+def _torch_gpus() -> Optional[Tuple[str, List[Dict[str, Any]]]]:
     try:
         import torch  # noqa: PLC0415 - optional, and heavy
     except Exception:  # noqa: BLE001 - no torch, or a broken one: no fallback

@@ -91,10 +91,11 @@ class DeviceTimer:
     def stack(self) -> List[Any]:
         """This thread's open timed spans, for the hooks that use this timer alone."""
         try:
-            return self._local.stack
+            stack: List[Any] = self._local.stack
         except AttributeError:
             self._state()
-            return self._local.stack
+            stack = self._local.stack
+        return stack
 
     def _recorded(self, pool: List[Any]) -> Any:
         try:

@@ -127,7 +127,8 @@ class GPUMonitor:
             total, used = gpu["total_memory_mb"], gpu["used_memory_mb"]
             return {
                 "gpu_util_percent": gpu["utilization_percent"],
-                "memory_util_percent": (used / total * 100.0) if total and used is not None else None,
+                "memory_util_percent": (
+                    (used / total * 100.0) if total and used is not None else None),
                 "memory_used_mb": used,
                 "memory_total_mb": total,
                 "memory_free_mb": gpu["free_memory_mb"],

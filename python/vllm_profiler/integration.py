@@ -1,4 +1,5 @@
-"""The code-integration API of vLLM's profiling design: a function pair, a context manager and a decorator.
+"""The code-integration API of vLLM's profiling design: a function pair, a context manager and a
+decorator.
 
 ```python
 from vllm_profiler.integration import enable_vllm_profiling, disable_vllm_profiling
@@ -17,6 +18,7 @@ from typing import Any, Callable, Dict, Optional, TypeVar
 
 from . import _checks, _native, _vllm_hook, layers
 from ._checks import PathArg
+from ._stderr import warn_once
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -105,7 +107,7 @@ def _start(config: Dict[str, Any], record_shapes: bool) -> None:
         _vllm_hook.install()
         _vllm_hook.discover_running_engine(hook_layers=config["enable_layer_profiling"])
     except Exception as err:  # noqa: BLE001 - the agent runs; only the vLLM hook failed
-        _vllm_hook._warn(f"could not hook vLLM ({err}): record steps with VLLMPerformanceMonitor")
+        warn_once(f"could not hook vLLM ({err}): record steps with VLLMPerformanceMonitor")
 
 
 def enable_vllm_profiling(
@@ -215,27 +217,25 @@ def profile_vllm_function(
             auto_export_interval, enable_torch_op_profiling, record_shapes)
 
     def decorate(func: F) -> F:
-        settings = dict(
-            enable_gpu_monitoring=enable_gpu_monitoring,
-            enable_layer_profiling=enable_layer_profiling,
-            output_dir=output_dir,
-            sample_interval=sample_interval,
-            auto_export_interval=auto_export_interval,
-            record_shapes=record_shapes,
-            enable_torch_op_profiling=enable_torch_op_profiling,
-        )
+        def context() -> VLLMProfilingContext:
+            return VLLMProfilingContext(
+                enable_gpu_monitoring, enable_layer_profiling, output_dir, sample_interval,
+                auto_export_interval, record_shapes=record_shapes,
+                enable_torch_op_profiling=enable_torch_op_profiling,
+            )
+
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                async with VLLMProfilingContext(**settings):
+                async with context():
                     return await func(*args, **kwargs)
 
             return async_wrapper  # type: ignore[return-value]
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with VLLMProfilingContext(**settings):
+            with context():
                 return func(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

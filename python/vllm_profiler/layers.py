@@ -27,7 +27,7 @@ import json
 import os
 import sys
 import threading
-from typing import Any, Callable, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from . import _native
 from .device_time import DeviceTimer, EventFactory, cuda_capturing, cuda_event_factory
@@ -72,9 +72,10 @@ class LayerProfiler:
         self.max_depth = max_depth
         self.include = list(include) if include is not None else None
         self.exclude = list(exclude or [])
-        self.memory_probe = _cuda_probe(model) if memory_probe == "auto" else memory_probe
-        if self.memory_probe is not None and not callable(self.memory_probe):
+        probe = _cuda_probe(model) if memory_probe == "auto" else memory_probe
+        if probe is not None and not callable(probe):
             raise TypeError("memory_probe must be 'auto', None or a callable returning bytes")
+        self.memory_probe: Optional[MemoryProbe] = probe
         self.record_shapes = bool(record_shapes)
         auto = device_timing == "auto"
         factory = cuda_event_factory(model) if auto else device_timing
@@ -188,7 +189,7 @@ def _plain_module_call() -> Optional[Any]:
     through its own register_forward_*_hook)."""
     torch = sys.modules.get("torch")
     module_class = getattr(getattr(torch, "nn", None), "Module", None)
-    return getattr(module_class, "__call__", None)
+    return getattr(module_class, "__call__", None)  # noqa: B004 - the function itself
 
 
 class _ForwardWrapper:
@@ -222,7 +223,8 @@ def _cuda_probe(model: Any) -> Optional[MemoryProbe]:
             return None
         if not any(p.is_cuda for p in model.parameters()):
             return None
-        return torch.cuda.memory_allocated
+        allocated: MemoryProbe = torch.cuda.memory_allocated
+        return allocated
     except Exception:  # noqa: BLE001 - no CUDA: spans carry no memory delta
         return None
 
@@ -364,7 +366,7 @@ def find_model(model_runner: Any) -> Optional[Any]:
 
 
 # Layer profiling turned on by the integration API (None: follow the environment).
-_auto_settings: Optional[dict] = None
+_auto_settings: Optional[Dict[str, bool]] = None
 _auto_lock = threading.Lock()
 _auto_attached: "dict[int, LayerProfiler]" = {}
 

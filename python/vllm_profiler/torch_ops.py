@@ -28,7 +28,7 @@ import json
 import os
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from ._stderr import warn_once as _warn
 
@@ -287,9 +287,12 @@ def send(lib: Any, document: Dict[str, Any]) -> int:
 
 # Kinds of raw events (see `raw_events`).
 OP, KERNEL, MEMORY, DEVICE_MEMORY = 0, 1, 2, 3
+# (kind, name, start_ns, duration_ns, thread, bytes, device, stream, correlation,
+# linked_correlation)
+Row = Tuple[int, str, int, int, int, int, int, int, int, int]
 
 
-def raw_events(prof: Any) -> List[tuple]:
+def raw_events(prof: Any) -> List[Row]:
     """The events of a stopped `torch.autograd.profiler.profile`, read straight from kineto's
     results: `(kind, name, start_ns, duration_ns, thread, bytes, device, stream, correlation,
     linked_correlation)`. Not through `prof.function_events`, whose Python parsing costs about
@@ -297,7 +300,7 @@ def raw_events(prof: Any) -> List[tuple]:
     from torch.autograd import DeviceType
 
     cpu = DeviceType.CPU
-    rows = []
+    rows: List[Row] = []
     append = rows.append
     for e in prof.kineto_results.events():
         name = e.name()
@@ -313,7 +316,7 @@ def raw_events(prof: Any) -> List[tuple]:
     return rows
 
 
-def build_document(rows: List[tuple], handles: List[int], device: bool,
+def build_document(rows: List[Row], handles: List[int], device: bool,
                    anchors: Optional[List[int]] = None) -> Dict[str, Any]:
     """The agent's window document of a window's `raw_events`, but for its `now_ns` (`send`).
 
@@ -340,8 +343,8 @@ def build_document(rows: List[tuple], handles: List[int], device: bool,
     # bytes, own device time, device time with children's, thread, enclosing op or -1]
     ops: List[List[Any]] = []
     by_correlation: Dict[int, int] = {}
-    per_thread: Dict[int, List[tuple]] = {}
-    kernel_rows = []
+    per_thread: Dict[int, List[Row]] = {}
+    kernel_rows: List[Row] = []
     for r in rows:
         kind = r[0]
         if kind == KERNEL:
@@ -353,7 +356,7 @@ def build_document(rows: List[tuple], handles: List[int], device: bool,
     for thread_rows in per_thread.values():
         # Outer first: by start, then the longer; a memory event after an op that starts with it.
         thread_rows.sort(key=lambda r: (r[2], r[0] != OP, -r[3]))
-        stack: List[tuple] = []  # the open ops: (end, index in ops)
+        stack: List[Tuple[int, int]] = []  # the open ops: (end, index in ops)
         for r in thread_rows:
             kind, start = r[0], r[2]
             # An op ending where the next starts is closed for an op, still open for memory
@@ -374,9 +377,10 @@ def build_document(rows: List[tuple], handles: List[int], device: bool,
     kernels: List[Dict[str, Any]] = []
     dropped = 0
     for r in kernel_rows:
-        index = by_correlation.get(r[9])
-        if index is not None:
-            ops[index][6] += r[3]
+        launcher = by_correlation.get(r[9])
+        if launcher is not None:
+            ops[launcher][6] += r[3]
+            index = launcher
             while index >= 0:
                 ops[index][7] += r[3]
                 index = ops[index][9]

@@ -196,8 +196,8 @@ class _InferenceStep(contextlib.ContextDecorator):
         user.depth = depth - 1 if depth > 0 else 0
         handle = self.handle
         if handle:
-            lib = _native._library
-            lib.vllm_profiler_step_end(handle)
+            lib = _native._library  # loaded: the handle came from it
+            lib.vllm_profiler_step_end(handle)  # type: ignore[union-attr]
             torch_ops.step_end(lib, handle)
             monitor = self.monitor
             monitor._steps += 1
