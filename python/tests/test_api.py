@@ -137,6 +137,25 @@ def test_a_missing_library_named_by_the_environment_is_an_error_naming_it(tmp_pa
     )
 
 
+def test_a_relative_library_path_is_that_file_not_the_loaders_search(tmp_path, agent_library):
+    # A text file of the agent's name here; the real agent on the loader's search path.
+    (tmp_path / "libvllm_profiler.so").write_text("not a library")
+    env = clean_env()
+    env["VLLM_PROFILER_LIBRARY"] = "libvllm_profiler.so"
+    env["LD_LIBRARY_PATH"] = str(agent_library.parent)
+    code = (
+        "import vllm_profiler\n"
+        "try:\n"
+        "    vllm_profiler.enable_vllm_profiling()\n"
+        "except vllm_profiler.LibraryNotFoundError as err:\n"
+        "    print(err)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                          text=True, timeout=60, cwd=tmp_path)
+    assert proc.stdout.startswith(
+        "VLLM_PROFILER_LIBRARY='libvllm_profiler.so' cannot be loaded: "), proc.stdout
+
+
 def test_a_library_named_by_the_environment_that_is_not_the_agent_is_an_error(tmp_path):
     # Never a silent fallback to another copy (the package's own, were there one).
     message = _load_error(tmp_path, "/etc/passwd")

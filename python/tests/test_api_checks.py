@@ -2,8 +2,6 @@
 nothing is converted silently (`'8'` and `8.7` are not 8) and a bad output directory fails at
 enable, not at the first export. These checks raise before the agent is loaded or called."""
 
-import os
-import pathlib
 import sys
 
 import pytest
@@ -89,24 +87,39 @@ def test_an_output_dir_that_cannot_be_made_fails_at_enable(tmp_path):
     with pytest.raises(ValueError) as raised:
         integration.enable_vllm_profiling(output_dir=blocker / "out")
     assert str(raised.value) == (
-        f"output_dir {str(blocker / 'out')!r} cannot be made: {blocker} is not a directory")
+        f"output_dir {str(blocker / 'out')!r} cannot be made: Not a directory")
     with pytest.raises(ValueError) as raised:
         integration.enable_vllm_profiling(output_dir=blocker)
     assert str(raised.value) == f"output_dir {str(blocker)!r} is not a directory"
-
-
-def test_an_output_dir_that_is_not_writable_fails_at_enable(tmp_path, monkeypatch):
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    # Root may write anywhere (CI runs as root): the directory's answer is stubbed instead.
-    real_access = os.access
-    monkeypatch.setattr(os, "access", lambda path, mode: False if str(path) == str(locked)
-                        else real_access(path, mode))
     with pytest.raises(ValueError) as raised:
-        integration.enable_vllm_profiling(output_dir=pathlib.Path(locked) / "out")
+        integration.enable_vllm_profiling(output_dir=tmp_path / ("a" * 300))
+    assert str(raised.value).endswith("cannot be made: File name too long")
+
+
+def test_an_output_dir_that_is_not_writable_fails_at_enable(tmp_path):
+    # Root writes anywhere a mode allows (CI runs as root): /sys and /proc refuse even root,
+    # which only trying tells.
+    with pytest.raises(ValueError) as raised:
+        integration.enable_vllm_profiling(output_dir="/sys/vllm-profiler-out")
+    assert str(raised.value).startswith("output_dir '/sys/vllm-profiler-out' cannot be made: ")
+    with pytest.raises(ValueError) as raised:
+        integration.enable_vllm_profiling(output_dir="/proc")
     assert str(raised.value) == (
-        f"output_dir {str(locked / 'out')!r} cannot be made: {locked} is not writable by "
-        "this process")
-    with pytest.raises(ValueError) as raised:
-        integration.enable_vllm_profiling(output_dir=locked)
-    assert str(raised.value) == f"output_dir {str(locked)!r} is not writable by this process"
+        "output_dir '/proc' is not writable: No such file or directory")
+
+
+def test_a_usable_output_dir_is_made_at_enable_and_left_clean(tmp_path):
+    from vllm_profiler import _checks
+
+    assert _checks.writable_directory("output_dir", str(tmp_path / "a" / "b")) == str(
+        tmp_path / "a" / "b")
+    assert list((tmp_path / "a" / "b").iterdir()) == []
+
+
+@pytest.mark.parametrize("value, error, message", [
+    (10**400, ValueError, "sample_interval must be a finite number, got " + repr(10**400)),
+])
+def test_a_number_too_large_for_a_float_is_a_value_error(value, error, message):
+    with pytest.raises(error) as raised:
+        integration.enable_vllm_profiling(sample_interval=value)
+    assert str(raised.value) == message

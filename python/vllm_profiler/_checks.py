@@ -8,6 +8,7 @@ import math
 import numbers
 import operator
 import os
+import tempfile
 from typing import Any, Optional, Union
 
 U32_MAX = 0xFFFFFFFF
@@ -44,7 +45,10 @@ def number(name: str, value: Any) -> float:
     the agent's to check (its error names the setting)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, {_got(value)}")
-    result = float(value)
+    try:
+        result = float(value)
+    except OverflowError:
+        raise ValueError(f"{name} must be a finite number, got {value!r}") from None
     if not math.isfinite(result):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     return result
@@ -61,8 +65,11 @@ def flag(name: str, value: Any) -> bool:
 
 def path(name: str, value: Any) -> str:
     """A str or os.PathLike path, as a str."""
-    if isinstance(value, str) or isinstance(value, os.PathLike):
-        result = os.fspath(value)
+    if isinstance(value, (str, os.PathLike)):
+        try:
+            result = os.fspath(value)
+        except TypeError as err:
+            raise TypeError(f"{name} must be a str or os.PathLike path: {err}") from None
         if isinstance(result, str):
             if not result or "\0" in result:
                 raise ValueError(f"{name} must be a non-empty path without NUL, got {value!r}")
@@ -71,21 +78,24 @@ def path(name: str, value: Any) -> str:
 
 
 def writable_directory(name: str, value: str) -> str:
-    """`value` is a directory this process can write in, or one it can make: the nearest part
-    of the path that exists is a writable directory. Makes nothing (the agent makes it when it
-    writes); ValueError naming the path and the reason otherwise."""
+    """`value` is a directory this process can write in: made if missing, then written to (a
+    file made and removed), so that what only trying tells (a read-only or virtual file system,
+    a name too long, root's permissions) is known now; else ValueError naming the path and the
+    reason."""
     full = os.path.abspath(value)
-    probe = full
-    while not os.path.lexists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
-    if not os.path.isdir(probe):
-        what = ("is not a directory" if probe == full
-                else f"cannot be made: {probe} is not a directory")
-        raise ValueError(f"{name} {value!r} {what}")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        what = "is not writable" if probe == full else f"cannot be made: {probe} is not writable"
-        raise ValueError(f"{name} {value!r} {what} by this process")
+    if os.path.lexists(full) and not os.path.isdir(full):
+        raise ValueError(f"{name} {value!r} is not a directory")
+    try:
+        os.makedirs(full, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{name} {value!r} cannot be made: {err.strerror or err}") from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".vllm-profiler-probe-", dir=full)
+    except OSError as err:
+        raise ValueError(f"{name} {value!r} is not writable: {err.strerror or err}") from None
+    os.close(fd)
+    try:
+        os.unlink(probe)
+    except OSError:
+        pass
     return value

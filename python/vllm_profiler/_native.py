@@ -153,7 +153,8 @@ def _load_named(path: str) -> ctypes.CDLL:
         raise LibraryNotFoundError(
             f"{where}: no such file. Point it at {LIBRARY_NAME} or unset it.")
     try:
-        lib = ctypes.CDLL(path)
+        # The file named, not one of that name the loader's search would find elsewhere.
+        lib = ctypes.CDLL(os.path.abspath(path))
     except OSError as err:
         raise LibraryNotFoundError(f"{where} cannot be loaded: {err}") from None
     if not hasattr(lib, "vllm_profiler_step_begin"):

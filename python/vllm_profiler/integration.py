@@ -212,7 +212,8 @@ def profile_vllm_function(
     """Decorator: each call of the function (sync or async) runs inside a
     VLLMProfilingContext. Keeps the function's name, docstring and signature."""
 
-    # Wrong arguments fail at the decoration, not at the first call.
+    # Wrong types fail at the decoration; values out of range at the first call, where the
+    # agent checks them (its table is the one source of the ranges).
     _config(enable_gpu_monitoring, enable_layer_profiling, output_dir, sample_interval,
             auto_export_interval, enable_torch_op_profiling, record_shapes)
 

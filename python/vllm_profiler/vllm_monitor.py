@@ -121,7 +121,8 @@ class VLLMPerformanceMonitor:
                 )
 
     def get_performance_summary(self, last_n_steps: Optional[int] = None) -> Dict[str, Any]:
-        """The performance summary: totals over every step, or over the last n kept steps."""
+        """The performance summary: totals over every step, or over the last n kept steps
+        (`last_n_steps` None or 0: every step)."""
         return _native.summary(last_n_steps)
 
     def export_performance_report(self, path: PathArg) -> str:
