@@ -15,8 +15,6 @@ import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from . import _checks
-
 LIBRARY_NAME = "libvllm_profiler.so"
 
 _SIGNATURES = {
@@ -275,8 +273,10 @@ def _json_call(call: Any, *args: Any) -> Any:
 
 def gpu_history(device_id: Optional[int] = None, since_unix: float = 0.0) -> Dict[str, Any]:
     """Kept GPU samples of one device (all when None) since a Unix time."""
-    device = -1 if device_id is None else _checks.integer("device_id", device_id, 0, 2**31 - 1)
-    since = _checks.number("since_unix", since_unix)
+    # The public API checks its arguments (gpu_monitor); this module imports nothing of the
+    # package, since tests/data/exits.py loads it alone.
+    device = -1 if device_id is None else int(device_id)
+    since = float(since_unix)
     history: Dict[str, Any] = _json_call(library().vllm_profiler_gpu_history_json, device, since)
     return history
 
@@ -289,7 +289,9 @@ def gpu_list() -> Dict[str, Any]:
 
 def summary(last_n_steps: Optional[int] = None) -> Dict[str, Any]:
     """The performance summary; over the last n kept steps when `last_n_steps` is given."""
-    n = 0 if last_n_steps is None else _checks.u32("last_n_steps", last_n_steps)
+    n = 0 if last_n_steps is None else int(last_n_steps)
+    if not 0 <= n <= 0xFFFFFFFF:
+        raise ValueError(f"last_n_steps must be an int in [0, 2**32-1], got {last_n_steps}")
     lib = library()
     while True:
         need = check(lib.vllm_profiler_summary_json(n, None, 0))

@@ -123,6 +123,8 @@ class VLLMPerformanceMonitor:
     def get_performance_summary(self, last_n_steps: Optional[int] = None) -> Dict[str, Any]:
         """The performance summary: totals over every step, or over the last n kept steps
         (`last_n_steps` None or 0: every step)."""
+        if last_n_steps is not None:
+            last_n_steps = _checks.u32("last_n_steps", last_n_steps)
         return _native.summary(last_n_steps)
 
     def export_performance_report(self, path: PathArg) -> str:
