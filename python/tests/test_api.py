@@ -111,9 +111,10 @@ def test_a_bad_setting_is_an_exception_with_the_library_message(run_scenario):
     assert r["enabled"] is False
 
 
-def _load_error(tmp_path, library):
+def _load_error(tmp_path, library, **env_vars):
     env = clean_env()
     env["VLLM_PROFILER_LIBRARY"] = str(library)
+    env.update(env_vars)
     code = (
         "import vllm_profiler\n"
         "try:\n"
@@ -140,20 +141,10 @@ def test_a_missing_library_named_by_the_environment_is_an_error_naming_it(tmp_pa
 def test_a_relative_library_path_is_that_file_not_the_loaders_search(tmp_path, agent_library):
     # A text file of the agent's name here; the real agent on the loader's search path.
     (tmp_path / "libvllm_profiler.so").write_text("not a library")
-    env = clean_env()
-    env["VLLM_PROFILER_LIBRARY"] = "libvllm_profiler.so"
-    env["LD_LIBRARY_PATH"] = str(agent_library.parent)
-    code = (
-        "import vllm_profiler\n"
-        "try:\n"
-        "    vllm_profiler.enable_vllm_profiling()\n"
-        "except vllm_profiler.LibraryNotFoundError as err:\n"
-        "    print(err)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
-                          text=True, timeout=60, cwd=tmp_path)
-    assert proc.stdout.startswith(
-        "VLLM_PROFILER_LIBRARY='libvllm_profiler.so' cannot be loaded: "), proc.stdout
+    message = _load_error(tmp_path, "libvllm_profiler.so",
+                          LD_LIBRARY_PATH=str(agent_library.parent))
+    assert message.startswith(
+        "VLLM_PROFILER_LIBRARY='libvllm_profiler.so' cannot be loaded: "), message
 
 
 def test_a_library_named_by_the_environment_that_is_not_the_agent_is_an_error(tmp_path):
