@@ -2,7 +2,8 @@
 
 In one process, on real torch (CPU, one intra-op thread): a transformer of 2 encoder layers runs
 steps through `VLLMPerformanceMonitor`, in arms of two windows' periods (400 steps at the
-defaults) that alternate between windows off and windows on (`enable_torch_op_profiling`, set on the running agent between arms). An on arm
+defaults) that alternate between windows off and windows on (`enable_torch_op_profiling`, set
+on the running agent between arms). An on arm
 holds exactly 2 windows: their profiled steps, the torch profiler's start and stop, and the
 folding of its events into the agent's document are all in its time. A warm-up arm with
 windows on pays the torch profiler's one-time start first. Two sizes, the same ops per step
@@ -49,17 +50,17 @@ def main():
     def windows(on):
         _native.enable({"enable_gpu_monitoring": False, "enable_torch_op_profiling": on})
 
-    # The defaults, as the agent gives them: the last `steps` of every `every` steps.
+    # The defaults, as the agent gives them: the last `profiled` of every `every` steps.
     windows(True)
     schedule = _native.library().vllm_profiler_torch_op_schedule()
-    every, steps = schedule >> 32, schedule & 0xFFFFFFFF
+    every, profiled = schedule >> 32, schedule & 0xFFFFFFFF
     steps_per_arm = 2 * every
-    window_steps = [*range(every - steps, every), *range(2 * every - steps, 2 * every)]
+    window_steps = [*range(every - profiled, every), *range(2 * every - profiled, 2 * every)]
 
     def windows_seen():
         return _native.summary()["counters"]["torch_op_windows"]
 
-    result = {"rounds": rounds, "every": every, "steps": steps, "steps_per_arm": steps_per_arm,
+    result = {"rounds": rounds, "every": every, "steps": profiled, "steps_per_arm": steps_per_arm,
               "target_pct": TARGET_PCT}
     for size, d_model, shape in SIZES:
         torch.manual_seed(0)

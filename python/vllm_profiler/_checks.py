@@ -9,9 +9,11 @@ import numbers
 import operator
 import os
 import tempfile
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 U32_MAX = 0xFFFFFFFF
+# Device indices: the C ABI's int32.
+DEVICE_MAX = 2**31 - 1
 
 PathArg = Union[str, "os.PathLike[str]"]
 
@@ -20,8 +22,9 @@ def _got(value: Any) -> str:
     return f"got {value!r} ({type(value).__name__})"
 
 
-def integer(name: str, value: Any, low: int, high: int, high_text: Optional[str] = None) -> int:
+def integer(name: str, value: Any, low: int, high: int) -> int:
     """An int (or an integer type such as numpy's, not a bool, float or str) in [low, high]."""
+    shown = "2**32-1" if high == U32_MAX else high
     if type(value) is not int:
         if isinstance(value, bool):
             raise TypeError(f"{name} must be an int, {_got(value)}")
@@ -29,15 +32,20 @@ def integer(name: str, value: Any, low: int, high: int, high_text: Optional[str]
             value = operator.index(value)
         except TypeError:
             raise TypeError(
-                f"{name} must be an int in [{low}, {high_text or high}], {_got(value)}"
+                f"{name} must be an int in [{low}, {shown}], {_got(value)}"
             ) from None
     if not low <= value <= high:
-        raise ValueError(f"{name} must be an int in [{low}, {high_text or high}], got {value}")
+        raise ValueError(f"{name} must be an int in [{low}, {shown}], got {value}")
     return int(value)
 
 
 def u32(name: str, value: Any) -> int:
-    return integer(name, value, 0, U32_MAX, "2**32-1")
+    return integer(name, value, 0, U32_MAX)
+
+
+def device(name: str, value: Any) -> int:
+    """A device index."""
+    return integer(name, value, 0, DEVICE_MAX)
 
 
 def number(name: str, value: Any) -> float:

@@ -59,7 +59,7 @@ class GPUHardwareMonitor:
         sample_interval: float = 0.1,
         metrics_class: type = GPUMetrics,
     ) -> None:
-        self.device_id = _checks.integer("device_id", device_id, 0, 2**31 - 1)
+        self.device_id = _checks.device("device_id", device_id)
         self.sample_interval = _checks.number("sample_interval", sample_interval)
         if not (isinstance(metrics_class, type) and hasattr(metrics_class, "from_sample")):
             raise TypeError(
@@ -114,7 +114,7 @@ class GPUMonitor:
     the device cannot be read."""
 
     def __init__(self, device_index: int = 0) -> None:
-        self.device_index = _checks.integer("device_index", device_index, 0, 2**31 - 1)
+        self.device_index = _checks.device("device_index", device_index)
 
     def get_metrics(self) -> Optional[Dict[str, Optional[float]]]:
         try:
@@ -145,7 +145,7 @@ _monitors_lock = threading.Lock()
 
 def get_gpu_monitor(device_index: int = 0) -> GPUMonitor:
     """The process-wide GPUMonitor of a device (a singleton per device)."""
-    device_index = _checks.integer("device_index", device_index, 0, 2**31 - 1)
+    device_index = _checks.device("device_index", device_index)
     with _monitors_lock:
         if device_index not in _monitors:
             _monitors[device_index] = GPUMonitor(device_index)

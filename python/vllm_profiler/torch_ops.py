@@ -203,15 +203,11 @@ def _drop() -> None:
         # What torch can stop from here, it does (its profiler left as it is crashes the
         # interpreter's exit); the rest on the window's thread, at its next step.
         _orphans[window.thread] = window
-        try:
-            window.profiler.__exit__(None, None, None)
-        except Exception:  # noqa: BLE001
-            pass
-        return
     _stop(window)
 
 
 def _stop(window: _Window) -> None:
+    """Stops the window's profiler (its step marker only on its own thread)."""
     try:
         _end_step(window)
         window.profiler.__exit__(None, None, None)

@@ -43,7 +43,7 @@ class VLLMPerformanceMonitor:
         if max_history_size is not None:
             # The agent bounds it further (`max_history`), naming the setting.
             max_history_size = _checks.integer("max_history_size", max_history_size, 1,
-                                               _checks.U32_MAX, "2**32-1")
+                                               _checks.U32_MAX)
         self.model_runner = model_runner
         self.max_history_size = max_history_size
         self.record_shapes = _checks.flag("record_shapes", record_shapes)
@@ -101,6 +101,7 @@ class VLLMPerformanceMonitor:
         still runs; the block's exceptions pass through untouched. Also usable as a
         decorator. `batch_size` and `num_tokens` are ints in [0, 2**32-1] (TypeError or
         ValueError otherwise)."""
+        # The common case without a call: this runs on every step.
         if not (type(batch_size) is int and 0 <= batch_size <= _checks.U32_MAX):
             batch_size = _checks.u32("batch_size", batch_size)
         if not (type(num_tokens) is int and 0 <= num_tokens <= _checks.U32_MAX):
