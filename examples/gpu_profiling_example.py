@@ -4,7 +4,7 @@ print what the profiler saw.
     python examples/gpu_profiling_example.py --model facebook/opt-125m --mode detailed \
         --num-prompts 100 --enable-detailed-profiling --output-dir ./detailed_profiling
 
-Needs vLLM and the `vllm_profiler` package (`pip install ./python`). `--mode basic` records
+Needs vLLM and the `vllm_profiler` package (`pip install .`). `--mode basic` records
 engine steps and GPU samples; `--mode detailed` (or `--enable-detailed-profiling`) also hooks
 every layer of the model (run vLLM eagerly for that: `--enforce-eager` is passed to `LLM`).
 The summary goes to stdout; the reports are written to --output-dir.

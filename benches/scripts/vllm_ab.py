@@ -19,7 +19,8 @@ Two ways, as arms:
   processes, an engine core and a worker, share the cores), so only a large effect shows.
 
 Needs the venv of tests/python_env.sh (vLLM, and its test-site hook, which lets the package be
-installed here with `pip install --target`) and the release library ($VLLM_PROFILER_LIBRARY).
+installed here with `pip install --target`, which builds the library with cargo's release
+profile, as the benches' own builds are).
 
     python benches/scripts/vllm_ab.py [--pairs 10] [--processes 2] [--arms alt-on,alt-layers]
                                       [--rounds 5] [--smoke]
@@ -219,8 +220,6 @@ def main():
         parser.error(f"unknown arms {unknown}: choose from {sorted([*ALTERNATING, *ARMS])}")
     if args.smoke:
         args.pairs, args.processes, args.rounds, args.max_tokens, arms = 1, 1, 1, 8, arms[:1]
-    library = os.environ.get("VLLM_PROFILER_LIBRARY") or os.path.join(
-        ROOT, "target/release/libvllm_profiler.so")
     # The installed package, not the checkout's (run_all.sh puts python/ on PYTHONPATH).
     base = {k: v for k, v in os.environ.items()
             if not k.startswith("VLLM_") and k not in ("LD_PRELOAD", "PYTHONPATH")}
@@ -237,9 +236,9 @@ def main():
         site = os.path.join(tmp, "site")
         subprocess.run(
             [sys.executable, "-m", "pip", "install", "--quiet", "--no-build-isolation",
-             "--no-deps", "--no-cache-dir", "--target", site, os.path.join(ROOT, "python")],
+             "--no-deps", "--no-cache-dir", "--target", site, ROOT],
             check=True, capture_output=True,
-            env=dict(os.environ, VLLM_PROFILER_PREBUILT_LIBRARY=library),
+            env=dict(os.environ, SETUPTOOLS_RUST_CARGO_PROFILE="release"),
         )
         base["VLLM_PROFILER_TEST_SITE"] = site
         figures = {}

@@ -30,7 +30,7 @@ def _needs_torch():
 
 EXAMPLES = Path(__file__).resolve().parent / "design_examples"
 STANDIN = Path(__file__).resolve().parent / "standin"
-# What `pip install ./python` gives at start-up: site-packages' .pth files are processed.
+# What `pip install .` gives at start-up: site-packages' .pth files are processed.
 RUNNER = (
     "import runpy, site, sys; site.addsitedir(sys.argv[1]); "
     "sys.argv = sys.argv[2:]; runpy.run_path(sys.argv[0], run_name='__main__')"

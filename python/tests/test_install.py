@@ -1,22 +1,24 @@
-"""`pip install ./python` builds libvllm_profiler.so and ships it next to the package, and the
-installed package, alone in a clean process, loads that copy and profiles.
+"""`pip install .` builds libvllm_profiler.so and the `vllm-profiler` command with cargo
+(setuptools-rust) and installs them with the package and its start-up hook; the installed
+package, alone in a clean process, loads that copy and profiles. The sdist carries the Rust
+workspace and builds with cargo; without cargo, the build says what to install.
 
 The installs use `--no-build-isolation` (no download of setuptools) and
-VLLM_PROFILER_CARGO_PROFILE=dev, which reuses the debug build of the other tests."""
+SETUPTOOLS_RUST_CARGO_PROFILE=dev, which reuses the debug build of the other tests.
+test_wheel.py builds the release wheel and installs it into a fresh venv."""
 
 import json
 import os
-import shutil
 import site
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGE_DIR = ROOT / "python"
-LIBRARY_NAME = "libvllm_profiler.so"
+PACKAGED_NAME = "libvllm_profiler.abi3.so"
 
 STEPS = 6
 
@@ -41,7 +43,7 @@ with open("/proc/self/maps", encoding="utf-8") as f:
 print(json.dumps({
     "package": vllm_profiler.__file__,
     "library": lib._name,
-    "mapped": [m for m in mapped if os.path.basename(m) == "libvllm_profiler.so"],
+    "mapped": [m for m in mapped if os.path.basename(m).startswith("libvllm_profiler")],
     "pid": os.getpid(),
     "version": vllm_profiler.__version__,
     "library_version": _native.library_version(),
@@ -68,7 +70,14 @@ def pip_env(**extra):
     return env
 
 
-def pip_install(target, source=PACKAGE_DIR, env=None):
+def dev_env(**extra):
+    """pip_env with the dev profile, and cargo's target directory the checkout's, as
+    setuptools-rust would find it from the checkout (an unpacked sdist has none)."""
+    return pip_env(SETUPTOOLS_RUST_CARGO_PROFILE="dev", CARGO_TARGET_DIR=str(ROOT / "target"),
+                   **extra)
+
+
+def pip_install(target, source=ROOT, env=None):
     """`pip install --no-build-isolation --target TARGET SOURCE`; returns the completed process
     with stdout and stderr together."""
     return subprocess.run(
@@ -76,11 +85,11 @@ def pip_install(target, source=PACKAGE_DIR, env=None):
             sys.executable, "-m", "pip", "install", "--no-build-isolation", "--no-index",
             "--no-cache-dir", "--target", str(target), str(source),
         ],
-        env=env if env is not None else pip_env(),
+        env=env if env is not None else dev_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        timeout=600,
+        timeout=900,
     )
 
 
@@ -91,7 +100,7 @@ def without_cargo(tmp_path):
     empty.mkdir()
     home = tmp_path / "home"
     home.mkdir()
-    env = pip_env(PATH=str(empty), HOME=str(home), PYTHONUSERBASE=site.getuserbase())
+    env = dev_env(PATH=str(empty), HOME=str(home), PYTHONUSERBASE=site.getuserbase())
     env.pop("CARGO", None)
     return env
 
@@ -100,14 +109,11 @@ def without_cargo(tmp_path):
 # imported by this process.
 BUILD_TOOLS = """
 import importlib.util
-missing = [m for m in ("setuptools",) if importlib.util.find_spec(m) is None]
+missing = [m for m in ("setuptools", "setuptools_rust") if importlib.util.find_spec(m) is None]
 if not missing:
     import setuptools
-    if int(setuptools.__version__.split(".")[0]) < 61:  # the first to read [project]
-        missing.append("setuptools>=61")
-if not missing and importlib.util.find_spec("setuptools.command.bdist_wheel") is None:
-    if importlib.util.find_spec("wheel") is None:
-        missing.append("wheel")  # setuptools older than 70.1 builds wheels with it
+    if int(setuptools.__version__.split(".")[0]) < 77:  # the first to read an SPDX license
+        missing.append("setuptools>=77")
 # Last: finding pip turns off setuptools' distutils shim in this process.
 missing += [m for m in ("pip",) if importlib.util.find_spec(m) is None]
 print(" ".join(missing))
@@ -123,21 +129,26 @@ def build_tools():
         pytest.fail(
             "pip install --no-build-isolation needs "
             + ", ".join(missing)
-            + f" in {sys.executable}: python3 -m pip install 'setuptools>=61' wheel"
+            + f" in {sys.executable}: python3 -m pip install 'setuptools>=77' setuptools-rust"
         )
 
 
 def build_outputs_in_checkout():
-    return {p.name for p in PACKAGE_DIR.iterdir() if p.name == "build" or p.suffix == ".egg-info"}
+    return {
+        str(p.relative_to(ROOT))
+        for d in (ROOT, ROOT / "python")
+        for p in d.iterdir()
+        if p.name in ("build", "dist") or p.suffix == ".egg-info"
+    }
 
 
 @pytest.fixture(scope="module")
 def install(tmp_path_factory):
-    """Installs the package from ./python with the dev profile; returns its target directory
-    and what the build left in the checkout."""
+    """Installs the package from the checkout with the dev profile; returns its target
+    directory and what the build left in the checkout."""
     target = tmp_path_factory.mktemp("site") / "target"
     before = build_outputs_in_checkout()
-    proc = pip_install(target, env=pip_env(VLLM_PROFILER_CARGO_PROFILE="dev"))
+    proc = pip_install(target)
     assert proc.returncode == 0, proc.stdout
     return target, build_outputs_in_checkout() - before
 
@@ -147,17 +158,22 @@ def installed(install):
     return install[0]
 
 
-def test_install_ships_library_pth_and_py_typed(install):
+def test_install_ships_library_command_pth_and_py_typed(install):
     installed, left_in_checkout = install
-    library = installed / "vllm_profiler" / LIBRARY_NAME
+    library = installed / "vllm_profiler" / PACKAGED_NAME
     assert library.is_file()
-    assert os.access(library, os.X_OK)
     with open(library, "rb") as f:
         assert f.read(4) == b"\x7fELF"
     assert (installed / "vllm_profiler" / "py.typed").is_file()
     pth = installed / "vllm_profiler.pth"
-    assert pth.read_text() == (PACKAGE_DIR / "vllm_profiler.pth").read_text()
-    # The in-tree build leaves no build/ or egg-info in the checkout.
+    assert pth.read_text() == (ROOT / "python" / "vllm_profiler.pth").read_text()
+    # The command (pip puts a --target install's scripts under bin/).
+    command = installed / "bin" / "vllm-profiler"
+    assert os.access(command, os.X_OK)
+    proc = subprocess.run([str(command), "--version"], stdout=subprocess.PIPE, text=True,
+                          timeout=60)
+    assert proc.returncode == 0 and proc.stdout == f"vllm-profiler {cargo_version()}\n"
+    # The in-tree build leaves no build/, dist/ or egg-info in the checkout.
     assert not left_in_checkout
 
 
@@ -180,7 +196,7 @@ def test_installed_package_loads_shipped_library_and_profiles(installed, tmp_pat
     )
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     r = json.loads(proc.stdout)
-    shipped = os.path.realpath(installed / "vllm_profiler" / LIBRARY_NAME)
+    shipped = os.path.realpath(installed / "vllm_profiler" / PACKAGED_NAME)
     assert os.path.realpath(r["package"]) == os.path.realpath(
         installed / "vllm_profiler" / "__init__.py"
     )
@@ -202,91 +218,78 @@ def test_installed_package_loads_shipped_library_and_profiles(installed, tmp_pat
     assert [s["num_tokens"] for s in steps] == [10 * i for i in range(1, STEPS + 1)]
 
 
-def test_missing_prebuilt_library_fails_install(tmp_path):
-    missing = tmp_path / "nowhere" / LIBRARY_NAME
-    target = tmp_path / "target"
-    proc = pip_install(target, env=pip_env(VLLM_PROFILER_PREBUILT_LIBRARY=str(missing)))
-    assert proc.returncode != 0, proc.stdout
-    assert f"VLLM_PROFILER_PREBUILT_LIBRARY={str(missing)!r}: {missing} is not a file" in (
-        proc.stdout
-    ), proc.stdout
-    assert not (target / "vllm_profiler").exists()
-
-
-def test_prebuilt_library_installs_without_cargo(tmp_path):
-    # Any file will do: the build copies it as it is (a small one keeps the wheel quick).
-    prebuilt = tmp_path / "prebuilt" / LIBRARY_NAME
-    prebuilt.parent.mkdir()
-    prebuilt.write_bytes(b"\x7fELF prebuilt stand-in " + bytes(range(256)))
-    target = tmp_path / "target"
-    env = without_cargo(tmp_path)
-    env["VLLM_PROFILER_PREBUILT_LIBRARY"] = str(prebuilt)
-    proc = pip_install(target, env=env)
-    assert proc.returncode == 0, proc.stdout
-    with open(prebuilt, "rb") as a, open(target / "vllm_profiler" / LIBRARY_NAME, "rb") as b:
-        assert a.read() == b.read()
-    assert (target / "vllm_profiler.pth").is_file()
-
-
-def test_missing_cargo_fails_install(tmp_path):
+def test_missing_cargo_fails_install_and_says_what_to_install(tmp_path):
     target = tmp_path / "target"
     proc = pip_install(target, env=without_cargo(tmp_path))
     assert proc.returncode != 0, proc.stdout
-    assert "cannot build libvllm_profiler.so: cargo was not found" in proc.stdout, proc.stdout
-    assert "Install Rust" in proc.stdout and "VLLM_PROFILER_PREBUILT_LIBRARY=" in proc.stdout
+    assert "cargo was not found (not on PATH, not in ~/.cargo/bin)" in proc.stdout, proc.stdout
+    assert "Install Rust (cargo)" in proc.stdout and "https://rustup.rs" in proc.stdout
     assert not (target / "vllm_profiler").exists()
 
 
-def test_install_without_rust_sources_fails_install(tmp_path):
-    """An sdist, or a copy of python/ away from the checkout: no workspace above setup.py."""
-    copy = tmp_path / "python"
-    skip = shutil.ignore_patterns("tests", "__pycache__", ".pytest_cache", "build", "*.egg-info")
-    shutil.copytree(PACKAGE_DIR, copy, ignore=skip)
+def test_a_cargo_that_is_not_a_command_fails_install(tmp_path):
     target = tmp_path / "target"
-    proc = pip_install(target, source=copy)
+    proc = pip_install(target, env=dev_env(CARGO=str(tmp_path / "no-cargo")))
     assert proc.returncode != 0, proc.stdout
-    assert "the Rust workspace is not in" in proc.stdout, proc.stdout
-    assert "VLLM_PROFILER_PREBUILT_LIBRARY=" in proc.stdout
+    assert f"CARGO={str(tmp_path / 'no-cargo')!r} is not a command" in proc.stdout, proc.stdout
     assert not (target / "vllm_profiler").exists()
 
 
-def elf_section_names(data):
-    """The section names of a 64-bit little-endian ELF file's bytes."""
-    import struct
-
-    assert data[:6] == b"\x7fELF\x02\x01", "not a 64-bit little-endian ELF"
-    shoff, = struct.unpack_from("<Q", data, 0x28)
-    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
-    def header(i):
-        return struct.unpack_from("<IIQQQQ", data, shoff + i * shentsize)
-    strings_offset, strings_size = header(shstrndx)[4], header(shstrndx)[5]
-    strings = data[strings_offset:strings_offset + strings_size]
-    names = []
-    for i in range(shnum):
-        start = header(i)[0]
-        names.append(strings[start:strings.index(b"\0", start)].decode())
-    return names
+BUILD_SDIST = """
+import sys
+import setuptools.build_meta as backend
+print(backend.build_sdist(sys.argv[1]))
+"""
 
 
-def test_the_wheel_ships_the_library_stripped_and_under_10_mib(tmp_path):
-    """`pip wheel` with the default profile (`wheel`: a build of its own, as a user's)."""
-    import zipfile
-
+@pytest.fixture(scope="module")
+def sdist(tmp_path_factory):
+    """The sdist, built by setuptools' PEP 517 backend in the checkout, unpacked."""
+    out = tmp_path_factory.mktemp("sdist")
+    before = build_outputs_in_checkout()
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-index",
-         "--no-deps", "--no-cache-dir", "-w", str(tmp_path), str(PACKAGE_DIR)],
-        env=pip_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        timeout=1200,
+        [sys.executable, "-c", BUILD_SDIST, str(out)], cwd=ROOT, env=pip_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stdout
-    [wheel] = tmp_path.glob("*.whl")
-    assert wheel.name == f"vllm_profiler-{cargo_version()}-py3-none-linux_x86_64.whl"
-    with zipfile.ZipFile(wheel) as archive:
-        # At the wheel's root or under .data/purelib: both install into site-packages.
-        [member] = [n for n in archive.namelist() if n.endswith(f"vllm_profiler/{LIBRARY_NAME}")]
-        library = archive.read(member)
-    sections = elf_section_names(library)
-    assert ".text" in sections and ".dynsym" in sections
-    assert [s for s in sections if s.startswith(".debug") or s == ".symtab"] == []
-    assert wheel.stat().st_size <= 10 << 20 and len(library) <= 10 << 20, (
-        wheel.stat().st_size, len(library))
+    assert build_outputs_in_checkout() == before
+    name = proc.stdout.strip().splitlines()[-1]
+    assert name == f"vllm_profiler-{cargo_version()}.tar.gz"
+    with tarfile.open(out / name) as archive:
+        members = archive.getnames()
+        archive.extractall(out / "unpacked")
+    return out / "unpacked" / name[: -len(".tar.gz")], members
+
+
+def test_the_sdist_carries_the_package_the_hook_and_the_rust_workspace(sdist):
+    unpacked, members = sdist
+    top = unpacked.name
+    names = {m[len(top) + 1:] for m in members}
+    for needed in ("pyproject.toml", "setup.py", "README.md", "Cargo.toml", "Cargo.lock",
+                   "python/vllm_profiler.pth", "python/vllm_profiler/_native.py",
+                   "python/vllm_profiler/py.typed", "crates/agent/Cargo.toml",
+                   "crates/agent/src/lib.rs", "crates/cli/src/main.rs",
+                   "crates/format/Cargo.toml", "tests/support/lib.rs"):
+        assert needed in names, needed
+    # No build outputs, no compiled Python.
+    assert not [n for n in names if n.startswith("target/") or "/target/" in n
+                or n.endswith((".so", ".pyc"))]
+
+
+def test_the_sdist_builds_with_cargo(sdist, tmp_path):
+    unpacked, _ = sdist
+    target = tmp_path / "target"
+    proc = pip_install(target, source=unpacked)
+    assert proc.returncode == 0, proc.stdout
+    assert (target / "vllm_profiler" / PACKAGED_NAME).is_file()
+    assert os.access(target / "bin" / "vllm-profiler", os.X_OK)
+    assert (target / "vllm_profiler.pth").is_file()
+
+
+def test_the_sdist_without_cargo_says_what_to_install(sdist, tmp_path):
+    unpacked, _ = sdist
+    target = tmp_path / "target"
+    proc = pip_install(target, source=unpacked, env=without_cargo(tmp_path))
+    assert proc.returncode != 0, proc.stdout
+    assert "Install Rust (cargo)" in proc.stdout, proc.stdout
+    assert not (target / "vllm_profiler").exists()

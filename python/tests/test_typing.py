@@ -1,5 +1,5 @@
 """The package type-checks under `mypy --strict` and passes `ruff check` (both configured in
-python/pyproject.toml), and so does a small typed user script of its public API
+pyproject.toml at the root), and so does a small typed user script of its public API
 (examples/typed_user.py), which also runs. Under .ci/run a missing tool fails the test."""
 
 import os
@@ -9,7 +9,7 @@ import sys
 from conftest import PACKAGE_DIR, ROOT, clean_env, require_module
 
 USER_SCRIPT = ROOT / "examples" / "typed_user.py"
-CONFIG = PACKAGE_DIR / "pyproject.toml"
+CONFIG = ROOT / "pyproject.toml"
 
 
 def run_tool(*args):

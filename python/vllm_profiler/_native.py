@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 LIBRARY_NAME = "libvllm_profiler.so"
+# The copy the wheel ships next to this file, named as an abi3 extension (pyproject.toml).
+PACKAGED_NAME = "libvllm_profiler.abi3.so"
 
 _SIGNATURES = {
     "vllm_profiler_enable": ([ctypes.c_char_p], ctypes.c_int32),
@@ -99,7 +101,7 @@ def _candidates() -> List[str]:
     places = ["already loaded in this process (LD_PRELOAD)"]
     env = os.environ.get("VLLM_PROFILER_LIBRARY")
     places.append(f"$VLLM_PROFILER_LIBRARY ({env!r})" if env else "$VLLM_PROFILER_LIBRARY (unset)")
-    places.append(str(Path(__file__).resolve().parent / LIBRARY_NAME))
+    places.append(str(Path(__file__).resolve().parent / PACKAGED_NAME))
     return places
 
 
@@ -131,7 +133,7 @@ def _find() -> ctypes.CDLL:
     if env:
         # The user named a file: that one or an error saying why, never another copy.
         return _load_named(env)
-    packaged = str(Path(__file__).resolve().parent / LIBRARY_NAME)
+    packaged = str(Path(__file__).resolve().parent / PACKAGED_NAME)
     if not os.path.exists(packaged):
         raise LibraryNotFoundError(
             f"{LIBRARY_NAME} not found. Looked: " + "; ".join(_candidates()) + ". "

