@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import pathlib
 import sys
-from typing import Any, Dict
+from typing import List
 
-from vllm_profiler import VLLMPerformanceMonitor, VLLMProfilingContext, profile_vllm_function
+from vllm_profiler import (
+    CompletedStep,
+    PerformanceSummary,
+    VLLMPerformanceMonitor,
+    VLLMProfilingContext,
+    profile_vllm_function,
+)
 
 
 @profile_vllm_function(enable_gpu_monitoring=False, output_dir="unused")
@@ -21,14 +27,19 @@ def decorated(x: int) -> int:
 
 def main(output_dir: pathlib.Path) -> int:
     monitor = VLLMPerformanceMonitor(enable_realtime_monitoring=False, max_history_size=100)
+    completed: List[CompletedStep] = []
+    monitor.on_step_completed = completed.append
     with VLLMProfilingContext(enable_gpu_monitoring=False, output_dir=output_dir):
         for i in range(1, 4):
             with monitor.profile_inference_step(batch_size=i, num_tokens=10 * i):
                 pass
-        summary: Dict[str, Any] = monitor.get_performance_summary()
+        summary: PerformanceSummary = monitor.get_performance_summary()
+    # Typed keys: mypy knows each value's type (and rejects a key the schema lacks).
     steps: int = summary["total_steps"]
+    kept: int = summary["counters"]["kept_steps"]
+    tokens = sum(step["num_tokens"] for step in completed)
     print(steps)
-    return 0 if steps == 3 else 1
+    return 0 if steps == kept == len(completed) == 3 and tokens == 60 else 1
 
 
 if __name__ == "__main__":

@@ -24,10 +24,13 @@ if TYPE_CHECKING:
         is_profiling_enabled,
         profile_vllm_function,
     )
+    from .schema import CompletedStep, PerformanceSummary
     from .vllm_monitor import VLLMPerformanceMonitor
 
 _EXPORTS = {
+    "CompletedStep": ".schema",
     "LibraryNotFoundError": "._native",
+    "PerformanceSummary": ".schema",
     "ProfilerError": "._native",
     "VLLMPerformanceMonitor": ".vllm_monitor",
     "VLLMProfilingContext": ".integration",
@@ -40,7 +43,9 @@ _EXPORTS = {
 # Spelled out, not sorted(_EXPORTS): type checkers read it (mypy --strict re-exports only what
 # it names). tests/test_api.py holds it to _EXPORTS.
 __all__ = [
+    "CompletedStep",
     "LibraryNotFoundError",
+    "PerformanceSummary",
     "ProfilerError",
     "VLLMPerformanceMonitor",
     "VLLMProfilingContext",

@@ -13,7 +13,13 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
+
+if TYPE_CHECKING:
+    # For the type checker only: with the annotations left as strings (the __future__ import
+    # above) nothing evaluates them at run time, so this module still imports nothing of the
+    # package (tests/data/exits.py loads it alone). schema.py imports nothing of it either.
+    from .schema import GpuHistory, GpuList, PerformanceSummary
 
 LIBRARY_NAME = "libvllm_profiler.so"
 # The copy the wheel ships next to this file, named as an abi3 extension (pyproject.toml).
@@ -273,23 +279,23 @@ def _json_call(call: Any, *args: Any) -> Any:
     )
 
 
-def gpu_history(device_id: Optional[int] = None, since_unix: float = 0.0) -> Dict[str, Any]:
+def gpu_history(device_id: Optional[int] = None, since_unix: float = 0.0) -> GpuHistory:
     """Kept GPU samples of one device (all when None) since a Unix time."""
     # The public API checks its arguments (gpu_monitor); this module imports nothing of the
     # package, since tests/data/exits.py loads it alone.
     device = -1 if device_id is None else int(device_id)
     since = float(since_unix)
-    history: Dict[str, Any] = _json_call(library().vllm_profiler_gpu_history_json, device, since)
+    history: GpuHistory = _json_call(library().vllm_profiler_gpu_history_json, device, since)
     return history
 
 
-def gpu_list() -> Dict[str, Any]:
+def gpu_list() -> GpuList:
     """The GPU list from the Rust detector chain, sampled now."""
-    listed: Dict[str, Any] = _json_call(library().vllm_profiler_gpus_json)
+    listed: GpuList = _json_call(library().vllm_profiler_gpus_json)
     return listed
 
 
-def summary(last_n_steps: Optional[int] = None) -> Dict[str, Any]:
+def summary(last_n_steps: Optional[int] = None) -> PerformanceSummary:
     """The performance summary; over the last n kept steps when `last_n_steps` is given."""
     n = 0 if last_n_steps is None else int(last_n_steps)
     if not 0 <= n <= 0xFFFFFFFF:
@@ -300,5 +306,5 @@ def summary(last_n_steps: Optional[int] = None) -> Dict[str, Any]:
         buf = ctypes.create_string_buffer(need + 1)
         got = check(lib.vllm_profiler_summary_json(n, buf, len(buf)))
         if got < len(buf):
-            result: Dict[str, Any] = json.loads(buf.value)
+            result: PerformanceSummary = json.loads(buf.value)
             return result

@@ -4,14 +4,15 @@ the CPU); when it finds only the CPU, the torch fallbacks answer if torch sees a
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 from . import _native
+from .schema import GpuList, GpuListEntry
 
 MIB = 1024 * 1024
 
 
-def _torch_gpus() -> Optional[Tuple[str, List[Dict[str, Any]]]]:
+def _torch_gpus() -> Optional[Tuple[str, List[GpuListEntry]]]:
     try:
         import torch  # noqa: PLC0415 - optional, and heavy
     except Exception:  # noqa: BLE001 - no torch, or a broken one: no fallback
@@ -23,7 +24,7 @@ def _torch_gpus() -> Optional[Tuple[str, List[Dict[str, Any]]]]:
         try:
             if api is None or not api.is_available():
                 continue
-            gpus = []
+            gpus: List[GpuListEntry] = []
             for i in range(api.device_count()):
                 props = api.get_device_properties(i)
                 total = props.total_memory
@@ -52,24 +53,24 @@ class UnifiedGPUDetector:
     def __init__(self) -> None:
         listed = _native.gpu_list()
         self.detector_name: str = listed["detector"]
-        self._gpus: List[Dict[str, Any]] = listed["gpus"]
+        self._gpus: List[GpuListEntry] = listed["gpus"]
         if self.detector_name == "CPUDetector":
             fallback = _torch_gpus()
             if fallback is not None:
                 self.detector_name, self._gpus = fallback
 
-    def get_gpu_list(self) -> List[Dict[str, Any]]:
+    def get_gpu_list(self) -> List[GpuListEntry]:
         if self.detector_name in ("AMDSMIDetector", "NVMLDetector"):
             self._gpus = _native.gpu_list()["gpus"]  # fresh figures at every call
-        return [dict(g) for g in self._gpus]
+        return [g.copy() for g in self._gpus]
 
-    def get_gpu_info(self, gpu_index: int = 0) -> Dict[str, Any]:
+    def get_gpu_info(self, gpu_index: int = 0) -> GpuListEntry:
         for gpu in self.get_gpu_list():
             if gpu["index"] == gpu_index:
                 return gpu
         raise IndexError(f"no GPU with index {gpu_index} (detector {self.detector_name})")
 
-    def as_api_response(self) -> Dict[str, Any]:
+    def as_api_response(self) -> GpuList:
         """The `/api/management/gpus` body."""
         gpus = self.get_gpu_list()
         return {"gpus": gpus, "total": len(gpus), "detector": self.detector_name}

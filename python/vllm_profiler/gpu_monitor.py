@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from . import _checks, _native
+from .schema import GpuMonitorMetrics, GpuSample
 
 
 @dataclass
@@ -37,10 +38,12 @@ class GPUMetrics:
     extra: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_sample(cls, sample: Dict[str, Any]) -> "GPUMetrics":
+    def from_sample(cls, sample: GpuSample) -> "GPUMetrics":
         known = {f for f in cls.__dataclass_fields__ if f != "extra"}
-        metrics = cls(**{k: v for k, v in sample.items() if k in known})
-        metrics.extra = {k: v for k, v in sample.items() if k not in known}
+        # Any values: a subclass's fields, or keys a newer agent added (kept in `extra`).
+        values: Dict[str, Any] = dict(sample)
+        metrics = cls(**{k: v for k, v in values.items() if k in known})
+        metrics.extra = {k: v for k, v in values.items() if k not in known}
         return metrics
 
 
@@ -116,7 +119,7 @@ class GPUMonitor:
     def __init__(self, device_index: int = 0) -> None:
         self.device_index = _checks.device("device_index", device_index)
 
-    def get_metrics(self) -> Optional[Dict[str, Optional[float]]]:
+    def get_metrics(self) -> Optional[GpuMonitorMetrics]:
         try:
             listed = _native.gpu_list()
         except _native.ProfilerError:

@@ -12,10 +12,11 @@ from typing import Any, Callable, Dict, Optional
 
 from . import _checks, _native, torch_ops
 from ._checks import PathArg
+from .schema import CompletedStep, PerformanceSummary
 
 logger = logging.getLogger("vllm_profiler")
 
-StepCallback = Callable[[Dict[str, Any]], Any]
+StepCallback = Callable[[CompletedStep], Any]
 
 
 class VLLMPerformanceMonitor:
@@ -25,9 +26,9 @@ class VLLMPerformanceMonitor:
     (totals always cover every step). With `enable_detailed_profiling`, the layers of the
     model runner's model are hooked (`record_shapes` adds tensor shapes).
 
-    `on_step_completed`, when set, is called after every step with the step's record
-    (`step_id`, `batch_size`, `num_tokens`, `start_time`, `duration_ms`). It can never break
-    the step: an exception in it is logged once and otherwise ignored.
+    `on_step_completed`, when set, is called after every step with the step's record, a
+    `CompletedStep` (`step_id`, `batch_size`, `num_tokens`, `start_time`, `duration_ms`). It
+    can never break the step: an exception in it is logged once and otherwise ignored.
     """
 
     def __init__(
@@ -108,7 +109,7 @@ class VLLMPerformanceMonitor:
             num_tokens = _checks.u32("num_tokens", num_tokens)
         return _InferenceStep(self, batch_size, num_tokens)
 
-    def _completed(self, record: Dict[str, Any]) -> None:
+    def _completed(self, record: CompletedStep) -> None:
         callback = self.on_step_completed
         if callback is None:
             return
@@ -121,7 +122,9 @@ class VLLMPerformanceMonitor:
                     "on_step_completed raised; steps are still recorded (reported once)"
                 )
 
-    def get_performance_summary(self, last_n_steps: Optional[int] = None) -> Dict[str, Any]:
+    def get_performance_summary(
+        self, last_n_steps: Optional[int] = None
+    ) -> PerformanceSummary:
         """The performance summary: totals over every step, or over the last n kept steps
         (`last_n_steps` None or 0: every step)."""
         if last_n_steps is not None:
