@@ -23,6 +23,9 @@
   (vLLM SIGKILLs it soon after), and the crash-safe journal covers any later kill.
 
 If vLLM's names have moved, one warning goes to stderr and vLLM runs untouched.
+
+This module patches the engine core and the API server and says which module gets which patch;
+`_vllm_worker` patches workers and model runners; `_vllm_patching` holds what they share.
 """
 
 from __future__ import annotations
@@ -33,116 +36,58 @@ import _thread  # not threading: this runs at every Python start-up, and threadi
 
 from . import _import_hook
 from . import _torch_profiler_hook
+from . import _vllm_patching as _p
+from . import _vllm_worker
 from ._stderr import warn_once as _warn
 
 # Imported at start-up in every Python process with VLLM_ENABLE_PROFILING set: no `typing`,
 # `functools`, `weakref` or ctypes until vLLM is imported (annotations are strings).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, List, Optional, Tuple
+    from typing import Any, Callable, Dict, List
 
-VLLM_PACKAGE = "vllm"
-ENGINE_MODULE = "vllm.v1.engine.core"
-WORKER_MODULE = "vllm.v1.worker.gpu_worker"
-MODEL_RUNNER_MODULE = "vllm.v1.worker.gpu_model_runner"
-MODEL_RUNNER_V2_MODULE = "vllm.v1.worker.gpu.model_runner"
-API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
-CORE_CLIENT_MODULE = "vllm.v1.engine.core_client"
-ENGINE_STEPS = ("step", "step_with_batch_queue")
-# Set on the scheduler output: the engine's number of the step that scheduled it.
-ENGINE_STEP_ATTRIBUTE = "vllm_profiler_engine_step"
-_PATCHED = "__vllm_profiler_wrapped__"
-NO_ENGINE_STEP = 2**64 - 1
-
-_state = _thread._local()
-_lib: Optional[Any] = None
 _lock = _thread.allocate_lock()
-# Model runners and workers that loaded a model, so that layer profiling turned on later can
-# reach them (a weakref.WeakSet, made when the first one loads).
-_runners: Optional[Any] = None
 # Engine steps that scheduled work in this process so far: the next one's number.
 _engine_steps = 0
-# The strongest role said so far: engine_core > worker > api_server > process.
-_ROLE_ORDER = ("process", "api_server", "worker", "engine_core")
-_role = "process"
-# A model of this process got layer hooks: the per-step check is done for good (a later
-# enable rehooks it through `_runners`).
-_model_hooked = False
-
-
-def _library() -> Optional[Any]:
-    global _lib
-    if _lib is None:
-        try:
-            from . import _native
-
-            _lib = _native.library()
-        except Exception as err:  # noqa: BLE001 - no library: vLLM runs unprofiled
-            _warn(f"vLLM is not profiled: {err}")
-            return None
-    return _lib
-
-
-def _set_role(role: str, rank: int = -1) -> None:
-    """Says the process's role to the agent, unless a stronger one was said."""
-    global _role
-    if _ROLE_ORDER.index(role) < _ROLE_ORDER.index(_role):
-        return
-    _role = role
-    lib = _library()
-    if lib is not None:
-        lib.vllm_profiler_set_role(role.encode(), rank if role == "worker" else -1)
-
-
-def _user_step_open() -> bool:
-    from . import _native
-
-    return _native.user_step_open()
 
 
 # ---------------------------------------------------------------------------------------------
 # Engine core
 
 
-def _counts(output: Any) -> Tuple[int, int]:
-    batch = len(output.num_scheduled_tokens)
-    tokens = int(output.total_num_scheduled_tokens)
-    return min(batch, 0xFFFFFFFF), min(tokens, 0xFFFFFFFF)
-
-
 def _wrap_schedule(scheduler_class: type) -> None:
     import functools
 
     schedule = getattr(scheduler_class, "schedule", None)
-    if schedule is None or getattr(schedule, _PATCHED, False):
+    if schedule is None or getattr(schedule, _p.PATCHED, False):
         return
 
     @functools.wraps(schedule)
     def profiled_schedule(self: Any, *args: Any, **kwargs: Any) -> Any:
         global _engine_steps
         output = schedule(self, *args, **kwargs)
-        handle = getattr(_state, "handle", 0)
+        handle = getattr(_p.state, "handle", 0)
         if handle:
             try:
-                batch, tokens = _counts(output)
+                batch, tokens = _p.counts(output)
             except Exception:  # noqa: BLE001 - counts are best effort, the step is not
                 _warn("SchedulerOutput has no num_scheduled_tokens/total_num_scheduled_tokens:"
                       " steps are recorded without counts")
                 return output
-            lib = _state.lib
+            lib = _p.state.lib
             lib.vllm_profiler_step_set_counts(handle, batch, tokens)
             if tokens > 0:
-                _state.unflushed = True
+                _p.state.unflushed = True
                 number = _engine_steps
                 _engine_steps += 1
                 lib.vllm_profiler_step_set_engine_step(handle, number)
                 try:
-                    setattr(output, ENGINE_STEP_ATTRIBUTE, number)
+                    setattr(output, _p.ENGINE_STEP_ATTRIBUTE, number)
                 except Exception:  # noqa: BLE001 - a slotted output: workers go without it
                     pass
         return output
 
-    setattr(profiled_schedule, _PATCHED, True)
+    setattr(profiled_schedule, _p.PATCHED, True)
     setattr(scheduler_class, "schedule", profiled_schedule)  # noqa: B010 - vLLM's class
 
 
@@ -153,42 +98,36 @@ def _profiled_step(step: Callable[..., Any]) -> Callable[..., Any]:
     def profiled_step(self: Any, *args: Any, **kwargs: Any) -> Any:
         # A nested engine step, or one inside a step the user records himself
         # (VLLMPerformanceMonitor.profile_inference_step), is part of the outer step.
-        if getattr(_state, "handle", 0) or _user_step_open():
+        if getattr(_p.state, "handle", 0) or _p.user_step_open():
             return step(self, *args, **kwargs)
-        lib = _library()
+        lib = _p.library()
         if lib is None:
             return step(self, *args, **kwargs)
-        if _role != "engine_core":
-            _set_role("engine_core")  # an engine made before profiling was turned on
+        if _p.role() != "engine_core":
+            _p.set_role("engine_core")  # an engine made before profiling was turned on
         scheduler = getattr(self, "scheduler", None)
         if scheduler is not None:
             _wrap_schedule(type(scheduler))
         handle = lib.vllm_profiler_step_begin(0, 0)
-        _state.handle, _state.lib = handle, lib
+        _p.state.handle, _p.state.lib = handle, lib
         try:
             return step(self, *args, **kwargs)
         finally:
-            _state.handle = 0
+            _p.state.handle = 0
             if handle:
                 lib.vllm_profiler_step_end(handle)
-                if getattr(_state, "model_step", 0) == handle:
-                    _state.model_step = 0
-                    _torch_ops().step_end(lib, handle)
-                if getattr(_state, "unflushed", False) and _went_idle(self):
+                if getattr(_p.state, "model_step", 0) == handle:
+                    _p.state.model_step = 0
+                    _p.torch_ops().step_end(lib, handle)
+                if getattr(_p.state, "unflushed", False) and _went_idle(self):
                     # The last request is done: vLLM may kill this process at once now (its
                     # server's shutdown does): everything goes to the journal before the
                     # outputs go out.
-                    _state.unflushed = False
+                    _p.state.unflushed = False
                     lib.vllm_profiler_flush()
 
-    setattr(profiled_step, _PATCHED, True)
+    setattr(profiled_step, _p.PATCHED, True)
     return profiled_step
-
-
-def _torch_ops() -> Any:
-    from . import torch_ops
-
-    return torch_ops
 
 
 def _went_idle(engine: Any) -> bool:
@@ -199,304 +138,30 @@ def _went_idle(engine: Any) -> bool:
         return False
 
 
-def _plain_method(cls: type, name: str) -> Optional[Callable[..., Any]]:
-    """`cls.name` when it is a plain function (its own or inherited, not `object`'s, not a
-    static or class method): only those are wrapped, since the wrappers pass `self` on."""
-    import inspect
-
-    try:
-        raw = inspect.getattr_static(cls, name)
-    except AttributeError:
-        return None
-    if isinstance(raw, (staticmethod, classmethod)) or getattr(object, name, None) is raw:
-        return None
-    return raw if inspect.isfunction(raw) else None
-
-
-def _wrap(cls: type, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> bool:
-    """Replaces `cls.name` by `make(original)`, once; False when there is no such plain
-    method."""
-    method = _plain_method(cls, name)
-    if method is None:
-        return False
-    if not getattr(method, _PATCHED, False):
-        wrapped = make(method)
-        setattr(wrapped, _PATCHED, True)
-        setattr(cls, name, wrapped)
-    return True
-
-
-def _after_init(role: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """A wrapper of `__init__` that says the role once the object exists (a worker's rank is
-    its `rank`)."""
-
-    def make(init: Callable[..., Any]) -> Callable[..., Any]:
-        import functools
-
-        @functools.wraps(init)
-        def profiled_init(self: Any, *args: Any, **kwargs: Any) -> None:
-            init(self, *args, **kwargs)
-            try:
-                rank = getattr(self, "rank", -1) if role == "worker" else -1
-                _set_role(role, rank if isinstance(rank, int) else -1)
-            except Exception:  # noqa: BLE001 - the role is best effort
-                pass
-
-        return profiled_init
-
-    return make
-
-
-def _export_before_shutdown(
-    final: Callable[[Any], bool],
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """A wrapper of `shutdown` that writes the reports first: vLLM kills the process soon
-    after, sometimes before its own teardown ends. `final(self)` says whether this is the end
-    of the process (the final export, which closes the session) or not (an export)."""
-
-    def make(shutdown: Callable[..., Any]) -> Callable[..., Any]:
-        import functools
-
-        @functools.wraps(shutdown)
-        def profiled_shutdown(self: Any, *args: Any, **kwargs: Any) -> Any:
-            lib = _lib
-            if lib is not None:
-                try:
-                    if "vllm_profiler.torch_ops" in sys.modules:
-                        sys.modules["vllm_profiler.torch_ops"].close(lib)
-                    if final(self):
-                        lib.vllm_profiler_finish()
-                    else:
-                        lib.vllm_profiler_export(None)
-                except Exception:  # noqa: BLE001 - never delay or fail vLLM's shutdown
-                    pass
-            return shutdown(self, *args, **kwargs)
-
-        return profiled_shutdown
-
-    return make
-
-
 def patch(module: Any) -> bool:
     """Wraps `module.EngineCore`: its steps, its construction (the role) and its shutdown;
     False, with one warning, when the names moved."""
     engine = getattr(module, "EngineCore", None)
-    if not isinstance(engine, type) or _plain_method(engine, "step") is None:
-        _warn(f"{ENGINE_MODULE}.EngineCore.step not found: vLLM steps are not profiled")
+    if not isinstance(engine, type) or _p.plain_method(engine, "step") is None:
+        _warn(f"{_p.ENGINE_MODULE}.EngineCore.step not found: vLLM steps are not profiled")
         return False
-    for name in ENGINE_STEPS:
-        _wrap(engine, name, _profiled_step)
-    _wrap(engine, "__init__", _after_init("engine_core"))
+    for name in _p.ENGINE_STEPS:
+        _p.wrap(engine, name, _profiled_step)
+    _p.wrap(engine, "__init__", _p.after_init("engine_core"))
     proc = getattr(module, "EngineCoreProc", None)
     proc = proc if isinstance(proc, type) else None
     # An EngineCoreProc is the whole process (vLLM's multiprocess engine): its shutdown is
     # the end. An in-process engine (VLLM_ENABLE_V1_MULTIPROCESSING=0) is not.
-    _wrap(engine, "shutdown",
-          _export_before_shutdown(lambda self: proc is not None and isinstance(self, proc)))
-    _library()  # profiling starts with the engine's process, not at its first step
-    return True
-
-
-# ---------------------------------------------------------------------------------------------
-# Workers and model runners
-
-
-def _remember(runner: Any) -> None:
-    global _runners
-    if _runners is None:
-        import weakref
-
-        _runners = weakref.WeakSet()
-    try:
-        _runners.add(runner)
-    except TypeError:
-        pass
-
-
-def _hook_layers_of(owner: Any) -> None:
-    """Hooks the layers of the model of a worker or runner, if layer profiling is on."""
-    from . import layers
-
-    _remember(owner)
-    if layers.auto_attach_wanted():
-        layers.attach_to_runner(getattr(owner, "model_runner", None) or owner)
-
-
-def _after_load(load_model: Callable[..., Any]) -> Callable[..., Any]:
-    import functools
-
-    @functools.wraps(load_model)
-    def profiled_load_model(self: Any, *args: Any, **kwargs: Any) -> Any:
-        result = load_model(self, *args, **kwargs)
-        try:
-            _hook_layers_of(self)
-        except Exception as err:  # noqa: BLE001 - never fail vLLM's model load
-            _warn(f"could not hook the model's layers ({err}): layers are not profiled")
-        return result
-
-    return profiled_load_model
-
-
-def _check_models_hooked(worker: Any) -> None:
-    """At a model execution with layer profiling on and no model hooked in this process (a
-    model loaded before profiling was turned on): hook this worker's now, or say once that it
-    cannot be."""
-    global _model_hooked
-    if _model_hooked:
-        return
-    from . import layers
-
-    if not layers.auto_attach_wanted():
-        return
-    if not layers.attached_count():
-        try:
-            _hook_layers_of(worker)
-        except Exception:  # noqa: BLE001 - the warning below says it
-            pass
-    _model_hooked = bool(layers.attached_count())
-    if not _model_hooked:
-        _warn(f"layer profiling is on, but no model of {type(worker).__name__} could be"
-              " hooked in this process: layers are not profiled")
-
-
-_STEP_TIMER_UNSET = object()
-_step_timer: Any = _STEP_TIMER_UNSET
-
-
-def _worker_step_timer(lib: Any) -> Any:
-    """The DeviceTimer of worker steps (a CUDA event pair per step, see device_time), made at
-    the first step; None without CUDA."""
-    global _step_timer
-    if _step_timer is _STEP_TIMER_UNSET:
-        from .device_time import DeviceTimer, cuda_capturing, cuda_event_factory
-
-        factory = cuda_event_factory()
-        _step_timer = (
-            DeviceTimer(lib.vllm_profiler_step_set_gpu_duration, factory, cuda_capturing())
-            if factory
-            else None
-        )
-    return _step_timer
-
-
-def _end_worker_step(lib: Any) -> None:
-    handle = getattr(_state, "worker_handle", 0)
-    if handle:
-        _state.worker_handle = 0
-        lib.vllm_profiler_step_end(handle)
-        _torch_ops().step_end(lib, handle)
-        start = getattr(_state, "worker_gpu_start", None)
-        if start is not None:
-            _state.worker_gpu_start = None
-            try:
-                _step_timer.end(handle, start)
-            except Exception:  # noqa: BLE001 - the step keeps its host time
-                pass
-
-
-def _worker_step(execute_model: Callable[..., Any]) -> Callable[..., Any]:
-    import functools
-
-    @functools.wraps(execute_model)
-    def profiled_execute_model(self: Any, scheduler_output: Any, *args: Any, **kwargs: Any) -> Any:
-        # Inside an engine step of this thread (one process): part of that step.
-        outer = getattr(_state, "handle", 0)
-        if outer or _user_step_open():
-            _check_models_hooked(self)
-            if outer and getattr(_state, "model_step", 0) != outer:
-                # The model runs in this engine step: a step of the torch-op windows.
-                _state.model_step = outer
-                _torch_ops().step_begin(_state.lib, outer)
-            return execute_model(self, scheduler_output, *args, **kwargs)
-        lib = _library()
-        if lib is None:
-            return execute_model(self, scheduler_output, *args, **kwargs)
-        if _role == "process":
-            _set_role("worker", getattr(self, "rank", -1))  # made before profiling was on
-        _check_models_hooked(self)
-        _end_worker_step(lib)  # a step whose sample_tokens never came
-        try:
-            batch, tokens = _counts(scheduler_output)
-        except Exception:  # noqa: BLE001 - a step without counts is still a step
-            batch, tokens = 0, 0
-        handle = lib.vllm_profiler_step_begin(batch, tokens)
-        engine_step = getattr(scheduler_output, ENGINE_STEP_ATTRIBUTE, None)
-        if handle and isinstance(engine_step, int) and 0 <= engine_step < NO_ENGINE_STEP:
-            lib.vllm_profiler_step_set_engine_step(handle, engine_step)
-        _state.worker_handle = handle
-        if handle and tokens:
-            _torch_ops().step_begin(lib, handle)
-        timer = _worker_step_timer(lib) if handle else None
-        if timer is not None:
-            try:
-                timer.resolve()  # the steps before, which the GPU has finished
-                _state.worker_gpu_start = timer.begin()
-            except Exception:  # noqa: BLE001 - the step keeps its host time
-                _state.worker_gpu_start = None
-        try:
-            output = execute_model(self, scheduler_output, *args, **kwargs)
-        except BaseException:
-            _end_worker_step(lib)
-            raise
-        # None: the sampling is deferred to sample_tokens, which ends the step (V1 runners),
-        # or there is nothing to sample here (a step that scheduled nothing).
-        if output is not None or tokens == 0:
-            _end_worker_step(lib)
-        return output
-
-    return profiled_execute_model
-
-
-def _worker_sample(sample_tokens: Callable[..., Any]) -> Callable[..., Any]:
-    import functools
-
-    @functools.wraps(sample_tokens)
-    def profiled_sample_tokens(self: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return sample_tokens(self, *args, **kwargs)
-        finally:
-            if _lib is not None:
-                _end_worker_step(_lib)
-
-    return profiled_sample_tokens
-
-
-def patch_worker(module: Any) -> bool:
-    """Wraps `module.Worker` (vLLM's GPU worker, which the CPU and XPU workers subclass): its
-    model load (layer hooks), its model execution (worker steps), its construction (role
-    and rank) and its shutdown."""
-    from . import layers
-
-    worker = getattr(module, "Worker", None)
-    if not isinstance(worker, type) or not callable(getattr(worker, "execute_model", None)):
-        if layers.auto_attach_wanted():
-            _warn(f"{WORKER_MODULE}.Worker not found: layers are not profiled where the model runs")
-        return False
-    _wrap(worker, "load_model", _after_load)
-    _wrap(worker, "execute_model", _worker_step)
-    _wrap(worker, "sample_tokens", _worker_sample)
-    _wrap(worker, "__init__", _after_init("worker"))
-    # A worker process ends with its worker; a worker inside the engine's process does not.
-    _wrap(worker, "shutdown", _export_before_shutdown(lambda self: _role == "worker"))
-    return True
-
-
-def patch_model_runner(module: Any) -> bool:
-    """Wraps `module.GPUModelRunner.load_model` (Model Runner V1, and V2 in its own module) so
-    that a model loaded outside a worker gets layer hooks too."""
-    from . import layers
-
-    runner = getattr(module, "GPUModelRunner", None)
-    if runner is None or not _wrap(runner, "load_model", _after_load):
-        if layers.auto_attach_wanted() and module.__name__ == MODEL_RUNNER_MODULE:
-            _warn(f"{MODEL_RUNNER_MODULE}.GPUModelRunner.load_model not found:"
-                  " layers are not profiled")
-        return False
+    _p.wrap(engine, "shutdown",
+          _p.export_before_shutdown(lambda self: proc is not None and isinstance(self, proc)))
+    _p.library()  # profiling starts with the engine's process, not at its first step
     return True
 
 
 # ---------------------------------------------------------------------------------------------
 # The API server and the vllm package
+
+
 
 
 def _api_server_main() -> bool:
@@ -507,15 +172,15 @@ def _api_server_main() -> bool:
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
     if (getattr(main, "__name__", "") == "__main__"
-            and getattr(spec, "name", None) == API_SERVER_MODULE):
+            and getattr(spec, "name", None) == _p.API_SERVER_MODULE):
         return True
     argv = list(getattr(sys, "orig_argv", ()))[1:]
     while argv:
         arg = argv.pop(0)
         if arg == "-m":
-            return bool(argv[:1] == [API_SERVER_MODULE])
+            return bool(argv[:1] == [_p.API_SERVER_MODULE])
         if arg.startswith("-m"):
-            return bool(arg[2:] == API_SERVER_MODULE)
+            return bool(arg[2:] == _p.API_SERVER_MODULE)
         if arg in ("-X", "-W"):
             argv = argv[1:]  # the option's value
         elif arg == "-c" or not arg.startswith("-"):
@@ -528,15 +193,15 @@ def patch_api_server(module: Any) -> bool:
     import functools
 
     run_server = getattr(module, "run_server", None)
-    if not callable(run_server) or getattr(run_server, _PATCHED, False):
+    if not callable(run_server) or getattr(run_server, _p.PATCHED, False):
         return callable(run_server)
 
     @functools.wraps(run_server)
     def profiled_run_server(*args: Any, **kwargs: Any) -> Any:
-        _set_role("api_server")
+        _p.set_role("api_server")
         return run_server(*args, **kwargs)
 
-    setattr(profiled_run_server, _PATCHED, True)
+    setattr(profiled_run_server, _p.PATCHED, True)
     module.run_server = profiled_run_server
     return True
 
@@ -545,9 +210,9 @@ def on_vllm_import(module: Any) -> bool:
     """vLLM is imported: the agent starts now (samples cover model load, the metrics endpoint
     is up before the first request)."""
     if _api_server_main():
-        _set_role("api_server")
+        _p.set_role("api_server")
     else:
-        _library()
+        _p.library()
     return True
 
 
@@ -556,7 +221,7 @@ def _rebind_step_fn(engine: Any) -> None:
     made: an engine made before the hook keeps the unwrapped method there."""
     bound = engine.__dict__.get("step_fn")
     original = getattr(bound, "__func__", None)
-    for name in ENGINE_STEPS:
+    for name in _p.ENGINE_STEPS:
         wrapped = getattr(type(engine), name, None)
         if original is not None and getattr(wrapped, "__wrapped__", None) is original:
             engine.step_fn = getattr(engine, name)
@@ -602,7 +267,7 @@ def discover_running_engine(hook_layers: bool) -> None:
     from . import layers
 
     if hook_layers:
-        for owner in list(_runners or ()):
+        for owner in _vllm_worker.runners():
             layers.attach_to_runner(getattr(owner, "model_runner", None) or owner)
     unreached = _unprofiled_engine_children()
     if unreached:
@@ -633,17 +298,17 @@ def patch_core_client(module: Any) -> bool:
 
         return profiled_get_output
 
-    return _wrap(client, "get_output", make)
+    return _p.wrap(client, "get_output", make)
 
 
 _TARGETS: Dict[str, Callable[[Any], object]] = {
-    VLLM_PACKAGE: on_vllm_import,
-    ENGINE_MODULE: patch,
-    WORKER_MODULE: patch_worker,
-    MODEL_RUNNER_MODULE: patch_model_runner,
-    MODEL_RUNNER_V2_MODULE: patch_model_runner,
-    API_SERVER_MODULE: patch_api_server,
-    CORE_CLIENT_MODULE: patch_core_client,
+    _p.VLLM_PACKAGE: on_vllm_import,
+    _p.ENGINE_MODULE: patch,
+    _p.WORKER_MODULE: _vllm_worker.patch_worker,
+    _p.MODEL_RUNNER_MODULE: _vllm_worker.patch_model_runner,
+    _p.MODEL_RUNNER_V2_MODULE: _vllm_worker.patch_model_runner,
+    _p.API_SERVER_MODULE: patch_api_server,
+    _p.CORE_CLIENT_MODULE: patch_core_client,
     _torch_profiler_hook.MODULE: _torch_profiler_hook.patch,
 }
 
@@ -651,9 +316,10 @@ _TARGETS: Dict[str, Callable[[Any], object]] = {
 def _forget_parent() -> None:
     """In a forked child (vLLM may fork its workers from the engine core): what this process
     is, and its count of engine steps, start anew. The agent resets its side itself."""
-    global _role, _engine_steps, _model_hooked
-    _role, _engine_steps, _model_hooked = "process", 0, False
-    _state.__dict__.clear()
+    global _engine_steps
+    _engine_steps = 0
+    _p.forget()
+    _vllm_worker.forget()
     # A user step open in the parent as it forked is not the child's: its steps are outermost.
     native = sys.modules.get("vllm_profiler._native")
     if native is not None:
