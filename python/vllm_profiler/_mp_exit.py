@@ -57,12 +57,13 @@ def _arm(_token: object) -> None:
 
 
 def _finish() -> None:
+    native = sys.modules.get("vllm_profiler._native")
+    if native is None and not os.environ.get("LD_PRELOAD"):
+        return  # the agent was neither loaded by the package nor preloaded: nothing to finish
     try:
         import ctypes
 
-        from . import _native
-
-        lib = _native._library  # noqa: SLF001 - never take its lock in a fork child
+        lib = native._library if native is not None else None  # noqa: SLF001 - no lock here
         if lib is None:
             lib = ctypes.CDLL(None)
         finish = getattr(lib, "vllm_profiler_finish", None)

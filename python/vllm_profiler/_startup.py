@@ -1,6 +1,7 @@
-"""Run at interpreter start by `vllm_profiler.pth`. Costs one environment lookup; with
-VLLM_ENABLE_PROFILING set it installs the import hook that profiles vLLM's engine steps.
-It never raises: a failure here would print a traceback in every Python process."""
+"""Run at interpreter start by `vllm_profiler.pth` where VLLM_ENABLE_PROFILING is set (the .pth
+line checks it first, so that other processes import nothing of the package, and skips a
+package that is gone): it installs the import hook that profiles vLLM's engine steps. It never
+raises: a failure here would print a traceback in every profiled Python process."""
 
 import os
 

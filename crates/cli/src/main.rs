@@ -4,6 +4,7 @@ mod compare;
 mod gpus;
 mod html;
 mod input;
+mod output;
 mod recover;
 mod report;
 mod runs;
@@ -224,14 +225,16 @@ fn recover_first(dir: &std::path::Path) {
 
 fn trace_command(args: TraceArgs) -> Result<(), String> {
     recover_first(&args.dir);
-    let (out_dir, out_name) = trace::output_place(&args.dir, &args.output)?;
+    // Where the trace lands, links followed: never over one of the run's own files.
+    let destination = output::resolve(&args.output)?;
+    trace::refuse_run_file(&args.dir, &destination)?;
     let merged = trace::merge(&args.dir, args.run.as_deref())?;
     for note in &merged.notes {
         eprintln!("vllm-profiler: {note}");
     }
-    // Streamed to a temporary file, then renamed: a reader never sees half a trace.
-    vllm_profiler_core::atomic_file::write_json_atomic(&out_dir, &out_name, &merged.trace)
-        .map_err(|e| format!("cannot write {}: {e}", args.output.display()))?;
+    output::write(&destination, |w| {
+        serde_json::to_writer(w, &merged.trace).map_err(std::io::Error::other)
+    })?;
     println!(
         "wrote {}: run {}, {} process(es)",
         args.output.display(),
@@ -249,7 +252,7 @@ fn report_command(args: ReportArgs) -> Result<(), String> {
     }
     if let Some(out) = &args.html {
         let page = html::render(&args.dir, &run)?;
-        std::fs::write(out, page).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+        output::write(&output::resolve(out)?, |w| w.write_all(page.as_bytes()))?;
     }
     if args.json {
         let text = serde_json::to_string_pretty(&run).map_err(|e| e.to_string())?;

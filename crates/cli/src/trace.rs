@@ -35,15 +35,14 @@ pub struct Merged {
     pub notes: Vec<String>,
 }
 
-/// The dir and file name `output` is written as; an error when it would replace one of the
-/// run's own files (a report or a journal in `dir`).
-pub fn output_place(dir: &Path, output: &Path) -> Result<(std::path::PathBuf, String), String> {
+/// An error when writing `output` would replace one of the run's own files (a report or a
+/// journal in `dir`).
+pub fn refuse_run_file(dir: &Path, output: &Path) -> Result<(), String> {
     let shown = output.display();
     let name = output
         .file_name()
         .and_then(|n| n.to_str())
-        .ok_or_else(|| format!("{shown} names no file"))?
-        .to_owned();
+        .ok_or_else(|| format!("{shown} names no file"))?;
     let parent = match output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => std::path::PathBuf::from("."),
@@ -65,7 +64,7 @@ pub fn output_place(dir: &Path, output: &Path) -> Result<(std::path::PathBuf, St
             dir.display()
         ));
     }
-    Ok((parent, name))
+    Ok(())
 }
 
 /// Merges the traces of run `run_id` of `dir` (of its latest run when `None`).

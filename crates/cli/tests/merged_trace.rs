@@ -227,6 +227,53 @@ fn trace_refuses_to_write_over_the_runs_files_and_says_why_nothing_could_be_read
 }
 
 #[test]
+fn trace_follows_a_link_it_is_told_to_write_and_never_over_the_runs_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    one_process(tmp.path(), 100, &trace_of(100, 1.7e9, &[(0.0, 1.0)]));
+    let elsewhere = tempfile::tempdir().unwrap();
+    let trace = |out: &std::path::Path| {
+        cli(&[
+            "trace".as_ref(),
+            tmp.path().as_os_str(),
+            "-o".as_ref(),
+            out.as_os_str(),
+        ])
+    };
+    // A link to one of the run's own files: refused, the file as it was.
+    let own = tmp.path().join(format::trace_file_name(100));
+    let before = std::fs::read(&own).unwrap();
+    let sneaky = elsewhere.path().join("out.json");
+    std::os::unix::fs::symlink(&own, &sneaky).unwrap();
+    let out = trace(&sneaky);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("would replace one of the run's own files")
+    );
+    assert_eq!(std::fs::read(&own).unwrap(), before);
+    // A link elsewhere: the file it names gets the trace, and the link stays a link.
+    let real = elsewhere.path().join("real.json");
+    std::fs::write(&real, b"old").unwrap();
+    let link = elsewhere.path().join("link.json");
+    std::os::unix::fs::symlink("real.json", &link).unwrap();
+    let out = trace(&link);
+    assert!(out.status.success(), "{out:?}");
+    let written: Value = serde_json::from_slice(&std::fs::read(&real).unwrap()).unwrap();
+    assert!(written["traceEvents"].is_array(), "{written}");
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    // A device is written into, not replaced.
+    let out = trace(std::path::Path::new("/dev/null"));
+    assert!(out.status.success(), "{out:?}");
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::metadata("/dev/null")
+        .unwrap()
+        .file_type()
+        .is_char_device());
+}
+
+#[test]
 fn two_devices_of_one_index_are_two_tracks_and_a_device_without_uuid_is_not_doubled() {
     let tmp = tempfile::tempdir().unwrap();
     for (pid, uuid) in [(100, Some("GPU-A")), (101, Some("GPU-B")), (102, None)] {
