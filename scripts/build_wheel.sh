@@ -15,9 +15,13 @@
 # patchelf. pip's own settings apply (PIP_NO_BUILD_ISOLATION=0 and PIP_NO_INDEX=1 build offline
 # with the setuptools and setuptools-rust already installed).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-out=$(mkdir -p "${1:-dist}" && cd "${1:-dist}" && pwd)
+# OUT_DIR and PYTHON as the caller named them, from the caller's directory.
+out=$(realpath -ms "${1:-$(dirname "$0")/../dist}")
 python=${PYTHON:-python3}
+if [[ "$python" == */* ]]; then
+    python=$(realpath -ms "$python")
+fi
+cd "$(dirname "$0")/.."
 policy=manylinux_2_28_x86_64
 glibc=2.28
 
@@ -37,6 +41,7 @@ command -v cargo >/dev/null || {
     exit 1
 }
 
+mkdir -p "$out"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # rustc's linker: zig cc for glibc 2.28, through cargo-zigbuild. The zig binary is named by

@@ -373,3 +373,35 @@ def test_the_sdist_leaves_out_what_is_not_source(tmp_path):
 def archive_dir(name, names):
     """Whether `name` is a directory entry of the archive (a prefix of another entry)."""
     return any(other.startswith(name + "/") for other in names)
+
+
+HOOKED_START = "import site, sys; site.addsitedir(sys.argv[1]); print('host output')"
+
+
+def run_hooked_start(site_dir, **env):
+    return subprocess.run(
+        [sys.executable, "-c", HOOKED_START, str(site_dir)],
+        env=pip_env(PYTHONPATH="", **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, timeout=60, cwd=site_dir,
+    )
+
+
+def test_the_hook_imports_nothing_unless_asked_and_a_broken_package_is_one_line(tmp_path):
+    """The .pth line as site processes it: with profiling off the package is never imported
+    (a broken one included); on, a package that raises is one stderr line, one that is gone
+    is silent; the host's output and exit status are its own in every case."""
+    import shutil as sh
+
+    site_dir = tmp_path / "site"
+    sh.copytree(ROOT / "python" / "vllm_profiler", site_dir / "vllm_profiler")
+    sh.copy(ROOT / "python" / "vllm_profiler.pth", site_dir)
+    (site_dir / "vllm_profiler" / "__init__.py").write_text("raise RuntimeError('broken')\n")
+    for off in ("", "0", "off"):
+        proc = run_hooked_start(site_dir, VLLM_ENABLE_PROFILING=off)
+        assert (proc.returncode, proc.stdout, proc.stderr) == (0, "host output\n", "")
+    proc = run_hooked_start(site_dir, VLLM_ENABLE_PROFILING="1")
+    assert (proc.returncode, proc.stdout) == (0, "host output\n")
+    assert proc.stderr == "vllm-profiler: not started: RuntimeError('broken')\n"
+    sh.rmtree(site_dir / "vllm_profiler")  # uninstalled by hand, the hook left behind
+    proc = run_hooked_start(site_dir, VLLM_ENABLE_PROFILING="1")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "host output\n", "")

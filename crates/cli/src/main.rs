@@ -227,20 +227,24 @@ fn trace_command(args: TraceArgs) -> Result<(), String> {
     recover_first(&args.dir);
     // Where the trace lands, links followed: never over one of the run's own files.
     let destination = output::resolve(&args.output)?;
-    trace::refuse_run_file(&args.dir, &destination)?;
+    output::refuse_run_file(&args.dir, &destination)?;
     let merged = trace::merge(&args.dir, args.run.as_deref())?;
     for note in &merged.notes {
         eprintln!("vllm-profiler: {note}");
     }
-    output::write(&destination, |w| {
+    let written = output::write(&destination, |w| {
         serde_json::to_writer(w, &merged.trace).map_err(std::io::Error::other)
     })?;
-    println!(
+    let said = format!(
         "wrote {}: run {}, {} process(es)",
         args.output.display(),
         merged.run_id,
         merged.processes
     );
+    match written {
+        output::Written::Replaced => println!("{said}"),
+        output::Written::InPlace => eprintln!("vllm-profiler: {said}"),
+    }
     Ok(())
 }
 
@@ -252,7 +256,9 @@ fn report_command(args: ReportArgs) -> Result<(), String> {
     }
     if let Some(out) = &args.html {
         let page = html::render(&args.dir, &run)?;
-        output::write(&output::resolve(out)?, |w| w.write_all(page.as_bytes()))?;
+        let destination = output::resolve(out)?;
+        output::refuse_run_file(&args.dir, &destination)?;
+        output::write(&destination, |w| w.write_all(page.as_bytes()))?;
     }
     if args.json {
         let text = serde_json::to_string_pretty(&run).map_err(|e| e.to_string())?;

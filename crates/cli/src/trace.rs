@@ -35,38 +35,6 @@ pub struct Merged {
     pub notes: Vec<String>,
 }
 
-/// An error when writing `output` would replace one of the run's own files (a report or a
-/// journal in `dir`).
-pub fn refuse_run_file(dir: &Path, output: &Path) -> Result<(), String> {
-    let shown = output.display();
-    let name = output
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| format!("{shown} names no file"))?;
-    let parent = match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let ours = [
-        "performance_summary_",
-        "detailed_steps_",
-        "gpu_history_",
-        "trace_",
-        "journal_",
-    ];
-    let same_dir = match (parent.canonicalize(), dir.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    };
-    if same_dir && ours.iter().any(|prefix| name.starts_with(prefix)) {
-        return Err(format!(
-            "{shown} would replace one of the run's own files in {}: name another",
-            dir.display()
-        ));
-    }
-    Ok(())
-}
-
 /// Merges the traces of run `run_id` of `dir` (of its latest run when `None`).
 pub fn merge(dir: &Path, run_id: Option<&str>) -> Result<Merged, String> {
     let mut all = runs::load(dir)?;

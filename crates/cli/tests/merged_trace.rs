@@ -271,6 +271,47 @@ fn trace_follows_a_link_it_is_told_to_write_and_never_over_the_runs_files() {
         .unwrap()
         .file_type()
         .is_char_device());
+    // `--html` on one of the run's own files is refused too.
+    let out = cli(&[
+        "report".as_ref(),
+        tmp.path().as_os_str(),
+        "--html".as_ref(),
+        own.as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(std::fs::read(&own).unwrap(), before);
+}
+
+#[test]
+fn trace_to_dev_stdout_goes_into_the_pipe_or_appends_to_the_redirected_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    one_process(tmp.path(), 100, &trace_of(100, 1.7e9, &[(0.0, 1.0)]));
+    let args = [
+        "trace".as_ref(),
+        tmp.path().as_os_str(),
+        "-o".as_ref(),
+        "/dev/stdout".as_ref(),
+    ];
+    // A pipe: the trace alone on stdout, the "wrote" line on stderr.
+    let out = cli(&args);
+    assert!(out.status.success(), "{out:?}");
+    let trace: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(trace["traceEvents"].is_array());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrote /dev/stdout: run r"));
+    // `>> log`: appended after what the log held, in the same file.
+    let log = tmp.path().join("log.txt");
+    std::fs::write(&log, b"PRIOR\n").unwrap();
+    let appended = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_vllm-profiler"))
+        .args(args)
+        .stdout(appended)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let json = text.strip_prefix("PRIOR\n").expect("the log's line kept");
+    let trace: Value = serde_json::from_str(json).unwrap();
+    assert!(trace["traceEvents"].is_array());
 }
 
 #[test]
