@@ -520,10 +520,11 @@ fn cli_gpus_lists_the_scripted_devices_exactly() {
     assert_eq!(refused.stdout, "");
 
     let mut cmd = gpus_command(&fake);
-    cmd.env_remove("VLLM_PROFILING_AMDSMI_LIBRARY");
+    cmd.env_remove("VLLM_PROFILING_AMDSMI_LIBRARY")
+        .arg("--json");
     let listed = run(&mut cmd, LIMIT);
     assert_success(&listed);
-    let list: Value = serde_json::from_str(&listed.stdout).expect("gpus prints JSON");
+    let list: Value = serde_json::from_str(&listed.stdout).expect("gpus --json prints JSON");
     // Frame 0 of each device: used 1000 + 10 * base MiB, utilization base.
     assert_eq!(
         list,
@@ -561,6 +562,86 @@ fn cli_gpus_reports_an_unusable_library_as_a_clear_error() {
         failed.stderr
     );
     assert!(!failed.stderr.contains("panicked"), "{}", failed.stderr);
+}
+
+#[test]
+fn cli_gpus_prints_a_table_by_default_and_the_host_apart_when_there_is_no_gpu() {
+    let fake = Scripted::new(&two_device_script(2));
+    let mut cmd = gpus_command(&fake);
+    cmd.env_remove("VLLM_PROFILING_AMDSMI_LIBRARY");
+    let shown = run(&mut cmd, LIMIT);
+    assert_success(&shown);
+    let lines: Vec<&str> = shown.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{}", shown.stdout);
+    assert!(lines[0].ends_with("detector: NVMLDetector"), "{}", lines[0]);
+    let header: Vec<&str> = lines[1]
+        .split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "IDX",
+            "NAME",
+            "TYPE",
+            "UTIL %",
+            "MEM CTRL %",
+            "MEMORY USED/TOTAL",
+            "TEMP °C",
+            "POWER W",
+            "SM MHz"
+        ],
+        "{}",
+        lines[1]
+    );
+    // Frame 0: used 1000 + 10 * base MiB, utilization base (10 and 60).
+    for (line, name, util, memory) in [
+        (lines[2], "Fake GPU Zero", "10", "1100/81920 MiB"),
+        (lines[3], "Fake GPU One", "60", "1600/40960 MiB"),
+    ] {
+        assert!(line.contains(name) && line.contains(memory), "{line}");
+        assert!(line.split_whitespace().any(|c| c == util), "{line}");
+    }
+
+    // A driver with no device: no GPU row, the host under its own heading.
+    let none = Scripted::new(&json!({"devices": []}));
+    let mut cmd = gpus_command(&none);
+    cmd.env_remove("VLLM_PROFILING_AMDSMI_LIBRARY");
+    let shown = run(&mut cmd, LIMIT);
+    assert_success(&shown);
+    let lines: Vec<&str> = shown.stdout.lines().collect();
+    assert_eq!(
+        lines[1..4],
+        ["no GPU found", "", "host"],
+        "{}",
+        shown.stdout
+    );
+    assert!(lines[4].contains("CPU %") && lines[4].contains("MEMORY USED/TOTAL"));
+    assert_eq!(lines.len(), 6, "{}", shown.stdout);
+    assert!(
+        !shown.stdout.contains("cpu "),
+        "the host is not a GPU row: {}",
+        shown.stdout
+    );
+    // The JSON keeps the contract's CPU entry.
+    cmd.arg("--json");
+    let listed = run(&mut cmd, LIMIT);
+    assert_success(&listed);
+    let list: Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(list["detector"], "CPUDetector");
+    assert_eq!(list["gpus"][0]["gpu_type"], "cpu");
+    // --json is one list, not a refreshing one.
+    cmd.args(["--watch", "1"]);
+    let refused = run(&mut cmd, LIMIT);
+    assert_eq!(refused.status.code(), Some(2), "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains("'--json' cannot be used with '--watch"),
+        "{}",
+        refused.stderr
+    );
 }
 
 #[test]
@@ -670,7 +751,7 @@ fn real_gpu_matches_nvidia_smi() {
         .map(|l| l.split(',').map(|c| c.trim().to_owned()).collect())
         .collect();
     let mut cmd = clean_command(cli_binary());
-    cmd.arg("gpus");
+    cmd.args(["gpus", "--json"]);
     let listed = run(&mut cmd, LIMIT);
     assert_success(&listed);
     let list: Value = serde_json::from_str(&listed.stdout).unwrap();
@@ -729,7 +810,8 @@ fn a_process_absent_from_the_process_list_gets_the_devices_memory_not_zero() {
     // `VLLM_PROFILING_DEVICES=all` means every device, for the CLI as for the agent.
     let mut cmd = gpus_command(&fake);
     cmd.env_remove("VLLM_PROFILING_AMDSMI_LIBRARY")
-        .env("VLLM_PROFILING_DEVICES", "all");
+        .env("VLLM_PROFILING_DEVICES", "all")
+        .arg("--json");
     let listed = run(&mut cmd, LIMIT);
     assert_success(&listed);
     let list: Value = serde_json::from_str(&listed.stdout).unwrap();

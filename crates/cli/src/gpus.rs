@@ -1,5 +1,7 @@
-//! `vllm-profiler gpus`: the devices the agent would sample, as JSON once or as a table
-//! refreshed every few seconds (`--watch`).
+//! `vllm-profiler gpus`: the devices the agent would sample, as a table (once, or refreshed
+//! every few seconds with `--watch`), or as the GPU list JSON for scripts (`--json`). Without
+//! a GPU the table says so and shows the host under its own heading, never as a GPU; the JSON
+//! keeps the contract's CPU entry.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -11,7 +13,11 @@ use vllm_profiler_gpu::{CpuProbe, Detection, Options};
 
 #[derive(Args)]
 pub struct GpusArgs {
-    /// Refresh a table of every device every SECONDS instead of printing JSON once.
+    /// Print the GPU list as JSON (`gpus`, `total`, `detector`; without a GPU, the host's
+    /// entry), for scripts, instead of the table.
+    #[arg(long, conflicts_with = "watch")]
+    json: bool,
+    /// Refresh the table every SECONDS until interrupted.
     #[arg(long, value_name = "SECONDS", value_parser = parse_interval)]
     watch: Option<f64>,
     /// With --watch: stop after this many tables (default: until interrupted).
@@ -52,7 +58,7 @@ fn parse_devices(text: &str) -> Result<DeviceList, String> {
         .map_err(|_| format!("expected comma-separated device indices, got {text:?}"))
 }
 
-/// `vllm-profiler gpus`: the devices as JSON once, or a table refreshed until stopped.
+/// `vllm-profiler gpus`: the devices as a table, as JSON, or as a table refreshed until stopped.
 pub fn run(args: GpusArgs) -> Result<(), String> {
     let options = Options {
         nvml_library: args.nvml_library,
@@ -66,13 +72,20 @@ pub fn run(args: GpusArgs) -> Result<(), String> {
     }
     let mut cpu = CpuProbe::default();
     match args.watch {
-        None => {
+        None if args.json => {
             let list = vllm_profiler_gpu::gpu_list(&mut detection, &mut cpu);
             print_backend_warnings(&mut detection);
             let text = serde_json::to_string_pretty(&list).map_err(|e| e.to_string())?;
-            println!("{text}");
-            Ok(())
+            let mut out = std::io::stdout().lock();
+            match writeln!(out, "{text}").and_then(|_| out.flush()) {
+                // A closed pipe (`| head`) ends it quietly.
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    Err(format!("cannot write to stdout: {e}"))
+                }
+                _ => Ok(()),
+            }
         }
+        None => watch(&mut detection, &mut cpu, 0.0, Some(1)),
         Some(seconds) => watch(&mut detection, &mut cpu, seconds, args.count),
     }
 }
@@ -97,7 +110,11 @@ fn watch(
         let table = table(detection, cpu);
         print_backend_warnings(detection);
         let mut out = std::io::stdout().lock();
-        let clear = if terminal { "\x1b[H\x1b[2J" } else { "" };
+        let clear = if terminal && count != Some(1) {
+            "\x1b[H\x1b[2J"
+        } else {
+            ""
+        };
         // A closed pipe (`| head`) ends the watch quietly.
         if writeln!(out, "{clear}{table}")
             .and_then(|_| out.flush())
@@ -117,38 +134,57 @@ fn cell(value: Option<f64>, decimals: usize) -> String {
     value.map_or_else(|| "-".to_owned(), |v| format!("{v:.decimals$}"))
 }
 
-/// One refresh of the watch table.
+const COLUMNS: [&str; 9] = [
+    "IDX",
+    "NAME",
+    "TYPE",
+    "UTIL %",
+    "MEM CTRL %",
+    "MEMORY USED/TOTAL",
+    "TEMP °C",
+    "POWER W",
+    "SM MHz",
+];
+
+fn row(cells: [&str; 9]) -> String {
+    format!(
+        "{:>3}  {:<28}  {:<6}  {:>6}  {:>10}  {:>19}  {:>7}  {:>8}  {:>7}",
+        cells[0], cells[1], cells[2], cells[3], cells[4], cells[5], cells[6], cells[7], cells[8]
+    )
+}
+
+/// The table, once: every device's figures now; without a GPU, a line that says so and the
+/// host under its own heading.
 fn table(detection: &mut Detection, cpu: &mut CpuProbe) -> String {
-    let header = format!(
-        "{:>3}  {:<28} {:<6} {:>6} {:>6} {:>19} {:>6} {:>8} {:>9}",
-        "IDX", "NAME", "TYPE", "UTIL%", "MEMC%", "MEMORY USED/TOTAL", "TEMP", "POWER W", "SM MHz"
-    );
-    let mut lines = vec![
-        format!("{}  detector: {}", time_of_day(), detection.detector_name()),
-        header,
-    ];
+    let mut lines = vec![format!(
+        "{}  detector: {}",
+        time_of_day(),
+        detection.detector_name()
+    )];
     match detection.backend.as_mut() {
         None => {
             let e = cpu.entry();
+            lines.push("no GPU found".to_owned());
+            lines.push(String::new());
+            lines.push("host".to_owned());
+            lines.push(format!(
+                "{:<28}  {:>6}  {:>19}",
+                "NAME", "CPU %", "MEMORY USED/TOTAL"
+            ));
             let memory = format!(
                 "{}/{} MiB",
                 e.used_memory_mb.map_or("-".into(), |v| v.to_string()),
                 e.total_memory_mb.map_or("-".into(), |v| v.to_string())
             );
             lines.push(format!(
-                "{:>3}  {:<28} {:<6} {:>6} {:>6} {:>19} {:>6} {:>8} {:>9}",
-                e.index,
+                "{:<28}  {:>6}  {:>19}",
                 truncate(&e.name, 28),
-                e.gpu_type,
                 cell(e.utilization_percent, 1),
-                "-",
-                memory,
-                "-",
-                "-",
-                "-"
+                memory
             ));
         }
         Some(backend) => {
+            lines.push(row(COLUMNS));
             let mut samples: Vec<GpuSample> = Vec::new();
             backend.sample(vllm_profiler_format::unix_now(), &mut samples);
             for (device, s) in backend.devices().iter().zip(&samples) {
@@ -157,18 +193,17 @@ fn table(detection: &mut Detection, cpu: &mut CpuProbe) -> String {
                     cell(s.memory_used_mb, 0),
                     cell(s.memory_total_mb, 0)
                 );
-                lines.push(format!(
-                    "{:>3}  {:<28} {:<6} {:>6} {:>6} {:>19} {:>6} {:>8} {:>9}",
-                    device.index,
-                    truncate(device.name.as_deref().unwrap_or("?"), 28),
-                    device.gpu_type,
-                    cell(s.gpu_utilization, 0),
-                    cell(s.memory_controller_utilization, 0),
-                    memory,
-                    cell(s.temperature, 0),
-                    cell(s.power_draw, 1),
-                    cell(s.sm_clock_mhz, 0)
-                ));
+                lines.push(row([
+                    &device.index.to_string(),
+                    &truncate(device.name.as_deref().unwrap_or("?"), 28),
+                    &device.gpu_type.to_string(),
+                    &cell(s.gpu_utilization, 0),
+                    &cell(s.memory_controller_utilization, 0),
+                    &memory,
+                    &cell(s.temperature, 0),
+                    &cell(s.power_draw, 1),
+                    &cell(s.sm_clock_mhz, 0),
+                ]));
             }
         }
     }

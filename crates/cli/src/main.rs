@@ -31,8 +31,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print the GPU list as JSON ({"gpus": [...], "total": n, "detector": "..."}),
-    /// found by the same detector chain as the agent: amd-smi, then NVML, then the CPU.
+    /// Print the GPUs as a table (utilization, memory, temperature, power, clocks), found by
+    /// the same detector chain as the agent: amd-smi, then NVML, else "no GPU found" and the
+    /// host. --json gives the GPU list JSON ({"gpus": [...], "total": n, "detector": "..."}).
     Gpus(gpus::GpusArgs),
     /// Print a run's reports as tables: the summary, the top layers, and GPU min/avg/max per
     /// device, for each process that wrote reports in DIR. Processes that ended without their
