@@ -9,6 +9,7 @@ test_wheel.py builds the release wheel and installs it into a fresh venv."""
 
 import json
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -329,10 +330,8 @@ def test_an_old_setuptools_is_named_with_the_version_needed(tmp_path):
 def test_a_cargo_named_off_path_brings_its_rustc(tmp_path):
     """CARGO names rustup's cargo and PATH has no Rust: setuptools-rust, which runs rustc from
     PATH, finds the one beside that cargo."""
-    import shutil as sh
-
-    cargo = sh.which("cargo")
-    if not cargo or not sh.which("rustc", path=os.path.dirname(cargo)):
+    cargo = shutil.which("cargo")
+    if not cargo or not shutil.which("rustc", path=os.path.dirname(cargo)):
         pytest.fail(f"cargo ({cargo}) has no rustc beside it: this test needs rustup's layout")
     empty = tmp_path / "empty-bin"
     empty.mkdir()
@@ -347,10 +346,8 @@ def test_a_cargo_named_off_path_brings_its_rustc(tmp_path):
 def test_the_sdist_leaves_out_what_is_not_source(tmp_path):
     """Files lying untracked in the crates (a profile, an editor's, a secret) stay out: the
     sdist takes the crates' sources, manifests and header by kind."""
-    import shutil as sh
-
     tree = tmp_path / "tree"
-    sh.copytree(ROOT, tree, ignore=sh.ignore_patterns("target", ".git", "__pycache__",
+    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns("target", ".git", "__pycache__",
                                                        ".pytest_cache", "*.egg-info"))
     junk = ["crates/core/perf.data", "crates/cli/.idea/ws.xml", "crates/agent/.env"]
     for name in junk:
@@ -390,11 +387,9 @@ def test_the_hook_imports_nothing_unless_asked_and_a_broken_package_is_one_line(
     """The .pth line as site processes it: with profiling off the package is never imported
     (a broken one included); on, a package that raises is one stderr line, one that is gone
     is silent; the host's output and exit status are its own in every case."""
-    import shutil as sh
-
     site_dir = tmp_path / "site"
-    sh.copytree(ROOT / "python" / "vllm_profiler", site_dir / "vllm_profiler")
-    sh.copy(ROOT / "python" / "vllm_profiler.pth", site_dir)
+    shutil.copytree(ROOT / "python" / "vllm_profiler", site_dir / "vllm_profiler")
+    shutil.copy(ROOT / "python" / "vllm_profiler.pth", site_dir)
     (site_dir / "vllm_profiler" / "__init__.py").write_text("raise RuntimeError('broken')\n")
     for off in ("", "0", "off"):
         proc = run_hooked_start(site_dir, VLLM_ENABLE_PROFILING=off)
@@ -402,6 +397,6 @@ def test_the_hook_imports_nothing_unless_asked_and_a_broken_package_is_one_line(
     proc = run_hooked_start(site_dir, VLLM_ENABLE_PROFILING="1")
     assert (proc.returncode, proc.stdout) == (0, "host output\n")
     assert proc.stderr == "vllm-profiler: not started: RuntimeError('broken')\n"
-    sh.rmtree(site_dir / "vllm_profiler")  # uninstalled by hand, the hook left behind
+    shutil.rmtree(site_dir / "vllm_profiler")  # uninstalled by hand, the hook left behind
     proc = run_hooked_start(site_dir, VLLM_ENABLE_PROFILING="1")
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "host output\n", "")

@@ -103,11 +103,16 @@ def leave_user_step() -> None:
     _user_steps.depth = max(getattr(_user_steps, "depth", 0) - 1, 0)
 
 
+def _packaged() -> str:
+    """Where the wheel puts the library: next to this file."""
+    return str(Path(__file__).resolve().parent / PACKAGED_NAME)
+
+
 def _candidates() -> List[str]:
     places = ["already loaded in this process (LD_PRELOAD)"]
     env = os.environ.get("VLLM_PROFILER_LIBRARY")
     places.append(f"$VLLM_PROFILER_LIBRARY ({env!r})" if env else "$VLLM_PROFILER_LIBRARY (unset)")
-    places.append(str(Path(__file__).resolve().parent / PACKAGED_NAME))
+    places.append(_packaged())
     return places
 
 
@@ -139,7 +144,7 @@ def _find() -> ctypes.CDLL:
     if env:
         # The user named a file: that one or an error saying why, never another copy.
         return _load_named(env)
-    packaged = str(Path(__file__).resolve().parent / PACKAGED_NAME)
+    packaged = _packaged()
     if not os.path.exists(packaged):
         raise LibraryNotFoundError(
             f"{LIBRARY_NAME} not found. Looked: " + "; ".join(_candidates()) + ". "

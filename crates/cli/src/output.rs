@@ -60,6 +60,14 @@ pub fn resolve(path: &Path) -> Result<PathBuf, String> {
     ))
 }
 
+/// The directory `path` is in: its parent, `.` for a bare name.
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
 fn in_place(path: &Path) -> bool {
     path.starts_with("/dev") || path.starts_with("/proc")
 }
@@ -81,7 +89,7 @@ pub fn write(
             write(&mut out).and_then(|()| out.flush()).map_err(failed)?;
             return Ok(Written::InPlace);
         }
-        Err(e) if in_place(path) => return Err(failed(io::Error::new(e.kind(), e.to_string()))),
+        Err(e) if in_place(path) => return Err(format!("cannot write {shown}: {e}")),
         _ => {}
     }
     let mode = match &meta {
@@ -96,11 +104,7 @@ pub fn write(
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| format!("{shown} names no file"))?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    vllm_profiler_core::atomic_file::write_atomic_with(dir, name, |file| {
+    vllm_profiler_core::atomic_file::write_atomic_with(parent_dir(path), name, |file| {
         if let Some(mode) = mode {
             file.set_permissions(fs::Permissions::from_mode(mode))?;
         }
@@ -119,10 +123,6 @@ pub fn refuse_run_file(dir: &Path, output: &Path) -> Result<(), String> {
     let Some(name) = output.file_name().and_then(|n| n.to_str()) else {
         return Ok(()); // `write` says what is wrong with it
     };
-    let parent = match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
     let ours = [
         "performance_summary_",
         "detailed_steps_",
@@ -130,7 +130,7 @@ pub fn refuse_run_file(dir: &Path, output: &Path) -> Result<(), String> {
         "trace_",
         "journal_",
     ];
-    let same_dir = match (parent.canonicalize(), dir.canonicalize()) {
+    let same_dir = match (parent_dir(output).canonicalize(), dir.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
     };
